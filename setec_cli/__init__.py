@@ -1,0 +1,1 @@
+"""setec command-line programs: ``setec`` (client) and ``setec-serve`` (server)."""

@@ -1,0 +1,104 @@
+"""Who is calling, and the interface that finds out.
+
+A :class:`Caller` is what every :class:`~setec_core.Database` operation takes: the
+principal recorded in the audit log and the rules that decide what it may do. An
+:class:`Authorizer` plugin builds one per request (from Tailscale's whois, from
+``tailscale serve`` headers, from a bearer token, ...).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from setec_core.acl import Rule, rules_allow
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The identity recorded in audit entries (SPEC.md §3.1).
+
+    A tagged node has ``tags`` and no ``user``; a user login has ``user`` and no tags.
+    """
+
+    hostname: str = ""
+    ip: str = ""
+    user: str = ""
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the audit-log form: ``hostname`` and ``ip`` always, ``user`` and
+        ``tags`` only when non-empty, in Go's key order."""
+        out: dict[str, Any] = {"hostname": self.hostname, "ip": self.ip}
+        if self.user:
+            out["user"] = self.user
+        if self.tags:
+            out["tags"] = list(self.tags)
+        return out
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A principal and the rules that apply to it, for one request.
+
+    :param principal: who is calling, as written to the audit log.
+    :param rules: the grants; the caller may do what any rule allows.
+    :param request_id: an optional identifier of the request, copied into its audit
+        entries so that an entry can be matched with a request log line.
+    """
+
+    principal: Principal
+    rules: tuple[Rule, ...] = ()
+    request_id: str = field(default="", compare=False)
+
+    def allows(self, action: str, name: str) -> bool:
+        """Report whether this caller's rules grant ``action`` on the secret ``name``."""
+        return rules_allow(self.rules, action, name)
+
+
+class Authorizer(ABC):
+    """Identifies the caller of an HTTP request. Registered by plugins through
+    ``setec_register_authorizers`` and selected by :attr:`name`.
+
+    Subclasses set :attr:`name` (kebab-case, e.g. ``"tailscale"``) and implement
+    :meth:`from_options` and :meth:`identify`.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Authorizer:
+        """Build the authorizer from server options (flag values by name).
+
+        :raises ConfigError: if a required option is missing or invalid; the message
+            names the option and says what to set.
+        """
+
+    @abstractmethod
+    def identify(self, request: Any) -> Caller:
+        """Return the caller of ``request`` (the HTTP front's request object).
+
+        :raises AccessDenied: if the caller is unknown or its rules are malformed.
+        :raises SetecError: another subclass if identity could not be determined
+            (for example, the identity service is unreachable).
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most authorizers hold nothing
+        """Release any resources held. The default does nothing."""
+
+
+def make_caller(
+    *rules: Rule | tuple[Iterable[str], Iterable[str]],
+    user: str = "",
+    tags: Iterable[str] = (),
+    hostname: str = "",
+    ip: str = "",
+) -> Caller:
+    """Build a caller from rules written as :class:`Rule` objects or as
+    ``(actions, patterns)`` pairs, e.g. ``make_caller((["get"], ["prod/*"]), user="a@b")``.
+    """
+    built = tuple(r if isinstance(r, Rule) else Rule(r[0], r[1]) for r in rules)
+    return Caller(Principal(hostname=hostname, ip=ip, user=user, tags=tuple(tags)), built)

@@ -1,0 +1,96 @@
+"""The errors setec raises.
+
+Every error a caller can act on is a :class:`SetecError` subclass. The four wire
+sentinels keep the names and messages of Go setec's client (SPEC.md §0); the rest end
+in ``Error``. Status codes are not decided here: one table at the HTTP edge maps these
+classes to the wire.
+
+Messages never contain a secret value. They may name a secret, a version, a path or a
+plugin, and when an operator can fix the problem they say how.
+"""
+
+from __future__ import annotations
+
+
+class SetecError(Exception):
+    """Base class of every error setec raises on purpose."""
+
+
+# --- The wire sentinels (SPEC.md §0, §8.1) -------------------------------------------
+
+
+class NotFound(SetecError):  # noqa: N818 - the wire sentinel names are fixed by SPEC.md
+    """The secret, or the requested version of it, does not exist."""
+
+    def __init__(self, message: str = "not found") -> None:
+        super().__init__(message)
+
+
+class AccessDenied(SetecError):  # noqa: N818 - wire sentinel
+    """The caller's rules do not allow this action on this secret name."""
+
+    def __init__(self, message: str = "access denied") -> None:
+        super().__init__(message)
+
+
+class ValueNotChanged(SetecError):  # noqa: N818 - wire sentinel
+    """A conditional get found that the active version is the one the caller has."""
+
+    def __init__(self, message: str = "value not changed") -> None:
+        super().__init__(message)
+
+
+class VersionClaimed(SetecError):  # noqa: N818 - wire sentinel
+    """create-version named a version that exists or was deleted (claimed forever)."""
+
+    def __init__(self, message: str = "version is already claimed") -> None:
+        super().__init__(message)
+
+
+# --- Client mistakes (400 on the wire) ------------------------------------------------
+
+
+class InvalidRequestError(SetecError):
+    """The request cannot be carried out as asked: an empty name, a version out of range,
+    a reserved name, deleting the active version, a value that is not bytes."""
+
+
+class InvalidVersionError(InvalidRequestError):
+    """A version of 0 was given where a specific version is required."""
+
+
+# --- Operator and environment errors --------------------------------------------------
+
+
+class ConfigError(SetecError):
+    """The configuration cannot work: a bad URI, an unusable state directory."""
+
+
+class PluginError(ConfigError):
+    """A plugin name is unknown, registered twice, or a plugin is broken."""
+
+
+class KeyProviderError(SetecError):
+    """The key provider failed to wrap or unwrap the data key."""
+
+
+class KeyMismatchError(KeyProviderError):
+    """The data key could not be unwrapped: the store was created under another key,
+    or the wrapped key was tampered with."""
+
+
+class StorageError(SetecError):
+    """The storage backend failed to read or write."""
+
+
+class CorruptStoreError(StorageError):
+    """The store exists but cannot be read as a setec store: a corrupt or truncated
+    file, a record that fails authentication, or an unknown schema version."""
+
+
+class ConflictError(StorageError):
+    """A compare-and-swap write lost: another writer changed the record first."""
+
+
+class AuditError(SetecError):
+    """The audit log could not be written durably, so the operation was refused."""

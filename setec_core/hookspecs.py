@@ -1,0 +1,95 @@
+"""The plugin hooks of setec (pluggy project name ``setec``).
+
+Each hook is called once per plugin when a :class:`~setec_core.plugins.Plugins` facade
+is built, with a ``register`` callback that the plugin calls with each class it
+provides. All results count; hooks return nothing. Plugins implement them with
+:data:`hookimpl`::
+
+    from setec_core import hookimpl
+
+    @hookimpl
+    def setec_register_key_providers(register):
+        register(MyKmsKeyProvider)
+
+and are installed through the ``setec`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT_NAME = "setec"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def setec_register_key_providers(register: Callable[[type[Any]], None]) -> None:
+    """Register key providers (subclasses of :class:`~setec_core.keys.KeyProvider`).
+
+    Called once per plugin when the plugin facade is built. Every plugin's
+    registrations count; a scheme or name registered twice is an error naming both
+    plugins.
+
+    :param register: call it with each provider class; the class's ``name`` and
+        ``schemes`` decide how ``--kms-key-name`` URIs select it.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def setec_register_storage_backends(register: Callable[[type[Any]], None]) -> None:
+    """Register storage backends (subclasses of
+    :class:`~setec_core.storage.StorageBackend`).
+
+    Called once per plugin when the plugin facade is built. Every plugin's
+    registrations count; a scheme or name registered twice is an error naming both
+    plugins.
+
+    :param register: call it with each backend class; its ``schemes`` decide which
+        ``--storage`` URIs select it.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def setec_register_authorizers(register: Callable[[type[Any]], None]) -> None:
+    """Register authorizers (subclasses of :class:`~setec_core.authz.Authorizer`).
+
+    Called once per plugin when the plugin facade is built. Every plugin's
+    registrations count; a name registered twice is an error naming both plugins.
+
+    :param register: call it with each authorizer class; its ``name`` is what
+        ``--authorizer`` selects.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def setec_register_backup_sinks(register: Callable[[type[Any]], None]) -> None:
+    """Register backup sinks (subclasses of :class:`~setec_core.backup.BackupSink`).
+
+    Called once per plugin when the plugin facade is built. Every plugin's
+    registrations count; a scheme or name registered twice is an error naming both
+    plugins.
+
+    :param register: call it with each sink class; its ``schemes`` decide which
+        ``--backup`` URIs select it.
+    :returns: nothing.
+    """
+
+
+@hookspec
+def setec_register_commands(cli: Any) -> None:
+    """Add subcommands to a setec command-line program.
+
+    Called once per plugin when a console script (``setec`` or ``setec-serve``) builds
+    its command group. Every plugin's additions count.
+
+    :param cli: the program's ``click.Group``; add commands with ``cli.add_command``.
+    :returns: nothing.
+    """

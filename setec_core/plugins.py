@@ -1,0 +1,302 @@
+"""Loading plugins and choosing among them.
+
+:func:`get_plugin_manager` builds a pluggy manager (never at import time) from the
+``setec`` entry-point group, where the default plugins are installed too, plus any
+plugin objects you pass. :class:`Plugins` is the one typed facade over it: the only
+code that calls hooks. It collects what each plugin registers into a
+:class:`Registry` per extension point. A registry refuses a name or URI scheme that two
+plugins claim, naming both (a shadowed key provider in a secrets server is a security
+bug), and answers an unknown name with the list of what is available.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from setec_core import hookspecs
+from setec_core.authz import Authorizer
+from setec_core.backup import BackupSink
+from setec_core.errors import ConfigError, PluginError, SetecError
+from setec_core.keys import KeyProvider
+from setec_core.storage import StorageBackend
+
+ENTRY_POINT_GROUP = "setec"
+
+T = TypeVar("T")
+
+_MORE = "install more as Python packages in the 'setec' entry-point group (see docs/plugins.md)"
+
+
+def get_plugin_manager(
+    plugins: Iterable[object] = (), *, load_entrypoints: bool = True
+) -> pluggy.PluginManager:
+    """Build a plugin manager with setec's hookspecs.
+
+    :param plugins: extra plugin objects (modules or instances with ``@hookimpl``
+        methods) to register, e.g. a plugin defined inside a test.
+    :param load_entrypoints: load every plugin installed in the ``setec`` entry-point
+        group, the default plugins among them.
+    :raises PluginError: if a plugin fails to import, two installed plugins share an
+        entry-point name, or a plugin implements a hook that does not exist.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    if load_entrypoints:
+        _load_entrypoints(pm)
+    for plugin in plugins:
+        try:
+            pm.register(plugin)
+        except ValueError as e:
+            raise PluginError(f"cannot register plugin {plugin!r}: {e}") from e
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        raise PluginError(
+            f"plugin {e.plugin!r} implements a hook setec does not define: {e}; "
+            "check the hook name against docs/plugins.md"
+        ) from e
+    return pm
+
+
+def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+    loaded: dict[str, str] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in loaded:
+            # The same distribution seen twice on sys.path (an editable install run
+            # from its own checkout) lists the same entry point twice: harmless. Two
+            # different targets under one name would silently shadow one: refuse.
+            if loaded[ep.name] != ep.value:
+                raise PluginError(
+                    f"two installed plugins are both named {ep.name!r}: "
+                    f"{loaded[ep.name]!r} and {ep.value!r}; uninstall one of them"
+                )
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as e:
+            dist = f" (from {ep.dist.name} {ep.dist.version})" if ep.dist else ""
+            raise PluginError(
+                f"plugin {ep.name!r}{dist} failed to load: {type(e).__name__}: {e}; "
+                "reinstall it or uninstall it"
+            ) from e
+        loaded[ep.name] = ep.value
+        pm.register(plugin, name=ep.name)
+
+
+@dataclass(frozen=True)
+class Registration(Generic[T]):
+    """One registered class and the plugin that registered it."""
+
+    cls: type[T]
+    plugin: str
+
+
+class Registry(Generic[T]):
+    """The classes registered for one extension point, by name and by URI scheme.
+
+    :param kind: what is registered, for messages (``"key provider"``).
+    :param base: the ABC every registered class must subclass.
+    """
+
+    def __init__(self, kind: str, base: Any) -> None:
+        # ``base`` is an ABC; mypy does not let an abstract class stand for type[T].
+        self.kind = kind
+        self.base = base
+        self._by_name: dict[str, Registration[T]] = {}
+        self._by_scheme: dict[str, Registration[T]] = {}
+
+    def add(self, cls: type[T], plugin: str) -> None:
+        """Register ``cls`` on behalf of ``plugin``.
+
+        :raises PluginError: if ``cls`` is not a subclass of the base class, has no
+            ``name``, or its name or a scheme is already taken (naming both plugins).
+        """
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise PluginError(
+                f"plugin {plugin!r} registered {cls!r} as a {self.kind}, "
+                f"but it is not a subclass of {self.base.__name__}"
+            )
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(
+                f"plugin {plugin!r} registered {cls.__name__} without a 'name' attribute"
+            )
+        reg = Registration(cls, plugin)
+        self._claim(self._by_name, name, reg, "name")
+        for scheme in getattr(cls, "schemes", ()):
+            self._claim(self._by_scheme, scheme.lower(), reg, "URI scheme")
+
+    def _claim(
+        self, table: dict[str, Registration[T]], key: str, reg: Registration[T], what: str
+    ) -> None:
+        prior = table.get(key)
+        if prior is not None:
+            raise PluginError(
+                f"{self.kind} {what} {key!r} is registered twice: by plugin "
+                f"{prior.plugin!r} ({prior.cls.__qualname__}) and by plugin "
+                f"{reg.plugin!r} ({reg.cls.__qualname__}); uninstall one of them"
+            )
+        table[key] = reg
+
+    def names(self) -> list[str]:
+        """Return the registered names, sorted."""
+        return sorted(self._by_name)
+
+    def registrations(self) -> list[Registration[T]]:
+        """Return every registration, sorted by name."""
+        return [self._by_name[n] for n in self.names()]
+
+    def by_name(self, name: str) -> type[T]:
+        """Return the class registered as ``name``.
+
+        :raises PluginError: if there is none; the message lists the available names.
+        """
+        reg = self._by_name.get(name)
+        if reg is None:
+            raise PluginError(
+                f"unknown {self.kind} {name!r}; available: {self._available()}; {_MORE}"
+            )
+        return reg.cls
+
+    def by_uri(self, uri: str) -> type[T]:
+        """Return the class whose scheme starts ``uri`` (``scheme://...``).
+
+        :raises ConfigError: if ``uri`` has no scheme.
+        :raises PluginError: if no class claims the scheme; the message lists the
+            available schemes.
+        """
+        scheme, sep, _ = uri.partition("://")
+        if not sep or not scheme:
+            raise ConfigError(
+                f"{self.kind} {uri!r} is not a URI; expected SCHEME://..., "
+                f"where SCHEME is one of: {self._schemes()}"
+            )
+        reg = self._by_scheme.get(scheme.lower())
+        if reg is None:
+            raise PluginError(
+                f"unknown {self.kind} {scheme!r} in {uri!r}; available: {self._schemes()}; {_MORE}"
+            )
+        return reg.cls
+
+    def _available(self) -> str:
+        return ", ".join(self.names()) or "(none installed)"
+
+    def _schemes(self) -> str:
+        return ", ".join(f"{s}://" for s in sorted(self._by_scheme)) or "(none installed)"
+
+
+class Plugins:
+    """The typed facade over a plugin manager: the only code that calls setec hooks.
+
+    Build it with :meth:`load` (installed plugins plus any you pass) or from a manager
+    made by :func:`get_plugin_manager`.
+
+    :raises PluginError: from the constructor, if two plugins claim the same name or
+        scheme, or a plugin registers something that is not a subclass of the
+        interface.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.key_providers: Registry[KeyProvider] = Registry("key provider", KeyProvider)
+        self.storage_backends: Registry[StorageBackend] = Registry(
+            "storage backend", StorageBackend
+        )
+        self.authorizers: Registry[Authorizer] = Registry("authorizer", Authorizer)
+        self.backup_sinks: Registry[BackupSink] = Registry("backup sink", BackupSink)
+        self._collect("setec_register_key_providers", self.key_providers)
+        self._collect("setec_register_storage_backends", self.storage_backends)
+        self._collect("setec_register_authorizers", self.authorizers)
+        self._collect("setec_register_backup_sinks", self.backup_sinks)
+
+    @classmethod
+    def load(cls, plugins: Iterable[object] = (), *, load_entrypoints: bool = True) -> Plugins:
+        """Build the facade over :func:`get_plugin_manager` with the same arguments."""
+        return cls(get_plugin_manager(plugins, load_entrypoints=load_entrypoints))
+
+    def _collect(self, hook_name: str, registry: Registry[Any]) -> None:
+        # Each implementation is called on its own (in pluggy's call order) rather
+        # than through one hook call, so that every registration is attributed to the
+        # plugin that made it and a duplicate can name both plugins.
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):
+            plugin = impl.plugin_name
+
+            def register(cls: type[Any], _plugin: str = plugin) -> None:
+                registry.add(cls, _plugin)
+
+            impl.function(register=register)
+
+    # --- selection ---------------------------------------------------------------
+
+    def key_provider(self, uri: str) -> KeyProvider:
+        """Build the key provider for ``uri``. A bare AWS KMS ARN (``arn:aws:kms:...``)
+        means ``aws-kms://ARN``, as in Go setec.
+
+        :raises ConfigError: if the URI is malformed or names no installed provider.
+        """
+        if uri.startswith("arn:"):
+            uri = "aws-kms://" + uri
+        return _build(self.key_providers, uri, lambda cls: cls.from_uri(uri))
+
+    def storage(self, uri: str) -> StorageBackend:
+        """Open the storage backend for ``uri`` (``sqlite:///path``, ``memory://``).
+
+        :raises ConfigError: if the URI is malformed or names no installed backend.
+        :raises CorruptStoreError: if the location holds an unreadable store.
+        """
+        return _build(self.storage_backends, uri, lambda cls: cls.from_uri(uri))
+
+    def backup_sink(self, uri: str) -> BackupSink:
+        """Build the backup sink for ``uri`` (``s3://bucket/prefix``, ``dir:///path``).
+
+        :raises ConfigError: if the URI is malformed or names no installed sink.
+        """
+        return _build(self.backup_sinks, uri, lambda cls: cls.from_uri(uri))
+
+    def authorizer(self, name: str, options: Mapping[str, Any]) -> Authorizer:
+        """Build the authorizer called ``name`` from server ``options``.
+
+        :raises ConfigError: if no authorizer has that name or the options are invalid.
+        """
+        cls = self.authorizers.by_name(name)
+        return _construct(self.authorizers, name, lambda: cls.from_options(options))
+
+    def add_commands(self, cli: Any) -> None:
+        """Let every plugin add subcommands to the click group ``cli``."""
+        self.pm.hook.setec_register_commands(cli=cli)
+
+    def describe(self) -> list[tuple[str, str, str, tuple[str, ...]]]:
+        """Return ``(kind, name, plugin, schemes)`` for everything registered."""
+        out = []
+        for registry in (
+            self.key_providers,
+            self.storage_backends,
+            self.authorizers,
+            self.backup_sinks,
+        ):
+            for reg in registry.registrations():
+                schemes = tuple(getattr(reg.cls, "schemes", ()))
+                out.append((registry.kind, str(getattr(reg.cls, "name")), reg.plugin, schemes))  # noqa: B009 - name is checked at registration
+        return out
+
+
+def _build(registry: Registry[T], uri: str, make: Callable[[type[T]], T]) -> T:
+    cls = registry.by_uri(uri)
+    return _construct(registry, uri, lambda: make(cls))
+
+
+def _construct(registry: Registry[T], what: str, make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except SetecError:
+        raise
+    except Exception as e:
+        # A plugin bug must still reach the operator as one clear line, naming the
+        # plugin and what it was asked to open.
+        raise PluginError(f"{registry.kind} for {what!r} failed: {type(e).__name__}: {e}") from e

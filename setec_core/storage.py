@@ -1,0 +1,158 @@
+"""The storage interface: a transactional store of opaque, encrypted records.
+
+A backend never sees a secret name or value. Record keys are keyed hashes of names and
+record data is AEAD ciphertext, both made by :mod:`setec_core.crypto`. What a backend
+does see, and must keep safe, is:
+
+* records, each a ``key -> data`` pair with a per-record ``revision``;
+* a global revision counter, incremented by every commit that changes anything, and
+  stamped on every record the commit writes. Deleting a record leaves a tombstone
+  (``data is None``) with the new revision, so a replica can catch up with
+  :meth:`StorageBackend.changes_since`;
+* a small metadata area (``name -> bytes``): the wrapped data key, the schema version.
+
+Writes are compare-and-swap: every :class:`RecordWrite` states the revision it expects
+the record to have (0 for "absent or deleted"), and a :meth:`StorageBackend.commit`
+applies all of its writes or none.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record. ``data is None`` marks a tombstone (a deleted record)."""
+
+    key: bytes
+    data: bytes | None
+    revision: int
+
+    def __repr__(self) -> str:
+        size = "tombstone" if self.data is None else f"{len(self.data)} bytes"
+        return f"Record(key={self.key.hex()[:16]}..., {size}, revision={self.revision})"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWrite:
+    """Set (``data`` bytes) or delete (``data is None``) the record at ``key``, provided
+    its current revision is ``expect`` (0: it must be absent or a tombstone)."""
+
+    key: bytes
+    data: bytes | None
+    expect: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetaWrite:
+    """Set the metadata entry ``name`` to ``value``, provided its current value is
+    ``expect`` (``None``: it must not exist yet)."""
+
+    name: str
+    value: bytes
+    expect: bytes | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of a whole store, as of :attr:`revision`: every live record
+    and every metadata entry. Everything in it is as encrypted as the store itself."""
+
+    revision: int
+    meta: Mapping[str, bytes]
+    records: Sequence[Record] = field(repr=False)
+
+
+class StorageBackend(ABC):
+    """A transactional store of opaque records, selected by URI scheme.
+
+    Subclasses set :attr:`name` (kebab-case, e.g. ``"sqlite"``) and :attr:`schemes`
+    (e.g. ``("sqlite",)``) and implement every abstract method. Implementations must
+    be safe to call from many threads at once. A commit is durable when it returns:
+    a crash at any instant leaves the store as it was before the commit or after it.
+
+    Run :class:`setec_core.testing.StorageBackendContract` against a new backend.
+    """
+
+    name: ClassVar[str]
+    schemes: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    @abstractmethod
+    def from_uri(cls, uri: str) -> StorageBackend:
+        """Open (creating if needed) the store named by ``uri``.
+
+        :raises ConfigError: if the URI is malformed or the location is unusable
+            (for example, its directory cannot be created).
+        :raises CorruptStoreError: if the location holds something that is not a
+            readable store of this kind (a corrupt or truncated file).
+        """
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """The URI this store was opened with (no credentials in it)."""
+
+    @abstractmethod
+    def read_all(self) -> Iterator[Record]:
+        """Yield every live record (no tombstones), in no particular order.
+
+        :raises StorageError: if the store cannot be read.
+        """
+
+    @abstractmethod
+    def read(self, key: bytes) -> Record | None:
+        """Return the live record at ``key``, or ``None`` if it is absent or deleted.
+
+        :raises StorageError: if the store cannot be read.
+        """
+
+    @abstractmethod
+    def commit(self, writes: Sequence[RecordWrite] = (), meta: Sequence[MetaWrite] = ()) -> int:
+        """Apply ``writes`` and ``meta`` atomically and durably; return the new global
+        revision, which every written record now carries.
+
+        :raises ConflictError: if any write's ``expect`` does not match; nothing is
+            changed.
+        :raises StorageError: if the commit fails; nothing is changed.
+        """
+
+    @abstractmethod
+    def get_meta(self, name: str) -> bytes | None:
+        """Return the metadata entry ``name``, or ``None`` if it was never set.
+
+        :raises StorageError: if the store cannot be read.
+        """
+
+    @abstractmethod
+    def revision(self) -> int:
+        """Return the global revision: 0 for a new store, then one more per commit."""
+
+    @abstractmethod
+    def changes_since(self, revision: int) -> Iterator[Record]:
+        """Yield every record, tombstones included, whose revision is greater than
+        ``revision``, in increasing revision order.
+
+        :raises StorageError: if the store cannot be read.
+        """
+
+    @abstractmethod
+    def export(self) -> Snapshot:
+        """Return a consistent snapshot of the whole store (for backups).
+
+        :raises StorageError: if the store cannot be read.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store. Further calls may fail. Calling it twice is harmless."""
+
+    def __enter__(self) -> StorageBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

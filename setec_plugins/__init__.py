@@ -1,0 +1,1 @@
+"""The default setec plugins, registered through the ``setec`` entry-point group."""
