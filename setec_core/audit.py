@@ -1,0 +1,416 @@
+"""The audit log: one JSON line per access, durable before any value leaves.
+
+Each line carries Go setec's keys in Go's order (SPEC.md §3.1): ``id``, ``time``,
+``principal`` {``hostname``, ``ip``, ``user`` | ``tags``}, ``action``, ``authorized``,
+``secret`` (omitted when empty) and ``secretVersion`` (omitted when 0). Ours follow:
+
+* ``outcome``: what the Database did: ``ok``, ``denied``, ``not-found``,
+  ``unchanged``, ``version-claimed``, ``invalid`` or ``error`` (a write the storage
+  refused after it was audited);
+* ``servedVersion``: the version whose value a get returned (omitted otherwise);
+* ``request``: the caller's request id, when it has one;
+* ``prev``: SHA-256 (hex) of the previous line's bytes, or 64 zeros on the first
+  line. :func:`verify` follows this chain, so an edited, inserted or removed line is
+  found. Removing lines from the *end* leaves a valid shorter chain: anchor the head
+  (:attr:`AuditReport.head`) elsewhere if you need to detect that.
+
+:meth:`AuditLog.write` returns only once the line is on disk (fsync). Concurrent
+writers share one fsync (group commit): while one thread syncs, the others append
+their lines and wait, and the next sync covers them all. If a write or sync fails the
+operation is refused with :class:`~setec_core.errors.AuditError` (fail-closed). After a
+failed fsync the log refuses every later write too, because Linux may have dropped the
+unsynced pages and cleared the error, so nothing after it could be trusted.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets as _random
+import stat
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from setec_core.authz import Principal
+from setec_core.errors import AuditError, ConfigError
+
+log = logging.getLogger("setec.audit")
+
+GENESIS = "0" * 64
+_TAIL_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What happened, before ``id``, ``time`` and ``prev`` are assigned at write time."""
+
+    principal: Principal
+    action: str
+    authorized: bool
+    secret: str = ""
+    secret_version: int = 0
+    outcome: str = ""
+    served_version: int = 0
+    request_id: str = ""
+
+    def _body(self) -> str:
+        # Everything after "time", as JSON members (no braces); see AuditLog.write.
+        doc: dict[str, Any] = {
+            "principal": self.principal.to_json(),
+            "action": self.action,
+            "authorized": self.authorized,
+        }
+        if self.secret:
+            doc["secret"] = self.secret
+        if self.secret_version:
+            doc["secretVersion"] = self.secret_version
+        if self.outcome:
+            doc["outcome"] = self.outcome
+        if self.served_version:
+            doc["servedVersion"] = self.served_version
+        if self.request_id:
+            doc["request"] = self.request_id
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)[1:-1]
+
+
+def format_time(ns: int) -> str:
+    """Format nanoseconds since the epoch as Go's RFC 3339 with nanoseconds, in UTC,
+    trailing zeros of the fraction trimmed (``2024-05-05T12:34:56.1234Z``)."""
+    secs, frac = divmod(ns, 1_000_000_000)
+    out = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if frac:
+        out += "." + f"{frac:09d}".rstrip("0")
+    return out + "Z"
+
+
+class AuditSink(ABC):
+    """Where audit lines go: a file in production, memory in tests."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (whole lines) to the sink.
+
+        :raises OSError: if the write failed; the sink must be as it was before.
+        :raises AuditError: if the write failed and the sink could not be restored.
+        """
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Make everything written so far durable.
+
+        :raises OSError: if it could not be made durable.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the sink (after :meth:`sync`; :class:`AuditLog` calls both).
+
+        :raises OSError: if closing failed.
+        """
+
+    def last_line(self) -> bytes | None:
+        """Return the last complete line already in the sink (without its newline),
+        or ``None`` if it is empty. The chain continues from it."""
+        return None
+
+
+class FileAuditSink(AuditSink):
+    """An append-only file, mode 0600, held under an exclusive lock so that two
+    servers cannot interleave lines in one log.
+
+    A torn last line (a crash mid-write, before its fsync returned, so before its
+    operation could complete) is cut off at open and reported in the log.
+
+    :raises ConfigError: if the file cannot be opened or is in use by another process.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot open audit log {str(self.path)!r}: {e.strerror}; "
+                "make its directory writable by this user"
+            ) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"audit log {str(self.path)!r} is not a regular file")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"audit log {str(self.path)!r} is in use by another process; "
+                    "is another setec server running on this state directory?"
+                ) from None
+            if st.st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+            self._fd = fd
+            self._size = st.st_size
+            self._last = self._recover_tail()
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _recover_tail(self) -> bytes | None:
+        if self._size == 0:
+            return None
+        start = max(0, self._size - _TAIL_CHUNK)
+        tail = os.pread(self._fd, self._size - start, start)
+        while b"\n" not in tail[:-1] and start > 0:
+            start = max(0, start - _TAIL_CHUNK)
+            tail = os.pread(self._fd, self._size - start, start)
+        if not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n") + 1
+            torn = len(tail) - cut
+            os.ftruncate(self._fd, self._size - torn)
+            os.fsync(self._fd)
+            self._size -= torn
+            log.warning(
+                "audit log %s ended in a partial line (%d bytes) from an interrupted "
+                "write; removed it",
+                self.path,
+                torn,
+            )
+            tail = tail[:cut]
+        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+        return lines[-1] if lines[-1] else None
+
+    def last_line(self) -> bytes | None:
+        return self._last
+
+    def write(self, data: bytes) -> None:
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError as e:
+                raise AuditError(
+                    f"audit log {str(self.path)!r} failed a write and could not be "
+                    f"restored ({e.strerror}); refusing every operation until restart"
+                ) from None
+            raise
+        self._size += len(data)
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+class MemoryAuditSink(AuditSink):
+    """Keeps audit lines in memory; :meth:`entries` decodes them. For tests and
+    in-memory databases."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self.syncs = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+    def getvalue(self) -> bytes:
+        """Return everything written so far."""
+        return b"".join(self._chunks)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Return every line written so far, decoded."""
+        return [json.loads(line) for line in self.getvalue().splitlines()]
+
+
+class AuditLog:
+    """Writes audit entries durably, hash-chained, with group commit.
+
+    :param sink: where lines go; the log continues the chain from its last line.
+    """
+
+    def __init__(self, sink: AuditSink) -> None:
+        self._sink = sink
+        last = sink.last_line()
+        self._prev = hashlib.sha256(last).hexdigest() if last else GENESIS
+        self._cond = threading.Condition(threading.Lock())
+        self._written = 0  # batches handed to the sink
+        self._synced = 0  # batches known durable
+        self._syncing = False
+        self._broken = ""
+        self.fsyncs = 0
+        self.entries_written = 0
+        self.last_sync_seconds = 0.0
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> AuditLog:
+        """Open (creating, mode 0600) the audit log file at ``path``.
+
+        :raises ConfigError: if it cannot be opened or another process holds it.
+        """
+        return cls(FileAuditSink(path))
+
+    @property
+    def sink(self) -> AuditSink:
+        """The sink this log writes to."""
+        return self._sink
+
+    def write(self, *entries: AuditEntry) -> None:
+        """Append ``entries`` and return once they are durable.
+
+        :raises AuditError: if they could not be written and synced; the caller must
+            refuse the operation they record.
+        """
+        bodies = [e._body() for e in entries]
+        with self._cond:
+            if self._broken:
+                raise AuditError(self._broken)
+            prev = self._prev
+            lines = []
+            for body in bodies:
+                # id and time are assigned here, under the lock, so lines are in time
+                # order; "prev" goes last so a reader can check the chain line by line.
+                line = (
+                    f'{{"id":{_random.randbits(64) or 1},"time":"{format_time(time.time_ns())}",'
+                    f'{body},"prev":"{prev}"}}'
+                ).encode()
+                prev = hashlib.sha256(line).hexdigest()
+                lines.append(line)
+            try:
+                self._sink.write(b"\n".join(lines) + b"\n")
+            except OSError as e:
+                raise AuditError(f"cannot write the audit log: {e.strerror or e}") from None
+            except AuditError as e:
+                self._broken = str(e)
+                raise
+            self._prev = prev
+            self._written += 1
+            mine = self._written
+            while self._synced < mine:
+                if self._broken:
+                    raise AuditError(self._broken)
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._sync_locked()
+            self.entries_written += len(lines)
+
+    def _sync_locked(self) -> None:
+        # Called with the lock held; drops it for the fsync so that other writers can
+        # append meanwhile, and their lines ride on the next sync.
+        self._syncing = True
+        target = self._written
+        self._cond.release()
+        failure: OSError | None = None
+        started = time.perf_counter()
+        try:
+            self._sink.sync()
+        except OSError as e:
+            failure = e
+        finally:
+            self._cond.acquire()
+            self._syncing = False
+        self.last_sync_seconds = time.perf_counter() - started
+        self.fsyncs += 1
+        if failure is not None:
+            self._broken = (
+                f"the audit log could not be synced ({failure.strerror or failure}); "
+                "refusing every operation until the server is restarted"
+            )
+            log.error("%s", self._broken)
+            self._cond.notify_all()
+            raise AuditError(self._broken)
+        self._synced = target
+        self._cond.notify_all()
+
+    def close(self) -> None:
+        """Sync and close the sink; both are attempted even if the sync fails.
+
+        :raises AuditError: naming whichever failed.
+        """
+        problems = []
+        with self._cond:
+            for step in (self._sink.sync, self._sink.close):
+                try:
+                    step()
+                except OSError as e:
+                    problems.append(f"{step.__name__}: {e.strerror or e}")
+            self._broken = self._broken or "the audit log is closed"
+        if problems:
+            raise AuditError("closing the audit log failed: " + "; ".join(problems))
+
+
+@dataclass
+class AuditReport:
+    """What :func:`verify` found.
+
+    :param entries: how many lines were read.
+    :param head: the hash of the last line (what the next line's ``prev`` will be).
+    :param problems: one message per broken link, naming the line number.
+    """
+
+    entries: int = 0
+    head: str = GENESIS
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True if the chain is unbroken."""
+        return not self.problems
+
+
+def verify(path: str | os.PathLike[str]) -> AuditReport:
+    """Check the hash chain of the audit log at ``path``.
+
+    Finds an edited, inserted or removed line (including the first), a torn line and
+    a line that is not JSON. Lines removed from the end cannot be detected from the
+    file alone: compare :attr:`AuditReport.head` with a copy kept elsewhere.
+
+    :raises ConfigError: if the file cannot be read.
+    """
+    report = AuditReport()
+    prev = GENESIS
+    try:
+        with Path(path).open("rb") as f:
+            numbered = list(enumerate(f, start=1))
+        for number, raw in numbered:
+            report.entries = number
+            line = raw.rstrip(b"\n")
+            if not raw.endswith(b"\n"):
+                report.problems.append(f"line {number}: torn (no newline at the end)")
+            try:
+                claimed = json.loads(line).get("prev")
+            except (ValueError, AttributeError):
+                report.problems.append(f"line {number}: not a JSON object")
+                claimed = None
+            if claimed != prev:
+                what = (
+                    "the first line does not start a chain"
+                    if number == 1
+                    else ("does not follow the line before it")
+                )
+                report.problems.append(
+                    f"line {number}: {what} (a line before it was edited, inserted or removed)"
+                )
+            prev = hashlib.sha256(line).hexdigest()
+    except OSError as e:
+        raise ConfigError(f"cannot read audit log {str(path)!r}: {e.strerror}") from None
+    report.head = prev
+    return report

@@ -1,0 +1,714 @@
+"""The Database: secrets, versions, access checks and audit, over pluggable parts.
+
+Every operation of SPEC.md §1.4 is a method taking the :class:`~setec_core.Caller` it
+acts for. The order of checks, what is audited and what each outcome is follow Go
+setec (SPEC.md §1.4, §3.2), with the fixes of SPEC.md's preface and §12: client
+mistakes raise :class:`InvalidRequestError` (400 on the wire) instead of a bare
+error, a put never wraps to version 0 nor answers with a deleted version, and
+``_internal/`` names are refused by every write, create-version included.
+
+Reads are served from an in-memory index decrypted at open. Each secret's state is an
+immutable :class:`SecretState`, replaced whole by a write, so readers take no lock.
+Writes are serialised by one lock and each rewrites only its own record: audit entry
+first (durable), then one storage commit. If the commit fails the index is untouched.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from setec_core.acl import Action
+from setec_core.audit import AuditEntry, AuditLog
+from setec_core.authz import Caller
+from setec_core.crypto import DEK_CONTEXT, DataKey
+from setec_core.errors import (
+    AccessDenied,
+    ConfigError,
+    ConflictError,
+    CorruptStoreError,
+    InvalidRequestError,
+    InvalidVersionError,
+    KeyMismatchError,
+    NotFound,
+    SetecError,
+    StorageError,
+    ValueNotChanged,
+    VersionClaimed,
+)
+from setec_core.keys import KeyProvider
+from setec_core.model import MAX_VERSION, SecretInfo, SecretState, SecretValue
+from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
+
+log = logging.getLogger("setec.database")
+
+SCHEMA_VERSION = b"1"
+RESERVED_PREFIX = "_internal/"
+STORE_FILE = "secrets.db"
+AUDIT_FILE = "audit.log"
+
+# Outcomes recorded in the audit log's "outcome" key.
+# (old state or None, new state or None for a deletion)
+_Change = tuple[SecretState | None, SecretState | None]
+
+OK, DENIED, NOT_FOUND, UNCHANGED, CLAIMED, INVALID, ERROR = (
+    "ok",
+    "denied",
+    "not-found",
+    "unchanged",
+    "version-claimed",
+    "invalid",
+    "error",
+)
+
+
+class Database:
+    """A setec database: open it with :meth:`open`, close it when done (or use
+    ``with``). Safe to use from many threads at once.
+
+    :param storage: where encrypted records live; the database closes it.
+    :param key: the key provider holding the key-encryption key; closed with it.
+    :param audit: the audit log every access is written to; closed with it.
+    :raises KeyMismatchError: if ``key`` cannot unwrap the store's data key.
+    :raises CorruptStoreError: if the store's metadata or a record is unreadable.
+    :raises StorageError: if the store cannot be read.
+    """
+
+    def __init__(self, storage: StorageBackend, key: KeyProvider, audit: AuditLog) -> None:
+        self._storage = storage
+        self._key = key
+        self._audit_log = audit
+        self._write_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._secrets: dict[str, SecretState] = {}
+        self._sorted: list[str] | None = None
+        started = time.perf_counter()
+        self._dek = self._unlock()
+        self._load()
+        log.info(
+            "opened %s with %d secrets in %.2f s (key %s)",
+            storage.uri,
+            len(self._secrets),
+            time.perf_counter() - started,
+            key.uri,
+        )
+
+    # --- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        key: str | KeyProvider = "dev://",
+        storage: str | StorageBackend | None = None,
+        audit: AuditLog | None = None,
+        plugins: Any = None,
+    ) -> Database:
+        """Open (creating if needed) a database.
+
+        :param state_dir: directory for the default store (``secrets.db``, SQLite)
+            and ``audit.log``; created with mode 0700.
+        :param key: a key-provider URI (``dev://``, ``aws-kms://ARN``, a bare ARN) or
+            a :class:`KeyProvider`.
+        :param storage: a storage URI (``sqlite:///path``, ``memory://``) or backend;
+            defaults to ``sqlite:///<state_dir>/secrets.db``.
+        :param audit: the audit log; defaults to ``<state_dir>/audit.log``.
+        :param plugins: a :class:`~setec_core.plugins.Plugins` facade used to resolve
+            URIs; by default the installed plugins.
+        :raises ConfigError: if the state directory is unusable, a URI names no
+            installed plugin, or neither ``state_dir`` nor both ``storage`` and
+            ``audit`` are given.
+        :raises KeyMismatchError: if the store was created under another key.
+        :raises CorruptStoreError: if the store cannot be read as a setec store.
+        """
+        if state_dir is None and (storage is None or audit is None):
+            raise ConfigError("no state directory: give state_dir, or both storage and audit")
+        if plugins is None and (
+            isinstance(key, str) or isinstance(storage, str) or storage is None
+        ):
+            from setec_core.plugins import Plugins
+
+            plugins = Plugins.load()
+        opened: list[Any] = []
+        try:
+            if state_dir is not None:
+                state = prepare_state_dir(state_dir)
+                if storage is None:
+                    storage = f"sqlite://{(state / STORE_FILE).resolve()}"
+                if audit is None:
+                    audit = AuditLog.open(state / AUDIT_FILE)
+                    opened.append(audit)
+            assert audit is not None  # checked above
+            provider = plugins.key_provider(key) if isinstance(key, str) else key
+            if provider is not key:
+                opened.append(provider)
+            backend = plugins.storage(storage) if isinstance(storage, str) else storage
+            if backend is not storage:
+                opened.append(backend)
+            assert isinstance(backend, StorageBackend)
+            return cls(backend, provider, audit)
+        except BaseException:
+            for thing in reversed(opened):
+                _close_quietly(thing)
+            raise
+
+    def _unlock(self) -> DataKey:
+        wrapped = self._storage.get_meta("dek")
+        if wrapped is None:
+            return self._initialise()
+        schema = self._storage.get_meta("schema")
+        if schema != SCHEMA_VERSION:
+            raise CorruptStoreError(
+                f"store {self._storage.uri} has schema version {schema!r}, this setec "
+                f"reads {SCHEMA_VERSION.decode()}; upgrade setec or restore a backup"
+            )
+        try:
+            return DataKey(self._key.unwrap(wrapped, DEK_CONTEXT))
+        except KeyMismatchError as e:
+            made_with = (self._storage.get_meta("kek") or b"an unknown key").decode(
+                errors="replace"
+            )
+            raise KeyMismatchError(
+                f"cannot unlock store {self._storage.uri} with key {self._key.uri}: it was "
+                f"created with {made_with} ({e}); open it with that key. Nothing was changed."
+            ) from None
+
+    def _initialise(self) -> DataKey:
+        if self._storage.revision() != 0:
+            raise CorruptStoreError(
+                f"store {self._storage.uri} has records but no data key; its metadata "
+                "was lost: restore it from a backup"
+            )
+        dek = DataKey.generate()
+        wrapped = self._key.wrap(dek.material, DEK_CONTEXT)
+        try:
+            self._storage.commit(
+                meta=[
+                    MetaWrite("schema", SCHEMA_VERSION, None),
+                    MetaWrite("dek", wrapped, None),
+                    MetaWrite("kek", self._key.uri.encode(), None),
+                ]
+            )
+        except ConflictError:
+            # Another process initialised the same store a moment ago: use its key.
+            return self._unlock()
+        log.info("created a new store %s under key %s", self._storage.uri, self._key.uri)
+        return dek
+
+    def _load(self) -> None:
+        dek = self._dek
+        secrets = self._secrets
+        for record in self._storage.read_all():
+            assert record.data is not None  # read_all yields live records only
+            state = SecretState.decode(dek.open(record.key, record.data), record.revision)
+            secrets[state.name] = state
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The store's global revision: it changes whenever the database does (the
+        backup loop compares it to decide whether a new backup is needed)."""
+        return self._storage.revision()
+
+    @property
+    def storage(self) -> StorageBackend:
+        """The storage backend (for backups and admin tools)."""
+        return self._storage
+
+    @property
+    def audit_log(self) -> AuditLog:
+        """The audit log every access is written to."""
+        return self._audit_log
+
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+    def __repr__(self) -> str:
+        return f"<Database {self._storage.uri} secrets={len(self._secrets)} key={self._key.uri}>"
+
+    def close(self) -> None:
+        """Close the audit log (synced), the store and the key provider."""
+        with self._write_lock:
+            for thing in (self._audit_log, self._storage, self._key):
+                _close_quietly(thing)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reads -----------------------------------------------------------------------
+
+    def list(self, caller: Caller) -> list[SecretInfo]:
+        """Return every secret the caller may ``info``, sorted by name.
+
+        Writes one audit entry (action ``info``, no secret) whatever the caller may
+        see, and never raises :class:`AccessDenied`.
+        """
+        self._audit(caller, Action.INFO, "", 0, True, OK)
+        with self._index_lock:
+            if self._sorted is None:
+                self._sorted = sorted(self._secrets)
+            names = self._sorted
+        out = []
+        for name in names:
+            state = self._secrets.get(name)
+            if state is not None and caller.allows(Action.INFO, name):
+                out.append(state.info())
+        return out
+
+    def info(self, caller: Caller, name: str) -> SecretInfo:
+        """Return the versions and active version of ``name`` (needs ``info``).
+
+        :raises AccessDenied: if the caller may not ``info`` it (audited).
+        :raises NotFound: if there is no such secret (audited).
+        """
+        _check_name(name, empty_ok=True)
+        allowed = caller.allows(Action.INFO, name)
+        state = self._secrets.get(name)
+        outcome = DENIED if not allowed else OK if state else NOT_FOUND
+        self._audit(caller, Action.INFO, name, 0, allowed, outcome)
+        if not allowed:
+            raise AccessDenied()
+        if state is None:
+            raise NotFound()
+        return state.info()
+
+    def get(self, caller: Caller, name: str, version: int = 0) -> SecretValue:
+        """Return the active value of ``name``, or ``version`` of it if not 0.
+
+        :raises AccessDenied: if the caller may not ``get`` it (audited).
+        :raises NotFound: if there is no such secret or version (audited).
+        :raises InvalidRequestError: if ``version`` is not a uint32 (not audited).
+        """
+        _check_name(name, empty_ok=True)
+        _check_version(version, zero_ok=True)
+        allowed = caller.allows(Action.GET, name)
+        state = self._secrets.get(name)
+        served = 0
+        if not allowed:
+            outcome = DENIED
+        elif state is None:
+            outcome = NOT_FOUND
+        else:
+            served = version or state.active
+            outcome = OK if served in state.versions else NOT_FOUND
+        self._audit(
+            caller, Action.GET, name, version, allowed, outcome, served if outcome == OK else 0
+        )
+        if not allowed:
+            raise AccessDenied()
+        if outcome != OK:
+            raise NotFound()
+        assert state is not None
+        return SecretValue(state.versions[served], served)
+
+    def get_if_changed(self, caller: Caller, name: str, version: int) -> SecretValue:
+        """Return the active value of ``name`` unless its active version is ``version``
+        (a conditional get, for polling). ``version`` 0 means a plain :meth:`get`.
+
+        Audited only when denied or when a value is returned (SPEC.md §3.2), so polls
+        that find nothing new leave no trace.
+
+        :raises AccessDenied: if the caller may not ``get`` it (audited).
+        :raises NotFound: if there is no such secret (not audited).
+        :raises ValueNotChanged: if the active version is ``version`` (not audited).
+        """
+        if version == 0:
+            return self.get(caller, name)
+        _check_name(name, empty_ok=True)
+        _check_version(version, zero_ok=False)
+        if not caller.allows(Action.GET, name):
+            self._audit(caller, Action.GET, name, 0, False, DENIED)
+            raise AccessDenied()
+        state = self._secrets.get(name)
+        if state is None:
+            raise NotFound()
+        if state.active == version:
+            raise ValueNotChanged()
+        self._audit(caller, Action.GET, name, 0, True, OK, state.active)
+        return SecretValue(state.versions[state.active], state.active)
+
+    # --- writes ----------------------------------------------------------------------
+
+    def put(self, caller: Caller, name: str, value: bytes) -> int:
+        """Add ``value`` as a new version of ``name`` and return its version number.
+
+        The first put creates version 1 and activates it; later puts do not change
+        the active version. A value equal to the latest version's returns that
+        version and writes nothing.
+
+        :raises InvalidRequestError: for an empty or ``_internal/`` name, a value that
+            is not bytes, or a secret whose versions are used up.
+        :raises AccessDenied: if the caller may not ``put`` it (audited).
+        """
+        return self.put_many(caller, {name: value})[name]
+
+    def put_many(self, caller: Caller, items: Mapping[str, bytes]) -> dict[str, int]:
+        """:meth:`put` several secrets at once, all or nothing, with one audit sync
+        and one storage commit. Returns each name's version.
+
+        :raises InvalidRequestError: as :meth:`put`, for any item; nothing is written.
+        :raises AccessDenied: if any put is denied; nothing is written.
+        """
+        values = {}
+        for name, value in items.items():
+            _check_name(name, empty_ok=False)
+            values[name] = _as_bytes(value)
+        # All or nothing: refuse the batch before touching anything, auditing the
+        # items that were refused.
+        denied = [n for n in values if not caller.allows(Action.PUT, n)]
+        if denied:
+            self._audit_many(caller, Action.PUT, [(n, 0, False, DENIED) for n in denied])
+            raise AccessDenied()
+        reserved = [n for n in values if n.startswith(RESERVED_PREFIX)]
+        if reserved:
+            self._audit_many(caller, Action.PUT, [(n, 0, True, INVALID) for n in reserved])
+            raise InvalidRequestError(
+                f"secret name {reserved[0]!r} is reserved: names starting with "
+                f"{RESERVED_PREFIX!r} cannot be written"
+            )
+        with self._write_lock:
+            result: dict[str, int] = {}
+            changes: builtins.list[_Change] = []
+            for name, value in values.items():
+                old = self._secrets.get(name)
+                if old is None:
+                    new = SecretState(name, {1: value}, 1, 1, frozenset())
+                elif old.versions.get(old.latest) == value:
+                    result[name] = old.latest
+                    continue
+                elif old.latest >= MAX_VERSION:
+                    self._audit(caller, Action.PUT, name, 0, True, INVALID)
+                    raise InvalidRequestError(
+                        f"secret {name!r} has used every version up to {MAX_VERSION}; "
+                        "delete it and put it again to start over at 1"
+                    )
+                else:
+                    latest = old.latest + 1
+                    new = replace(old, versions={**old.versions, latest: value}, latest=latest)
+                changes.append((old, new))
+                result[name] = new.latest
+            changed = {new.name for _, new in changes if new is not None}
+            self._audit_many(
+                caller,
+                Action.PUT,
+                [(n, 0, True, OK if n in changed else UNCHANGED) for n in values],
+            )
+            self._commit(caller, Action.PUT, changes)
+            return result
+
+    def create_version(self, caller: Caller, name: str, version: int, value: bytes) -> None:
+        """Store ``value`` as exactly ``version`` of ``name`` and make it active.
+
+        :raises InvalidVersionError: if ``version`` is 0 (checked before access, not
+            audited, as in Go setec).
+        :raises InvalidRequestError: for an empty or ``_internal/`` name, a version
+            out of range or a value that is not bytes.
+        :raises AccessDenied: if the caller may not ``create-version`` (audited).
+        :raises VersionClaimed: if the version exists or was ever deleted (audited).
+        """
+        _check_name(name, empty_ok=False)
+        value = _as_bytes(value)
+        if version == 0:
+            raise InvalidVersionError(
+                f"invalid version, please specify a version > 0 (secret {name!r})"
+            )
+        _check_version(version, zero_ok=False)
+        action = Action.CREATE_VERSION
+        self._check_write(caller, action, name, version, needs_version=False)
+        with self._write_lock:
+            old = self._secrets.get(name)
+            if old is None:
+                new = SecretState(name, {version: value}, version, version, frozenset())
+            elif version in old.versions or version in old.deleted:
+                self._audit(caller, action, name, version, True, CLAIMED)
+                raise VersionClaimed()
+            else:
+                new = replace(
+                    old,
+                    versions={**old.versions, version: value},
+                    active=version,
+                    latest=max(old.latest, version),
+                )
+            self._audit(caller, action, name, version, True, OK)
+            self._commit(caller, action, [(old, new)])
+
+    def activate(self, caller: Caller, name: str, version: int) -> None:
+        """Make ``version`` the active version of ``name``.
+
+        :raises InvalidRequestError: for an empty or ``_internal/`` name.
+        :raises InvalidVersionError: if ``version`` is 0 (audited).
+        :raises AccessDenied: if the caller may not ``activate`` (audited).
+        :raises NotFound: if there is no such secret or version (audited).
+        """
+        _check_name(name, empty_ok=False)
+        _check_version(version, zero_ok=True)
+        action = Action.ACTIVATE
+        self._check_write(caller, action, name, version, needs_version=True)
+        with self._write_lock:
+            old = self._secrets.get(name)
+            if old is None or version not in old.versions:
+                self._audit(caller, action, name, version, True, NOT_FOUND)
+                raise NotFound()
+            if old.active == version:
+                self._audit(caller, action, name, version, True, UNCHANGED)
+                return
+            self._audit(caller, action, name, version, True, OK)
+            self._commit(caller, action, [(old, replace(old, active=version))])
+
+    def delete_version(self, caller: Caller, name: str, version: int) -> None:
+        """Delete one inactive version of ``name``; its number stays claimed.
+
+        :raises InvalidVersionError: if ``version`` is 0 (audited).
+        :raises InvalidRequestError: for an ``_internal/`` name, or if ``version`` is
+            the active version (audited).
+        :raises AccessDenied: if the caller may not ``delete`` (audited).
+        :raises NotFound: if there is no such secret or version (audited).
+        """
+        _check_name(name, empty_ok=True)
+        _check_version(version, zero_ok=True)
+        action = Action.DELETE
+        self._check_write(caller, action, name, version, needs_version=True)
+        with self._write_lock:
+            old = self._secrets.get(name)
+            if old is None:
+                self._audit(caller, action, name, version, True, NOT_FOUND)
+                raise NotFound()
+            if version == old.active:
+                self._audit(caller, action, name, version, True, INVALID)
+                raise InvalidRequestError(
+                    f"cannot delete version {version} of secret {name!r}: it is the active "
+                    "version; activate another version first"
+                )
+            if version not in old.versions:
+                self._audit(caller, action, name, version, True, NOT_FOUND)
+                raise NotFound()
+            versions = {v: b for v, b in old.versions.items() if v != version}
+            new = replace(old, versions=versions, deleted=old.deleted | {version})
+            self._audit(caller, action, name, version, True, OK)
+            self._commit(caller, action, [(old, new)])
+
+    def delete(self, caller: Caller, name: str) -> None:
+        """Delete ``name`` entirely: every version and its history of deleted
+        versions. Deleting a secret that does not exist succeeds and writes nothing.
+
+        :raises InvalidRequestError: for an ``_internal/`` name (audited).
+        :raises AccessDenied: if the caller may not ``delete`` (audited).
+        """
+        _check_name(name, empty_ok=True)
+        action = Action.DELETE
+        self._check_write(caller, action, name, 0, needs_version=False)
+        with self._write_lock:
+            old = self._secrets.get(name)
+            if old is None:
+                self._audit(caller, action, name, 0, True, NOT_FOUND)
+                return
+            self._audit(caller, action, name, 0, True, OK)
+            self._commit(caller, action, [(old, None)])
+
+    # --- machinery -------------------------------------------------------------------
+
+    def _check_write(
+        self, caller: Caller, action: Action, name: str, version: int, *, needs_version: bool
+    ) -> None:
+        # Go setec's order after the access check: reserved names, then version 0.
+        if not caller.allows(action, name):
+            self._audit(caller, action, name, version, False, DENIED)
+            raise AccessDenied()
+        if name.startswith(RESERVED_PREFIX):
+            self._audit(caller, action, name, version, True, INVALID)
+            raise InvalidRequestError(
+                f"secret name {name!r} is reserved: names starting with "
+                f"{RESERVED_PREFIX!r} cannot be written"
+            )
+        if needs_version and version == 0:
+            self._audit(caller, action, name, version, True, INVALID)
+            raise InvalidVersionError(
+                f"invalid version, please specify a version > 0 (secret {name!r})"
+            )
+
+    def _audit(
+        self,
+        caller: Caller,
+        action: Action,
+        name: str,
+        version: int,
+        authorized: bool,
+        outcome: str,
+        served: int = 0,
+    ) -> None:
+        self._audit_log.write(
+            AuditEntry(
+                caller.principal,
+                action.value,
+                authorized,
+                name,
+                version,
+                outcome,
+                served,
+                caller.request_id,
+            )
+        )
+
+    def _audit_many(
+        self, caller: Caller, action: Action, items: Sequence[tuple[str, int, bool, str]]
+    ) -> None:
+        self._audit_log.write(
+            *(
+                AuditEntry(
+                    caller.principal,
+                    action.value,
+                    authorized,
+                    name,
+                    version,
+                    outcome,
+                    0,
+                    caller.request_id,
+                )
+                for name, version, authorized, outcome in items
+            )
+        )
+
+    def _commit(
+        self,
+        caller: Caller,
+        action: Action,
+        changes: Sequence[_Change],
+    ) -> None:
+        # Called with the write lock held, after the audit entries are durable.
+        if not changes:
+            return
+        writes = []
+        for old, new in changes:
+            name = _name_of(old, new)
+            key = self._dek.storage_key(name)
+            data = None if new is None else self._dek.seal(key, new.encode())
+            writes.append(RecordWrite(key, data, old.revision if old else 0))
+        try:
+            revision = self._storage.commit(writes)
+        except Exception as e:
+            names = [_name_of(old, new) for old, new in changes]
+            self._audit_failure(caller, action, names)
+            if isinstance(e, ConflictError):
+                self._catch_up(names)
+                raise ConflictError(
+                    f"secret {names[0]!r} was changed by another writer; retry"
+                ) from None
+            if isinstance(e, SetecError):
+                raise
+            raise StorageError(f"the storage backend failed: {type(e).__name__}: {e}") from e
+        with self._index_lock:
+            for old, new in changes:
+                if new is None:
+                    assert old is not None
+                    del self._secrets[old.name]
+                    self._sorted = None
+                else:
+                    if old is None:
+                        self._sorted = None
+                    self._secrets[new.name] = replace(new, revision=revision)
+
+    def _audit_failure(self, caller: Caller, action: Action, names: Sequence[str]) -> None:
+        try:
+            self._audit_many(caller, action, [(n, 0, True, ERROR) for n in names])
+        except SetecError:
+            log.exception("could not audit a failed %s", action.value)
+
+    def _catch_up(self, names: Sequence[str]) -> None:
+        # Reload the records another writer changed, so that a retry sees them.
+        with self._index_lock:
+            for name in names:
+                record = self._storage.read(self._dek.storage_key(name))
+                if record is None or record.data is None:
+                    self._secrets.pop(name, None)
+                else:
+                    plain = self._dek.open(record.key, record.data)
+                    self._secrets[name] = SecretState.decode(plain, record.revision)
+            self._sorted = None
+
+
+def _name_of(old: SecretState | None, new: SecretState | None) -> str:
+    state = new or old
+    assert state is not None  # a change has an old state, a new one, or both
+    return state.name
+
+
+def _check_name(name: Any, *, empty_ok: bool) -> None:
+    if not isinstance(name, str):
+        raise InvalidRequestError(f"secret name must be a string, not {type(name).__name__}")
+    if not name:
+        if empty_ok:
+            return
+        raise InvalidRequestError("secret name must not be empty")
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequestError(
+                f"secret name {name!r} is not valid Unicode (it holds a lone surrogate)"
+            ) from None
+
+
+def _check_version(version: Any, *, zero_ok: bool) -> None:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidRequestError(f"version must be an integer, not {type(version).__name__}")
+    if not (0 if zero_ok else 1) <= version <= MAX_VERSION:
+        raise InvalidRequestError(
+            f"version {version} is out of range; versions are 1 to {MAX_VERSION}"
+        )
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidRequestError(
+        f"secret value must be bytes, not {type(value).__name__}"
+        + ("; encode it first, e.g. value.encode()" if isinstance(value, str) else "")
+    )
+
+
+def prepare_state_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the state directory (mode 0700) or tighten an existing one to 0700.
+
+    :raises ConfigError: if it cannot be created or is not a directory.
+    """
+    state = Path(path)
+    try:
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = state.stat()
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"state directory {str(state)!r} is not a directory")
+        if st.st_mode & 0o077:
+            log.warning("state directory %s was readable by others; setting mode 0700", state)
+            state.chmod(0o700)
+    except FileExistsError:
+        raise ConfigError(
+            f"state directory {str(state)!r} exists and is not a directory; choose another path"
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create state directory {str(state)!r}: {e.strerror}; "
+            "choose a writable location"
+        ) from None
+    return state
+
+
+def _close_quietly(thing: Any) -> None:
+    try:
+        thing.close()
+    except Exception:
+        log.exception("error while closing %r", thing)

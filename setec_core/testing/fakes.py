@@ -1,0 +1,80 @@
+"""Fakes that subclass setec's interfaces, for injecting faults in tests."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator, Sequence
+
+from setec_core.audit import MemoryAuditSink
+from setec_core.errors import StorageError
+from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
+
+
+class FaultyStorage(StorageBackend):
+    """Wraps a real backend and fails the next ``fail_commits`` commits with
+    :class:`StorageError` (before anything reaches the inner backend)."""
+
+    name = "faulty"
+    schemes = ()
+
+    def __init__(self, inner: StorageBackend, fail_commits: int = 0) -> None:
+        self.inner = inner
+        self.fail_commits = fail_commits
+        self.commits = 0
+
+    @classmethod
+    def from_uri(cls, uri: str) -> FaultyStorage:
+        """Not selectable by URI: build it around another backend."""
+        raise NotImplementedError("wrap a backend: FaultyStorage(inner)")
+
+    @property
+    def uri(self) -> str:
+        return self.inner.uri
+
+    def read_all(self) -> Iterator[Record]:
+        return self.inner.read_all()
+
+    def read(self, key: bytes) -> Record | None:
+        return self.inner.read(key)
+
+    def commit(self, writes: Sequence[RecordWrite] = (), meta: Sequence[MetaWrite] = ()) -> int:
+        if self.fail_commits > 0:
+            self.fail_commits -= 1
+            raise StorageError("injected storage failure")
+        self.commits += 1
+        return self.inner.commit(writes, meta)
+
+    def get_meta(self, name: str) -> bytes | None:
+        return self.inner.get_meta(name)
+
+    def revision(self) -> int:
+        return self.inner.revision()
+
+    def changes_since(self, revision: int) -> Iterator[Record]:
+        return self.inner.changes_since(revision)
+
+    def export(self) -> Snapshot:
+        return self.inner.export()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class FailingAuditSink(MemoryAuditSink):
+    """An in-memory audit sink whose writes or syncs fail (``EIO``) while
+    :attr:`fail_writes` or :attr:`fail_syncs` is set. A failed write keeps nothing."""
+
+    def __init__(self, *, fail_writes: bool = False, fail_syncs: bool = False) -> None:
+        super().__init__()
+        self.fail_writes = fail_writes
+        self.fail_syncs = fail_syncs
+
+    def write(self, data: bytes) -> None:
+        if self.fail_writes:
+            raise OSError(errno.EIO, "injected write failure")
+        super().write(data)
+
+    def sync(self) -> None:
+        if self.fail_syncs:
+            raise OSError(errno.EIO, "injected sync failure")
+        super().sync()

@@ -1,0 +1,367 @@
+"""The audit log (SPEC.md §3, §10.1 items 5-7, D8, D14, D15) and its hash chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from setec_core import (
+    AccessDenied,
+    AuditError,
+    ConfigError,
+    Database,
+    NotFound,
+    Principal,
+    ValueNotChanged,
+    make_caller,
+)
+from setec_core.audit import GENESIS, AuditEntry, AuditLog, FileAuditSink, format_time, verify
+from setec_core.testing import SUPERUSER, FailingAuditSink, audit_entries, new_database
+
+SU = SUPERUSER
+ALICE = Principal(hostname="laptop.tail1234.ts.net.", ip="100.101.102.103", user="alice@example.com")
+
+
+def entry(**kw: object) -> AuditEntry:
+    """An entry for alice, with fields overridden by ``kw``."""
+    base: dict[str, object] = {"principal": ALICE, "action": "get", "authorized": True}
+    base.update(kw)
+    return AuditEntry(**base)  # type: ignore[arg-type]
+
+
+def test_ids_and_times_assigned(tmp_path: Path) -> None:
+    """Item 5: every written entry has a non-zero id and a non-zero time."""
+    log = AuditLog.open(tmp_path / "audit.log")
+    log.write(entry(), entry(secret="x"))
+    log.close()
+    lines = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
+    assert len(lines) == 2
+    assert all(isinstance(e["id"], int) and e["id"] > 0 for e in lines)
+    assert lines[0]["id"] != lines[1]["id"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", e["time"]) for e in lines)
+
+
+def test_key_order_and_omissions(tmp_path: Path) -> None:
+    """§3.1 / D15: Go's keys in Go's order, secret and secretVersion omitted when
+    empty, user or tags in the principal, then our own keys."""
+    log = AuditLog.open(tmp_path / "audit.log")
+    tagged = Principal(hostname="ci.tail1234.ts.net.", ip="100.64.0.9", tags=("tag:ci",))
+    log.write(
+        entry(secret="prod/db/password", secret_version=3, outcome="ok", served_version=3),
+        AuditEntry(tagged, "info", True, outcome="ok"),
+    )
+    log.close()
+    first, second = (json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines())
+    assert list(first) == [
+        "id",
+        "time",
+        "principal",
+        "action",
+        "authorized",
+        "secret",
+        "secretVersion",
+        "outcome",
+        "servedVersion",
+        "prev",
+    ]
+    assert first["principal"] == {
+        "hostname": "laptop.tail1234.ts.net.",
+        "ip": "100.101.102.103",
+        "user": "alice@example.com",
+    }
+    assert list(second) == ["id", "time", "principal", "action", "authorized", "outcome", "prev"]
+    assert second["principal"] == {"hostname": "ci.tail1234.ts.net.", "ip": "100.64.0.9", "tags": ["tag:ci"]}
+
+
+def test_entries_round_trip(tmp_path: Path) -> None:
+    """Item 7: written entries decode back to what was written."""
+    log = AuditLog.open(tmp_path / "audit.log")
+    written = [entry(secret=f"s{i}", secret_version=i, authorized=i % 2 == 0) for i in range(1, 6)]
+    log.write(*written)
+    log.close()
+    lines = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
+    for e, line in zip(written, lines, strict=True):
+        assert (line["secret"], line["secretVersion"], line["authorized"], line["action"]) == (
+            e.secret,
+            e.secret_version,
+            e.authorized,
+            e.action,
+        )
+
+
+def test_format_time() -> None:
+    """§3.1: RFC 3339 in UTC with the fraction's trailing zeros trimmed, as Go does."""
+    assert format_time(1714912496_123456789) == "2024-05-05T12:34:56.123456789Z"
+    assert format_time(1714912496_120000000) == "2024-05-05T12:34:56.12Z"
+    assert format_time(1714912496_000000000) == "2024-05-05T12:34:56Z"
+
+
+def test_file_mode_0600(tmp_path: Path) -> None:
+    """§3.1: the log file is created with mode 0600, and a looser one is tightened."""
+    path = tmp_path / "audit.log"
+    AuditLog.open(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    AuditLog.open(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_close_syncs_then_closes_even_if_sync_fails() -> None:
+    """Item 6: close calls sync and then close on the sink, even if sync fails."""
+    sink = FailingAuditSink(fail_syncs=True)
+    log = AuditLog(sink)
+    with pytest.raises(AuditError, match="sync"):
+        log.close()
+    assert sink.closed
+
+
+def test_chain_continues_across_reopen(tmp_path: Path) -> None:
+    """Each line's prev is the hash of the line before, across restarts."""
+    path = tmp_path / "audit.log"
+    for _ in range(3):
+        log = AuditLog.open(path)
+        log.write(entry(), entry())
+        log.close()
+    report = verify(path)
+    assert report.ok, report.problems
+    assert report.entries == 6
+    assert json.loads(path.read_text().splitlines()[0])["prev"] == GENESIS
+
+
+def _six_lines(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.log"
+    log = AuditLog.open(path)
+    log.write(*(entry(secret=f"s{i}") for i in range(6)))
+    log.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_line"),
+    [
+        (lambda lines: lines.__setitem__(2, lines[2].replace('"s2"', '"s9"')), 4),  # edit
+        (lambda lines: lines.pop(3), 4),  # remove from the middle
+        (lambda lines: lines.pop(0), 1),  # remove the first line
+        (lambda lines: lines.insert(2, lines[2]), 4),  # duplicate a line
+        (lambda lines: lines.__setitem__(1, lines[1].replace("true", "false")), 3),
+    ],
+    ids=["edit", "remove-middle", "remove-first", "duplicate", "flip-authorized"],
+)
+def test_verify_detects_tampering(tmp_path: Path, tamper: object, bad_line: int) -> None:
+    """audit.verify names the first line whose chain link is broken."""
+    path = _six_lines(tmp_path)
+    assert verify(path).ok
+    lines = path.read_text().splitlines()
+    tamper(lines)  # type: ignore[operator]
+    path.write_text("\n".join(lines) + "\n")
+    report = verify(path)
+    assert not report.ok
+    assert report.problems[0].startswith(f"line {bad_line}:")
+
+
+def test_verify_reports_garbage_line(tmp_path: Path) -> None:
+    """A line that is not JSON is reported."""
+    path = _six_lines(tmp_path)
+    with path.open("a") as f:
+        f.write("not json\n")
+    assert any("not a JSON object" in p for p in verify(path).problems)
+
+
+def test_torn_last_line_is_cut_at_open(tmp_path: Path) -> None:
+    """A partial last line (crash mid-write) is removed at open; the chain stays valid."""
+    path = _six_lines(tmp_path)
+    with path.open("ab") as f:
+        f.write(b'{"id":1,"time":"2024')
+    log = AuditLog.open(path)
+    log.write(entry(secret="after"))
+    log.close()
+    report = verify(path)
+    assert report.ok, report.problems
+    assert report.entries == 7
+
+
+def test_log_is_locked_against_a_second_writer(tmp_path: Path) -> None:
+    """Two writers on one log would interleave lines: the second open is refused."""
+    path = tmp_path / "audit.log"
+    first = AuditLog.open(path)
+    with pytest.raises(ConfigError, match="in use by another process"):
+        FileAuditSink(path)
+    first.close()
+    AuditLog.open(path).close()
+
+
+def test_write_failure_refuses_and_log_recovers() -> None:
+    """A failed write raises AuditError and keeps nothing; later writes work again."""
+    sink = FailingAuditSink(fail_writes=True)
+    log = AuditLog(sink)
+    with pytest.raises(AuditError, match="cannot write"):
+        log.write(entry())
+    sink.fail_writes = False
+    log.write(entry(secret="next"))
+    assert [e["secret"] for e in sink.entries()] == ["next"]
+    assert sink.entries()[0]["prev"] == GENESIS
+
+
+def test_sync_failure_breaks_the_log_for_good() -> None:
+    """After a failed fsync every later write is refused (fail-closed)."""
+    sink = FailingAuditSink(fail_syncs=True)
+    log = AuditLog(sink)
+    with pytest.raises(AuditError, match="synced"):
+        log.write(entry())
+    sink.fail_syncs = False
+    with pytest.raises(AuditError, match="restarted"):
+        log.write(entry())
+
+
+def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
+    """Concurrent writers share fsyncs: 16 threads x 50 entries take far fewer syncs
+    than entries, and every entry is in the (valid) chain."""
+    log = AuditLog.open(tmp_path / "audit.log")
+
+    class SlowSyncSink(FileAuditSink):
+        """Makes each sync take long enough for other writers to pile up."""
+
+        def sync(self) -> None:
+            threading.Event().wait(0.002)
+            super().sync()
+
+    log.close()
+    log = AuditLog(SlowSyncSink(tmp_path / "audit.log"))
+    barrier = threading.Barrier(16)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(50):
+            log.write(entry(secret=f"{n}/{i}"))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    assert log.entries_written == 800
+    assert log.fsyncs < 400
+    report = verify(tmp_path / "audit.log")
+    assert report.ok and report.entries == 800
+
+
+# --- what the Database writes (§3.2) -------------------------------------------------
+
+
+def test_database_audit_table(db: Database) -> None:
+    """§3.2: which entry each operation writes, with secretVersion as Go sets it, plus
+    our outcome and servedVersion."""
+    db.put(SU, "s", b"a")  # put, version not recorded
+    db.put(SU, "s", b"b")
+    db.get(SU, "s")  # get active: secretVersion 0
+    db.get(SU, "s", 2)  # explicit: requested version
+    db.info(SU, "s")
+    db.activate(SU, "s", 2)
+    db.create_version(SU, "s", 7, b"c")
+    db.delete_version(SU, "s", 1)
+    db.delete(SU, "s")
+    db.list(SU)
+    got = [
+        (e["action"], e.get("secret"), e.get("secretVersion"), e["outcome"], e.get("servedVersion"))
+        for e in audit_entries(db)
+    ]
+    assert got == [
+        ("put", "s", None, "ok", None),
+        ("put", "s", None, "ok", None),
+        ("get", "s", None, "ok", 1),
+        ("get", "s", 2, "ok", 2),
+        ("info", "s", None, "ok", None),
+        ("activate", "s", 2, "ok", None),
+        ("create-version", "s", 7, "ok", None),
+        ("delete", "s", 1, "ok", None),
+        ("delete", "s", None, "ok", None),
+        ("info", None, None, "ok", None),
+    ]
+    assert all(e["principal"] == {"hostname": "mcp", "ip": "1.2.3.4", "user": "flynn"} for e in audit_entries(db))
+
+
+def test_conditional_get_audit(db: Database) -> None:
+    """D8: a conditional get writes nothing when unchanged or missing, one denied entry
+    when denied, and one entry (secretVersion 0) when it returns a value."""
+    db.put(SU, "s", b"a")
+    db.put(SU, "s", b"b")
+    n = len(audit_entries(db))
+    with pytest.raises(ValueNotChanged):
+        db.get_if_changed(SU, "s", 1)
+    with pytest.raises(NotFound):
+        db.get_if_changed(SU, "missing", 1)
+    assert len(audit_entries(db)) == n
+    with pytest.raises(AccessDenied):
+        db.get_if_changed(make_caller(), "s", 1)
+    db.activate(SU, "s", 2)
+    db.get_if_changed(SU, "s", 1)
+    denied, _activate, served = audit_entries(db)[n:]
+    assert (denied["authorized"], denied["outcome"], "secretVersion" in denied) == (False, "denied", False)
+    assert (served["authorized"], served["servedVersion"], "secretVersion" in served) == (True, 2, False)
+
+
+def test_list_audit_for_caller_without_rules(db: Database) -> None:
+    """D14: list writes one info entry, authorized, no secret, even with no rules."""
+    db.put(SU, "s", b"a")
+    db.list(make_caller(user="nobody@example.com"))
+    last = audit_entries(db)[-1]
+    assert (last["action"], last["authorized"], "secret" in last) == ("info", True, False)
+    assert last["principal"]["user"] == "nobody@example.com"
+
+
+def test_denied_and_missing_are_audited(db: Database) -> None:
+    """§3.2: attempts are recorded: a denied get and a permitted get of a missing secret."""
+    with pytest.raises(AccessDenied):
+        db.get(make_caller(), "s")
+    with pytest.raises(NotFound):
+        db.get(SU, "s")
+    denied, missing = audit_entries(db)
+    assert (denied["authorized"], denied["outcome"]) == (False, "denied")
+    assert (missing["authorized"], missing["outcome"]) == (True, "not-found")
+
+
+def test_request_id_is_recorded() -> None:
+    """A caller's request id is copied into its audit entries."""
+    from dataclasses import replace
+
+    with new_database() as db:
+        db.put(replace(SU, request_id="req-42"), "s", b"a")
+        assert audit_entries(db)[-1]["request"] == "req-42"
+
+
+def test_audit_failure_refuses_reads_and_writes() -> None:
+    """Fail-closed: when the audit log cannot be written, a get returns nothing and a
+    put changes nothing."""
+    sink = FailingAuditSink()
+    with new_database(audit_sink=sink) as db:
+        db.put(SU, "s", b"secret-value-1")
+        sink.fail_writes = True
+        with pytest.raises(AuditError):
+            db.get(SU, "s")
+        with pytest.raises(AuditError):
+            db.put(SU, "s", b"secret-value-2")
+        with pytest.raises(AuditError):
+            db.list(SU)
+        sink.fail_writes = False
+        assert db.info(SU, "s").versions == (1,)
+
+
+def test_audit_never_contains_values(tmp_path: Path) -> None:
+    """No audit line carries a secret value, whatever the operation."""
+    with Database.open(tmp_path / "state") as db:
+        db.put(SU, "s", b"hunter2-audit-leak")
+        db.create_version(SU, "s", 9, b"swordfish-audit-leak")
+        db.get(SU, "s")
+        db.get(SU, "s", 1)
+        db.get_if_changed(SU, "s", 1)
+    text = (tmp_path / "state" / "audit.log").read_text()
+    assert "hunter2" not in text
+    assert "swordfish" not in text
+    assert os.path.getsize(tmp_path / "state" / "audit.log") > 0
