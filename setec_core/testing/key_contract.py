@@ -76,7 +76,9 @@ class KeyProviderContract:
         finally:
             again.close()
 
-    def test_other_key_fails(self, provider: KeyProvider, other_provider: KeyProvider | None) -> None:
+    def test_other_key_fails(
+        self, provider: KeyProvider, other_provider: KeyProvider | None
+    ) -> None:
         """A provider with a different key cannot unwrap the blob."""
         if other_provider is None:
             pytest.skip("no other_provider fixture given")

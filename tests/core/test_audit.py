@@ -25,7 +25,9 @@ from setec_core.audit import GENESIS, AuditEntry, AuditLog, FileAuditSink, forma
 from setec_core.testing import SUPERUSER, FailingAuditSink, audit_entries, new_database
 
 SU = SUPERUSER
-ALICE = Principal(hostname="laptop.tail1234.ts.net.", ip="100.101.102.103", user="alice@example.com")
+ALICE = Principal(
+    hostname="laptop.tail1234.ts.net.", ip="100.101.102.103", user="alice@example.com"
+)
 
 
 def entry(**kw: object) -> AuditEntry:
@@ -44,7 +46,9 @@ def test_ids_and_times_assigned(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert all(isinstance(e["id"], int) and e["id"] > 0 for e in lines)
     assert lines[0]["id"] != lines[1]["id"]
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", e["time"]) for e in lines)
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", e["time"]) for e in lines
+    )
 
 
 def test_key_order_and_omissions(tmp_path: Path) -> None:
@@ -76,7 +80,11 @@ def test_key_order_and_omissions(tmp_path: Path) -> None:
         "user": "alice@example.com",
     }
     assert list(second) == ["id", "time", "principal", "action", "authorized", "outcome", "prev"]
-    assert second["principal"] == {"hostname": "ci.tail1234.ts.net.", "ip": "100.64.0.9", "tags": ["tag:ci"]}
+    assert second["principal"] == {
+        "hostname": "ci.tail1234.ts.net.",
+        "ip": "100.64.0.9",
+        "tags": ["tag:ci"],
+    }
 
 
 def test_entries_round_trip(tmp_path: Path) -> None:
@@ -249,7 +257,8 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
     assert log.entries_written == 800
     assert log.fsyncs < 400
     report = verify(tmp_path / "audit.log")
-    assert report.ok and report.entries == 800
+    assert report.ok
+    assert report.entries == 800
 
 
 # --- what the Database writes (§3.2) -------------------------------------------------
@@ -284,7 +293,10 @@ def test_database_audit_table(db: Database) -> None:
         ("delete", "s", None, "ok", None),
         ("info", None, None, "ok", None),
     ]
-    assert all(e["principal"] == {"hostname": "mcp", "ip": "1.2.3.4", "user": "flynn"} for e in audit_entries(db))
+    assert all(
+        e["principal"] == {"hostname": "mcp", "ip": "1.2.3.4", "user": "flynn"}
+        for e in audit_entries(db)
+    )
 
 
 def test_conditional_get_audit(db: Database) -> None:
@@ -303,8 +315,16 @@ def test_conditional_get_audit(db: Database) -> None:
     db.activate(SU, "s", 2)
     db.get_if_changed(SU, "s", 1)
     denied, _activate, served = audit_entries(db)[n:]
-    assert (denied["authorized"], denied["outcome"], "secretVersion" in denied) == (False, "denied", False)
-    assert (served["authorized"], served["servedVersion"], "secretVersion" in served) == (True, 2, False)
+    assert (denied["authorized"], denied["outcome"], "secretVersion" in denied) == (
+        False,
+        "denied",
+        False,
+    )
+    assert (served["authorized"], served["servedVersion"], "secretVersion" in served) == (
+        True,
+        2,
+        False,
+    )
 
 
 def test_list_audit_for_caller_without_rules(db: Database) -> None:

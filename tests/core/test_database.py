@@ -301,7 +301,9 @@ def test_each_action_needs_its_grant(
 ) -> None:
     """§2.2: each operation needs its own action; all other grants are not enough."""
     db.put(SU, "s", b"a")
-    others = [a for a in ["get", "info", "put", "create-version", "activate", "delete"] if a != action]
+    others = [
+        a for a in ["get", "info", "put", "create-version", "activate", "delete"] if a != action
+    ]
     with pytest.raises(AccessDenied):
         getattr(db, method)(make_caller((others, ["*"])), *args)
     # With only its own action granted, the check passes (the call may then fail for
@@ -334,7 +336,9 @@ def test_list_filters_by_info(db: Database) -> None:
         ("activate", ("", 1)),
     ],
 )
-def test_empty_name_refused_before_access(db: Database, method: str, args: tuple[object, ...]) -> None:
+def test_empty_name_refused_before_access(
+    db: Database, method: str, args: tuple[object, ...]
+) -> None:
     """D9: an empty name is refused before the access check and not audited."""
     with pytest.raises(InvalidRequestError, match="empty"):
         getattr(db, method)(make_caller(), *args)

@@ -1,0 +1,358 @@
+"""A pytest contract that every :class:`~setec_core.storage.StorageBackend` must pass.
+
+Subclass :class:`StorageBackendContract` in a test module whose class name starts with
+``Test`` and override the ``storage`` fixture; override ``reopen`` too if your backend
+keeps its data across instances::
+
+    class TestMyBackend(StorageBackendContract):
+        @pytest.fixture
+        def storage(self, tmp_path):
+            yield MyBackend.from_uri(f"my://{tmp_path}/store")
+
+        @pytest.fixture
+        def reopen(self):
+            def reopen(old):
+                old.close()
+                return MyBackend.from_uri(old.uri)
+
+            return reopen
+
+The tests use only the :class:`~setec_core.storage.StorageBackend` interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from setec_core.errors import ConflictError
+from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
+
+Reopen = Callable[[StorageBackend], StorageBackend]
+
+
+def key(n: int) -> bytes:
+    """Return a 32-byte record key, shaped like the keyed hashes setec stores."""
+    return hashlib.sha256(n.to_bytes(8, "big")).digest()
+
+
+K1, K2, K3 = key(1), key(2), key(3)
+
+
+def state(store: StorageBackend) -> tuple[int, list[Record], dict[str, bytes]]:
+    """Return everything observable about ``store``: revision, all records (tombstones
+    included, by key) and meta."""
+    records = sorted(store.changes_since(0), key=lambda r: r.key)
+    return store.revision(), records, dict(store.export().meta)
+
+
+def live(store: StorageBackend) -> dict[bytes, tuple[bytes | None, int]]:
+    """Return ``key -> (data, revision)`` for every record :meth:`read_all` yields."""
+    return {r.key: (r.data, r.revision) for r in store.read_all()}
+
+
+class StorageBackendContract:
+    """The behaviour every storage backend must have. Subclass it and override the
+    ``storage`` fixture (required) and the ``reopen`` fixture (for persistent stores).
+    """
+
+    @pytest.fixture
+    def storage(self) -> StorageBackend:
+        """Override: return or yield a fresh, empty backend. The contract closes it."""
+        pytest.fail("override the 'storage' fixture to return a fresh, empty backend")
+
+    @pytest.fixture
+    def reopen(self) -> Reopen | None:
+        """Override for a persistent backend: return a function that closes the given
+        store and returns a new instance over the same location. ``None`` skips the
+        persistence tests."""
+        return None
+
+    @pytest.fixture
+    def opened(self) -> Iterator[list[StorageBackend]]:
+        """Every store a test opened, closed after the test."""
+        stores: list[StorageBackend] = []
+        yield stores
+        for s in stores:
+            s.close()
+
+    @pytest.fixture
+    def store(self, storage: StorageBackend, opened: list[StorageBackend]) -> StorageBackend:
+        """The backend under test."""
+        opened.append(storage)
+        return storage
+
+    @pytest.fixture
+    def reopened(self, reopen: Reopen | None, opened: list[StorageBackend]) -> Reopen:
+        """``reopen``, closing what it returns after the test; skips if there is none."""
+        if reopen is None:
+            pytest.skip("backend is not persistent")
+
+        def do(old: StorageBackend) -> StorageBackend:
+            new = reopen(old)
+            opened.append(new)
+            return new
+
+        return do
+
+    # --- basics ------------------------------------------------------------------
+
+    def test_new_store_is_empty(self, store: StorageBackend) -> None:
+        """A new store has revision 0, no records, no changes and no meta."""
+        assert store.revision() == 0
+        assert list(store.read_all()) == []
+        assert list(store.changes_since(0)) == []
+        assert store.read(K1) is None
+        assert store.get_meta("schema") is None
+        snap = store.export()
+        assert (snap.revision, dict(snap.meta), list(snap.records)) == (0, {}, [])
+
+    def test_commit_returns_next_revision_and_stamps_records(self, store: StorageBackend) -> None:
+        """Each commit returns the revision plus one and stamps it on every record it writes."""
+        assert store.commit([RecordWrite(K1, b"a", 0), RecordWrite(K2, b"b", 0)]) == 1
+        assert store.commit([RecordWrite(K3, b"c", 0)]) == 2
+        assert store.revision() == 2
+        assert live(store) == {K1: (b"a", 1), K2: (b"b", 1), K3: (b"c", 2)}
+
+    def test_read_returns_the_current_record(self, store: StorageBackend) -> None:
+        """read() returns the latest data and revision of a key, and None for another key."""
+        store.commit([RecordWrite(K1, b"old", 0)])
+        store.commit([RecordWrite(K1, b"new", 1)])
+        assert store.read(K1) == Record(K1, b"new", 2)
+        assert store.read(K2) is None
+
+    def test_empty_data_is_a_live_record(self, store: StorageBackend) -> None:
+        """A record whose data is b"" is live, not a tombstone."""
+        store.commit([RecordWrite(K1, b"", 0)])
+        assert store.read(K1) == Record(K1, b"", 1)
+        assert live(store) == {K1: (b"", 1)}
+
+    def test_keys_and_data_are_arbitrary_bytes(self, store: StorageBackend) -> None:
+        """Keys and data round-trip byte for byte: NULs, high bytes and 64 KiB of data."""
+        big = bytes(range(256)) * 256
+        cases = {b"\x00": b"\x00", b"\x00\x00": big, b"\xff" * 64: b"\x00\xff\n", b"k": big[:1]}
+        store.commit([RecordWrite(k, d, 0) for k, d in cases.items()])
+        assert {k: d for k, (d, _) in live(store).items()} == cases
+        assert all(store.read(k) == Record(k, d, 1) for k, d in cases.items())
+
+    def test_empty_commit_is_a_no_op(self, store: StorageBackend) -> None:
+        """A commit with no writes and no meta returns the current revision and changes nothing."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        before = state(store)
+        assert store.commit() == 1
+        assert state(store) == before
+
+    # --- compare-and-swap --------------------------------------------------------
+
+    def test_create_with_wrong_expect_conflicts(self, store: StorageBackend) -> None:
+        """Creating an absent key with expect != 0 raises ConflictError and changes nothing."""
+        store.commit([RecordWrite(K2, b"x", 0)])
+        before = state(store)
+        with pytest.raises(ConflictError):
+            store.commit([RecordWrite(K1, b"a", 1)])
+        assert state(store) == before
+
+    def test_create_over_live_record_conflicts(self, store: StorageBackend) -> None:
+        """Writing a live key with expect=0 raises ConflictError and changes nothing."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        before = state(store)
+        with pytest.raises(ConflictError):
+            store.commit([RecordWrite(K1, b"b", 0)])
+        assert state(store) == before
+
+    def test_update_with_stale_expect_conflicts(self, store: StorageBackend) -> None:
+        """Updating with an out-of-date revision raises ConflictError and changes nothing."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        store.commit([RecordWrite(K1, b"b", 1)])
+        before = state(store)
+        with pytest.raises(ConflictError):
+            store.commit([RecordWrite(K1, b"c", 1)])
+        assert state(store) == before
+
+    def test_delete_with_wrong_expect_conflicts(self, store: StorageBackend) -> None:
+        """Deleting with the wrong revision raises ConflictError and leaves the record live."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        before = state(store)
+        for wrong in (0, 2):
+            with pytest.raises(ConflictError):
+                store.commit([RecordWrite(K1, None, wrong)])
+        assert state(store) == before
+        assert store.read(K1) == Record(K1, b"a", 1)
+
+    def test_meta_expect_none_when_present_conflicts(self, store: StorageBackend) -> None:
+        """A MetaWrite expecting no entry, when one exists, conflicts and changes nothing."""
+        store.commit(meta=[MetaWrite("dek", b"one", None)])
+        before = state(store)
+        with pytest.raises(ConflictError):
+            store.commit(meta=[MetaWrite("dek", b"two", None)])
+        assert state(store) == before
+        assert store.get_meta("dek") == b"one"
+
+    def test_meta_expect_mismatch_conflicts(self, store: StorageBackend) -> None:
+        """A MetaWrite expecting the wrong value, or any value when absent, conflicts."""
+        store.commit(meta=[MetaWrite("dek", b"one", None)])
+        before = state(store)
+        with pytest.raises(ConflictError):
+            store.commit(meta=[MetaWrite("dek", b"two", b"other")])
+        with pytest.raises(ConflictError):
+            store.commit(meta=[MetaWrite("schema", b"1", b"0")])
+        assert state(store) == before
+
+    def test_one_conflict_in_a_batch_changes_nothing(self, store: StorageBackend) -> None:
+        """If one write of a commit conflicts, none of its writes or meta is applied."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        before = state(store)
+        batch = [RecordWrite(K2, b"b", 0), RecordWrite(K3, None, 0), RecordWrite(K1, b"c", 7)]
+        with pytest.raises(ConflictError):
+            store.commit(batch, [MetaWrite("dek", b"k", None)])
+        assert state(store) == before
+        assert store.read(K2) is None
+
+    def test_meta_conflict_discards_record_writes(self, store: StorageBackend) -> None:
+        """A conflicting MetaWrite discards the record writes of the same commit."""
+        store.commit(meta=[MetaWrite("dek", b"one", None)])
+        before = state(store)
+        with pytest.raises(ConflictError):
+            store.commit([RecordWrite(K1, b"a", 0)], [MetaWrite("dek", b"two", b"nope")])
+        assert state(store) == before
+
+    # --- tombstones ----------------------------------------------------------------
+
+    def test_tombstones_are_hidden_from_reads(self, store: StorageBackend) -> None:
+        """A deleted record is absent from read(), read_all() and export()."""
+        store.commit([RecordWrite(K1, b"a", 0), RecordWrite(K2, b"b", 0)])
+        assert store.commit([RecordWrite(K1, None, 1)]) == 2
+        assert store.read(K1) is None
+        assert live(store) == {K2: (b"b", 1)}
+        assert [r.key for r in store.export().records] == [K2]
+
+    def test_changes_since_includes_tombstones_in_order(self, store: StorageBackend) -> None:
+        """changes_since() yields records and tombstones newer than its argument, oldest first."""
+        ka, kb, kc = (
+            b"\x01" * 32,
+            b"\x02" * 32,
+            b"\x03" * 32,
+        )  # key order differs from revision order
+        store.commit([RecordWrite(kc, b"c", 0)])
+        store.commit([RecordWrite(kb, b"b", 0)])
+        store.commit([RecordWrite(kc, None, 1)])
+        store.commit([RecordWrite(ka, b"a", 0)])
+        changes = list(store.changes_since(0))
+        assert [(r.key, r.data, r.revision) for r in changes] == [
+            (kb, b"b", 2),
+            (kc, None, 3),
+            (ka, b"a", 4),
+        ]
+        assert [r.revision for r in store.changes_since(2)] == [3, 4]
+        assert list(store.changes_since(4)) == []
+
+    def test_recreate_deleted_key_with_expect_zero(self, store: StorageBackend) -> None:
+        """A deleted key counts as absent: it is re-created with expect=0, not its old revision."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        store.commit([RecordWrite(K1, None, 1)])
+        with pytest.raises(ConflictError):
+            store.commit([RecordWrite(K1, b"b", 2)])
+        assert store.commit([RecordWrite(K1, b"b", 0)]) == 3
+        assert store.read(K1) == Record(K1, b"b", 3)
+
+    def test_delete_of_absent_key_writes_a_tombstone(self, store: StorageBackend) -> None:
+        """Deleting an absent key with expect=0 succeeds and leaves a tombstone."""
+        assert store.commit([RecordWrite(K1, None, 0)]) == 1
+        assert store.read(K1) is None
+        assert list(store.changes_since(0)) == [Record(K1, None, 1)]
+
+    # --- meta and snapshots --------------------------------------------------------
+
+    def test_meta_is_set_and_replaced_by_meta_writes(self, store: StorageBackend) -> None:
+        """MetaWrite creates an entry, replaces it given the old value, and bumps the revision."""
+        assert store.commit(meta=[MetaWrite("dek", b"one", None)]) == 1
+        assert store.commit(meta=[MetaWrite("dek", b"two", b"one")]) == 2
+        assert store.get_meta("dek") == b"two"
+        assert store.get_meta("other") is None
+
+    def test_export_is_a_consistent_snapshot(self, store: StorageBackend) -> None:
+        """export() holds the revision, every live record and all meta, as of one moment."""
+        store.commit(
+            [RecordWrite(K1, b"a", 0), RecordWrite(K2, b"b", 0)], [MetaWrite("m", b"1", None)]
+        )
+        store.commit([RecordWrite(K2, None, 1), RecordWrite(K3, b"c", 0)])
+        snap = store.export()
+        assert snap.revision == 2
+        assert dict(snap.meta) == {"m": b"1"}
+        assert sorted(snap.records, key=lambda r: r.key) == sorted(
+            [Record(K1, b"a", 1), Record(K3, b"c", 2)], key=lambda r: r.key
+        )
+        store.commit([RecordWrite(K1, b"z", 1)], [MetaWrite("m", b"2", b"1")])
+        assert Record(K1, b"a", 1) in snap.records
+        assert dict(snap.meta) == {"m": b"1"}
+
+    # --- concurrency ---------------------------------------------------------------
+
+    def test_concurrent_cas_increments_lose_nothing(self, store: StorageBackend) -> None:
+        """8 threads doing CAS increments on one key (retrying conflicts) reach the exact count."""
+        threads, per_thread = 8, 25
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(per_thread):
+                    while True:
+                        current = store.read(K1)
+                        count = int(current.data or b"0") if current else 0
+                        expect = current.revision if current else 0
+                        try:
+                            store.commit([RecordWrite(K1, str(count + 1).encode(), expect)])
+                            break
+                        except ConflictError:
+                            continue
+            except BaseException as e:  # reported below: a thread cannot fail the test
+                errors.append(e)
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        assert errors == []
+        record = store.read(K1)
+        assert record is not None
+        assert record.data == str(threads * per_thread).encode()
+        assert store.revision() == threads * per_thread == record.revision
+
+    # --- persistence (needs the reopen fixture) -----------------------------------
+
+    def test_records_and_revision_survive_reopen(
+        self, store: StorageBackend, reopened: Reopen
+    ) -> None:
+        """Records and the global revision are the same after the store is reopened."""
+        store.commit([RecordWrite(K1, b"a", 0), RecordWrite(K2, b"\x00" * 1000, 0)])
+        store.commit([RecordWrite(K1, b"b", 1)])
+        again = reopened(store)
+        assert again.revision() == 2
+        assert live(again) == {K1: (b"b", 2), K2: (b"\x00" * 1000, 1)}
+
+    def test_tombstones_survive_reopen(self, store: StorageBackend, reopened: Reopen) -> None:
+        """A tombstone is still hidden from reads and listed by changes_since() after reopen."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        store.commit([RecordWrite(K1, None, 1)])
+        again = reopened(store)
+        assert again.read(K1) is None
+        assert list(again.changes_since(0)) == [Record(K1, None, 2)]
+
+    def test_meta_survives_reopen(self, store: StorageBackend, reopened: Reopen) -> None:
+        """Meta entries are the same after reopen, and export() shows exactly them."""
+        store.commit(meta=[MetaWrite("dek", b"wrapped", None), MetaWrite("schema", b"1", None)])
+        again = reopened(store)
+        assert again.get_meta("dek") == b"wrapped"
+        assert dict(again.export().meta) == {"dek": b"wrapped", "schema": b"1"}
+
+    def test_cas_continues_after_reopen(self, store: StorageBackend, reopened: Reopen) -> None:
+        """After reopen, writes expect the revisions from before and the counter carries on."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        again = reopened(store)
+        with pytest.raises(ConflictError):
+            again.commit([RecordWrite(K1, b"b", 0)])
+        assert again.commit([RecordWrite(K1, b"b", 1)]) == 2
