@@ -14,6 +14,10 @@ does see, and must keep safe, is:
 Writes are compare-and-swap: every :class:`RecordWrite` states the revision it expects
 the record to have (0 for "absent or deleted"), and a :meth:`StorageBackend.commit`
 applies all of its writes or none.
+
+Metadata names are shared with the Database layer, which uses ``schema``, ``dek`` and
+``kek``; a backend keeping its own bookkeeping there must use names the Database does
+not (the SQLite backend hides its ``sqlite_schema`` row from :meth:`get_meta`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,10 @@ class StorageBackend(ABC):
 
     @abstractmethod
     def read_all(self) -> Iterator[Record]:
-        """Yield every live record (no tombstones), in no particular order.
+        """Yield every live record (no tombstones), in no particular order. The read
+        happens when this is called (errors are raised here, not while iterating).
+        For a cold start that must be consistent with :meth:`revision` while other
+        processes write, use :meth:`export`.
 
         :raises StorageError: if the store cannot be read.
         """
@@ -114,11 +121,13 @@ class StorageBackend(ABC):
     @abstractmethod
     def commit(self, writes: Sequence[RecordWrite] = (), meta: Sequence[MetaWrite] = ()) -> int:
         """Apply ``writes`` and ``meta`` atomically and durably; return the new global
-        revision, which every written record now carries.
+        revision, which every written record now carries. An empty commit changes
+        nothing and returns the current revision.
 
         :raises ConflictError: if any write's ``expect`` does not match; nothing is
             changed.
-        :raises StorageError: if the commit fails; nothing is changed.
+        :raises StorageError: if the commit fails, or names one key or metadata entry
+            twice; nothing is changed.
         """
 
     @abstractmethod
@@ -130,12 +139,15 @@ class StorageBackend(ABC):
 
     @abstractmethod
     def revision(self) -> int:
-        """Return the global revision: 0 for a new store, then one more per commit."""
+        """Return the global revision: 0 for a new store, then one more per commit.
+
+        :raises StorageError: if the store cannot be read.
+        """
 
     @abstractmethod
     def changes_since(self, revision: int) -> Iterator[Record]:
         """Yield every record, tombstones included, whose revision is greater than
-        ``revision``, in increasing revision order.
+        ``revision``, in increasing revision order (ties by key). Read when called.
 
         :raises StorageError: if the store cannot be read.
         """
@@ -149,9 +161,10 @@ class StorageBackend(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the store. Further calls may fail. Calling it twice is harmless."""
+        """Release the store. Later calls raise :class:`StorageError`. Calling it twice
+        is harmless."""
 
-    def __enter__(self) -> StorageBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

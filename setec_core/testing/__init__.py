@@ -6,8 +6,9 @@
 * :func:`audit_entries`: the decoded audit lines of a database from :func:`new_database`.
 * Fakes that subclass the real interfaces to inject faults: :class:`FaultyStorage`,
   :class:`FailingAuditSink`.
-* Contract test classes for plugin authors: :class:`StorageBackendContract` and
-  :class:`KeyProviderContract` (they need pytest, and are imported on first use).
+* Contract test classes for plugin authors: :class:`StorageBackendContract`,
+  :class:`PersistentStorageContract` and :class:`KeyProviderContract` (they need
+  pytest, and are imported on first use).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "FailingAuditSink",
     "FaultyStorage",
     "KeyProviderContract",
+    "PersistentStorageContract",
     "StorageBackendContract",
     "audit_entries",
     "make_caller",
@@ -76,10 +78,10 @@ def audit_entries(db: Database) -> list[dict[str, Any]]:
 def __getattr__(name: str) -> Any:
     # The contract classes import pytest; load them only when asked for, so that
     # importing setec_core.testing in a program does not need pytest.
-    if name == "StorageBackendContract":
-        from setec_core.testing.storage_contract import StorageBackendContract
+    if name in ("StorageBackendContract", "PersistentStorageContract"):
+        from setec_core.testing import storage_contract
 
-        return StorageBackendContract
+        return getattr(storage_contract, name)
     if name == "KeyProviderContract":
         from setec_core.testing.key_contract import KeyProviderContract
 

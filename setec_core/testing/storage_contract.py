@@ -1,10 +1,11 @@
 """A pytest contract that every :class:`~setec_core.storage.StorageBackend` must pass.
 
 Subclass :class:`StorageBackendContract` in a test module whose class name starts with
-``Test`` and override the ``storage`` fixture; override ``reopen`` too if your backend
-keeps its data across instances::
+``Test`` and override the ``storage`` fixture. A backend that keeps its data across
+instances subclasses :class:`PersistentStorageContract` instead and overrides
+``reopen`` too::
 
-    class TestMyBackend(StorageBackendContract):
+    class TestMyBackend(PersistentStorageContract):
         @pytest.fixture
         def storage(self, tmp_path):
             yield MyBackend.from_uri(f"my://{tmp_path}/store")
@@ -56,20 +57,12 @@ def live(store: StorageBackend) -> dict[bytes, tuple[bytes | None, int]]:
 
 class StorageBackendContract:
     """The behaviour every storage backend must have. Subclass it and override the
-    ``storage`` fixture (required) and the ``reopen`` fixture (for persistent stores).
-    """
+    ``storage`` fixture."""
 
     @pytest.fixture
     def storage(self) -> StorageBackend:
         """Override: return or yield a fresh, empty backend. The contract closes it."""
         pytest.fail("override the 'storage' fixture to return a fresh, empty backend")
-
-    @pytest.fixture
-    def reopen(self) -> Reopen | None:
-        """Override for a persistent backend: return a function that closes the given
-        store and returns a new instance over the same location. ``None`` skips the
-        persistence tests."""
-        return None
 
     @pytest.fixture
     def opened(self) -> Iterator[list[StorageBackend]]:
@@ -84,19 +77,6 @@ class StorageBackendContract:
         """The backend under test."""
         opened.append(storage)
         return storage
-
-    @pytest.fixture
-    def reopened(self, reopen: Reopen | None, opened: list[StorageBackend]) -> Reopen:
-        """``reopen``, closing what it returns after the test; skips if there is none."""
-        if reopen is None:
-            pytest.skip("backend is not persistent")
-
-        def do(old: StorageBackend) -> StorageBackend:
-            new = reopen(old)
-            opened.append(new)
-            return new
-
-        return do
 
     # --- basics ------------------------------------------------------------------
 
@@ -322,7 +302,29 @@ class StorageBackendContract:
         assert record.data == str(threads * per_thread).encode()
         assert store.revision() == threads * per_thread == record.revision
 
-    # --- persistence (needs the reopen fixture) -----------------------------------
+
+class PersistentStorageContract(StorageBackendContract):
+    """The storage contract plus persistence: what a store holds survives closing and
+    reopening it. Subclass it for a persistent backend and override ``storage`` and
+    ``reopen``.
+    """
+
+    @pytest.fixture
+    def reopen(self) -> Reopen:
+        """Override: return a function that closes the given store and returns a new
+        instance over the same location."""
+        pytest.fail("override the 'reopen' fixture for a persistent backend")
+
+    @pytest.fixture
+    def reopened(self, reopen: Reopen, opened: list[StorageBackend]) -> Reopen:
+        """``reopen``, closing what it returns after the test."""
+
+        def do(old: StorageBackend) -> StorageBackend:
+            new = reopen(old)
+            opened.append(new)
+            return new
+
+        return do
 
     def test_records_and_revision_survive_reopen(
         self, store: StorageBackend, reopened: Reopen
