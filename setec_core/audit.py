@@ -11,8 +11,10 @@ Each line carries Go setec's keys in Go's order (SPEC.md §3.1): ``id``, ``time`
 * ``request``: the caller's request id, when it has one;
 * ``prev``: SHA-256 (hex) of the previous line's bytes, or 64 zeros on the first
   line. :func:`verify` follows this chain, so an edited, inserted or removed line is
-  found. Removing lines from the *end* leaves a valid shorter chain: anchor the head
-  (:attr:`AuditReport.head`) elsewhere if you need to detect that.
+  found as long as a line after it is left alone. The chain is not keyed: removing or
+  editing the *last* lines, or rewriting a line and recomputing every hash after it,
+  leaves a valid chain. Copy the head (:attr:`AuditReport.head`) somewhere the
+  server's host cannot write (a log shipper, a ticket) to detect that.
 
 :meth:`AuditLog.write` returns only once the line is on disk (fsync). Concurrent
 writers share one fsync (group commit): while one thread syncs, the others append
@@ -149,8 +151,9 @@ class FileAuditSink(AuditSink):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise ConfigError(
-                    f"audit log {str(self.path)!r} is in use by another process; "
-                    "is another setec server running on this state directory?"
+                    f"audit log {str(self.path)!r} is in use (by another process, or "
+                    "already open in this one); is another setec server running on "
+                    "this state directory?"
                 ) from None
             if st.st_mode & 0o077:
                 os.fchmod(fd, 0o600)
@@ -255,6 +258,7 @@ class AuditLog:
         self._synced = 0  # batches known durable
         self._syncing = False
         self._broken = ""
+        self._closed = False
         self.fsyncs = 0
         self.entries_written = 0
         self.last_sync_seconds = 0.0
@@ -278,6 +282,8 @@ class AuditLog:
         :raises AuditError: if they could not be written and synced; the caller must
             refuse the operation they record.
         """
+        if not entries:
+            return
         bodies = [e._body() for e in entries]
         with self._cond:
             if self._broken:
@@ -347,6 +353,11 @@ class AuditLog:
         """
         problems = []
         with self._cond:
+            if self._closed:
+                return
+            while self._syncing:  # let an in-flight fsync finish before closing under it
+                self._cond.wait()
+            self._closed = True
             for step in (self._sink.sync, self._sink.close):
                 try:
                     step()
@@ -389,27 +400,26 @@ def verify(path: str | os.PathLike[str]) -> AuditReport:
     prev = GENESIS
     try:
         with Path(path).open("rb") as f:
-            numbered = list(enumerate(f, start=1))
-        for number, raw in numbered:
-            report.entries = number
-            line = raw.rstrip(b"\n")
-            if not raw.endswith(b"\n"):
-                report.problems.append(f"line {number}: torn (no newline at the end)")
-            try:
-                claimed = json.loads(line).get("prev")
-            except (ValueError, AttributeError):
-                report.problems.append(f"line {number}: not a JSON object")
-                claimed = None
-            if claimed != prev:
-                what = (
-                    "the first line does not start a chain"
-                    if number == 1
-                    else ("does not follow the line before it")
-                )
-                report.problems.append(
-                    f"line {number}: {what} (a line before it was edited, inserted or removed)"
-                )
-            prev = hashlib.sha256(line).hexdigest()
+            for number, raw in enumerate(f, start=1):
+                report.entries = number
+                line = raw.rstrip(b"\n")
+                if not raw.endswith(b"\n"):
+                    report.problems.append(f"line {number}: torn (no newline at the end)")
+                try:
+                    claimed = json.loads(line).get("prev")
+                except (ValueError, AttributeError):
+                    report.problems.append(f"line {number}: not a JSON object")
+                    claimed = None
+                if claimed != prev:
+                    what = (
+                        "the first line does not start a chain"
+                        if number == 1
+                        else ("does not follow the line before it")
+                    )
+                    report.problems.append(
+                        f"line {number}: {what} (a line before it was edited, inserted or removed)"
+                    )
+                prev = hashlib.sha256(line).hexdigest()
     except OSError as e:
         raise ConfigError(f"cannot read audit log {str(path)!r}: {e.strerror}") from None
     report.head = prev

@@ -96,9 +96,11 @@ def make_caller(
     tags: Iterable[str] = (),
     hostname: str = "",
     ip: str = "",
+    request_id: str = "",
 ) -> Caller:
     """Build a caller from rules written as :class:`Rule` objects or as
     ``(actions, patterns)`` pairs, e.g. ``make_caller((["get"], ["prod/*"]), user="a@b")``.
     """
     built = tuple(r if isinstance(r, Rule) else Rule(r[0], r[1]) for r in rules)
-    return Caller(Principal(hostname=hostname, ip=ip, user=user, tags=tuple(tags)), built)
+    principal = Principal(hostname=hostname, ip=ip, user=user, tags=tuple(tags))
+    return Caller(principal, built, request_id)

@@ -90,6 +90,7 @@ class Database:
         self._index_lock = threading.Lock()
         self._secrets: dict[str, SecretState] = {}
         self._sorted: list[str] | None = None
+        self._closed = False
         started = time.perf_counter()
         self._dek = self._unlock()
         self._load()
@@ -108,7 +109,7 @@ class Database:
         cls,
         state_dir: str | os.PathLike[str] | None = None,
         *,
-        key: str | KeyProvider = "dev://",
+        key: str | KeyProvider,
         storage: str | StorageBackend | None = None,
         audit: AuditLog | None = None,
         plugins: Any = None,
@@ -117,8 +118,9 @@ class Database:
 
         :param state_dir: directory for the default store (``secrets.db``, SQLite)
             and ``audit.log``; created with mode 0700.
-        :param key: a key-provider URI (``dev://``, ``aws-kms://ARN``, a bare ARN) or
-            a :class:`KeyProvider`.
+        :param key: a key-provider URI (``aws-kms://ARN``, a bare ARN, ``dev://`` for
+            development only) or a :class:`KeyProvider`. There is no default: a
+            forgotten key must not silently mean the public development key.
         :param storage: a storage URI (``sqlite:///path``, ``memory://``) or backend;
             defaults to ``sqlite:///<state_dir>/secrets.db``.
         :param audit: the audit log; defaults to ``<state_dir>/audit.log``.
@@ -237,8 +239,12 @@ class Database:
         return f"<Database {self._storage.uri} secrets={len(self._secrets)} key={self._key.uri}>"
 
     def close(self) -> None:
-        """Close the audit log (synced), the store and the key provider."""
+        """Close the audit log (synced), the store and the key provider. Closing
+        again does nothing."""
         with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
             for thing in (self._audit_log, self._storage, self._key):
                 _close_quietly(thing)
 
@@ -362,6 +368,8 @@ class Database:
         :raises InvalidRequestError: as :meth:`put`, for any item; nothing is written.
         :raises AccessDenied: if any put is denied; nothing is written.
         """
+        if not items:
+            return {}
         values = {}
         for name, value in items.items():
             _check_name(name, empty_ok=False)
@@ -443,7 +451,7 @@ class Database:
                     latest=max(old.latest, version),
                 )
             self._audit(caller, action, name, version, True, OK)
-            self._commit(caller, action, [(old, new)])
+            self._commit(caller, action, [(old, new)], version)
 
     def activate(self, caller: Caller, name: str, version: int) -> None:
         """Make ``version`` the active version of ``name``.
@@ -466,7 +474,7 @@ class Database:
                 self._audit(caller, action, name, version, True, UNCHANGED)
                 return
             self._audit(caller, action, name, version, True, OK)
-            self._commit(caller, action, [(old, replace(old, active=version))])
+            self._commit(caller, action, [(old, replace(old, active=version))], version)
 
     def delete_version(self, caller: Caller, name: str, version: int) -> None:
         """Delete one inactive version of ``name``; its number stays claimed.
@@ -498,7 +506,7 @@ class Database:
             versions = {v: b for v, b in old.versions.items() if v != version}
             new = replace(old, versions=versions, deleted=old.deleted | {version})
             self._audit(caller, action, name, version, True, OK)
-            self._commit(caller, action, [(old, new)])
+            self._commit(caller, action, [(old, new)], version)
 
     def delete(self, caller: Caller, name: str) -> None:
         """Delete ``name`` entirely: every version and its history of deleted
@@ -582,10 +590,7 @@ class Database:
         )
 
     def _commit(
-        self,
-        caller: Caller,
-        action: Action,
-        changes: Sequence[_Change],
+        self, caller: Caller, action: Action, changes: Sequence[_Change], version: int = 0
     ) -> None:
         # Called with the write lock held, after the audit entries are durable.
         if not changes:
@@ -600,7 +605,7 @@ class Database:
             revision = self._storage.commit(writes)
         except Exception as e:
             names = [_name_of(old, new) for old, new in changes]
-            self._audit_failure(caller, action, names)
+            self._audit_failure(caller, action, names, version)
             if isinstance(e, ConflictError):
                 self._catch_up(names)
                 raise ConflictError(
@@ -620,9 +625,11 @@ class Database:
                         self._sorted = None
                     self._secrets[new.name] = replace(new, revision=revision)
 
-    def _audit_failure(self, caller: Caller, action: Action, names: Sequence[str]) -> None:
+    def _audit_failure(
+        self, caller: Caller, action: Action, names: Sequence[str], version: int
+    ) -> None:
         try:
-            self._audit_many(caller, action, [(n, 0, True, ERROR) for n in names])
+            self._audit_many(caller, action, [(n, version, True, ERROR) for n in names])
         except SetecError:
             log.exception("could not audit a failed %s", action.value)
 

@@ -21,13 +21,12 @@ from setec_core.authz import Caller, Principal, make_caller
 from setec_core.database import Database
 from setec_core.testing.fakes import FailingAuditSink, FaultyStorage
 
+# The contract classes are left out of __all__ so that a star import does not
+# need pytest; import them by name.
 __all__ = [
     "SUPERUSER",
     "FailingAuditSink",
     "FaultyStorage",
-    "KeyProviderContract",
-    "PersistentStorageContract",
-    "StorageBackendContract",
     "audit_entries",
     "make_caller",
     "new_database",

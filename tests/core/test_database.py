@@ -519,3 +519,40 @@ def test_secret_value_repr_hides_value(db: Database) -> None:
     text = repr(db.get(SU, "s"))
     assert "hunter2" not in text
     assert "18 bytes" in text
+
+
+def test_empty_put_many_writes_nothing(db: Database) -> None:
+    """An empty batch writes no audit line and commits nothing."""
+    before = db.revision
+    assert db.put_many(SU, {}) == {}
+    assert audit_entries(db) == []
+    assert db.revision == before
+
+
+def test_close_twice_is_harmless(caplog: pytest.LogCaptureFixture) -> None:
+    """Closing a database again does nothing and logs no error."""
+    db = new_database()
+    db.close()
+    db.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_failed_write_error_entry_keeps_version() -> None:
+    """The error entry after a refused commit names the version the ok entry named."""
+    plugins = Plugins.load()
+    faulty = FaultyStorage(plugins.storage("memory://"))
+    sink = MemoryAuditSink()
+    with Database(faulty, plugins.key_provider("dev://t"), AuditLog(sink)) as db:
+        db.put(SU, "s", b"a")
+        faulty.fail_commits = 1
+        with pytest.raises(StorageError):
+            db.create_version(SU, "s", 9, b"b")
+        ok, error = sink.entries()[-2:]
+        assert (ok["outcome"], ok["secretVersion"]) == ("ok", 9)
+        assert (error["outcome"], error["secretVersion"]) == ("error", 9)
+
+
+def test_open_has_no_default_key(tmp_path: object) -> None:
+    """Database.open needs an explicit key: no silent fallback to the public dev key."""
+    with pytest.raises(TypeError, match="key"):
+        Database.open(tmp_path)  # type: ignore[call-arg]

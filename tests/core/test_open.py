@@ -26,6 +26,7 @@ from setec_core.audit import verify
 from setec_core.testing import SUPERUSER
 
 SU = SUPERUSER
+KEY = "dev://"
 
 
 def snapshot(state: Path) -> dict[str, str]:
@@ -37,7 +38,7 @@ def snapshot(state: Path) -> dict[str, str]:
 def state(tmp_path: Path) -> Path:
     """A state dir holding a store with two secrets (three versions)."""
     path = tmp_path / "state"
-    with Database.open(path) as db:
+    with Database.open(path, key=KEY) as db:
         db.put(SU, "prod/db-pass", b"hunter2-persist")
         db.put(SU, "prod/db-pass", b"correct-horse-persist")
         db.put(SU, "dev/api-key", b"\x00\xffbinary")
@@ -60,14 +61,14 @@ def test_loose_state_dir_is_tightened(tmp_path: Path) -> None:
     path = tmp_path / "loose"
     path.mkdir(mode=0o755)
     path.chmod(0o755)
-    Database.open(path).close()
+    Database.open(path, key=KEY).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
 def test_reopen_keeps_everything(state: Path) -> None:
     """Items 14 and 17: reopening with the same key gives the same secrets, versions,
     values and history."""
-    with Database.open(state) as db:
+    with Database.open(state, key=KEY) as db:
         assert [(i.name, i.versions, i.active_version) for i in db.list(SU)] == [
             ("dev/api-key", (1,), 1),
             ("prod/db-pass", (1,), 1),
@@ -84,7 +85,7 @@ def test_open_does_not_change_the_store(state: Path) -> None:
     """Item 8: opening (and closing) an existing store without writes leaves the store
     file's bytes unchanged."""
     before = hashlib.sha256((state / "secrets.db").read_bytes()).hexdigest()
-    with Database.open(state):
+    with Database.open(state, key=KEY):
         pass
     assert hashlib.sha256((state / "secrets.db").read_bytes()).hexdigest() == before
 
@@ -121,7 +122,7 @@ def test_swapped_records_are_detected(state: Path) -> None:
         conn.execute("UPDATE records SET data = ? WHERE key = ?", (d1, k2))
     conn.close()
     with pytest.raises(CorruptStoreError, match="fails authentication"):
-        Database.open(state)
+        Database.open(state, key=KEY)
 
 
 def test_corrupt_store_file(state: Path) -> None:
@@ -130,13 +131,13 @@ def test_corrupt_store_file(state: Path) -> None:
     for extra in state.glob("secrets.db-*"):
         extra.unlink()
     with pytest.raises(CorruptStoreError, match=r"secrets\.db"):
-        Database.open(state)
+        Database.open(state, key=KEY)
 
 
 def test_truncated_store_file(tmp_path: Path) -> None:
     """A store truncated to half its size is refused at open, not served partly."""
     path = tmp_path / "state"
-    with Database.open(path) as db:
+    with Database.open(path, key=KEY) as db:
         db.put_many(SU, {f"s/{i:05d}": bytes(200) + str(i).encode() for i in range(3000)})
     store = path / "secrets.db"
     for extra in path.glob("secrets.db-*"):
@@ -144,7 +145,7 @@ def test_truncated_store_file(tmp_path: Path) -> None:
     data = store.read_bytes()
     store.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptStoreError):
-        Database.open(path)
+        Database.open(path, key=KEY)
 
 
 def test_unusable_state_dir(tmp_path: Path) -> None:
@@ -152,24 +153,24 @@ def test_unusable_state_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match=r"file/state"):
-        Database.open(blocker / "state")
+        Database.open(blocker / "state", key=KEY)
     with pytest.raises(ConfigError, match="not a directory"):
-        Database.open(blocker)
+        Database.open(blocker, key=KEY)
 
 
 def test_second_server_on_same_state_dir_refused(state: Path) -> None:
     """Two processes (or two opens) on one state dir would interleave the audit log:
     the second open is refused and the first keeps working."""
-    with Database.open(state) as db:
-        with pytest.raises(ConfigError, match="in use by another process"):
-            Database.open(state)
+    with Database.open(state, key=KEY) as db:
+        with pytest.raises(ConfigError, match="in use"):
+            Database.open(state, key=KEY)
         assert db.get(SU, "dev/api-key").version == 1
 
 
 def test_no_state_dir_and_no_storage(tmp_path: Path) -> None:
     """Without a state dir, storage and audit must both be given."""
     with pytest.raises(ConfigError, match="no state directory"):
-        Database.open(storage="memory://")
+        Database.open(storage="memory://", key=KEY)
 
 
 WRITER = textwrap.dedent(
@@ -178,7 +179,7 @@ WRITER = textwrap.dedent(
     logging.disable(logging.CRITICAL)
     from setec_core import Database
     from setec_core.testing import SUPERUSER
-    db = Database.open(sys.argv[1])
+    db = Database.open(sys.argv[1], key="dev://")
     i = 0
     while True:
         i += 1
@@ -204,7 +205,7 @@ def test_killed_writer_loses_nothing_acknowledged(tmp_path: Path, delay_lines: i
             acked[(name, int(version))] = f"value-{i}".encode()
         proc.send_signal(signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    with Database.open(state) as db:
+    with Database.open(state, key=KEY) as db:
         for (name, version), value in acked.items():
             assert db.get(SU, name, version) == SecretValue(value, version)
         for info in db.list(SU):
