@@ -243,8 +243,48 @@ class MemoryAuditSink(AuditSink):
         return [json.loads(line) for line in self.getvalue().splitlines()]
 
 
+class _Waiter:
+    """One writer parked until a sync covers its lines.
+
+    A raw lock, held from birth and released by whoever decides its fate, wakes exactly
+    this thread and nobody else: no shared condition to retake, no thundering herd.
+    """
+
+    __slots__ = ("lock", "next", "outcome")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.outcome = ""  # _DONE, _LEAD, or the error message
+        self.next: _Waiter | None = None  # whom to wake after this one
+
+    def wake(self) -> None:
+        """Wake this writer; it wakes the next in its chain itself."""
+        self.lock.release()
+
+    def park(self) -> str:
+        """Block until woken; pass the wake-up on down the chain; return the outcome."""
+        self.lock.acquire()
+        if self.next is not None:
+            self.next.wake()
+        return self.outcome
+
+
+_DONE = "done"
+_LEAD = "lead"
+
+
 class AuditLog:
     """Writes audit entries durably, hash-chained, with group commit.
+
+    Group commit works by passing a baton. Writers stamp their entries (id, time)
+    under a short lock and append them to a pending list; no I/O happens under that
+    lock, so a writer is never stuck behind another's system call. The writer that
+    finds nobody holding the baton takes it, chains and writes everything pending,
+    and fsyncs; writers that arrive meanwhile park. When the fsync returns, the holder
+    releases every writer whose lines it covered and hands the baton to the first one
+    that came later, which writes and syncs the next batch. A lone writer never waits
+    for another thread.
 
     :param sink: where lines go; the log continues the chain from its last line.
     """
@@ -252,13 +292,16 @@ class AuditLog:
     def __init__(self, sink: AuditSink) -> None:
         self._sink = sink
         last = sink.last_line()
+        # Only the baton holder reads or advances the chain head.
         self._prev = hashlib.sha256(last).hexdigest() if last else GENESIS
-        self._cond = threading.Condition(threading.Lock())
-        self._written = 0  # batches handed to the sink
-        self._synced = 0  # batches known durable
-        self._syncing = False
+        self._lock = threading.Lock()
+        self._syncing = False  # somebody holds the baton
+        self._pending: list[str] = []  # stamped lines, up to their "prev" value
+        self._queue: list[_Waiter] = []  # owners of pending lines, in order
         self._broken = ""
         self._closed = False
+        #: Number of fsyncs done, entries written to the sink, and the last fsync's
+        #: duration in seconds (for metrics and benchmarks).
         self.fsyncs = 0
         self.entries_written = 0
         self.last_sync_seconds = 0.0
@@ -285,85 +328,126 @@ class AuditLog:
         if not entries:
             return
         bodies = [e._body() for e in entries]
-        with self._cond:
+        waiter = None
+        with self._lock:
             if self._broken:
                 raise AuditError(self._broken)
-            prev = self._prev
-            lines = []
+            # id and time are stamped under the lock, so lines are in time order;
+            # "prev" goes last so a reader can check the chain line by line.
             for body in bodies:
-                # id and time are assigned here, under the lock, so lines are in time
-                # order; "prev" goes last so a reader can check the chain line by line.
-                line = (
+                self._pending.append(
                     f'{{"id":{_random.randbits(64) or 1},"time":"{format_time(time.time_ns())}",'
-                    f'{body},"prev":"{prev}"}}'
-                ).encode()
-                prev = hashlib.sha256(line).hexdigest()
-                lines.append(line)
-            try:
-                self._sink.write(b"\n".join(lines) + b"\n")
-            except OSError as e:
-                raise AuditError(f"cannot write the audit log: {e.strerror or e}") from None
-            except AuditError as e:
-                self._broken = str(e)
-                raise
-            self._prev = prev
-            self._written += 1
-            mine = self._written
-            while self._synced < mine:
-                if self._broken:
-                    raise AuditError(self._broken)
-                if self._syncing:
-                    self._cond.wait()
-                    continue
-                self._sync_locked()
-            self.entries_written += len(lines)
+                    f'{body},"prev":"'
+                )
+            if self._syncing:
+                waiter = _Waiter()
+                self._queue.append(waiter)
+            else:
+                self._syncing = True
+        if waiter is not None:
+            outcome = waiter.park()
+            if outcome == _DONE:
+                return
+            if outcome != _LEAD:
+                raise AuditError(outcome)
+        self._lead()
 
-    def _sync_locked(self) -> None:
-        # Called with the lock held; drops it for the fsync so that other writers can
-        # append meanwhile, and their lines ride on the next sync.
-        self._syncing = True
-        target = self._written
-        self._cond.release()
-        failure: OSError | None = None
+    def _lead(self) -> None:
+        # The caller holds the baton. Everything pending now belongs to it and to the
+        # writers queued so far; one write and one fsync cover them all.
+        with self._lock:
+            pending, self._pending = self._pending, []
+            batch, self._queue = self._queue, []
+        failure, broken = "", False
+        prev = self._prev
+        lines = []
+        for stamped in pending:
+            line = f'{stamped}{prev}"}}'.encode()
+            prev = hashlib.sha256(line).hexdigest()
+            lines.append(line)
         started = time.perf_counter()
         try:
-            self._sink.sync()
+            self._sink.write(b"\n".join(lines) + b"\n")
         except OSError as e:
-            failure = e
-        finally:
-            self._cond.acquire()
-            self._syncing = False
-        self.last_sync_seconds = time.perf_counter() - started
-        self.fsyncs += 1
-        if failure is not None:
-            self._broken = (
-                f"the audit log could not be synced ({failure.strerror or failure}); "
-                "refusing every operation until the server is restarted"
-            )
-            log.error("%s", self._broken)
-            self._cond.notify_all()
-            raise AuditError(self._broken)
-        self._synced = target
-        self._cond.notify_all()
+            # The sink cut the partial write off, so the chain stays at its old head and
+            # the log can go on; only this batch's operations are refused.
+            failure = f"cannot write the audit log: {e.strerror or e}"
+        except AuditError as e:
+            failure, broken = str(e), True
+        else:
+            self._prev = prev
+            try:
+                self._sink.sync()
+            except OSError as e:
+                failure = (
+                    f"the audit log could not be synced ({e.strerror or e}); "
+                    "refusing every operation until the server is restarted"
+                )
+                broken = True
+        successor = None
+        with self._lock:
+            if not failure:
+                self.entries_written += len(lines)
+                self.last_sync_seconds = time.perf_counter() - started
+                self.fsyncs += 1
+            if broken:
+                # Linux may have dropped the unsynced pages and cleared the error, so
+                # nothing written after this could be trusted: refuse everyone.
+                self._broken = failure
+                batch += self._queue
+                self._queue, self._pending = [], []
+                self._syncing = False
+            elif self._queue:
+                successor = self._queue.pop(0)
+            else:
+                self._syncing = False
+        # Wake the next holder first so its write overlaps with the wake-ups below.
+        if successor is not None:
+            successor.outcome = _LEAD
+            successor.lock.release()
+        # Wake the batch as a chain, each writer waking the next, so that they do not
+        # all become runnable at once and fight over the GIL.
+        for i, waiter in enumerate(batch):
+            waiter.outcome = failure or _DONE
+            waiter.next = batch[i + 1] if i + 1 < len(batch) else None
+        if batch:
+            batch[0].wake()
+        if failure:
+            if broken:
+                log.error("%s", failure)
+            raise AuditError(failure)
 
     def close(self) -> None:
         """Sync and close the sink; both are attempted even if the sync fails.
 
+        Writers already waiting are written and synced first; later writes are refused.
+
         :raises AuditError: naming whichever failed.
         """
-        problems = []
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
-            while self._syncing:  # let an in-flight fsync finish before closing under it
-                self._cond.wait()
             self._closed = True
+            waiter = None
+            if self._syncing:
+                # Queue behind everyone already stamped; nobody can queue after us
+                # because the log now refuses writes, so when we are woken the baton
+                # is free or handed to us, and nothing is pending.
+                waiter = _Waiter()
+                self._queue.append(waiter)
+            else:
+                self._syncing = True
+            self._broken = self._broken or "the audit log is closed"
+        if waiter is not None:
+            waiter.park()
+        problems = []
+        with self._lock:
             for step in (self._sink.sync, self._sink.close):
                 try:
                     step()
                 except OSError as e:
                     problems.append(f"{step.__name__}: {e.strerror or e}")
-            self._broken = self._broken or "the audit log is closed"
+            self._syncing = False
         if problems:
             raise AuditError("closing the audit log failed: " + "; ".join(problems))
 

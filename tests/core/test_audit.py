@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -259,6 +260,84 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
     report = verify(tmp_path / "audit.log")
     assert report.ok
     assert report.entries == 800
+
+
+class SlowFlakySink(FileAuditSink):
+    """A file sink whose syncs are slow enough for writers to pile up, and whose
+    ``fail_write_number``-th write fails as a full disk would."""
+
+    def __init__(self, path: Path, fail_write_number: int = 0) -> None:
+        super().__init__(path)
+        self.writes = 0
+        self.fail_write_number = fail_write_number
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        if self.writes == self.fail_write_number:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write(data)
+
+    def sync(self) -> None:
+        threading.Event().wait(0.002)
+        super().sync()
+
+
+def run_writers(log: AuditLog, threads: int, per_thread: int) -> tuple[list[str], list[str]]:
+    """Write from ``threads`` threads at once; return the secrets whose writes returned
+    and the messages of those that raised."""
+    done: list[str] = []
+    failed: list[str] = []
+    barrier = threading.Barrier(threads)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            try:
+                log.write(entry(secret=f"{n}/{i}"))
+                done.append(f"{n}/{i}")
+            except AuditError as e:
+                failed.append(str(e))
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+        assert not w.is_alive(), "a writer hung"
+    return done, failed
+
+
+def test_failed_batch_write_refuses_only_that_batch(tmp_path: Path) -> None:
+    """When the write of one group-commit batch fails, every writer in that batch is
+    refused, the others succeed, and the file holds exactly the successful lines in one
+    valid chain."""
+    log = AuditLog(SlowFlakySink(tmp_path / "audit.log", fail_write_number=5))
+    done, failed = run_writers(log, threads=8, per_thread=20)
+    log.close()
+    assert failed, "the failing write refused nobody"
+    assert all("No space left" in msg for msg in failed)
+    assert len(done) + len(failed) == 160
+    report = verify(tmp_path / "audit.log")
+    assert report.ok
+    written = [json.loads(line)["secret"] for line in (tmp_path / "audit.log").read_bytes().splitlines()]
+    assert sorted(written) == sorted(done)
+
+
+def test_close_syncs_parked_writers_then_refuses(tmp_path: Path) -> None:
+    """Closing while writers are parked in group commit neither hangs nor loses a line
+    whose write returned; writes after the close are refused."""
+    log = AuditLog(SlowFlakySink(tmp_path / "audit.log"))
+    closer = threading.Timer(0.05, log.close)
+    closer.start()
+    done, failed = run_writers(log, threads=8, per_thread=200)
+    closer.join()
+    assert done, "nothing was written before the close"
+    assert failed, "the close refused no write"
+    assert all("closed" in msg for msg in failed)
+    report = verify(tmp_path / "audit.log")
+    assert report.ok
+    written = [json.loads(line)["secret"] for line in (tmp_path / "audit.log").read_bytes().splitlines()]
+    assert set(done) <= set(written)
 
 
 # --- what the Database writes (§3.2) -------------------------------------------------
