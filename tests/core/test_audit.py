@@ -282,6 +282,11 @@ class SlowFlakySink(FileAuditSink):
         super().sync()
 
 
+def logged_secrets(path: Path) -> list[str]:
+    """The ``secret`` of every line in the audit log at ``path``."""
+    return [json.loads(line)["secret"] for line in path.read_bytes().splitlines()]
+
+
 def run_writers(log: AuditLog, threads: int, per_thread: int) -> tuple[list[str], list[str]]:
     """Write from ``threads`` threads at once; return the secrets whose writes returned
     and the messages of those that raised."""
@@ -319,7 +324,7 @@ def test_failed_batch_write_refuses_only_that_batch(tmp_path: Path) -> None:
     assert len(done) + len(failed) == 160
     report = verify(tmp_path / "audit.log")
     assert report.ok
-    written = [json.loads(line)["secret"] for line in (tmp_path / "audit.log").read_bytes().splitlines()]
+    written = logged_secrets(tmp_path / "audit.log")
     assert sorted(written) == sorted(done)
 
 
@@ -336,7 +341,7 @@ def test_close_syncs_parked_writers_then_refuses(tmp_path: Path) -> None:
     assert all("closed" in msg for msg in failed)
     report = verify(tmp_path / "audit.log")
     assert report.ok
-    written = [json.loads(line)["secret"] for line in (tmp_path / "audit.log").read_bytes().splitlines()]
+    written = logged_secrets(tmp_path / "audit.log")
     assert set(done) <= set(written)
 
 
