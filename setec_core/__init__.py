@@ -24,6 +24,7 @@ from setec_core.errors import (
     PluginError,
     SetecError,
     StorageError,
+    UnavailableError,
     ValueNotChanged,
     VersionClaimed,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "PluginError",
     "SetecError",
     "StorageError",
+    "UnavailableError",
     "ValueNotChanged",
     "VersionClaimed",
 ]

@@ -86,6 +86,14 @@ class Authorizer(ABC):
             (for example, the identity service is unreachable).
         """
 
+    def reload(self) -> None:  # noqa: B027 - optional hook, most authorizers hold nothing
+        """Re-read configuration (the server calls this on SIGHUP). The default does
+        nothing.
+
+        :raises ConfigError: if the new configuration is invalid; the authorizer must
+            then keep serving with the old one.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook, most authorizers hold nothing
         """Release any resources held. The default does nothing."""
 

@@ -66,6 +66,11 @@ class ConfigError(SetecError):
     """The configuration cannot work: a bad URI, an unusable state directory."""
 
 
+class UnavailableError(SetecError):
+    """A service setec depends on for this request (tailscaled, a KMS) could not be
+    reached or answered nonsense; the request may succeed later (503 on the wire)."""
+
+
 class PluginError(ConfigError):
     """A plugin name is unknown, registered twice, or a plugin is broken."""
 
