@@ -37,6 +37,7 @@ import stat
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,15 @@ class AuditLog:
         self.fsyncs = 0
         self.entries_written = 0
         self.last_sync_seconds = 0.0
+        #: Called with each fsync's duration in seconds, by the thread that synced,
+        #: outside any lock (the server feeds a latency histogram with it).
+        self.on_sync: Callable[[float], None] | None = None
+
+    @property
+    def failure(self) -> str:
+        """Why the log refuses writes (a failed fsync, or closed), or ``""`` if it
+        accepts them. Health checks report this."""
+        return self._broken
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> AuditLog:
@@ -384,11 +394,17 @@ class AuditLog:
                     "refusing every operation until the server is restarted"
                 )
                 broken = True
+        elapsed = time.perf_counter() - started
+        if not failure and self.on_sync is not None:
+            try:
+                self.on_sync(elapsed)
+            except Exception:  # a broken observer must not strand the parked writers
+                log.exception("audit sync observer failed")
         successor = None
         with self._lock:
             if not failure:
                 self.entries_written += len(lines)
-                self.last_sync_seconds = time.perf_counter() - started
+                self.last_sync_seconds = elapsed
                 self.fsyncs += 1
             if broken:
                 # Linux may have dropped the unsynced pages and cleared the error, so

@@ -223,6 +223,11 @@ class Database:
         return self._storage.revision()
 
     @property
+    def key(self) -> KeyProvider:
+        """The key provider that wraps the data key."""
+        return self._key
+
+    @property
     def storage(self) -> StorageBackend:
         """The storage backend (for backups and admin tools)."""
         return self._storage

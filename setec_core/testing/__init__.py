@@ -5,7 +5,7 @@
 * :data:`SUPERUSER` and :func:`make_caller`: callers with all or chosen rights.
 * :func:`audit_entries`: the decoded audit lines of a database from :func:`new_database`.
 * Fakes that subclass the real interfaces to inject faults: :class:`FaultyStorage`,
-  :class:`FailingAuditSink`.
+  :class:`FailingAuditSink`, and :class:`FixedAuthorizer` (one caller for every request).
 * Contract test classes for plugin authors: :class:`StorageBackendContract`,
   :class:`PersistentStorageContract` and :class:`KeyProviderContract` (they need
   pytest, and are imported on first use).
@@ -19,7 +19,7 @@ from setec_core.acl import ALL_ACTIONS, Rule
 from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.authz import Caller, Principal, make_caller
 from setec_core.database import Database
-from setec_core.testing.fakes import FailingAuditSink, FaultyStorage
+from setec_core.testing.fakes import FailingAuditSink, FaultyStorage, FixedAuthorizer
 
 # The contract classes are left out of __all__ so that a star import does not
 # need pytest; import them by name.
@@ -27,6 +27,7 @@ __all__ = [
     "SUPERUSER",
     "FailingAuditSink",
     "FaultyStorage",
+    "FixedAuthorizer",
     "audit_entries",
     "make_caller",
     "new_database",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from setec_core.audit import MemoryAuditSink
+from setec_core.authz import Authorizer, Caller
 from setec_core.errors import StorageError
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
 
@@ -78,3 +80,30 @@ class FailingAuditSink(MemoryAuditSink):
         if self.fail_syncs:
             raise OSError(errno.EIO, "injected sync failure")
         super().sync()
+
+
+class FixedAuthorizer(Authorizer):
+    """Identifies every request as ``caller``, or fails as told: for testing the HTTP
+    front without a Tailscale or a policy file.
+
+    Set :attr:`caller` to switch callers between requests, or :attr:`error` to an
+    exception instance that :meth:`identify` should raise instead.
+    """
+
+    name = "fixed"
+
+    def __init__(self, caller: Caller, error: BaseException | None = None) -> None:
+        self.caller = caller
+        self.error = error
+        self.identified = 0
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> FixedAuthorizer:
+        """Not selectable by name: build it with a caller."""
+        raise NotImplementedError("build it with a caller: FixedAuthorizer(caller)")
+
+    def identify(self, request: Any) -> Caller:
+        self.identified += 1
+        if self.error is not None:
+            raise self.error
+        return self.caller

@@ -1,0 +1,40 @@
+"""The HTTP front of the setec server: a werkzeug WSGI app over a :class:`Database`.
+
+Importing this package imports werkzeug and prometheus-client; ``import setec_core``
+alone does not.
+
+>>> from setec_core.http import make_app
+>>> app = make_app(db, authorizer)          # any WSGI server can serve it
+"""
+
+from __future__ import annotations
+
+from setec_core.authz import Authorizer
+from setec_core.database import Database
+from setec_core.http.app import DEFAULT_MAX_REQUEST_BYTES, SetecApp
+from setec_core.http.metrics import ServerMetrics
+from setec_core.http.status import STATUS_TABLE, status_for
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "STATUS_TABLE",
+    "ServerMetrics",
+    "SetecApp",
+    "make_app",
+    "status_for",
+]
+
+
+def make_app(
+    db: Database,
+    authorizer: Authorizer,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    tls: bool = False,
+) -> SetecApp:
+    """Return the WSGI app serving ``db`` to callers identified by ``authorizer``.
+
+    :param max_request_bytes: request bodies above this get 413.
+    :param tls: set when serving over TLS, to send Strict-Transport-Security.
+    """
+    return SetecApp(db, authorizer, max_request_bytes=max_request_bytes, tls=tls)

@@ -1,0 +1,296 @@
+"""The WSGI application: Go setec's HTTP API (SPEC.md §1) over a :class:`Database`.
+
+Every ``/api/*`` request goes through the pipeline of SPEC.md §1.2 in order, and the
+first failure decides the answer:
+
+1. count the call; 2. the method must be POST (400); 3. the body must be JSON, by
+``Content-Type`` (400; parameters such as ``charset`` are accepted); 4. the header
+``Sec-X-Tailscale-No-Browsers: setec`` must be present (403), because browsers cannot
+set ``Sec-`` headers from script; 5. the authorizer identifies the caller (403 or 503);
+6. the body, at most ``max_request_bytes`` (413), is decoded with Go's JSON rules (400);
+7. the Database does the work, auditing it, and :mod:`setec_core.http.status` maps its
+errors; 8. the result is encoded as compact JSON.
+
+Besides the API: the dashboard at ``GET /`` and its stylesheet, ``/healthz`` and
+``/metrics``. Any other path is 404. Every response carries the browser security headers
+of SPEC.md §1.1 (and HSTS when served over TLS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
+
+from setec_core import wire
+from setec_core.authz import Authorizer, Caller
+from setec_core.database import Database
+from setec_core.errors import SetecError
+from setec_core.http import dashboard
+from setec_core.http.metrics import ServerMetrics
+from setec_core.http.status import one_line, status_for
+
+log = logging.getLogger("setec.http")
+access_log = logging.getLogger("setec.http.access")
+
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'self'; "
+        "block-all-mixed-content; object-src 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+HSTS = "max-age=63072000; includeSubDomains"
+
+Handler = Callable[[Database, Caller, Any], object]
+
+
+def _get(db: Database, caller: Caller, req: wire.GetRequest) -> object:
+    # SPEC.md §1.4.2: version 0 is the active version, whatever UpdateIfChanged says.
+    if req.version == 0:
+        return db.get(caller, req.name)
+    if req.update_if_changed:
+        return db.get_if_changed(caller, req.name, req.version)
+    return db.get(caller, req.name, req.version)
+
+
+#: route -> (request type, operation). Void operations return None, encoded as ``{}``.
+API: dict[str, tuple[type[Any], Handler]] = {
+    "/api/list": (wire.ListRequest, lambda db, c, r: db.list(c)),
+    "/api/get": (wire.GetRequest, _get),
+    "/api/info": (wire.NameRequest, lambda db, c, r: db.info(c, r.name)),
+    "/api/put": (wire.PutRequest, lambda db, c, r: db.put(c, r.name, r.value)),
+    "/api/create-version": (
+        wire.CreateVersionRequest,
+        lambda db, c, r: db.create_version(c, r.name, r.version, r.value),
+    ),
+    "/api/activate": (wire.VersionRequest, lambda db, c, r: db.activate(c, r.name, r.version)),
+    "/api/delete-version": (
+        wire.VersionRequest,
+        lambda db, c, r: db.delete_version(c, r.name, r.version),
+    ),
+    "/api/delete": (wire.NameRequest, lambda db, c, r: db.delete(c, r.name)),
+}
+
+
+class _Reply(Exception):  # noqa: N818 - control flow inside the app, never escapes it
+    """Ends a request early with a status and a one-line reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class SetecApp:
+    """The WSGI app serving ``db`` to callers identified by ``authorizer``.
+
+    :param db: the open database; the app does not close it.
+    :param authorizer: identifies each request's caller.
+    :param max_request_bytes: larger request bodies get 413.
+    :param tls: whether the app is served over TLS (adds Strict-Transport-Security).
+    :param metrics: the metrics to update; a fresh :class:`ServerMetrics` by default.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        authorizer: Authorizer,
+        *,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        tls: bool = False,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.db = db
+        self.authorizer = authorizer
+        self.max_request_bytes = max_request_bytes
+        self.metrics = metrics if metrics is not None else ServerMetrics(db)
+        self._security = dict(SECURITY_HEADERS)
+        if tls:
+            self._security["Strict-Transport-Security"] = HSTS
+        self._routes: dict[str, Callable[[Request, dict[str, Any]], Response]] = {
+            "/": self._dashboard,
+            "/static/style.css": self._style,
+            "/healthz": self._healthz,
+            "/metrics": self._metrics,
+        }
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request = Request(environ)
+        request.max_content_length = self.max_request_bytes
+        path = request.path
+        route = path if path in API or path in self._routes else "other"
+        facts: dict[str, Any] = {"request": secrets.token_hex(8)}
+        self.metrics.in_flight.inc()
+        try:
+            response = self._respond(request, path, facts)
+        except Exception:  # the last line of defence: no traceback reaches the client
+            log.exception("request %s to %s failed", facts["request"], route)
+            response = self._error(500, "internal error")
+        finally:
+            self.metrics.in_flight.dec()
+        response.headers.update(self._security)
+        response.headers["X-Request-Id"] = facts["request"]
+        seconds = time.perf_counter() - started
+        self.metrics.observe(route, response.status_code, seconds)
+        self._log_access(request, route, response.status_code, seconds, facts)
+        return response(environ, start_response)
+
+    # --- routing ---------------------------------------------------------------------
+
+    def _respond(self, request: Request, path: str, facts: dict[str, Any]) -> Response:
+        if path in API:
+            self.metrics.api_calls.labels(path).inc()
+            try:
+                return self._api(request, path, facts)
+            except _Reply as r:
+                return self._error(r.code, r.reason)
+        handler = self._routes.get(path)
+        if handler is None:
+            return self._error(404, "not found")
+        try:
+            return handler(request, facts)
+        except _Reply as r:
+            return self._error(r.code, r.reason)
+
+    def _api(self, request: Request, path: str, facts: dict[str, Any]) -> Response:
+        if request.method != "POST":
+            raise _Reply(400, "only POST requests allowed")
+        if request.mimetype != "application/json":
+            raise _Reply(400, "request body must be json")
+        if request.headers.get("Sec-X-Tailscale-No-Browsers") != "setec":
+            raise _Reply(403, "access denied")
+        caller = self._identify(request, facts)
+        kind, operation = API[path]
+        body = self._read_body(request)
+        try:
+            decoded = wire.decode(body, kind)
+            facts["secret"] = getattr(decoded, "name", None)
+            result = operation(self.db, caller, decoded)
+        except Exception as e:
+            return self._failure(e, facts)
+        return Response(wire.encode(result), 200, content_type="application/json")
+
+    def _identify(self, request: Request, facts: dict[str, Any]) -> Caller:
+        try:
+            caller = self.authorizer.identify(request)
+        except Exception as e:
+            code, reason, loud = status_for(e)
+            if code >= 500:
+                # Whatever went wrong, the client learns only that it was not identified.
+                if loud:
+                    log.error("cannot identify the caller of request %s: %s", facts["request"], e)
+                reason = reason if code == 503 else "unable to identify caller"
+            elif code == 403:
+                reason = one_line(str(e)) or "access denied"
+            raise _Reply(code, reason) from None
+        caller = dataclasses.replace(caller, request_id=facts["request"])
+        facts["caller"] = caller.principal.user or ",".join(caller.principal.tags)
+        return caller
+
+    def _read_body(self, request: Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_request_bytes:
+            raise _Reply(413, self._too_large())
+        try:
+            return request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise _Reply(413, self._too_large()) from None
+        except OSError as e:  # the client went away or stalled past the read timeout
+            raise _Reply(400, f"could not read the request body: {e}") from None
+
+    def _too_large(self) -> str:
+        return f"request body too large: the limit is {self.max_request_bytes} bytes"
+
+    def _failure(self, error: Exception, facts: dict[str, Any]) -> Response:
+        code, reason, loud = status_for(error)
+        if code == 304:
+            # Not changed: an empty body. Go sends a JSON content type too; werkzeug drops
+            # it from a 304 as RFC 9110 asks, and Go clients only read the status.
+            return Response(b"", 304)
+        if loud:
+            # A SetecError's message is enough; anything else is a bug: keep its traceback.
+            log.error(
+                "request %s failed: %s: %s",
+                facts["request"],
+                type(error).__name__,
+                one_line(str(error)),
+                exc_info=not isinstance(error, SetecError),
+            )
+        return self._error(code, reason)
+
+    # --- the other routes ------------------------------------------------------------
+
+    def _dashboard(self, request: Request, facts: dict[str, Any]) -> Response:
+        if request.method != "GET":
+            raise _Reply(400, "invalid method")
+        caller = self._identify(request, facts)
+        try:
+            infos = self.db.list(caller)
+        except Exception as e:
+            return self._failure(e, facts)
+        who = caller.principal.user or ", ".join(caller.principal.tags) or "an unnamed caller"
+        return Response(dashboard.render(infos, who), 200, content_type="text/html; charset=utf-8")
+
+    def _style(self, request: Request, facts: dict[str, Any]) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            raise _Reply(400, "invalid method")
+        return Response(dashboard.STYLE_CSS, 200, content_type="text/css; charset=utf-8")
+
+    def _healthz(self, request: Request, facts: dict[str, Any]) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            raise _Reply(400, "invalid method")
+        failure = self.db.audit_log.failure
+        if failure:
+            return self._error(503, f"unhealthy: {failure}")
+        return Response(b"ok\n", 200, content_type="text/plain; charset=utf-8")
+
+    def _metrics(self, request: Request, facts: dict[str, Any]) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            raise _Reply(400, "invalid method")
+        return Response(
+            self.metrics.render(), 200, content_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    # --- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def _error(code: int, reason: str) -> Response:
+        # Go's http.Error: the reason and a newline, as plain text.
+        return Response(one_line(reason) + "\n", code, content_type="text/plain; charset=utf-8")
+
+    @staticmethod
+    def _log_access(
+        request: Request, route: str, code: int, seconds: float, facts: dict[str, Any]
+    ) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        # One JSON object per request. Names of secrets are logged (they are not
+        # secret); values never are: the body is not read here.
+        line = {
+            "request": facts["request"],
+            "method": request.method,
+            "path": route,
+            "status": code,
+            "ms": round(seconds * 1000, 3),
+            "peer": request.remote_addr,
+        }
+        if "caller" in facts:
+            line["caller"] = facts["caller"]
+        if facts.get("secret"):
+            line["secret"] = facts["secret"]
+        access_log.info("%s", json.dumps(line, ensure_ascii=False))

@@ -1,0 +1,106 @@
+"""Prometheus metrics of the HTTP front (prometheus-client).
+
+Each app gets its own :class:`~prometheus_client.CollectorRegistry`, so two servers in
+one process (tests do this) do not share counters. Labels carry the route (``/api/get``)
+and status classes, never a secret name or value.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from setec_core.database import Database
+
+#: Latency buckets from 0.25 ms to 5 s: a get with its audit fsync takes about 1 ms.
+LATENCY_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+
+class _DatabaseCollector(Collector):
+    """Reads the database's counters at scrape time (nothing to update per request)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def collect(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        log = self._db.audit_log
+        fsyncs = CounterMetricFamily("setec_audit_fsyncs", "Audit log fsyncs done.")
+        fsyncs.add_metric([], log.fsyncs)
+        entries = CounterMetricFamily("setec_audit_entries", "Audit entries written.")
+        entries.add_metric([], log.entries_written)
+        healthy = GaugeMetricFamily(
+            "setec_audit_healthy", "1 if the audit log accepts writes, 0 if it refuses them."
+        )
+        healthy.add_metric([], 0 if log.failure else 1)
+        revision = GaugeMetricFamily("setec_store_revision", "The store's revision counter.")
+        revision.add_metric([], self._db.revision)
+        return [fsyncs, entries, healthy, revision]
+
+
+class ServerMetrics:
+    """The metrics one app exports.
+
+    * ``setec_api_calls_total{method}``: every ``/api/*`` request (Go's
+      ``counter_api_calls``), counted before any check.
+    * ``setec_http_requests_total{method, code, class}``: every response by route,
+      status and status class (``2xx``, ``3xx``, ``4xx``, ``5xx``).
+    * ``setec_http_request_duration_seconds{method}``: latency histogram per route.
+    * ``setec_audit_sync_seconds``: latency histogram of audit fsyncs (group commits).
+    * ``setec_audit_fsyncs_total``, ``setec_audit_entries_total``,
+      ``setec_audit_healthy``, ``setec_store_revision``: read from the database.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.registry = CollectorRegistry()
+        self.api_calls = Counter(
+            "setec_api_calls", "API calls by method.", ["method"], registry=self.registry
+        )
+        self.responses = Counter(
+            "setec_http_requests",
+            "HTTP responses by route, status code and status class.",
+            ["method", "code", "class"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "setec_http_request_duration_seconds",
+            "Time from request to response, by route.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.audit_sync = Histogram(
+            "setec_audit_sync_seconds",
+            "Duration of audit log fsyncs (one per group commit).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "setec_http_requests_in_flight", "Requests being served.", registry=self.registry
+        )
+        self.registry.register(_DatabaseCollector(db))
+        db.audit_log.on_sync = self.audit_sync.observe
+
+    def observe(self, route: str, code: int, seconds: float) -> None:
+        """Count one response to ``route`` with status ``code`` taking ``seconds``."""
+        self.responses.labels(route, str(code), f"{code // 100}xx").inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        """Return the Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

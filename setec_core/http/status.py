@@ -1,0 +1,68 @@
+"""The one table that maps setec errors to HTTP status codes and reasons.
+
+Go setec's clients only look at the status code (SPEC.md §1.2, §8.1): 403, 404, 304
+and 412 carry the wire sentinels, so their bodies keep Go's texts. Our deliberate
+difference is that client mistakes Go answers with 500 get 400 with a one-line reason
+(SPEC.md preface), and an identity service that is down gets 503 instead of 500.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from setec_core.errors import (
+    AccessDenied,
+    AuditError,
+    InvalidRequestError,
+    NotFound,
+    SetecError,
+    StorageError,
+    UnavailableError,
+    ValueNotChanged,
+    VersionClaimed,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What to send for an error.
+
+    :param code: the HTTP status.
+    :param reason: the body text, or ``None`` to send the error's own message (which
+        setec keeps to one line and free of secret values).
+    :param log: whether the server log should record the error (server faults).
+    """
+
+    code: int
+    reason: str | None
+    log: bool = False
+
+
+#: First match wins, so subclasses come before their bases.
+STATUS_TABLE: tuple[tuple[type[BaseException], Status], ...] = (
+    (ValueNotChanged, Status(304, "")),
+    (NotFound, Status(404, "not found")),
+    (AccessDenied, Status(403, "access denied")),
+    (VersionClaimed, Status(412, "version already set")),
+    (InvalidRequestError, Status(400, None)),
+    (UnavailableError, Status(503, None, log=True)),
+    (AuditError, Status(500, "internal error", log=True)),
+    (StorageError, Status(500, "internal error", log=True)),
+    (SetecError, Status(500, "internal error", log=True)),
+)
+
+INTERNAL = Status(500, "internal error", log=True)
+
+
+def status_for(error: BaseException) -> tuple[int, str, bool]:
+    """Return ``(status code, one-line body text, log it?)`` for ``error``."""
+    for cls, status in STATUS_TABLE:
+        if isinstance(error, cls):
+            reason = status.reason if status.reason is not None else one_line(str(error))
+            return status.code, reason, status.log
+    return INTERNAL.code, INTERNAL.reason or "", True
+
+
+def one_line(text: str) -> str:
+    """Collapse ``text`` to one line (a reason must never split a response body)."""
+    return " ".join(text.split()) or "error"

@@ -1,0 +1,385 @@
+"""The HTTP API through the WSGI app: the request pipeline of SPEC.md §1.2 as a table of
+cases, the endpoints of §1.4 (§10.1 items 37-47, D1, D6-D13), the status table, and what
+the server sends besides the body (headers, request ids, logs without values)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from werkzeug.test import Client, TestResponse
+
+from setec_core import AccessDenied, Database, UnavailableError, make_caller
+from setec_core.http import make_app
+from setec_core.testing import (
+    SUPERUSER,
+    FailingAuditSink,
+    FixedAuthorizer,
+    audit_entries,
+    new_database,
+)
+
+GUARD = {"Sec-X-Tailscale-No-Browsers": "setec"}
+JSON = "application/json"
+SECRET = b"hunter2-do-not-leak"
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    with new_database() as db:
+        yield db
+
+
+@pytest.fixture
+def authz() -> FixedAuthorizer:
+    return FixedAuthorizer(SUPERUSER)
+
+
+@pytest.fixture
+def client(db: Database, authz: FixedAuthorizer) -> Client:
+    return Client(make_app(db, authz, max_request_bytes=4096))
+
+
+def api(
+    client: Client,
+    method: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    content_type: str | None = JSON,
+    http_method: str = "POST",
+) -> TestResponse:
+    """Call ``/api/<method>`` the way a Go client does, unless told otherwise."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    hdrs = dict(GUARD if headers is None else headers)
+    if content_type is not None:
+        hdrs["Content-Type"] = content_type
+    return client.open(f"/api/{method}", method=http_method, data=data, headers=hdrs)
+
+
+def b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+# --- the pipeline, in order (SPEC.md §1.2) ----------------------------------------------
+
+PIPELINE = [
+    # (id, kwargs for api(), status, body)
+    ("GET is not allowed", {"http_method": "GET"}, 400, "only POST requests allowed\n"),
+    ("PUT is not allowed", {"http_method": "PUT"}, 400, "only POST requests allowed\n"),
+    (
+        "method before content type",
+        {"http_method": "GET", "content_type": None},
+        400,
+        "only POST requests allowed\n",
+    ),
+    ("no content type", {"content_type": None}, 400, "request body must be json\n"),
+    ("text/plain", {"content_type": "text/plain"}, 400, "request body must be json\n"),
+    (
+        "content type before guard",
+        {"content_type": "text/plain", "headers": {}},
+        400,
+        "request body must be json\n",
+    ),
+    ("no browser guard", {"headers": {}}, 403, "access denied\n"),
+    (
+        "wrong guard value",
+        {"headers": {"Sec-X-Tailscale-No-Browsers": "Setec"}},
+        403,
+        "access denied\n",
+    ),
+    ("guard before body", {"headers": {}, "raw": b"{"}, 403, "access denied\n"),
+    ("empty body", {"raw": b""}, 400, None),
+    ("syntax error", {"raw": b'{"Name":'}, 400, None),
+    ("top level array", {"raw": b"[]"}, 400, None),
+    ("deep nesting", {"raw": b"[" * 4000}, 400, None),
+    ("huge number", {"raw": b'{"Name":"a","Version":' + b"9" * 4000 + b"}"}, 400, None),
+    ("version out of range", {"body": {"Name": "a", "Version": 4294967296}}, 400, None),
+    ("negative version", {"body": {"Name": "a", "Version": -1}}, 400, None),
+    ("fractional version", {"body": {"Name": "a", "Version": 1.5}}, 400, None),
+    ("string version", {"body": {"Name": "a", "Version": "1"}}, 400, None),
+    ("name not a string", {"body": {"Name": 5}}, 400, None),
+    (
+        "body too large",
+        {"raw": b'{"Name":"' + b"a" * 5000 + b'"}'},
+        413,
+        "request body too large: the limit is 4096 bytes\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "body"),
+    [pytest.param(k, s, b, id=i) for i, k, s, b in PIPELINE],
+)
+def test_pipeline(client: Client, kwargs: dict[str, Any], status: int, body: str | None) -> None:
+    """Each step of the pipeline refuses with its own status, in SPEC order."""
+    kwargs = {"body": {"Name": "x"}, **kwargs}
+    resp = api(client, "get", **kwargs)
+    assert resp.status_code == status
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+    text = resp.get_data(as_text=True)
+    assert text.endswith("\n")
+    assert "\n" not in text[:-1], "a reason must be one line"
+    if body is not None:
+        assert text == body
+
+
+def test_bad_base64_is_400(client: Client) -> None:
+    resp = api(client, "put", {"Name": "a", "Value": "not base64!"})
+    assert resp.status_code == 400
+    assert "Value" in resp.get_data(as_text=True)
+
+
+def test_content_type_with_charset_is_accepted(client: Client, db: Database) -> None:
+    """Our deliberate difference: parameters on the JSON content type are fine."""
+    db.put(SUPERUSER, "a", b"v")
+    resp = api(client, "get", {"Name": "a"}, content_type="application/json; charset=utf-8")
+    assert resp.status_code == 200
+
+
+def test_guard_header_name_is_case_insensitive(client: Client, db: Database) -> None:
+    db.put(SUPERUSER, "a", b"v")
+    resp = api(client, "get", {"Name": "a"}, headers={"sec-x-tailscale-no-browsers": "setec"})
+    assert resp.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "body"),
+    [
+        (
+            AccessDenied("access denied: 127.0.0.9 is not a known tailnet peer"),
+            403,
+            "access denied: 127.0.0.9 is not a known tailnet peer\n",
+        ),
+        (UnavailableError("tailscaled is not answering"), 503, "tailscaled is not answering\n"),
+        (RuntimeError("bug"), 500, "unable to identify caller\n"),
+    ],
+    ids=["unknown peer", "identity service down", "authorizer bug"],
+)
+def test_identity_failures(
+    client: Client, authz: FixedAuthorizer, error: Exception, status: int, body: str
+) -> None:
+    authz.error = error
+    resp = api(client, "get", {"Name": "a"})
+    assert (resp.status_code, resp.get_data(as_text=True)) == (status, body)
+
+
+def test_identity_comes_before_the_body(client: Client, authz: FixedAuthorizer) -> None:
+    authz.error = AccessDenied()
+    assert api(client, "get", raw=b"{").status_code == 403
+
+
+def test_guard_comes_before_identity(client: Client, authz: FixedAuthorizer) -> None:
+    authz.error = UnavailableError("down")
+    assert api(client, "get", {"Name": "a"}, headers={}).status_code == 403
+    assert authz.identified == 0
+
+
+@pytest.mark.parametrize("path", ["/api/unknown", "/api/get/", "/foo", "/static/x.css"])
+def test_unknown_paths_are_404(client: Client, path: str) -> None:
+    resp = client.post(path, data=b"{}", headers={**GUARD, "Content-Type": JSON})
+    assert (resp.status_code, resp.get_data(as_text=True)) == (404, "not found\n")
+
+
+# --- the endpoints (SPEC.md §1.4) ------------------------------------------------------
+
+
+def test_put_get_round_trip_exact_bytes(client: Client) -> None:
+    resp = api(client, "put", {"Name": "prod/db", "Value": b64(SECRET)})
+    assert (resp.status_code, resp.data) == (200, b"1")
+    assert resp.headers["Content-Type"] == JSON
+    resp = api(client, "get", {"name": "prod/db"})  # lower-case keys, as the seed's curl
+    assert resp.data == b'{"Value":"' + b64(SECRET).encode() + b'","Version":1}'
+
+
+def test_conditional_get_304_then_new_version(client: Client, db: Database) -> None:
+    """§10.1 items 41-42 and D8."""
+    db.put(SUPERUSER, "a", b"one")
+    db.put(SUPERUSER, "a", b"two")
+    resp = api(client, "get", {"Name": "a", "Version": 1, "UpdateIfChanged": True})
+    assert (resp.status_code, resp.data) == (304, b"")
+    assert (api(client, "activate", {"Name": "a", "Version": 2}).data) == b"{}"
+    resp = api(client, "get", {"Name": "a", "Version": 1, "UpdateIfChanged": True})
+    assert json.loads(resp.data) == {"Value": b64(b"two"), "Version": 2}
+
+
+def test_get_version_zero_with_update_if_changed_is_a_plain_get(
+    client: Client, db: Database
+) -> None:
+    """D7."""
+    db.put(SUPERUSER, "a", b"one")
+    resp = api(client, "get", {"Name": "a", "Version": 0, "UpdateIfChanged": True})
+    assert json.loads(resp.data) == {"Value": b64(b"one"), "Version": 1}
+
+
+def test_acl_and_not_found(client: Client, db: Database, authz: FixedAuthorizer) -> None:
+    """§10.1 items 43-47 with the server test's caller."""
+    db.put(SUPERUSER, "ok/test", b"v1")
+    db.put(SUPERUSER, "ok/test", b"v2")
+    db.put(SUPERUSER, "no/test", b"v1")
+    authz.caller = make_caller((["get", "info", "delete"], ["ok/*"]), user="test@example.com")
+    assert api(client, "get", {"Name": "no/test", "Version": 1}).status_code == 403
+    assert api(client, "get", {"Name": "ok/test", "Version": 9}).status_code == 404
+    assert api(client, "put", {"Name": "ok/test", "Value": "eA=="}).status_code == 403
+    resp = api(client, "delete-version", {"Name": "ok/test", "Version": 1})
+    assert resp.status_code == 400  # deleting the active version: 500 in Go, 400 here
+    assert "active" in resp.get_data(as_text=True)
+    assert api(client, "delete-version", {"Name": "ok/test", "Version": 2}).data == b"{}"
+
+
+def test_list_empty_is_null_and_sorted(client: Client, db: Database) -> None:
+    """D6 and §1.4.1."""
+    assert api(client, "list", {}).data == b"null"
+    db.put(SUPERUSER, "b", b"1")
+    db.put(SUPERUSER, "a", b"1")
+    db.put(SUPERUSER, "a", b"2")
+    assert json.loads(api(client, "list", None).data) == [
+        {"Name": "a", "Versions": [1, 2], "ActiveVersion": 1},
+        {"Name": "b", "Versions": [1], "ActiveVersion": 1},
+    ]
+
+
+def test_create_version_rules(client: Client, db: Database, authz: FixedAuthorizer) -> None:
+    """D9 (version 0 is 400 even for a caller who may not create) and 412."""
+    authz.caller = make_caller(user="nobody@example.com")
+    resp = api(client, "create-version", {"Name": "a", "Version": 0, "Value": "eA=="})
+    assert resp.status_code == 400
+    assert resp.get_data(as_text=True).startswith("invalid version, please specify a version > 0")
+    authz.caller = SUPERUSER
+    assert api(client, "create-version", {"Name": "a", "Version": 5, "Value": "eA=="}).data == b"{}"
+    resp = api(client, "create-version", {"Name": "a", "Version": 5, "Value": "eQ=="})
+    assert (resp.status_code, resp.data) == (412, b"version already set\n")
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("put", {"Name": "", "Value": "eA=="}),
+        ("put", {"Name": "_internal/x", "Value": "eA=="}),
+        ("create-version", {"Name": "_internal/x", "Version": 1, "Value": "eA=="}),
+        ("activate", {"Name": "a", "Version": 0}),
+        ("delete-version", {"Name": "a", "Version": 0}),
+        ("delete", {"Name": "_internal/x"}),
+    ],
+)
+def test_client_mistakes_go_answers_with_500_are_400(
+    client: Client, db: Database, method: str, body: dict[str, Any]
+) -> None:
+    """SPEC.md preface: empty names, version 0 and reserved names are the client's
+    mistake, so 400 with a reason."""
+    db.put(SUPERUSER, "a", b"v")
+    resp = api(client, method, body)
+    assert resp.status_code == 400
+    assert resp.get_data(as_text=True).strip()
+
+
+def test_delete_missing_is_ok_and_void_bodies(client: Client, db: Database) -> None:
+    assert api(client, "delete", {"Name": "nothing"}).data == b"{}"
+    db.put(SUPERUSER, "a", b"v")
+    assert api(client, "delete", {"Name": "a"}).data == b"{}"
+    assert api(client, "get", {"Name": "a"}).status_code == 404
+
+
+def test_audit_failure_is_500_and_no_value() -> None:
+    """Fail-closed at the HTTP edge: the value never leaves if its audit line cannot."""
+    sink = FailingAuditSink()
+    with new_database(audit_sink=sink) as db:
+        db.put(SUPERUSER, "a", SECRET)
+        sink.fail_writes = True
+        resp = api(Client(make_app(db, FixedAuthorizer(SUPERUSER))), "get", {"Name": "a"})
+    assert (resp.status_code, resp.data) == (500, b"internal error\n")
+
+
+# --- what comes with every response ---------------------------------------------------
+
+
+def test_security_headers_and_request_id(client: Client, db: Database) -> None:
+    db.put(SUPERUSER, "a", b"v")
+    resp = api(client, "get", {"Name": "a"})
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    assert "Strict-Transport-Security" not in resp.headers  # plain HTTP
+    rid = resp.headers["X-Request-Id"]
+    assert audit_entries(db)[-1]["request"] == rid
+    tls_client = Client(make_app(db, FixedAuthorizer(SUPERUSER), tls=True))
+    assert "max-age" in api(tls_client, "get", {"Name": "a"}).headers["Strict-Transport-Security"]
+
+
+def test_logs_never_contain_values(
+    client: Client, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api(client, "put", {"Name": "a", "Value": b64(SECRET)})
+    api(client, "get", {"Name": "a"})
+    api(client, "put", {"Name": "", "Value": b64(SECRET)})
+    api(client, "create-version", {"Name": "a", "Version": 0, "Value": b64(SECRET)})
+    api(client, "put", raw=b'{"Name":"a","Value":"' + b64(SECRET).encode() + b'"')
+    access = [r for r in caplog.records if r.name == "setec.http.access"]
+    assert len(access) == 5
+    assert json.loads(access[1].getMessage())["secret"] == "a"
+    for secret in (SECRET.decode(), b64(SECRET)):
+        assert secret not in caplog.text
+
+
+# --- dashboard, health and metrics ----------------------------------------------------
+
+
+def test_dashboard_rows_escaped_and_no_values(
+    client: Client, db: Database, authz: FixedAuthorizer
+) -> None:
+    """§1.6 and D18, for two callers with different rules."""
+    db.put(SUPERUSER, "team/<script>alert(1)</script>", SECRET)
+    db.put(SUPERUSER, "team/app", b"1")
+    db.put(SUPERUSER, "team/app", b"2")
+    db.activate(SUPERUSER, "team/app", 2)
+    db.put(SUPERUSER, "other/x", b"1")
+    authz.caller = make_caller((["info"], ["team/*"]), user="alice@example.com")
+    resp = client.get("/")
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>" not in page
+    assert "1, <b>2</b>" in page
+    assert "other/x" not in page
+    assert SECRET.decode() not in page
+    authz.caller = make_caller((["info"], ["other/*"]), user="bob@example.com")
+    page = client.get("/").get_data(as_text=True)
+    assert "other/x" in page
+    assert "team/app" not in page
+    assert client.post("/").status_code == 400
+    assert client.head("/").status_code == 400
+    css = client.get("/static/style.css")
+    assert (css.status_code, css.headers["Content-Type"]) == (200, "text/css; charset=utf-8")
+
+
+def test_healthz(client: Client, db: Database) -> None:
+    assert (client.get("/healthz").status_code, client.get("/healthz").data) == (200, b"ok\n")
+    db.audit_log.close()
+    resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert "closed" in resp.get_data(as_text=True)
+
+
+def test_metrics(client: Client, db: Database) -> None:
+    db.put(SUPERUSER, "a", b"v")
+    api(client, "get", {"Name": "a"})
+    api(client, "get", {"Name": "missing"})
+    api(client, "get", {"Name": "a"}, headers={})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'setec_api_calls_total{method="/api/get"} 3.0' in text
+    assert 'setec_http_requests_total{class="2xx",code="200",method="/api/get"} 1.0' in text
+    assert 'setec_http_requests_total{class="4xx",code="404",method="/api/get"} 1.0' in text
+    assert 'setec_http_requests_total{class="4xx",code="403",method="/api/get"} 1.0' in text
+    assert 'setec_http_request_duration_seconds_count{method="/api/get"} 3.0' in text
+    assert "setec_audit_sync_seconds_count" in text
+    assert "setec_audit_healthy 1.0" in text
+    client.get("/nope")
+    assert 'method="other"' in client.get("/metrics").get_data(as_text=True)
