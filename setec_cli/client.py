@@ -1,11 +1,23 @@
-"""The ``setec`` client command (issue: client side). Not yet implemented."""
+"""The ``setec`` command: client commands (issue: client side) and ``setec server``.
+
+``setec server`` is ``setec-serve`` under another name, as in Go setec.
+"""
 
 from __future__ import annotations
 
-import sys
+import click
+
+from setec_cli.serve import cli as serve_cli
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """The setec secrets client. Run ``setec server`` to run a server."""
+
+
+cli.add_command(serve_cli, name="server")
 
 
 def main() -> None:
     """Entry point of ``setec``."""
-    print("setec: the client commands are not yet implemented", file=sys.stderr)
-    sys.exit(2)
+    cli(prog_name="setec")

@@ -1,11 +1,210 @@
-"""The ``setec-serve`` server command (issue: the server). Not yet implemented."""
+"""``setec-serve``: run the setec server, list plugins (and, later, admin commands).
+
+``setec-serve --dev`` needs no setup: the public dev key, SQLite in
+``./setec-dev.state``, ``127.0.0.1:8080``, and the ``dev`` authorizer (every loopback
+caller is a superuser). Every flag can also be set by an environment variable
+``SETEC_<FLAG>`` (``--state-dir`` is ``SETEC_STATE_DIR``), as Go setec does.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from setec_cli.config import ServerConfig, resolve
+from setec_core.errors import ConfigError, SetecError
+
+log = logging.getLogger("setec.serve")
+
+
+def _say(message: str) -> None:
+    click.echo(f"setec-serve: {message}", err=True)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state-dir",
+    envvar="SETEC_STATE_DIR",
+    help="Directory for the database and audit.log (created 0700). Default with --dev: "
+    "./setec-dev.state.",
+)
+@click.option(
+    "--listen",
+    envvar="SETEC_LISTEN",
+    help="HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free port).",
+)
+@click.option(
+    "--kms-key-name",
+    envvar="SETEC_KMS_KEY_NAME",
+    help="Key that wraps the data key: a URI (aws-kms://ARN, gcp-kms://..., "
+    "vault-transit://..., dev://) or a bare AWS KMS ARN. Default with --dev: dev://.",
+)
+@click.option(
+    "--storage",
+    envvar="SETEC_STORAGE",
+    help="Storage URI (default sqlite:///STATE_DIR/secrets.db).",
+)
+@click.option(
+    "--authorizer",
+    envvar="SETEC_AUTHORIZER",
+    help="Who may do what: tailscale (default), tailscale-serve, policy, or dev (--dev only; "
+    "its default).",
+)
+@click.option(
+    "--tailscale-socket",
+    envvar="SETEC_TAILSCALE_SOCKET",
+    default="/var/run/tailscale/tailscaled.sock",
+    show_default=True,
+    help="tailscaled's LocalAPI socket (tailscale authorizer).",
+)
+@click.option(
+    "--policy-file",
+    envvar="SETEC_POLICY_FILE",
+    help="JSON policy of bearer tokens and rules (policy authorizer); reloaded on SIGHUP.",
+)
+@click.option(
+    "--max-request-bytes",
+    envvar="SETEC_MAX_REQUEST_BYTES",
+    type=click.IntRange(min=1),
+    default=1 << 20,
+    show_default=True,
+    help="Larger request bodies get 413.",
+)
+@click.option("--tls-cert", envvar="SETEC_TLS_CERT", help="PEM certificate chain for HTTPS.")
+@click.option("--tls-key", envvar="SETEC_TLS_KEY", help="PEM private key for HTTPS.")
+@click.option(
+    "--threads",
+    envvar="SETEC_THREADS",
+    type=click.IntRange(1, 1024),
+    default=32,
+    show_default=True,
+    help="Requests served at once.",
+)
+@click.option(
+    "--read-timeout",
+    envvar="SETEC_READ_TIMEOUT",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client may take to send its request.",
+)
+@click.option(
+    "--log-level",
+    envvar="SETEC_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--dev",
+    envvar="SETEC_DEV",
+    is_flag=True,
+    help="Development mode: dev key, ./setec-dev.state, loopback only, every local caller "
+    "is a superuser. NOT FOR PRODUCTION.",
+)
+@click.pass_context
+def cli(ctx: click.Context, /, **options: Any) -> None:
+    """Run the setec secrets server (or one of the commands below)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _configure_logging(options["log_level"])
+    try:
+        config = resolve(options)
+        serve(config)
+    except (ConfigError, SetecError) as e:
+        _say(f"error: {e}")
+        sys.exit(1)
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """List the installed plugins: key providers, storage, authorizers, backup sinks."""
+    from setec_core.plugins import Plugins
+
+    try:
+        plugins = Plugins.load()
+    except SetecError as e:
+        _say(f"error: {e}")
+        sys.exit(1)
+    rows = plugins.describe()
+    width = max((len(name) for _, name, _, _ in rows), default=4)
+    for kind, name, plugin, schemes in sorted(rows):
+        uri = " ".join(f"{s}://" for s in schemes)
+        click.echo(f"{kind:16} {name:{width}}  {plugin}{'  ' + uri if uri else ''}")
+
+
+def serve(config: ServerConfig, *, ready: Callable[[str], None] | None = None) -> None:
+    """Open the database, build the app and serve until SIGTERM or SIGINT.
+
+    :param ready: called with the URL once the server listens (tests use it).
+    :raises SetecError: if the database, key or authorizer cannot be set up.
+    """
+    from setec_cli.runner import Runner
+    from setec_core.database import Database
+    from setec_core.http import make_app
+    from setec_core.plugins import Plugins
+
+    if config.dev:
+        _say("dev mode: NOT SAFE FOR PRODUCTION USE; every local caller is a superuser")
+        _say(f"dev mode: state dir is {config.state_dir!r}")
+        if config.key.startswith("dev://"):
+            _say("dev mode: using the public dev key (dev://); anyone can decrypt this store")
+    plugins = Plugins.load()
+    authorizer = plugins.authorizer(config.authorizer, config.authorizer_options())
+    try:
+        db = Database.open(
+            config.state_dir, key=config.key, storage=config.storage, plugins=plugins
+        )
+    except BaseException:
+        authorizer.close()
+        raise
+    try:
+        app = make_app(db, authorizer, max_request_bytes=config.max_request_bytes, tls=config.tls)
+        runner = Runner(app, config)
+        _say(
+            f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
+            f"{len(db)} secrets"
+        )
+        _install_reload(authorizer)
+        url = runner.start()
+        _say(f"listening on {url}")
+        if ready is not None:
+            ready(url)
+        runner.wait()
+        _say("stopped: in-flight requests finished, database closed")
+    finally:
+        authorizer.close()
+        db.close()
+
+
+def _install_reload(authorizer: Any) -> None:
+    # SIGHUP re-reads the authorizer's configuration (the policy file); a broken new
+    # file is reported and the old policy stays in force.
+    def reload(signum: int, frame: object) -> None:
+        try:
+            authorizer.reload()
+            log.info("authorizer configuration reloaded")
+        except SetecError as e:
+            log.error("reload failed, keeping the previous configuration: %s", e)
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, reload)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 def main() -> None:
     """Entry point of ``setec-serve``."""
-    print("setec-serve: the server is not yet implemented", file=sys.stderr)
-    sys.exit(2)
+    cli(prog_name=os.path.basename(sys.argv[0]) or "setec-serve")

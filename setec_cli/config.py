@@ -1,0 +1,137 @@
+"""Turning ``setec-serve`` flags into a checked server configuration.
+
+Every rule about which flags go together lives here, so the messages are consistent and
+the rules are testable without starting a server. Errors are :class:`ConfigError` with
+a message that names the flag (and its environment variable) and says what to do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from setec_core.errors import ConfigError
+
+DEV_STATE_DIR = "setec-dev.state"
+DEV_KEY = "dev://"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A checked server configuration (see ``setec-serve --help`` for each field)."""
+
+    state_dir: str
+    key: str
+    storage: str | None
+    authorizer: str
+    host: str
+    port: int
+    tailscale_socket: str
+    policy_file: str | None
+    max_request_bytes: int
+    tls_cert: str | None
+    tls_key: str | None
+    threads: int
+    read_timeout: float
+    dev: bool
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return self.tls_cert is not None
+
+    @property
+    def listen(self) -> str:
+        """The listen address as given to authorizers: ``HOST:PORT``."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def authorizer_options(self) -> dict[str, Any]:
+        """The options an :class:`~setec_core.authz.Authorizer` is built from."""
+        return {
+            "listen": self.listen,
+            "tailscale_socket": self.tailscale_socket,
+            "policy_file": self.policy_file,
+            "dev": self.dev,
+            "tls": self.tls,
+        }
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` or ``[V6]:PORT`` into host and port.
+
+    :raises ConfigError: naming the value if it is not of that form.
+    """
+    host, sep, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"--listen {value!r} is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, "
+            "100.101.102.103:443)"
+        )
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Report whether ``host`` is ``localhost`` or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve(options: Mapping[str, Any]) -> ServerConfig:
+    """Check the flag values ``options`` (by underscore name) and fill in defaults.
+
+    :raises ConfigError: naming the flag that is missing, invalid or not allowed.
+    """
+    dev = bool(options.get("dev"))
+    state_dir = options.get("state_dir") or (DEV_STATE_DIR if dev else None)
+    key = options.get("kms_key_name") or (DEV_KEY if dev else None)
+    authorizer = options.get("authorizer") or ("dev" if dev else "tailscale")
+    if state_dir is None:
+        raise ConfigError(
+            "--state-dir (or SETEC_STATE_DIR) must be given: the directory for the database "
+            "and audit.log; or run with --dev to try setec out"
+        )
+    if key is None:
+        raise ConfigError(
+            "--kms-key-name (or SETEC_KMS_KEY_NAME) must be given: the KMS key that wraps "
+            "the data key (aws-kms://ARN or a bare ARN, gcp-kms://..., vault-transit://...); "
+            "or run with --dev to use the public dev key"
+        )
+    host, port = parse_listen(options.get("listen") or DEFAULT_LISTEN)
+    if dev and not is_loopback(host):
+        raise ConfigError(
+            f"--dev serves only on loopback, and --listen {host!r} is not a loopback "
+            "address; use 127.0.0.1:PORT, or drop --dev and configure a real key and "
+            "authorizer"
+        )
+    tls_cert, tls_key = options.get("tls_cert"), options.get("tls_key")
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag} {path!r} is not a readable file")
+    return ServerConfig(
+        state_dir=str(state_dir),
+        key=str(key),
+        storage=options.get("storage") or None,
+        authorizer=str(authorizer),
+        host=host,
+        port=port,
+        tailscale_socket=str(options.get("tailscale_socket") or ""),
+        policy_file=options.get("policy_file") or None,
+        max_request_bytes=int(options.get("max_request_bytes") or 1 << 20),
+        tls_cert=tls_cert or None,
+        tls_key=tls_key or None,
+        threads=int(options.get("threads") or 32),
+        read_timeout=float(options.get("read_timeout") or 10.0),
+        dev=dev,
+    )

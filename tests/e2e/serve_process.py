@@ -1,0 +1,117 @@
+"""Run ``setec-serve`` as a real subprocess through its console script, for end-to-end
+tests: start it, wait for its "listening on URL" line, talk HTTP to it, stop it with a
+signal and collect what it printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on (\S+)")
+
+
+def console_script(name: str) -> str:
+    """The path of an installed console script of this project (next to the python
+    running the tests, so the tests use the checkout's install)."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    assert found, f"console script {name!r} is not installed; run pip install -e ."
+    return found
+
+
+class ServeProcess:
+    """A ``setec-serve`` subprocess. Use as a context manager; :attr:`url` is set once it
+    listens; :meth:`stop` sends SIGTERM and returns the exit code."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.args = [console_script("setec-serve"), *args]
+        self.cwd = cwd
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self._lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def output(self) -> str:
+        """Everything the server wrote to stderr and stdout so far."""
+        return "".join(self._lines)
+
+    def start(self, timeout: float = 30) -> ServeProcess:
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"setec-serve exited {self.proc.returncode}:\n{self.output}")
+            if time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise RuntimeError(f"setec-serve did not start in {timeout} s:\n{self.output}")
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+            m = LISTENING.search(line)
+            if m and not self._ready.is_set():
+                self.url = m.group(1)
+                self._ready.set()
+
+    def send(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Signal the server and wait for it to exit; return its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        if self._reader is not None:
+            self._reader.join(5)  # it ends at EOF, once the server has exited
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
+
+def run_serve(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``setec-serve ARGS`` to completion (for commands and startup errors)."""
+    return subprocess.run(
+        [console_script("setec-serve"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
