@@ -7,6 +7,8 @@ and status classes, never a secret name or value.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -93,13 +95,32 @@ class ServerMetrics:
         self.in_flight = Gauge(
             "setec_http_requests_in_flight", "Requests being served.", registry=self.registry
         )
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._calls: dict[str, Any] = {}
         self.registry.register(_DatabaseCollector(db))
         db.audit_log.on_sync = self.audit_sync.observe
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         """Count one response to ``route`` with status ``code`` taking ``seconds``."""
-        self.responses.labels(route, str(code), f"{code // 100}xx").inc()
-        self.latency.labels(route).observe(seconds)
+        # Label lookups cost more than the updates, so the children are cached (routes
+        # and codes are few: unknown paths are all "other").
+        key = (route, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.responses.labels(route, str(code), f"{code // 100}xx"),
+                self.latency.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def call(self, route: str) -> None:
+        """Count one call of the API method ``route`` (before any check)."""
+        child = self._calls.get(route)
+        if child is None:
+            child = self._calls[route] = self.api_calls.labels(route)
+        child.inc()
 
     def render(self) -> bytes:
         """Return the Prometheus text exposition of every metric."""
