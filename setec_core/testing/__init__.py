@@ -4,8 +4,10 @@
   audit lines kept in memory), ready in milliseconds.
 * :data:`SUPERUSER` and :func:`make_caller`: callers with all or chosen rights.
 * :func:`audit_entries`: the decoded audit lines of a database from :func:`new_database`.
-* Fakes that subclass the real interfaces to inject faults: :class:`FaultyStorage`,
-  :class:`FailingAuditSink`, and :class:`FixedAuthorizer` (one caller for every request).
+* Fakes that subclass the real interfaces: :class:`FaultyStorage` and
+  :class:`FailingAuditSink` inject faults; :class:`FixedAuthorizer` (one caller for
+  every request) and :class:`HeaderAuthorizer` (callers chosen by a test header) stand
+  in for an identity service in HTTP tests.
 * Contract test classes for plugin authors: :class:`StorageBackendContract`,
   :class:`PersistentStorageContract` and :class:`KeyProviderContract` (they need
   pytest, and are imported on first use).
@@ -19,7 +21,12 @@ from setec_core.acl import ALL_ACTIONS, Rule
 from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.authz import Caller, Principal, make_caller
 from setec_core.database import Database
-from setec_core.testing.fakes import FailingAuditSink, FaultyStorage, FixedAuthorizer
+from setec_core.testing.fakes import (
+    FailingAuditSink,
+    FaultyStorage,
+    FixedAuthorizer,
+    HeaderAuthorizer,
+)
 
 # The contract classes are left out of __all__ so that a star import does not
 # need pytest; import them by name.
@@ -28,6 +35,7 @@ __all__ = [
     "FailingAuditSink",
     "FaultyStorage",
     "FixedAuthorizer",
+    "HeaderAuthorizer",
     "audit_entries",
     "make_caller",
     "new_database",

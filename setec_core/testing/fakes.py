@@ -8,7 +8,7 @@ from typing import Any
 
 from setec_core.audit import MemoryAuditSink
 from setec_core.authz import Authorizer, Caller
-from setec_core.errors import StorageError
+from setec_core.errors import AccessDenied, StorageError
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
 
 
@@ -107,3 +107,28 @@ class FixedAuthorizer(Authorizer):
         if self.error is not None:
             raise self.error
         return self.caller
+
+
+class HeaderAuthorizer(Authorizer):
+    """Identifies the caller by the ``X-Setec-Test-Caller`` request header, looking it
+    up in ``callers``: for tests that need several callers through one server, such as
+    browser tests (a browser context can add a header to all its requests). Unknown or
+    missing names are denied. Never use it outside tests: anyone can set a header.
+    """
+
+    name = "test-header"
+    HEADER = "X-Setec-Test-Caller"
+
+    def __init__(self, callers: Mapping[str, Caller]) -> None:
+        self.callers = dict(callers)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> HeaderAuthorizer:
+        """Not selectable by name: build it with callers."""
+        raise NotImplementedError("build it with callers: HeaderAuthorizer({name: caller})")
+
+    def identify(self, request: Any) -> Caller:
+        caller = self.callers.get(request.headers.get(self.HEADER, ""))
+        if caller is None:
+            raise AccessDenied("access denied: unknown test caller")
+        return caller

@@ -1,0 +1,103 @@
+"""The dashboard in a real browser: headless Chromium driven by Playwright loads ``/``
+from a real HTTP server on loopback, as two callers with different rules
+(SPEC.md §1.6; issue 3 "Dashboard")."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import sync_playwright
+from werkzeug.serving import make_server
+
+from setec_core import Database, make_caller
+from setec_core.http import make_app
+from setec_core.testing import SUPERUSER, HeaderAuthorizer, new_database
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+SECRET = b"browser-must-never-see-this"
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "this test needs Chromium: apt-get install chromium (.ci/run does)"
+    return path
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, Database]]:
+    with new_database() as db:
+        authz = HeaderAuthorizer(
+            {
+                "alice": make_caller((["info"], ["team/*"]), user="alice@example.com"),
+                "ci": make_caller((["info", "get"], ["ci/*"]), tags=["tag:ci"]),
+            }
+        )
+        server = make_server("127.0.0.1", 0, make_app(db, authz), threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}", db
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+
+def test_dashboard_rows_for_two_callers(served: tuple[str, Database]) -> None:
+    url, db = served
+    db.put(SUPERUSER, "team/app/db-pass", SECRET)
+    db.put(SUPERUSER, "team/app/db-pass", b"second")
+    db.put(SUPERUSER, "team/app/db-pass", b"third")
+    db.activate(SUPERUSER, "team/app/db-pass", 2)
+    db.put(SUPERUSER, "team/<img src=x onerror=alert(1)>", b"1")
+    db.put(SUPERUSER, "ci/deploy-key", b"k")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            rows = {}
+            for who in ("alice", "ci"):
+                context = browser.new_context(extra_http_headers={"X-Setec-Test-Caller": who})
+                page = context.new_page()
+                dialogs: list[str] = []
+
+                def on_dialog(dialog: Any, seen: list[str] = dialogs) -> None:
+                    seen.append(dialog.message)
+                    dialog.dismiss()
+
+                page.on("dialog", on_dialog)
+                response = page.goto(url + "/")
+                assert response is not None
+                assert response.status == 200
+                assert page.title() == "Setec Secrets Service"
+                rows[who] = [
+                    (
+                        r.locator("td").nth(0).inner_text(),
+                        r.locator("td").nth(1).inner_html(),
+                    )
+                    for r in page.locator("#secrets tbody tr").all()
+                ]
+                # The stylesheet loaded under the page's own CSP.
+                assert page.locator("h1").evaluate("e => getComputedStyle(e).fontSize") == "24px"
+                assert SECRET.decode() not in page.content()
+                assert not dialogs, "an escaped name ran script"
+                context.close()
+        finally:
+            browser.close()
+    assert rows["alice"] == [
+        ("team/<img src=x onerror=alert(1)>", "<b>1</b>"),
+        ("team/app/db-pass", "1, <b>2</b>, 3"),
+    ]
+    assert rows["ci"] == [("ci/deploy-key", "<b>1</b>")]
