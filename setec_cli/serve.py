@@ -8,8 +8,11 @@ caller is a superuser). Every flag can also be set by an environment variable
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 from collections.abc import Callable
@@ -197,12 +200,21 @@ def _install_reload(authorizer: Any) -> None:
         signal.signal(signal.SIGHUP, reload)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str) -> logging.handlers.QueueListener:
+    # Request threads only put records on a queue; one listener thread writes them.
+    # Writing from the request threads held the handler's lock across a write(2), and
+    # every other request thread queued up behind it: this roughly doubled throughput
+    # at 64 connections (docs/performance.md).
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(getattr(logging, level.upper()))
+    listener = logging.handlers.QueueListener(records, stream)
+    listener.start()
+    atexit.register(listener.stop)
+    return listener
 
 
 def main() -> None:
