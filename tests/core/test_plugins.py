@@ -51,6 +51,13 @@ def test_defaults_come_from_entry_points() -> None:
     assert plugins.storage_backends.by_name("memory") is MemoryStorage
     owners = {reg.plugin for reg in plugins.storage_backends.registrations()}
     assert owners == {"sqlite", "memory"}
+    authorizers = {reg.cls.name: reg.plugin for reg in plugins.authorizers.registrations()}
+    assert authorizers == {
+        "dev": "dev-authz",
+        "tailscale": "tailscale-authz",
+        "tailscale-serve": "tailscale-authz",
+        "policy": "policy-authz",
+    }
 
 
 def test_no_entry_points_means_no_plugins() -> None:
@@ -119,8 +126,11 @@ def test_unknown_storage_lists_available() -> None:
 
 def test_unknown_authorizer_lists_available() -> None:
     """An unknown authorizer name lists the available names."""
-    with pytest.raises(PluginError, match="unknown authorizer 'tailscale'; available:"):
-        Plugins.load().authorizer("tailscale", {})
+    with pytest.raises(
+        PluginError,
+        match="unknown authorizer 'tailscal'; available: dev, policy, tailscale, tailscale-serve;",
+    ):
+        Plugins.load().authorizer("tailscal", {})
 
 
 def test_registering_a_non_subclass_is_refused() -> None:
