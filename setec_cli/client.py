@@ -8,9 +8,10 @@ from __future__ import annotations
 import click
 
 from setec_cli.serve import cli as serve_cli
+from setec_cli.serve import load_plugins
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="setec", context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """The setec secrets client. Run ``setec server`` to run a server."""
 
@@ -20,4 +21,5 @@ cli.add_command(serve_cli, name="server")
 
 def main() -> None:
     """Entry point of ``setec``."""
-    cli(prog_name="setec")
+    plugins = load_plugins(cli, serve_cli)
+    cli(prog_name="setec", obj=plugins)

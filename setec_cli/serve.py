@@ -30,7 +30,11 @@ def _say(message: str) -> None:
     click.echo(f"setec-serve: {message}", err=True)
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    name="setec-serve",
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--state-dir",
     envvar="SETEC_STATE_DIR",
@@ -119,7 +123,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     _configure_logging(options["log_level"])
     try:
         config = resolve(options)
-        serve(config)
+        serve(config, plugins=ctx.obj)
     except (ConfigError, SetecError) as e:
         _say(f"error: {e}")
         sys.exit(1)
@@ -142,9 +146,16 @@ def plugins_command() -> None:
         click.echo(f"{kind:16} {name:{width}}  {plugin}{'  ' + uri if uri else ''}")
 
 
-def serve(config: ServerConfig, *, ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    config: ServerConfig,
+    *,
+    plugins: Any = None,
+    ready: Callable[[str], None] | None = None,
+) -> None:
     """Open the database, build the app and serve until SIGTERM or SIGINT.
 
+    :param plugins: the :class:`~setec_core.plugins.Plugins` to use; the installed
+        plugins by default.
     :param ready: called with the URL once the server listens (tests use it).
     :raises SetecError: if the database, key or authorizer cannot be set up.
     """
@@ -158,7 +169,7 @@ def serve(config: ServerConfig, *, ready: Callable[[str], None] | None = None) -
         _say(f"dev mode: state dir is {config.state_dir!r}")
         if config.key.startswith("dev://"):
             _say("dev mode: using the public dev key (dev://); anyone can decrypt this store")
-    plugins = Plugins.load()
+    plugins = plugins if plugins is not None else Plugins.load()
     authorizer = plugins.authorizer(config.authorizer, config.authorizer_options())
     try:
         db = Database.open(
@@ -217,6 +228,24 @@ def _configure_logging(level: str) -> logging.handlers.QueueListener:
     return listener
 
 
+def load_plugins(*groups: click.Group) -> Any:
+    """Load the installed plugins and let them add their commands to ``groups``.
+
+    Exits with a one-line error if a plugin is broken.
+    """
+    from setec_core.plugins import Plugins
+
+    try:
+        plugins = Plugins.load()
+        for group in groups:
+            plugins.add_commands(group)
+    except SetecError as e:
+        _say(f"error: {e}")
+        sys.exit(1)
+    return plugins
+
+
 def main() -> None:
     """Entry point of ``setec-serve``."""
-    cli(prog_name=os.path.basename(sys.argv[0]) or "setec-serve")
+    plugins = load_plugins(cli)
+    cli(prog_name=os.path.basename(sys.argv[0]) or "setec-serve", obj=plugins)

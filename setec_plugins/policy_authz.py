@@ -58,7 +58,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from setec_core.acl import Rule
+import click
+
+from setec_core.acl import Action, Rule
 from setec_core.authz import Authorizer, Caller, Principal
 from setec_core.errors import AccessDenied, ConfigError, InvalidRequestError
 from setec_core.hookspecs import hookimpl
@@ -314,3 +316,60 @@ def _describe(value: Any) -> str:
 def setec_register_authorizers(register: Any) -> None:
     """Register the ``policy`` authorizer."""
     register(PolicyAuthorizer)
+
+
+def parse_allow(value: str) -> dict[str, list[str]]:
+    """Parse a command-line grant ``ACTIONS:PATTERN`` (``get,info:app/*``) into a rule.
+
+    :raises ConfigError: naming the value if it has no ``:``, no action, an unknown
+        action, or no pattern.
+    """
+    actions_text, sep, pattern = value.partition(":")
+    actions = [a.strip() for a in actions_text.split(",") if a.strip()]
+    known = [str(a) for a in Action]
+    unknown = [a for a in actions if a not in known]
+    if not sep or not actions or not pattern or unknown:
+        raise ConfigError(
+            f"--allow {value!r} is not ACTIONS:PATTERN with ACTIONS from {', '.join(known)} "
+            "(e.g. --allow get,info:prod/app/*)"
+        )
+    return {"action": actions, "secret": [pattern]}
+
+
+@hookimpl
+def setec_register_commands(cli: Any) -> None:
+    """Add ``setec-serve new-token``, which makes a bearer token and its policy entry."""
+    if not isinstance(cli, click.Group) or cli.name != "setec-serve":
+        return
+
+    @cli.command("new-token")
+    @click.option("--user", default="", help="The principal's user (give this or --tag).")
+    @click.option("--tag", "tags", multiple=True, help="A principal tag, e.g. tag:ci.")
+    @click.option("--hostname", default="", help="Hostname for the audit log.")
+    @click.option(
+        "--allow",
+        "allows",
+        multiple=True,
+        metavar="ACTIONS:PATTERN",
+        help="A grant, e.g. get,info:prod/app/* (repeatable).",
+    )
+    @click.option("--comment", default="", help="Whose token this is.")
+    def new_token_command(
+        user: str, tags: tuple[str, ...], hostname: str, allows: tuple[str, ...], comment: str
+    ) -> None:
+        """Make a bearer token for the policy authorizer.
+
+        Prints the token (give it to the client; it is not stored anywhere) and the
+        entry to add to the "tokens" list of the policy file, which holds only its hash.
+        """
+        try:
+            rules = [parse_allow(a) for a in allows]
+            token = new_token()
+            entry = policy_entry(
+                token, user=user, tags=tags, hostname=hostname, rules=rules, comment=comment
+            )
+        except ConfigError as e:
+            raise click.UsageError(str(e)) from None
+        click.echo(f"token: {token}")
+        click.echo('policy entry (add it to the "tokens" list, then send the server SIGHUP):')
+        click.echo(json.dumps(entry, indent=2))

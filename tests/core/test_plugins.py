@@ -6,6 +6,7 @@ import types
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import click
 import pytest
 
 from setec_core import (
@@ -173,12 +174,16 @@ def test_describe_lists_everything() -> None:
 
 
 def test_add_commands_calls_every_plugin() -> None:
-    """setec_register_commands reaches each plugin with the CLI group."""
+    """setec_register_commands reaches each plugin with the CLI group; the default
+    policy plugin adds ``new-token`` to setec-serve only."""
     seen: list[object] = []
-    cli = object()
+    serve, client = click.Group(name="setec-serve"), click.Group(name="setec")
     plugins = Plugins.load([plugin(setec_register_commands=lambda cli: seen.append(cli))])
-    plugins.add_commands(cli)
-    assert seen == [cli]
+    plugins.add_commands(serve)
+    plugins.add_commands(client)
+    assert seen == [serve, client]
+    assert "new-token" in serve.commands
+    assert "new-token" not in client.commands
 
 
 def test_every_hook_is_documented_and_tested() -> None:

@@ -207,3 +207,36 @@ def test_policy_tokens_and_sighup_reload(tmp_path: Path) -> None:
     assert "reload failed" in server.output
     for token in (alice, bob):
         assert token not in server.output
+
+
+def test_new_token_command_makes_a_working_entry(tmp_path: Path) -> None:
+    """``setec-serve new-token`` prints a token and the entry for it; a server with a
+    policy file made of that entry accepts the token for what --allow granted."""
+    made = run_serve(
+        "new-token", "--user", "alice@example.com", "--allow", "get,put:app/*", cwd=tmp_path
+    )
+    assert made.returncode == 0, made.stderr
+    first, _, rest = made.stdout.partition("\n")
+    token = first.removeprefix("token: ")
+    entry = json.loads(rest.partition("\n")[2])
+    assert token not in json.dumps(entry)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"tokens": [entry]}))
+    args = (
+        "--state-dir", str(tmp_path / "s"), "--kms-key-name", "dev://tok",
+        "--authorizer", "policy", "--policy-file", str(policy), "--listen", "127.0.0.1:0",
+    )  # fmt: skip
+    with ServeProcess(*args, cwd=tmp_path) as server:
+        headers = {**GUARD, "Authorization": f"Bearer {token}"}
+        put = requests.post(
+            f"{server.url}/api/put", json={"Name": "app/x", "Value": "eA=="}, headers=headers,
+            timeout=10,
+        )  # fmt: skip
+        assert put.status_code == 200
+        info = requests.post(
+            f"{server.url}/api/info", json={"Name": "app/x"}, headers=headers, timeout=10
+        )
+        assert info.status_code == 403  # info was not granted
+    bad = run_serve("new-token", "--user", "a@b", "--allow", "read:app/*", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "--allow 'read:app/*' is not ACTIONS:PATTERN" in bad.stderr
