@@ -66,9 +66,18 @@ def parse_listen(value: str) -> tuple[str, int]:
     :raises ConfigError: naming the value if it is not of that form.
     """
     host, sep, port_text = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # "::1:8080" is ambiguous (port 8080, or the address ::1:8080?): IPv6 needs brackets.
+    ambiguous = ":" in host and not bracketed
+    if (
+        not sep
+        or not host
+        or ambiguous
+        or not port_text.isdigit()
+        or not 0 <= int(port_text) <= 65535
+    ):
         raise ConfigError(
             f"--listen {value!r} is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, "
             "100.101.102.103:443)"

@@ -13,7 +13,6 @@ import logging
 import logging.handlers
 import os
 import queue
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -178,37 +177,27 @@ def serve(
     except BaseException:
         authorizer.close()
         raise
+    runner = None
     try:
         app = make_app(db, authorizer, max_request_bytes=config.max_request_bytes, tls=config.tls)
-        runner = Runner(app, config)
+        runner = Runner(app, config, reload=authorizer.reload)
         _say(
             f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
             f"{len(db)} secrets"
         )
-        _install_reload(authorizer)
         url = runner.start()
         _say(f"listening on {url}")
         if ready is not None:
             ready(url)
-        runner.wait()
+        if not runner.wait():
+            raise SetecError("the HTTP server stopped unexpectedly; see the log above")
         _say("stopped: in-flight requests finished, database closed")
     finally:
+        # The server first: no request may reach a closed database.
+        if runner is not None:
+            runner.close()
         authorizer.close()
         db.close()
-
-
-def _install_reload(authorizer: Any) -> None:
-    # SIGHUP re-reads the authorizer's configuration (the policy file); a broken new
-    # file is reported and the old policy stays in force.
-    def reload(signum: int, frame: object) -> None:
-        try:
-            authorizer.reload()
-            log.info("authorizer configuration reloaded")
-        except SetecError as e:
-            log.error("reload failed, keeping the previous configuration: %s", e)
-
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, reload)
 
 
 def _configure_logging(level: str) -> logging.handlers.QueueListener:

@@ -81,7 +81,14 @@ class AuditEntry:
             doc["servedVersion"] = self.served_version
         if self.request_id:
             doc["request"] = self.request_id
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)[1:-1]
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (from a library caller; the HTTP API rejects them) has no
+            # UTF-8 form: JSON's \u escapes keep the line valid and the entry whole.
+            text = json.dumps(doc, separators=(",", ":"))
+        return text[1:-1]
 
 
 def format_time(ns: int) -> str:
@@ -309,6 +316,7 @@ class AuditLog:
         #: Called with each fsync's duration in seconds, by the thread that synced,
         #: outside any lock (the server feeds a latency histogram with it).
         self.on_sync: Callable[[float], None] | None = None
+        self._observer_failed = False
 
     @property
     def failure(self) -> str:
@@ -369,37 +377,48 @@ class AuditLog:
             pending, self._pending = self._pending, []
             batch, self._queue = self._queue, []
         failure, broken = "", False
-        prev = self._prev
-        lines = []
-        for stamped in pending:
-            line = f'{stamped}{prev}"}}'.encode()
-            prev = hashlib.sha256(line).hexdigest()
-            lines.append(line)
+        unexpected: BaseException | None = None
+        lines: list[bytes] = []
         started = time.perf_counter()
         try:
-            self._sink.write(b"\n".join(lines) + b"\n")
-        except OSError as e:
-            # The sink cut the partial write off, so the chain stays at its old head and
-            # the log can go on; only this batch's operations are refused.
-            failure = f"cannot write the audit log: {e.strerror or e}"
-        except AuditError as e:
-            failure, broken = str(e), True
-        else:
-            self._prev = prev
+            prev = self._prev
+            for stamped in pending:
+                line = f'{stamped}{prev}"}}'.encode()
+                prev = hashlib.sha256(line).hexdigest()
+                lines.append(line)
             try:
-                self._sink.sync()
+                self._sink.write(b"\n".join(lines) + b"\n")
             except OSError as e:
-                failure = (
-                    f"the audit log could not be synced ({e.strerror or e}); "
-                    "refusing every operation until the server is restarted"
-                )
-                broken = True
+                # The sink cut the partial write off, so the chain stays at its old head
+                # and the log can go on; only this batch's operations are refused.
+                failure = f"cannot write the audit log: {e.strerror or e}"
+            except AuditError as e:
+                failure, broken = str(e), True
+            else:
+                self._prev = prev
+                try:
+                    self._sink.sync()
+                except OSError as e:
+                    failure = (
+                        f"the audit log could not be synced ({e.strerror or e}); "
+                        "refusing every operation until the server is restarted"
+                    )
+                    broken = True
+        except BaseException as e:  # a bug, MemoryError, Ctrl-C: never strand the baton
+            unexpected = e
+            failure = (
+                f"the audit log failed unexpectedly ({type(e).__name__}); "
+                "refusing every operation until the server is restarted"
+            )
+            broken = True
         elapsed = time.perf_counter() - started
         if not failure and self.on_sync is not None:
             try:
                 self.on_sync(elapsed)
-            except Exception:  # a broken observer must not strand the parked writers
-                log.exception("audit sync observer failed")
+            except Exception as e:  # a broken observer must not strand the parked writers
+                if not self._observer_failed:
+                    self._observer_failed = True  # once: it would fail on every sync
+                    log.error("the audit sync observer failed: %s", type(e).__name__)
         successor = None
         with self._lock:
             if not failure:
@@ -428,6 +447,9 @@ class AuditLog:
             waiter.next = batch[i + 1] if i + 1 < len(batch) else None
         if batch:
             batch[0].wake()
+        if unexpected is not None:
+            log.error("%s", failure)
+            raise unexpected
         if failure:
             if broken:
                 log.error("%s", failure)

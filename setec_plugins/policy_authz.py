@@ -219,6 +219,10 @@ def load_policy(path: str) -> tuple[_Entry, ...]:
         raise ConfigError(
             f"policy file {path!r} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"policy file {path!r} is nested too deeply to be a policy") from None
+    except ValueError as e:  # e.g. a number with more digits than Python will convert
+        raise ConfigError(f"policy file {path!r} is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f'policy file {path!r} must hold a JSON object {{"tokens": [...]}}')
     unknown = sorted(set(doc) - _TOP_KEYS)

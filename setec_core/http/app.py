@@ -23,12 +23,12 @@ import json
 import logging
 import secrets
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
 from setec_core import wire
@@ -43,6 +43,8 @@ log = logging.getLogger("setec.http")
 access_log = logging.getLogger("setec.http.access")
 
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+#: Secret names in access-log lines are cut to this many characters.
+LOGGED_NAME_CHARS = 256
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -104,6 +106,16 @@ STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 TEXT = "text/plain; charset=utf-8"
 
 
+def _log_bug(what: str, error: BaseException) -> None:
+    """Log an unexpected exception: its type and where it was raised, not its message.
+
+    A bug's message may quote whatever it was handling, a secret value included, and so
+    may the exceptions chained to it; the frames are enough to find the bug.
+    """
+    frames = "".join(traceback.format_tb(error.__traceback__)).rstrip()
+    log.error("%s: %s (message withheld)\n%s", what, type(error).__name__, frames)
+
+
 class _Reply(Exception):  # noqa: N818 - control flow inside the app, never escapes it
     """Ends a request early with a status and a one-line reason."""
 
@@ -151,15 +163,14 @@ class SetecApp:
     ) -> Iterable[bytes]:
         started = time.perf_counter()
         request = Request(environ)
-        request.max_content_length = self.max_request_bytes
         path = request.path
         route = path if path in API or path in self._routes else "other"
         facts: dict[str, Any] = {"request": secrets.token_hex(8)}
         self.metrics.in_flight.inc()
         try:
             response = self._respond(request, path, facts)
-        except Exception:  # the last line of defence: no traceback reaches the client
-            log.exception("request %s to %s failed", facts["request"], route)
+        except Exception as e:  # the last line of defence: no traceback reaches the client
+            _log_bug(f"request {facts['request']} to {route} failed", e)
             response = self._error(500, "internal error")
         finally:
             self.metrics.in_flight.dec()
@@ -218,7 +229,9 @@ class SetecApp:
             code, reason, loud = status_for(e)
             if code >= 500:
                 # Whatever went wrong, the client learns only that it was not identified.
-                if loud:
+                if not isinstance(e, SetecError):
+                    _log_bug(f"cannot identify the caller of request {facts['request']}", e)
+                elif loud:
                     log.error("cannot identify the caller of request %s: %s", facts["request"], e)
                 reason = reason if code == 503 else "unable to identify caller"
             elif code == 403:
@@ -229,14 +242,49 @@ class SetecApp:
         return caller
 
     def _read_body(self, request: Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.max_request_bytes:
-            raise _Reply(413, self._too_large())
+        # Read the body ourselves rather than through werkzeug's get_data: werkzeug
+        # silently truncates a chunked body at the limit, and a read error's message
+        # (cheroot's bad-chunk errors quote the bytes) could carry a secret value into
+        # a log. Nothing read here reaches an error message or a log line.
+        environ = request.environ
+        limit = self.max_request_bytes
+        raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
+        stream = environ["wsgi.input"]
+        if raw_length:
+            if environ.get("HTTP_TRANSFER_ENCODING"):
+                # RFC 9112 §6.1: the two framings disagree; guessing invites smuggling.
+                raise _Reply(400, "request has both Transfer-Encoding and Content-Length")
+            if not raw_length.isdigit():
+                raise _Reply(400, "invalid Content-Length")
+            length = int(raw_length)
+            if length > limit:
+                raise _Reply(413, self._too_large())
+            wanted, chunked = length, False
+        elif environ.get("wsgi.input_terminated"):
+            # Chunked: the server ends the stream; read one byte past the limit to know.
+            wanted, chunked = limit + 1, True
+        else:
+            return b""
+        parts: list[bytes] = []
+        got = 0
         try:
-            return request.get_data(cache=False)
-        except RequestEntityTooLarge:
-            raise _Reply(413, self._too_large()) from None
-        except OSError as e:  # the client went away or stalled past the read timeout
-            raise _Reply(400, f"could not read the request body: {e}") from None
+            while got < wanted:
+                part = stream.read(min(wanted - got, 1 << 16))
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        except Exception as e:  # the client's framing or connection failed
+            # cheroot enforces its own copy of the limit on chunked bodies and says so
+            # only in the message (MaxSizeExceeded, or a bare OSError).
+            if "Too Large" in str(e):
+                raise _Reply(413, self._too_large()) from None
+            raise _Reply(400, "could not read the request body") from None
+        if chunked and got > limit:
+            raise _Reply(413, self._too_large())
+        if not chunked and got < wanted:
+            raise _Reply(400, "request body shorter than its Content-Length")
+        return b"".join(parts)
 
     def _too_large(self) -> str:
         return f"request body too large: the limit is {self.max_request_bytes} bytes"
@@ -247,14 +295,15 @@ class SetecApp:
             # Not changed: an empty body. Go sends a JSON content type too; we follow RFC
             # 9110 and send none, and Go clients only read the status.
             return Response(304, b"")
-        if loud:
-            # A SetecError's message is enough; anything else is a bug: keep its traceback.
+        if not isinstance(error, SetecError):
+            _log_bug(f"request {facts['request']} failed", error)
+        elif loud:
+            # Our own messages name secrets, never values.
             log.error(
                 "request %s failed: %s: %s",
                 facts["request"],
                 type(error).__name__,
                 one_line(str(error)),
-                exc_info=not isinstance(error, SetecError),
             )
         return self._error(code, reason)
 
@@ -314,6 +363,10 @@ class SetecApp:
         }
         if "caller" in facts:
             line["caller"] = facts["caller"]
-        if facts.get("secret"):
-            line["secret"] = facts["secret"]
+        name = facts.get("secret")
+        if name:
+            # A name can be as long as the body limit; the log line should not be.
+            line["secret"] = (
+                name if len(name) <= LOGGED_NAME_CHARS else name[:LOGGED_NAME_CHARS] + "…"
+            )
         access_log.info("%s", json.dumps(line, ensure_ascii=False))

@@ -345,6 +345,74 @@ def test_close_syncs_parked_writers_then_refuses(tmp_path: Path) -> None:
     assert set(done) <= set(written)
 
 
+class Interrupted(BaseException):
+    """Stands for KeyboardInterrupt or MemoryError arriving in the middle of a write."""
+
+
+class InterruptedSink(SlowFlakySink):
+    """A file sink whose ``interrupt_write_number``-th write raises :class:`Interrupted`."""
+
+    def __init__(self, path: Path, interrupt_write_number: int) -> None:
+        super().__init__(path)
+        self.interrupt_write_number = interrupt_write_number
+
+    def write(self, data: bytes) -> None:
+        if self.writes + 1 == self.interrupt_write_number:
+            self.writes += 1
+            raise Interrupted
+        super().write(data)
+
+
+def test_unexpected_exception_in_a_write_strands_nobody(tmp_path: Path) -> None:
+    """A BaseException in the baton holder's write reaches that writer; every parked or
+    later writer is refused instead of waiting forever, and close() returns."""
+    log = AuditLog(InterruptedSink(tmp_path / "audit.log", interrupt_write_number=3))
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(50):
+            try:
+                log.write(entry(secret=f"{n}/{i}"))
+                outcomes.append("ok")
+            except AuditError as e:
+                outcomes.append(str(e))
+            except Interrupted:
+                outcomes.append("interrupted")
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+        assert not w.is_alive(), "a writer hung"
+    assert outcomes.count("interrupted") == 1
+    refused = [o for o in outcomes if o not in ("ok", "interrupted")]
+    assert refused
+    assert all("failed unexpectedly (Interrupted)" in o for o in refused)
+    assert "failed unexpectedly" in log.failure
+    closer = threading.Thread(target=log.close)
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive(), "close() hung"
+    assert verify(tmp_path / "audit.log").ok
+
+
+def test_lone_surrogate_in_an_entry_is_escaped_not_fatal(tmp_path: Path) -> None:
+    """A library caller's principal holding a lone surrogate (no UTF-8 form) is written
+    with JSON escapes; the log stays valid and keeps working."""
+    log = AuditLog(FileAuditSink(tmp_path / "audit.log"))
+    log.write(AuditEntry(Principal(user="bad\udc80user"), "get", True, "x"))
+    log.write(entry(secret="after"))
+    log.close()
+    lines = (tmp_path / "audit.log").read_bytes().splitlines()
+    assert b"\\udc80" in lines[0]
+    assert json.loads(lines[0])["principal"]["user"] == "bad\udc80user"
+    assert json.loads(lines[1])["secret"] == "after"
+    assert verify(tmp_path / "audit.log").ok
+
+
 # --- what the Database writes (§3.2) -------------------------------------------------
 
 

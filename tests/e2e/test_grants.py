@@ -199,12 +199,16 @@ def test_policy_tokens_and_sighup_reload(tmp_path: Path) -> None:
         while as_token(bob, url, "get", {"Name": "app/db"}).status_code != 200:
             assert time.monotonic() < deadline, server.output
             time.sleep(0.1)
-        # A broken file is refused and the policy in force stays.
-        policy.write_text("{not json")
-        server.send(signal.SIGHUP)
-        time.sleep(0.5)
-        assert as_token(bob, url, "get", {"Name": "app/db"}).status_code == 200
-    assert "reload failed" in server.output
+        # A broken file is refused and the policy in force stays; so is one that
+        # makes the JSON parser itself fail (too deep for Python's recursion limit).
+        for broken in ("{not json", "[" * 100_000):
+            policy.write_text(broken)
+            server.send(signal.SIGHUP)
+            time.sleep(0.5)
+            assert as_token(bob, url, "get", {"Name": "app/db"}).status_code == 200
+        assert server.stop() == 0
+    assert "is not valid JSON" in server.output
+    assert "nested too deeply" in server.output
     for token in (alice, bob):
         assert token not in server.output
 

@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from werkzeug.test import Client, TestResponse
 
 from setec_core import AccessDenied, Database, UnavailableError, make_caller
+from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.http import make_app
 from setec_core.testing import (
     SUPERUSER,
+    TEST_KEY,
     FailingAuditSink,
     FixedAuthorizer,
     audit_entries,
@@ -327,6 +329,48 @@ def test_logs_never_contain_values(
     assert len(access) == 5
     assert json.loads(access[1].getMessage())["secret"] == "a"
     for secret in (SECRET.decode(), b64(SECRET)):
+        assert secret not in caplog.text
+
+
+def test_long_names_are_cut_in_the_access_log(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    name = "n" * 3000
+    assert api(client, "info", {"Name": name}).status_code == 404
+    (record,) = [r for r in caplog.records if r.name == "setec.http.access"]
+    assert json.loads(record.getMessage())["secret"] == "n" * 256 + "…"
+
+
+class BuggyDatabase(Database):
+    """A Database with a bug in put whose message quotes the value, chained to another
+    exception that quotes it too: the worst a bug can do to a log."""
+
+    def put(self, caller: Any, name: str, value: bytes) -> int:
+        try:
+            raise KeyError(value)
+        except KeyError as e:
+            raise RuntimeError(f"cannot store {value!r}") from e
+
+
+def test_bugs_are_500_and_their_messages_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected exception is a 500 "internal error"; the log names its type and the
+    frames, never its message (which may quote a value) nor the exceptions chained to it."""
+    caplog.set_level(logging.DEBUG)
+    db = BuggyDatabase.open(key=TEST_KEY, storage="memory://", audit=AuditLog(MemoryAuditSink()))
+    with db:
+        authz = FixedAuthorizer(SUPERUSER)
+        client = Client(make_app(db, authz))
+        put = api(client, "put", {"Name": "a", "Value": b64(SECRET)})
+        assert (put.status_code, put.text) == (500, "internal error\n")
+        authz.error = ValueError(f"token {SECRET.decode()} is odd")
+        got = api(client, "get", {"Name": "a"})
+        assert (got.status_code, got.text) == (500, "unable to identify caller\n")
+    bugs = [r.getMessage() for r in caplog.records if r.name == "setec.http"]
+    assert any("RuntimeError (message withheld)" in m for m in bugs)
+    assert any("ValueError (message withheld)" in m for m in bugs)
+    assert any("test_api.py" in m for m in bugs), "the frames are missing"
+    for secret in (SECRET.decode(), b64(SECRET), repr(SECRET)):
         assert secret not in caplog.text
 
 

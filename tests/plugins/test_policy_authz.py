@@ -273,6 +273,23 @@ def test_invalid_policy_is_a_config_error(tmp_path: Path, doc: Any, message: str
     assert f"policy file {str(path)!r}" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000, "nested too deeply"),
+        ('{"tokens": [' + "9" * 5000 + "]}", "not valid JSON"),
+    ],
+    ids=["deep nesting", "huge number"],
+)
+def test_hostile_json_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    """JSON that makes the parser itself fail (RecursionError, ValueError) is still a
+    ConfigError, so a SIGHUP reload of such a file keeps the old policy."""
+    path = tmp_path / "policy.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        PolicyAuthorizer.from_options({"policy_file": str(path)})
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A policy file that does not exist is a ConfigError naming it."""
     path = str(tmp_path / "absent.json")
