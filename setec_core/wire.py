@@ -18,7 +18,6 @@ Responses are compact JSON, byte-identical to Go's: struct fields in declaration
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import json
 import re
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from setec_core.encoding import decode_base64
 from setec_core.errors import InvalidRequestError
 from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
 
@@ -171,11 +171,10 @@ def _flag(raw: object) -> bool:
 
 def _value(raw: object) -> bytes:
     if type(raw) is str:
-        # Go's base64 decoder skips CR and LF wherever they are; on what remains,
-        # strict_mode accepts exactly what Go's padded StdEncoding does.
+        # Exactly Go's padded StdEncoding, CR and LF skipped (setec_core.encoding).
         try:
-            return binascii.a2b_base64(raw.replace("\r", "").replace("\n", ""), strict_mode=True)
-        except ValueError:  # binascii.Error, or a non-ASCII character
+            return decode_base64(raw)
+        except ValueError:
             pass
         raise BadRequestError('"Value" must be standard base64 with padding')
     if type(raw) is list:

@@ -212,6 +212,9 @@ REJECTED = [
     pytest.param(b'{"Value":"=="}', PutRequest, BASE64_RULE, id="value-only-padding"),
     pytest.param(b'{"Value":"Y==="}', PutRequest, BASE64_RULE, id="value-one-char"),
     pytest.param(b'{"Value":"YQ==YQ=="}', PutRequest, BASE64_RULE, id="value-after-padding"),
+    # Padding after a complete quantum: binascii's strict mode takes it, Go does not.
+    pytest.param(b'{"Value":"YWJj="}', PutRequest, BASE64_RULE, id="value-pad-after-full"),
+    pytest.param(b'{"Value":"YWJj===="}', PutRequest, BASE64_RULE, id="value-pads-after-full"),
     pytest.param('{"Value":"YQé="}'.encode(), PutRequest, BASE64_RULE, id="value-non-ascii"),
     pytest.param(b'{"Value":"\\ud800"}', PutRequest, BASE64_RULE, id="value-lone-surrogate"),
     pytest.param(b'{"Value":5}', PutRequest, BYTES_RULE, id="value-number"),
