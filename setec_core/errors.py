@@ -99,3 +99,40 @@ class ConflictError(StorageError):
 
 class AuditError(SetecError):
     """The audit log could not be written durably, so the operation was refused."""
+
+
+# --- The client side ------------------------------------------------------------------
+
+
+class RequestError(SetecError):
+    """The server answered with a status the API does not map to a sentinel (Go's
+    ``request returned status <code>: "<body>"``). :attr:`status` holds the code."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"request returned status {status}: {_go_quote(reason)}")
+        self.status = status
+        self.reason = reason
+
+
+class ResponseError(SetecError):
+    """The server's answer could not be decoded (Go's ``unmarshaling response``)."""
+
+
+def _go_quote(text: str) -> str:
+    # Go's %q for the common case: double quotes, backslash escapes.
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
+class PollError(SetecError):
+    """A Store's poll could not refresh some secrets; their last good values are kept.
+
+    :attr:`errors` maps each secret name to its error; :attr:`updated` is how many
+    secrets the same poll did refresh (a partial failure still applies those).
+    """
+
+    def __init__(self, message: str, errors: dict[str, SetecError], updated: int) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.updated = updated

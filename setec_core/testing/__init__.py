@@ -8,6 +8,13 @@
   :class:`FailingAuditSink` inject faults; :class:`FixedAuthorizer` (one caller for
   every request) and :class:`HeaderAuthorizer` (callers chosen by a test header) stand
   in for an identity service in HTTP tests.
+* :mod:`setec_core.testing.server`: :func:`~setec_core.testing.server.new_server`, a
+  real setec server on a loopback port over an in-memory database (imports cheroot and
+  werkzeug, so import it by name).
+* :mod:`setec_core.testing.clock`: :class:`~setec_core.testing.clock.FakeTicker` and
+  :class:`~setec_core.testing.clock.FakeClock`, for deterministic Store polling.
+* A pytest plugin with the fixtures ``setec_db``, ``setec_server``, ``setec_client``,
+  ``setec_ticker`` and ``setec_clock`` (docs/testing.md).
 * Contract test classes for plugin authors: :class:`StorageBackendContract`,
   :class:`PersistentStorageContract` and :class:`KeyProviderContract` (they need
   pytest, and are imported on first use).
