@@ -1,0 +1,692 @@
+"""``Store``: the secrets a program needs, always at hand (SPEC.md §8.4-8.10).
+
+A Store fetches its declared secrets when it is built (blocking until each one is
+available, unless a cache already holds it), then keeps them fresh from a background
+poller that asks the server only whether each secret changed: a value travels only
+when its active version did. Reading a secret never touches the network; when the
+server is away the Store keeps serving the last good values, and a cache file carries
+them across restarts.
+
+    store = Store(client, ["prod/app/db-pass"], cache=FileCache("/data/secrets.cache"))
+    db_pass = store.secret("prod/app/db-pass")   # a handle: db_pass() -> current bytes
+
+Differences from Go's Store (SPEC.md §12 item 22), each a fix:
+
+- a cache entry holding only explicit versions (``"secret": null``) is valid, not a
+  reason to discard the whole cache; a cache of literal ``null`` is discarded, not a
+  crash; pruning such an entry's versions works;
+- :meth:`Store.lookup_secret` keeps the explicit versions an entry already held;
+- :meth:`VersionedSecret.get_version` refuses version 0 instead of caching the active
+  value under the key 0; :meth:`VersionedSecret.create_version` notifies watchers;
+- without ``allow_lookup``, names found in the cache but not declared are not served;
+- a ``ticker`` polls even when ``poll_interval`` is ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from setec_core.client import cacheblob
+from setec_core.client.api import StoreClient, VersioningStoreClient
+from setec_core.client.cache import Cache
+from setec_core.client.secret import Secret
+from setec_core.client.ticker import JitterTicker, Ticker
+from setec_core.errors import (
+    AccessDenied,
+    ConfigError,
+    InvalidVersionError,
+    NotFound,
+    PollError,
+    SetecError,
+    UnavailableError,
+    ValueNotChanged,
+    VersionClaimed,
+)
+from setec_core.model import SecretValue
+
+log = logging.getLogger("setec.client.store")
+
+T = TypeVar("T")
+
+#: How long :meth:`Store.lookup_secret` and the versioned calls wait by default.
+LOOKUP_TIMEOUT = 300.0
+
+#: Backoff of the initial fetch: 1 ms, doubling up to 4.096 s (Go's schedule).
+_FIRST_BACKOFF = 0.001
+_MAX_BACKOFF = 4.096
+
+
+@dataclass
+class _Entry:
+    secret: SecretValue | None  # the tracked active value, if any
+    versions: dict[int, bytes] = field(default_factory=dict)  # explicit versions held
+    last_access: float = 0.0
+    declared: bool = False
+    handle: Secret | None = None  # issued once; an entry with a handle never expires
+    watchers: list[Watcher] = field(default_factory=list)
+
+
+class Store:
+    """Secrets fetched from ``client`` and kept current.
+
+    :param client: where secrets come from: a :class:`~setec_core.client.Client`, a
+        :class:`~setec_core.client.FileClient`, or anything with ``get`` and
+        ``get_if_changed``.
+    :param secrets: the names the program needs; the Store does not return from its
+        constructor until it holds every one of them.
+    :param structs: dataclass instances (or ``(instance, prefix)`` pairs) whose
+        :func:`~setec_core.client.secret_field` fields name more secrets; they are
+        filled in once the Store holds them.
+    :param allow_lookup: allow secrets that were not declared: :meth:`lookup_secret`,
+        :meth:`versioned_secret`, watchers and updaters of undeclared names.
+    :param cache: keeps values across restarts; cached values (even stale ones)
+        satisfy startup without contacting the server.
+    :param poll_interval: seconds between polls (±10% jitter); ``None`` or a value
+        <= 0 disables automatic polling (:meth:`refresh` still works).
+    :param expiry_age: undeclared secrets unused for longer than this many seconds are
+        dropped at the next poll (unless a handle to them was handed out); 0: never.
+    :param ticker: decides when to poll instead of ``poll_interval`` (tests pass a
+        :class:`~setec_core.testing.FakeTicker`).
+    :param time_now: the clock for access times and expiry (Unix seconds).
+    :param timeout: seconds to wait at startup for secrets the cache does not hold;
+        ``None`` waits as long as it takes.
+
+    :raises ConfigError: for an unusable configuration (no client, an empty name, no
+        secrets without ``allow_lookup``, a bad struct).
+    :raises UnavailableError: if ``timeout`` passed before every secret was fetched,
+        or a FileClient lacks some of them.
+    """
+
+    def __init__(
+        self,
+        client: StoreClient,
+        secrets: Iterable[str] = (),
+        *,
+        structs: Sequence[Any] = (),
+        allow_lookup: bool = False,
+        cache: Cache | None = None,
+        poll_interval: float | None = 3600.0,
+        expiry_age: float = 0.0,
+        ticker: Ticker | None = None,
+        time_now: Callable[[], float] = time.time,
+        timeout: float | None = None,
+    ) -> None:
+        if client is None:
+            raise ConfigError("no service client is set")
+        if isinstance(secrets, str):
+            raise ConfigError("secrets must be a list of names, not one string")
+        self._client = client
+        self._allow_lookup = allow_lookup
+        self._cache = cache
+        self._expiry_age = expiry_age
+        self._now = time_now
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._flights = _SingleFlight()
+        self._refresh = _Coalescer(self._poll)
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._closed = False
+        self._metrics = {"counter_poll_initiated": 0, "counter_poll_errors": 0}
+        self._fetches = 0
+        self._latest_poll = 0.0
+
+        fields = []
+        for item in structs:
+            from setec_core.client.fields import parse_fields  # fields imports this module
+
+            obj, prefix = item if isinstance(item, tuple) else (item, "")
+            fields.append(parse_fields(obj, prefix))
+        names = sorted({*secrets, *(name for f in fields for name in f.secrets())})
+        if any(not name for name in names):
+            raise ConfigError("empty secret name not allowed")
+        if not names and not allow_lookup:
+            raise ConfigError("no secrets are listed: name some, or set allow_lookup=True")
+
+        pending = self._load_cache(names)
+        if pending:
+            self._fetch_all(pending, timeout)
+        if pending:
+            self._flush_quietly()
+        for f in fields:
+            f.apply(self)
+        self._start_poller(poll_interval, ticker)
+
+    # --- startup -----------------------------------------------------------------------
+
+    def _load_cache(self, names: list[str]) -> list[str]:
+        """Load the cache; return the declared names it does not hold."""
+        if self._cache is not None:
+            try:
+                blob = self._cache.read()
+            except OSError as e:
+                log.warning("error loading cache: %s (continuing)", e.strerror or e)
+                blob = b""
+            if blob.strip():
+                try:
+                    cached = cacheblob.decode(blob)
+                except cacheblob.InvalidCacheError as e:
+                    log.warning("cache is not valid (%s); discarding it", e)
+                    cached = {}
+                for name, item in cached.items():
+                    self._entries[name] = _Entry(
+                        secret=item.secret, versions=item.versions, last_access=item.last_access
+                    )
+        pending = []
+        for name in names:
+            entry = self._entries.get(name)
+            if entry is not None and entry.secret is not None:
+                entry.declared = True
+            else:
+                pending.append(name)
+        return pending
+
+    def _fetch_all(self, pending: list[str], timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = _FIRST_BACKOFF
+        errors: dict[str, SetecError] = {}
+        while True:
+            missing = []
+            for name in pending:
+                try:
+                    secret = self._client.get(name)
+                except SetecError as e:
+                    log.warning('error fetching "%s": %s (retrying)', name, e)
+                    errors[name] = e
+                    missing.append(name)
+                    continue
+                entry = self._entries.setdefault(name, _Entry(secret=None))
+                entry.secret, entry.last_access, entry.declared = secret, self._now(), True
+            if not missing:
+                return
+            pending = missing
+            # A file will not change: no retry. (If the fileclient module was never
+            # imported, the client cannot be a FileClient; no need to import it.)
+            fileclient = sys.modules.get("setec_core.client.fileclient")
+            if fileclient is not None and isinstance(self._client, fileclient.FileClient):
+                raise UnavailableError(
+                    f"missing {len(missing)} unavailable secrets: {_names(missing)}"
+                )
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    detail = "; ".join(f'"{n}": {errors[n]}' for n in missing[:5])
+                    raise UnavailableError(
+                        f"timed out after {timeout} s waiting for {len(missing)} secrets ({detail})"
+                    )
+                time.sleep(min(backoff, left))
+            else:
+                time.sleep(backoff)
+            if backoff < _MAX_BACKOFF:
+                backoff *= 2
+
+    def _start_poller(self, interval: float | None, ticker: Ticker | None) -> None:
+        if ticker is None:
+            if interval is None or interval <= 0:
+                log.info("automatic polling for new values is disabled")
+                return
+            ticker = JitterTicker(interval)
+        self._poller = threading.Thread(
+            target=self._poll_forever, args=(ticker,), name="setec-store-poller", daemon=True
+        )
+        self._poller.start()
+
+    def _poll_forever(self, ticker: Ticker) -> None:
+        log.info("begin update poll (interval=%s)", getattr(ticker, "interval", "ticker"))
+        while ticker.wait(self._stop):
+            try:
+                self.refresh()
+            except SetecError as e:
+                log.warning("%s (continuing)", e)
+            except Exception as e:  # a poller that dies would freeze every value silently
+                log.error("update poll failed unexpectedly: %s (continuing)", type(e).__name__)
+            finally:
+                ticker.done()
+        log.info("stopping update poller")
+        self._flush_quietly()
+
+    # --- access ------------------------------------------------------------------------
+
+    def secret(self, name: str) -> Secret | None:
+        """The handle of ``name``: call it for the current value. The same handle is
+        returned every time, and it stays current as the Store polls.
+
+        :returns: ``None`` if ``name`` is unknown and ``allow_lookup`` is set.
+        :raises NotFound: if ``name`` is unknown and lookups are disabled (a
+            programming error: declare the name).
+        """
+        handle = self._known(name)
+        if handle is not None or self._allow_lookup:
+            return handle
+        raise NotFound(f'secret "{name}" not found in the Store with lookup disabled')
+
+    def _known(self, name: str) -> Secret | None:
+        # A name the Store serves without a fetch: it holds an active value, and the
+        # name was declared or lookups are allowed (Go served cached undeclared names
+        # even without lookups).
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry.secret is None:
+                return None
+            if not (entry.declared or self._allow_lookup):
+                return None
+            return self._handle(name, entry)
+
+    def _handle(self, name: str, entry: _Entry) -> Secret:
+        # Called with the lock held.
+        if entry.handle is None:
+            entry.handle = Secret(lambda: self._read(name), name)
+        return entry.handle
+
+    def _read(self, name: str) -> bytes:
+        with self._lock:
+            entry = self._entries[name]  # entries with a handle are never removed
+            entry.last_access = self._now()
+            self._fetches += 1
+            assert entry.secret is not None  # only entries with a value get handles
+            return entry.secret.value
+
+    def lookup_secret(self, name: str) -> Secret:
+        """The handle of ``name``, fetching it once now if the Store does not hold it
+        (an "undeclared" secret, polled from then on).
+
+        :raises ConfigError: if lookups are disabled and ``name`` is not declared.
+        :raises NotFound, AccessDenied, UnavailableError: if the fetch failed; the
+            message names the secret.
+        """
+        handle = self._known(name)
+        if handle is not None:
+            return handle
+        if not self._allow_lookup:
+            raise ConfigError(f'lookup is not enabled: cannot look up undeclared "{name}"')
+        return self._flights.do(f"lookup:{name}", lambda: self._lookup(name))
+
+    def _lookup(self, name: str) -> Secret:
+        try:
+            secret = self._client.get(name)
+        except SetecError as e:
+            raise _named(e, f'lookup "{name}"') from None
+        with self._lock:
+            entry = self._entries.setdefault(name, _Entry(secret=None))
+            entry.secret, entry.last_access = secret, self._now()
+            handle = self._handle(name, entry)
+        log.info('added new undeclared secret "%s"', name)
+        self._flush_quietly()
+        return handle
+
+    def watcher(self, name: str) -> Watcher:
+        """A :class:`Watcher` of ``name``, told each time a poll brings a new value.
+
+        :raises ConfigError: if ``name`` is unknown and lookups are disabled.
+        """
+        w = Watcher(self.lookup_secret(name))
+        with self._lock:
+            self._entries[name].watchers.append(w)
+        return w
+
+    def versioned_secret(self, name: str) -> VersionedSecret:
+        """Explicit versions of ``name`` (see :class:`VersionedSecret`); no I/O.
+
+        :raises ConfigError: unless ``allow_lookup`` is set and the client can read
+            versions (a :class:`~setec_core.client.Client` can; a FileClient cannot).
+        """
+        if not self._allow_lookup:
+            raise ConfigError("versioned secrets require allow_lookup=True in the Store")
+        if not isinstance(self._client, VersioningStoreClient):
+            raise ConfigError(
+                "versioned secrets require a client that reads versions, such as Client"
+            )
+        return VersionedSecret(self, name)
+
+    # --- polling -----------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Poll now: ask the server whether each secret changed and take the new ones.
+
+        Calls made while a poll is running (the poller's or another caller's) wait for
+        it and share its outcome instead of polling again.
+
+        :raises PollError: if some secrets could not be refreshed; their last good
+            values stay, and the secrets that did change are updated all the same.
+        :raises SetecError: if the cache could not be written.
+        """
+        self._refresh.run()
+
+    def _poll(self) -> None:
+        with self._lock:
+            self._metrics["counter_poll_initiated"] += 1
+            self._latest_poll = round(time.time(), 3)
+            now = self._now()
+            snapshot = [
+                (name, e.secret, set(e.versions), e.declared, e.last_access, e.handle)
+                for name, e in self._entries.items()
+            ]
+        expired: list[str] = []
+        new_values: dict[str, SecretValue] = {}
+        kept_versions: dict[str, set[int]] = {}
+        errors: dict[str, SetecError] = {}
+        for name, secret, versions, declared, last_access, handle in snapshot:
+            if (
+                not declared
+                and handle is None
+                and self._expiry_age > 0
+                and now - last_access > self._expiry_age
+            ):
+                expired.append(name)
+                continue
+            if secret is not None:
+                try:
+                    fresh = self._client.get_if_changed(name, secret.version)
+                except ValueNotChanged:
+                    pass
+                except SetecError as e:
+                    errors[name] = e
+                else:
+                    if fresh.version != secret.version:
+                        new_values[name] = fresh
+            if versions and isinstance(self._client, VersioningStoreClient):
+                try:
+                    info = self._client.info(name)
+                except SetecError as e:
+                    errors.setdefault(name, e)
+                else:
+                    live = versions & set(info.versions)
+                    if live != versions:
+                        kept_versions[name] = live
+        if errors:
+            with self._lock:
+                self._metrics["counter_poll_errors"] += 1
+        notify = self._apply(expired, new_values, kept_versions)
+        for w in notify:
+            w._notify()
+        updated = len(new_values) + len(kept_versions)
+        if updated or expired:
+            try:
+                self._flush()
+            except OSError as e:
+                raise PollError(
+                    f"applying updates failed: cannot write the cache: {e.strerror or e}",
+                    errors,
+                    updated,
+                ) from None
+        if errors:
+            detail = "; ".join(f'"{n}": {e}' for n, e in sorted(errors.items()))
+            what = "partially failed" if updated else "failed"
+            raise PollError(f"update poll {what}: {detail}", errors, updated)
+
+    def _apply(
+        self,
+        expired: list[str],
+        new_values: dict[str, SecretValue],
+        kept_versions: dict[str, set[int]],
+    ) -> list[Watcher]:
+        notify: list[Watcher] = []
+        with self._lock:
+            for name in expired:
+                entry = self._entries.get(name)
+                if entry is not None and entry.handle is None:
+                    del self._entries[name]
+                    log.info('removing expired undeclared secret "%s"', name)
+            for name, fresh in new_values.items():
+                entry = self._entries.get(name)
+                if entry is None:
+                    continue
+                entry.secret = fresh
+                log.info('update to version %d for secret "%s"', fresh.version, name)
+                notify.extend(entry.watchers)
+            for name, live in kept_versions.items():
+                entry = self._entries.get(name)
+                if entry is not None:
+                    entry.versions = {v: b for v, b in entry.versions.items() if v in live}
+        return notify
+
+    # --- the cache ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self._cache is None:
+            return
+        with self._lock:
+            snapshot = {
+                name: cacheblob.CachedEntry(
+                    secret=e.secret, versions=dict(e.versions), last_access=int(e.last_access)
+                )
+                for name, e in self._entries.items()
+            }
+        self._cache.write(cacheblob.encode(snapshot))
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._flush()
+        except OSError as e:
+            log.warning("error flushing cache: %s", e.strerror or e)
+
+    # --- the rest ----------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, float]:
+        """``counter_poll_initiated``, ``counter_poll_errors``, ``counter_secret_fetch``
+        (reads through handles) and ``timestamp_latest_poll`` (Unix seconds)."""
+        with self._lock:
+            return {
+                **self._metrics,
+                "counter_secret_fetch": self._fetches,
+                "timestamp_latest_poll": self._latest_poll,
+            }
+
+    @property
+    def polling(self) -> bool:
+        """Whether a background poller is running."""
+        return self._poller is not None and self._poller.is_alive()
+
+    def close(self) -> None:
+        """Stop the poller (it writes the cache one last time). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
+        else:
+            self._flush_quietly()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"Store({len(self._entries)} secrets, client={self._client!r})"
+
+
+class Watcher:
+    """A secret's handle plus a one-slot signal raised when a poll brings a new value.
+
+    The signal is level-triggered: several updates before you look count as one.
+    """
+
+    def __init__(self, handle: Secret) -> None:
+        self.handle = handle
+        self._ready = threading.Event()
+
+    def _notify(self) -> None:
+        self._ready.set()
+
+    def get(self) -> bytes:
+        """The current value."""
+        return self.handle()
+
+    def changed(self) -> bool:
+        """Whether a new value arrived since the last call (and re-arm the signal)."""
+        if self._ready.is_set():
+            self._ready.clear()
+            return True
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a new value arrives (or ``timeout`` seconds pass); return
+        whether one did, re-arming the signal."""
+        if self._ready.wait(timeout):
+            self._ready.clear()
+            return True
+        return False
+
+
+class VersionedSecret:
+    """Explicit versions of one secret held by a Store (SPEC.md §8.10): fetched once,
+    kept in the Store (and its cache), pruned when deleted on the server."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self.name = name
+
+    def get_version(self, version: int) -> bytes:
+        """The value of ``version`` (no network use if the Store already holds it).
+
+        :raises InvalidVersionError: for version 0 (use ``store.secret(name)`` for the
+            active value).
+        :raises NotFound, AccessDenied, UnavailableError: from the server.
+        """
+        if version == 0:
+            raise InvalidVersionError(
+                f'version 0 of "{self.name}": ask for a version > 0, or use '
+                "store.secret(name) for the active value"
+            )
+        store = self._store
+        with store._lock:
+            entry = store._entries.get(self.name)
+            if entry is not None and version in entry.versions:
+                entry.last_access = store._now()
+                return entry.versions[version]
+        return store._flights.do(f"get:{self.name}:{version}", lambda: self._fetch(version))
+
+    def _fetch(self, version: int) -> bytes:
+        store = self._store
+        client = store._client
+        assert isinstance(client, VersioningStoreClient)
+        value = client.get_version(self.name, version).value
+        with store._lock:
+            entry = store._entries.get(self.name)
+            if entry is None:
+                entry = store._entries[self.name] = _Entry(secret=None)
+                log.info('adding new undeclared secret "%s"', self.name)
+            entry.versions[version] = value
+            entry.last_access = store._now()
+        store._flush_quietly()
+        return value
+
+    def create_version(self, version: int, value: bytes) -> None:
+        """Create ``version`` on the server and make it active, here too.
+
+        :raises VersionClaimed: if the version exists or existed.
+        """
+        store = self._store
+        client = store._client
+        assert isinstance(client, VersioningStoreClient)
+
+        def create() -> list[Watcher]:
+            client.create_version(self.name, version, value)
+            with store._lock:
+                entry = store._entries.setdefault(self.name, _Entry(secret=None))
+                entry.versions[version] = bytes(value)
+                entry.secret = SecretValue(value=bytes(value), version=version)
+                entry.last_access = store._now()
+                return list(entry.watchers)
+
+        for w in store._flights.do(f"create:{self.name}:{version}", create):
+            w._notify()
+        store._flush_quietly()
+
+    def __repr__(self) -> str:
+        return f"VersionedSecret({self.name!r})"
+
+
+class _SingleFlight:
+    """Concurrent calls with the same key share one execution and its outcome."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Call] = {}
+
+    def do(self, key: str, work: Callable[[], T]) -> T:
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if call is None:
+                call = self._calls[key] = _Call()
+        if leader:
+            try:
+                call.result = work()
+            except BaseException as e:
+                call.error = e
+            finally:
+                with self._lock:
+                    del self._calls[key]
+                call.done.set()
+        else:
+            call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[no-any-return]
+
+
+class _Call:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _Coalescer:
+    """Runs ``work`` for one caller at a time; callers arriving meanwhile wait for the
+    running call and share its outcome (Go's Store.Refresh coalescing)."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+        self._cond = threading.Condition()
+        self._running = False
+        self._generation = 0
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        with self._cond:
+            if self._running:
+                generation = self._generation
+                while self._running and self._generation == generation:
+                    self._cond.wait()
+                if self._error is not None:
+                    raise self._error
+                return
+            self._running = True
+        error: BaseException | None = None
+        try:
+            self._work()
+        except BaseException as e:
+            error = e
+        with self._cond:
+            self._running = False
+            self._generation += 1
+            self._error = error
+            self._cond.notify_all()
+        if error is not None:
+            raise error
+
+
+def _named(error: SetecError, what: str) -> SetecError:
+    """``error`` with ``what`` (naming the secret) in front of its message, keeping the
+    sentinel class so callers can still catch NotFound or AccessDenied."""
+    for cls in (NotFound, AccessDenied, ValueNotChanged, VersionClaimed):
+        if isinstance(error, cls):
+            return cls(f"{what}: {error}")
+    return UnavailableError(f"{what}: {error}")
+
+
+def _names(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(f'"{n}"' for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

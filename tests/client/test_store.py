@@ -1,0 +1,580 @@
+"""The Store over a real server on loopback (SPEC.md §8.4-8.10, §10.1 items 54-93): startup,
+handles, polling, the cache, lookups, watchers, updaters, versioned secrets, expiry, and
+the faults a program must survive (server down, 500s, corrupt caches, deleted secrets)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from setec_core import AccessDenied, ConfigError, NotFound, Rule, UnavailableError, make_caller
+from setec_core.client import (
+    Client,
+    FileCache,
+    FileClient,
+    MemCache,
+    StaticUpdater,
+    Store,
+    Updater,
+)
+from setec_core.errors import (
+    InvalidVersionError,
+    PollError,
+    RequestError,
+    SetecError,
+    VersionClaimed,
+)
+from setec_core.testing import SUPERUSER
+from setec_core.testing.clock import FakeClock, FakeTicker
+from setec_core.testing.server import LocalServer, new_server
+
+SU = SUPERUSER
+SECRET = b"store-secret-value-91c2"  # grepped for in every log below
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with new_server() as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: LocalServer) -> Client:
+    return server.client()
+
+
+@pytest.fixture(autouse=True)
+def no_values_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.DEBUG)
+    yield
+    assert SECRET.decode() not in caplog.text
+
+
+def put_active(server: LocalServer, name: str, value: bytes) -> int:
+    version = server.db.put(SU, name, value)
+    server.db.activate(SU, name, version)
+    return version
+
+
+def open_store(client: Client, names: list[str], **kw: object) -> tuple[Store, FakeTicker]:
+    ticker = FakeTicker()
+    return Store(client, names, ticker=ticker, **kw), ticker  # type: ignore[arg-type]
+
+
+# --- construction (items 57-60, 63, 64, 70, 74) ----------------------------------------
+
+
+def test_configuration_errors(client: Client) -> None:
+    with pytest.raises(ConfigError, match="no service client"):
+        Store(None, ["a"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no secrets are listed"):
+        Store(client, [])
+    with pytest.raises(ConfigError, match="empty secret name"):
+        Store(client, ["a", ""], allow_lookup=True)
+    with pytest.raises(ConfigError, match="list of names"):
+        Store(client, "alpha")
+
+
+def test_missing_secret_times_out_naming_it(client: Client) -> None:
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match=r'waiting for 1 secrets \("nope": not found\)'):
+        Store(client, ["nope"], timeout=0.05, poll_interval=None)
+    assert time.monotonic() - started < 2
+
+
+def test_existing_secrets_are_served_duplicates_allowed(
+    server: LocalServer, client: Client
+) -> None:
+    server.db.put(SU, "alpha", SECRET)
+    server.db.put(SU, "beta", b"b")
+    with Store(client, ["alpha", "beta", "alpha"], poll_interval=None) as store:
+        handle = store.secret("alpha")
+        assert handle is not None
+        assert handle() == SECRET
+        assert handle.get() == SECRET
+        assert handle.get_string() == SECRET.decode()
+        assert store.secret("alpha") is handle  # one handle per name
+        assert SECRET.decode() not in repr(handle) + repr(store)
+
+
+def test_startup_blocks_until_every_secret_exists(server: LocalServer, client: Client) -> None:
+    """Item 70: puts of one secret or of unrelated ones do not unblock it; the last does."""
+    built: list[Store] = []
+    thread = threading.Thread(
+        target=lambda: built.append(Store(client, ["a", "b"], poll_interval=None))
+    )
+    thread.start()
+    server.db.put(SU, "a", b"1")
+    server.db.put(SU, "unrelated", b"x")
+    thread.join(0.5)
+    assert thread.is_alive(), "the Store started without secret b"
+    server.db.put(SU, "b", b"2")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert built[0].secret("b")() == b"2"  # type: ignore[misc]
+    built[0].close()
+
+
+def test_allow_lookup_without_secrets(server: LocalServer, client: Client) -> None:
+    """Items 74-76."""
+    server.db.put(SU, "known", b"k")
+    with Store(client, allow_lookup=True, poll_interval=None) as store:
+        assert store.secret("known") is None  # not held yet: None, not an error
+        handle = store.lookup_secret("known")
+        assert handle() == b"k"
+        assert store.secret("known") is handle
+        with pytest.raises(NotFound, match='lookup "missing": not found'):
+            store.lookup_secret("missing")
+
+
+def test_undeclared_without_lookup(server: LocalServer, client: Client) -> None:
+    """Items 61-62."""
+    server.db.put(SU, "a", b"1")
+    server.db.put(SU, "other", b"2")
+    with Store(client, ["a"], poll_interval=None) as store:
+        with pytest.raises(NotFound, match='secret "other" not found in the Store'):
+            store.secret("other")
+        with pytest.raises(ConfigError, match="lookup is not enabled"):
+            store.lookup_secret("other")
+        with pytest.raises(ConfigError, match="lookup is not enabled"):
+            store.watcher("other")
+
+
+# --- polling and the cache (items 65-69, 89, 93) ---------------------------------------
+
+
+def test_stale_cache_first_then_poll_updates_and_writes_exact_cache(
+    server: LocalServer, client: Client
+) -> None:
+    """Items 65-68, with the exact cache bytes of Go's test."""
+    server.db.put(SU, "alpha", b"foobar")
+    cache = MemCache()
+    clock = FakeClock(1)
+    store, _ = open_store(client, ["alpha"], cache=cache, time_now=clock)
+    store.close()
+    put_active(server, "alpha", b"bazquux")
+    store, ticker = open_store(client, ["alpha"], cache=cache, time_now=clock)
+    try:
+        handle = store.secret("alpha")
+        assert handle is not None
+        assert handle() == b"foobar"  # the stale cached value, without a fetch
+        ticker.poll()
+        assert handle() == b"bazquux"
+        assert handle.get_string() == "bazquux"
+        assert cache.read() == (
+            b'{"alpha":{"secret":{"Value":"YmF6cXV1eA==","Version":2},"lastAccess":"1"}}'
+        )
+        metrics = store.metrics()
+        assert metrics["counter_poll_initiated"] == 1
+        assert metrics["counter_poll_errors"] == 0
+        assert metrics["counter_secret_fetch"] == 3
+    finally:
+        store.close()
+
+
+def test_cached_values_start_the_store_with_the_server_down(tmp_path: Path) -> None:
+    cache = FileCache(tmp_path / "nested" / "dir" / "secrets.cache")
+    with new_server() as server:
+        server.db.put(SU, "alpha", SECRET)
+        Store(server.client(), ["alpha"], cache=cache, poll_interval=None).close()
+        url = server.url
+    assert (tmp_path / "nested" / "dir" / "secrets.cache").stat().st_mode & 0o777 == 0o600
+    down = Client(url, timeout=1)
+    with Store(down, ["alpha"], cache=cache, poll_interval=None) as store:
+        assert store.secret("alpha")() == SECRET  # type: ignore[misc]
+        with pytest.raises(PollError, match=r'update poll failed: "alpha": making HTTP request'):
+            store.refresh()
+        assert store.secret("alpha")() == SECRET  # type: ignore[misc]
+
+
+def test_server_down_at_start_without_cache_is_a_clear_error() -> None:
+    with new_server() as server:
+        url = server.url
+    with pytest.raises(UnavailableError, match=r'"alpha": making HTTP request'):
+        Store(Client(url, timeout=1), ["alpha"], timeout=0.2, poll_interval=None)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"not json at all",
+        b'{"alpha":{"Value":"blah","Version":100}}',  # Go's structurally invalid cache
+        b"null",  # Go panics on this one
+        b'{"alpha":{"secret":{"Value":"!!!","Version":1},"lastAccess":"1"}}',
+        b'{"alpha":{"secret":{"Value":"eA==","Version":0},"lastAccess":"1"}}',
+        b"[1, 2]",
+    ],
+)
+def test_a_bad_cache_is_discarded_and_the_server_used(
+    server: LocalServer, client: Client, blob: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 69, and caches Go would crash on."""
+    server.db.put(SU, "alpha", b"from-server")
+    with Store(client, ["alpha"], cache=MemCache(blob), poll_interval=None) as store:
+        assert store.secret("alpha")() == b"from-server"  # type: ignore[misc]
+    assert "cache is not valid" in caplog.text
+
+
+def test_unreadable_cache_file_is_a_warning(server: LocalServer, tmp_path: Path) -> None:
+    path = tmp_path / "secrets.cache"
+    path.write_bytes(b"{}")
+    path.chmod(0)
+    server.db.put(SU, "alpha", b"v")
+    try:
+        store = Store(server.client(), ["alpha"], cache=FileCache(path), poll_interval=None)
+    finally:
+        path.chmod(0o600)
+    assert store.secret("alpha")() == b"v"  # type: ignore[misc]
+    store.close()
+
+
+def test_missing_cache_file_is_an_empty_cache(server: LocalServer, tmp_path: Path) -> None:
+    server.db.put(SU, "alpha", b"v")
+    path = tmp_path / "absent.cache"
+    with Store(server.client(), ["alpha"], cache=FileCache(path), poll_interval=None):
+        pass
+    assert json.loads(path.read_bytes())["alpha"]["secret"]["Version"] == 1
+
+
+def test_file_cache_refuses_symlinks_and_non_directories(tmp_path: Path) -> None:
+    """Items 86-88."""
+    (tmp_path / "real").write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        FileCache(tmp_path / "link")
+    (tmp_path / "afile").write_bytes(b"")
+    with pytest.raises(ConfigError, match="cache directory"):
+        FileCache(tmp_path / "afile" / "x" / "cache")
+    cache = FileCache(tmp_path / "a" / "b" / "cache")
+    cache.write(b"blob")
+    assert cache.read() == b"blob"
+
+
+def test_unchanged_values_never_travel(server: LocalServer, client: Client) -> None:
+    """A poll of unchanged secrets is only conditional gets answered 304."""
+    for i in range(5):
+        server.db.put(SU, f"s/{i}", b"v")
+    store, ticker = open_store(client, [f"s/{i}" for i in range(5)])
+    with store:
+        before = len(server.db.audit_log.sink.entries())  # type: ignore[attr-defined]
+        ticker.poll()
+        # 304s are not audited; a get that sent a value would be.
+        assert len(server.db.audit_log.sink.entries()) == before  # type: ignore[attr-defined]
+
+
+def test_a_deleted_secret_keeps_its_last_value_and_others_update(
+    server: LocalServer, client: Client
+) -> None:
+    """Item 89: the poll reports the failure and still applies the other update."""
+    server.db.put(SU, "gone", SECRET)
+    server.db.put(SU, "stays", b"1")
+    store, _ = open_store(client, ["gone", "stays"])
+    with store:
+        server.db.delete(SU, "gone")
+        put_active(server, "stays", b"2")
+        with pytest.raises(PollError, match='update poll partially failed: "gone": not found') as e:
+            store.refresh()
+        assert set(e.value.errors) == {"gone"}
+        assert e.value.updated == 1
+        assert store.secret("gone")() == SECRET  # type: ignore[misc]
+        assert store.secret("stays")() == b"2"  # type: ignore[misc]
+        assert store.metrics()["counter_poll_errors"] == 1
+
+
+def test_server_errors_during_polling_keep_the_last_good_value(
+    server: LocalServer, client: Client
+) -> None:
+    server.db.put(SU, "alpha", SECRET)
+    store, ticker = open_store(client, ["alpha"])
+    with store:
+        server.authorizer.error = RuntimeError("identity service broke")  # type: ignore[attr-defined]
+        ticker.poll()  # the poller logs and continues
+        with pytest.raises(PollError) as e:
+            store.refresh()
+        assert isinstance(e.value.errors["alpha"], RequestError)
+        assert e.value.errors["alpha"].status == 500  # type: ignore[attr-defined]
+        assert store.secret("alpha")() == SECRET  # type: ignore[misc]
+        server.authorizer.error = None  # type: ignore[attr-defined]
+        put_active(server, "alpha", b"new")
+        ticker.poll()
+        assert store.secret("alpha")() == b"new"  # type: ignore[misc]
+
+
+def test_access_revoked_keeps_the_value(server: LocalServer) -> None:
+    server.db.put(SU, "alpha", SECRET)
+    store, _ = open_store(server.client(), ["alpha"])
+    with store:
+        server.authorizer.caller = make_caller(Rule(["info"], ["*"]))  # type: ignore[attr-defined]
+        with pytest.raises(PollError) as e:
+            store.refresh()
+        assert isinstance(e.value.errors["alpha"], AccessDenied)
+        assert store.secret("alpha")() == SECRET  # type: ignore[misc]
+
+
+def test_negative_or_none_interval_disables_polling(server: LocalServer, client: Client) -> None:
+    """Item 93, and the fix: a ticker polls even when the interval is None."""
+    server.db.put(SU, "a", b"1")
+    for interval in (None, -1, 0):
+        with Store(client, ["a"], poll_interval=interval) as store:
+            assert not store.polling
+    ticker = FakeTicker()
+    with Store(client, ["a"], poll_interval=None, ticker=ticker) as store:
+        assert store.polling
+        put_active(server, "a", b"2")
+        ticker.poll()
+        assert store.secret("a")() == b"2"  # type: ignore[misc]
+    assert not store.polling
+
+
+def test_real_interval_polls_with_jitter(server: LocalServer, client: Client) -> None:
+    server.db.put(SU, "a", b"1")
+    with Store(client, ["a"], poll_interval=0.05) as store:
+        put_active(server, "a", b"2")
+        deadline = time.monotonic() + 10
+        while store.secret("a")() != b"2":  # type: ignore[misc]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def test_concurrent_refreshes_coalesce(server: LocalServer, client: Client) -> None:
+    server.db.put(SU, "a", b"1")
+    store, _ = open_store(client, ["a"])
+    with store:
+        barrier = threading.Barrier(8)
+
+        def refresh() -> None:
+            barrier.wait()
+            store.refresh()
+
+        threads = [threading.Thread(target=refresh) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert 1 <= store.metrics()["counter_poll_initiated"] < 8
+
+
+def test_close_is_idempotent_and_flushes(server: LocalServer, client: Client) -> None:
+    server.db.put(SU, "a", b"1")
+    cache = MemCache()
+    store, _ = open_store(client, ["a"], cache=cache)
+    store.close()
+    store.close()
+    assert b'"a"' in cache.read()
+
+
+# --- expiry (item 85) ---------------------------------------------------------------
+
+
+def test_unused_undeclared_secrets_expire(server: LocalServer, client: Client) -> None:
+    for name in ("apple", "pear", "plum", "cherry"):
+        server.db.put(SU, name, name.encode())
+    clock = FakeClock(1000)
+    store, ticker = open_store(client, ["apple"], allow_lookup=True, expiry_age=30, time_now=clock)
+    with store:
+        store.versioned_secret("plum").get_version(1)
+        cache = MemCache()
+        store._cache = cache  # watch what the expiry writes
+        # pear is looked up then its handle dropped: simulate by a cached undeclared entry
+        store.lookup_secret("cherry")
+        clock.advance(10)
+        store.lookup_secret("cherry")()
+        clock.advance(25)  # plum: 35 s unused; cherry: 25 s; apple declared
+        ticker.poll()
+        names = set(json.loads(cache.read()))
+        assert names == {"apple", "cherry"}  # plum expired; cherry has a handle anyway
+
+
+def test_expiry_removes_undeclared_cached_entries(server: LocalServer, client: Client) -> None:
+    """Item 85 with Go's shape: entries loaded from a cache, last used long ago."""
+    for name in ("apple", "pear", "plum", "cherry"):
+        server.db.put(SU, name, name.encode())
+    blob = json.dumps(
+        {
+            name: {"secret": {"Value": "eA==", "Version": 1}, "lastAccess": str(at)}
+            for name, at in (("apple", 0), ("pear", 0), ("plum", 5), ("cherry", 80))
+        }
+    ).encode()
+    cache = MemCache(blob)
+    clock = FakeClock(100)
+    store, ticker = open_store(
+        client, ["apple"], allow_lookup=True, expiry_age=30, time_now=clock, cache=cache
+    )
+    with store:
+        ticker.poll()
+        assert set(json.loads(cache.read())) == {"apple", "cherry"}
+        assert store.secret("pear") is None
+
+
+# --- watchers and updaters (items 71-73, 91, 92) -----------------------------------------
+
+
+class Closable:
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_updater_rebuilds_and_closes_the_old_value(server: LocalServer, client: Client) -> None:
+    server.db.put(SU, "key", b"one")
+    store, ticker = open_store(client, ["key"])
+    with store:
+        updater = Updater(store, "key", Closable)
+        first = updater.get()
+        assert first.value == b"one"
+        ticker.poll()  # no change
+        assert updater.get() is first
+        assert not first.closed
+        put_active(server, "key", b"two")
+        ticker.poll()
+        second = updater.get()
+        assert second.value == b"two"
+        assert first.closed
+        assert StaticUpdater(5).get() == 5
+
+
+def test_updater_keeps_the_old_value_when_rebuilding_fails(
+    server: LocalServer, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.db.put(SU, "conf", b'{"port": 1}')
+    store, ticker = open_store(client, ["conf"])
+    with store:
+        updater = Updater(store, "conf", json.loads)
+        put_active(server, "conf", b"{" + SECRET)  # not JSON: the error quotes it
+        ticker.poll()
+        assert updater.get() == {"port": 1}
+        assert isinstance(updater.error, ValueError)
+        assert 'error updating value for "conf": JSONDecodeError' in caplog.text
+        put_active(server, "conf", b'{"port": 2}')
+        ticker.poll()
+        assert updater.get() == {"port": 2}
+        assert updater.error is None
+
+
+def test_watcher_signals_once_per_change(server: LocalServer, client: Client) -> None:
+    server.db.put(SU, "w", b"1")
+    store, ticker = open_store(client, ["w"])
+    with store:
+        watcher = store.watcher("w")
+        assert watcher.get() == b"1"
+        assert not watcher.changed()
+        put_active(server, "w", b"2")
+        ticker.poll()
+        assert watcher.wait(5)
+        assert watcher.get() == b"2"
+        assert not watcher.wait(0.1)
+
+
+# --- versioned secrets (items 77-84) ---------------------------------------------------
+
+
+def test_versioned_secret_lifecycle(server: LocalServer, client: Client) -> None:
+    store, ticker = open_store(client, [], allow_lookup=True)
+    with store:
+        vs = store.versioned_secret("color")
+        with pytest.raises(SetecError, match="400"):
+            vs.create_version(0, b"x")
+        vs.create_version(1, b"red")
+        assert vs.get_version(1) == b"red"
+        assert store.secret("color")() == b"red"  # type: ignore[misc]
+        watcher = store.watcher("color")
+        vs.create_version(2, b"green")
+        assert watcher.changed()  # Go does not notify here; we do
+        with pytest.raises(VersionClaimed):
+            vs.create_version(2, b"blue")
+        assert vs.get_version(2) == b"green"
+        assert store.secret("color")() == b"green"  # type: ignore[misc]
+        assert vs.get_version(1) == b"red"
+        server.db.activate(SU, "color", 1)
+        ticker.poll()
+        assert store.secret("color")() == b"red"  # type: ignore[misc]
+        server.db.delete_version(SU, "color", 2)
+        ticker.poll()
+        with pytest.raises(NotFound):
+            vs.get_version(2)
+        server.db.create_version(SU, "color", 3, b"lime")
+        ticker.poll()
+        assert vs.get_version(3) == b"lime"
+        assert store.secret("color")() == b"lime"  # type: ignore[misc]
+        with pytest.raises(InvalidVersionError):
+            vs.get_version(0)
+
+
+def test_versioned_secret_requirements(server: LocalServer, tmp_path: Path) -> None:
+    """Items 83-84."""
+    server.db.put(SU, "a", b"1")
+    with (
+        Store(server.client(), ["a"], poll_interval=None) as store,
+        pytest.raises(ConfigError, match="allow_lookup"),
+    ):
+        store.versioned_secret("a")
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"a": {"secret": {"Value": "eA==", "Version": 1}}}))
+    with (
+        Store(FileClient(path), ["a"], allow_lookup=True, poll_interval=None) as store,
+        pytest.raises(ConfigError, match="reads versions"),
+    ):
+        store.versioned_secret("a")
+
+
+def test_versions_only_cache_entries_survive_restart(server: LocalServer, client: Client) -> None:
+    """Go discards the whole cache when an entry holds only versions (§12 item 22)."""
+    server.db.put(SU, "a", b"1")
+    server.db.put(SU, "v", b"x1")
+    cache = MemCache()
+    store, _ = open_store(client, ["a"], allow_lookup=True, cache=cache)
+    with store:
+        store.versioned_secret("v").get_version(1)
+    assert json.loads(cache.read())["v"]["secret"] is None
+    down = Client("http://127.0.0.1:9", timeout=1)
+    with Store(down, ["a"], allow_lookup=True, cache=cache, poll_interval=None) as store:
+        assert store.secret("a")() == b"1"  # type: ignore[misc]
+        assert store.versioned_secret("v").get_version(1) == b"x1"  # from the cache
+
+
+# --- FileClient under a Store (items 54-56) -------------------------------------------
+
+
+def test_store_over_a_file_client(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    path.write_text(
+        json.dumps(
+            {
+                "apple": {"secret": {"Value": "YTE=", "Version": 1}},
+                "pear": {"secret": {"TextValue": "p1", "Version": 7}},
+            }
+        )
+    )
+    with Store(FileClient(path), ["apple", "pear"], poll_interval=-1) as store:
+        assert store.secret("apple")() == b"a1"  # type: ignore[misc]
+        assert store.secret("pear")() == b"p1"  # type: ignore[misc]
+    with pytest.raises(UnavailableError, match="2 unavailable secrets"):
+        Store(FileClient(path), ["apple", "x", "y"], poll_interval=-1)
+
+
+def test_a_store_cache_is_file_client_input(
+    server: LocalServer, client: Client, tmp_path: Path
+) -> None:
+    """Item 56: with a versions-only entry present, the active values are served."""
+    put_active(server, "apple", b"a1")
+    put_active(server, "pear", b"p1")
+    server.db.put(SU, "cherry", b"c1")
+    put_active(server, "cherry", b"c2")
+    cache = FileCache(tmp_path / "cache.json")
+    store, _ = open_store(client, ["apple", "pear", "cherry"], allow_lookup=True, cache=cache)
+    with store:
+        server.db.put(SU, "kiwi", b"k1")
+        store.versioned_secret("kiwi").get_version(1)
+    file_client = FileClient(tmp_path / "cache.json")
+    with Store(file_client, ["apple", "pear", "cherry"], poll_interval=-1) as offline:
+        values = {n: offline.secret(n)() for n in ("apple", "pear", "cherry")}  # type: ignore[misc]
+    assert values == {"apple": b"a1", "pear": b"p1", "cherry": b"c2"}
