@@ -1,0 +1,280 @@
+"""The ``setec`` commands that call one API method each: list, info, get, put,
+create-version, activate, delete-version, delete (SPEC.md §7).
+
+Output and messages are Go setec's, byte for byte, where Go has the command; each
+difference is listed in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from setec_cli.confirm import check_confirmation, delete_secret_request, delete_version_request
+from setec_cli.formats import dump_json, go_quote, info_json, info_table, list_table
+from setec_cli.options import (
+    CommandError,
+    check_name,
+    client_command,
+    make_client,
+    parse_version_arg,
+    stdout_is_terminal,
+    take_args,
+    take_at_least,
+    version_option,
+)
+from setec_cli.value import read_secret_value
+from setec_core.errors import SetecError, VersionClaimed
+
+_JSON_HELP = "Print JSON instead of a table (see docs/cli.md for the format)."
+
+
+@client_command("list")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@click.argument("args", nargs=-1, metavar="")
+@click.pass_context
+def list_command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> None:
+    """List all secrets visible to the caller."""
+    take_args("list", args, 0)
+    client = make_client(ctx)
+    try:
+        secrets = client.list()
+    except SetecError as e:
+        raise CommandError(f"failed to list secrets: {e}") from None
+    if as_json:
+        click.echo(dump_json([info_json(info) for info in secrets]), nl=False)
+    else:
+        click.echo(list_table(secrets), nl=False)
+
+
+@client_command("info")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@click.argument("args", nargs=-1, metavar="NAME")
+@click.pass_context
+def info_command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> None:
+    """Get metadata for the specified secret."""
+    (name,) = take_args("info", args, 1)
+    client = make_client(ctx)
+    try:
+        info = client.info(check_name(name))
+    except SetecError as e:
+        raise CommandError(f"failed to get secret info: {e}") from None
+    click.echo(dump_json(info_json(info)) if as_json else info_table(info), nl=False)
+
+
+@client_command("get")
+@click.option(
+    "--version",
+    callback=version_option,
+    metavar="N",
+    help="Secret version to retrieve (default: the active version).",
+)
+@click.option("--if-changed", is_flag=True, help="Get active version if changed from --version.")
+@click.argument("args", nargs=-1, metavar="NAME")
+@click.pass_context
+def get_command(ctx: click.Context, version: int, if_changed: bool, args: tuple[str, ...]) -> None:
+    """Get the active value of the specified secret.
+
+    With --version, fetch the specified version instead of the active one. With
+    --if-changed, return the active value only if it differs from --version (exit 1
+    with "value not changed" otherwise). The value is written as raw bytes, with a
+    newline added only when standard output is a terminal.
+    """
+    (name,) = take_args("get", args, 1)
+    client = make_client(ctx)
+    check_name(name)
+    try:
+        if version == 0:
+            secret = client.get(name)
+        elif if_changed:
+            secret = client.get_if_changed(name, version)
+        else:
+            secret = client.get_version(name, version)
+    except SetecError as e:
+        raise CommandError(f"failed to get secret: {e}") from None
+    out = sys.stdout.buffer
+    out.write(secret.value + b"\n" if stdout_is_terminal() else secret.value)
+    out.flush()
+
+
+def _value_options(f: Any) -> Any:
+    # The value sources of put and create-version (SPEC.md §7.4).
+    f = click.option(
+        "--trim-space",
+        is_flag=True,
+        help="Remove whitespace around a text value read from a file or pipe.",
+    )(f)
+    f = click.option(
+        "--verbatim",
+        is_flag=True,
+        help="Keep whitespace around a text value read from a file or pipe.",
+    )(f)
+    f = click.option("--empty-ok", is_flag=True, help="Allow an empty value.")(f)
+    return click.option(
+        "--from-file",
+        metavar="PATH",
+        help="Read the value from PATH instead of standard input.",
+    )(f)
+
+
+@client_command("put")
+@_value_options
+@click.argument("args", nargs=-1, metavar="NAME")
+@click.pass_context
+def put_command(
+    ctx: click.Context,
+    from_file: str | None,
+    empty_ok: bool,
+    verbatim: bool,
+    trim_space: bool,
+    args: tuple[str, ...],
+) -> None:
+    """Put a new value for the specified secret.
+
+    With --from-file, the new value is read from the specified file; otherwise if
+    stdin is connected to a pipe, its contents are fully read to obtain the new
+    value. Otherwise, the user is prompted for a new value and confirmation.
+
+    A text value from a file or pipe with whitespace around it needs --verbatim
+    (keep it) or --trim-space (remove it). The new version is not active unless it
+    is the secret's first: activate it with "setec activate".
+    """
+    (name,) = take_args("put", args, 1)
+    client = make_client(ctx)
+    check_name(name)
+    value = read_secret_value(
+        from_file, empty_ok=empty_ok, verbatim=verbatim, trim_space=trim_space
+    )
+    try:
+        version = client.put(name, value)
+    except SetecError as e:
+        raise CommandError(f"failed to write secret: {e}") from None
+    click.echo(f"Secret saved as {go_quote(name)}, version {version}")
+    if version != 1 and not _is_active(client, name, version):
+        click.echo(f"  To activate this version, run 'setec activate {go_quote(name)} {version}'")
+
+
+def _is_active(client: Any, name: str, version: int) -> bool:
+    # A put of the value the latest version already holds returns that version; if it
+    # is the active one, Go's hint to activate it would be wrong (SPEC.md §12 item
+    # 24). Without info permission, print the hint as Go does.
+    try:
+        return bool(client.info(name).active_version == version)
+    except SetecError:
+        return False
+
+
+@client_command("create-version")
+@_value_options
+@click.argument("args", nargs=-1, metavar="NAME VERSION")
+@click.pass_context
+def create_version_command(
+    ctx: click.Context,
+    from_file: str | None,
+    empty_ok: bool,
+    verbatim: bool,
+    trim_space: bool,
+    args: tuple[str, ...],
+) -> None:
+    """Create exactly VERSION of a secret and make it active.
+
+    The value is read as for "setec put". A version number that exists, or existed
+    and was deleted, cannot be created again. Go's CLI has no such command.
+    """
+    name, version_text = take_args("create-version", args, 2)
+    client = make_client(ctx)
+    check_name(name)
+    version = parse_version_arg(version_text)
+    if version == 0:
+        # Before the value is typed in, not after the server refuses it.
+        raise CommandError(f"invalid version {go_quote(version_text)}: versions start at 1")
+    value = read_secret_value(
+        from_file, empty_ok=empty_ok, verbatim=verbatim, trim_space=trim_space
+    )
+    try:
+        client.create_version(name, version, value)
+    except VersionClaimed as e:
+        raise CommandError(
+            f"failed to create secret {go_quote(name)} version {version}: {e}; a version "
+            "that exists or was deleted cannot be created again"
+        ) from None
+    except SetecError as e:
+        raise CommandError(
+            f"failed to create secret {go_quote(name)} version {version}: {e}"
+        ) from None
+    click.echo(f"Secret saved as {go_quote(name)}, version {version} (now active)")
+
+
+@client_command("activate")
+@click.argument("args", nargs=-1, metavar="NAME VERSION")
+@click.pass_context
+def activate_command(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Set the active version of the specified secret."""
+    name, version_text = take_args("activate", args, 2)
+    client = make_client(ctx)
+    check_name(name)
+    version = parse_version_arg(version_text)
+    try:
+        client.activate(name, version)
+    except SetecError as e:
+        raise CommandError(f"failed to set active version: {e}") from None
+
+
+@client_command("delete-version")
+@click.argument("args", nargs=-1, metavar="NAME VERSION [TOKEN]")
+@click.pass_context
+def delete_version_command(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Delete the specified non-active version of a secret.
+
+    A confirmation token is required to delete a secret value. Run the command to
+    generate the token, then re-run appending the provided value.
+    """
+    name, version_text, *rest = take_at_least("delete-version", args, 2)
+    client = make_client(ctx)
+    check_name(name)
+    version = parse_version_arg(version_text)
+    problem = check_confirmation(delete_version_request(name, version), rest[0] if rest else "")
+    if problem:
+        raise CommandError(problem)
+    try:
+        client.delete_version(name, version)
+    except SetecError as e:
+        raise CommandError(
+            f"failed to delete secret {go_quote(name)} version {version}: {e}"
+        ) from None
+
+
+@client_command("delete")
+@click.argument("args", nargs=-1, metavar="NAME [TOKEN]")
+@click.pass_context
+def delete_command(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Delete all versions of a secret (including active).
+
+    A confirmation token is required to delete a secret. Run the command to generate
+    the token, then re-run appending the provided value.
+    """
+    name, *rest = take_at_least("delete", args, 1)
+    client = make_client(ctx)
+    check_name(name)
+    problem = check_confirmation(delete_secret_request(name), rest[0] if rest else "")
+    if problem:
+        raise CommandError(problem)
+    try:
+        client.delete(name)
+    except SetecError as e:
+        raise CommandError(f"failed to delete secret {go_quote(name)}: {e}") from None
+
+
+COMMANDS = (
+    list_command,
+    info_command,
+    get_command,
+    put_command,
+    create_version_command,
+    activate_command,
+    delete_version_command,
+    delete_command,
+)
+"""The API commands, in the order ``setec --help`` lists them."""

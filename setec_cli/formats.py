@@ -1,0 +1,176 @@
+"""How the ``setec`` command prints things: Go's ``%q`` quoting, Go's tab-aligned tables,
+Go's ``strconv.ParseUint`` messages, and the ``--json`` shapes (SPEC.md §7).
+
+Go's CLI output is reproduced byte for byte, because people parse it in scripts; these
+functions are pure so that the tests can check each rule directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from setec_core.model import MAX_VERSION, SecretInfo
+
+_GO_ESCAPES = {
+    "\a": r"\a",
+    "\b": r"\b",
+    "\f": r"\f",
+    "\n": r"\n",
+    "\r": r"\r",
+    "\t": r"\t",
+    "\v": r"\v",
+}
+
+
+def go_quote(text: str) -> str:
+    """Quote ``text`` as Go's ``%q`` (``strconv.Quote``) does.
+
+    Double quotes and backslashes are escaped, printable characters are kept as they
+    are, ``\\n`` and friends use their short escapes, and everything else becomes
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``. A character that stands for an
+    undecodable byte of a command-line argument (Python's surrogateescape) is written
+    as that byte, ``\\xNN``, as Go would write the raw byte.
+    """
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            # Python's "printable" is Go's unicode.IsPrint: categories L, M, N, P, S and
+            # the ASCII space.
+            out.append(ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def go_quote_list(items: Iterable[str]) -> str:
+    """Quote a list of strings as Go's ``%q`` does for a ``[]string``: ``["a" "b"]``."""
+    return "[" + " ".join(go_quote(item) for item in items) + "]"
+
+
+def parse_uint32(text: str) -> int:
+    """Parse a version as Go's ``strconv.ParseUint(text, 10, 32)`` does.
+
+    :raises ValueError: with Go's message, e.g. ``strconv.ParseUint: parsing "x":
+        invalid syntax`` or ``... value out of range``.
+    """
+    quoted = go_quote(text)
+    if not text:
+        raise ValueError(f"strconv.ParseUint: parsing {quoted}: invalid syntax")
+    value = 0
+    # Digit by digit, as Go does: whichever comes first, a bad character or an
+    # overflow, decides the message.
+    for ch in text:
+        if not ("0" <= ch <= "9"):
+            raise ValueError(f"strconv.ParseUint: parsing {quoted}: invalid syntax")
+        value = value * 10 + (ord(ch) - ord("0"))
+        if value > MAX_VERSION:
+            raise ValueError(f"strconv.ParseUint: parsing {quoted}: value out of range")
+    return value
+
+
+def tabwrite(text: str, *, padding: int = 1) -> str:
+    """Align ``text`` as Go's ``text/tabwriter`` does with the settings of Go setec's
+    CLI (``tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)``).
+
+    Cells end at a tab; a column is as wide as its widest cell (counted in code
+    points) plus ``padding``; the last cell of a line is not part of a column and is
+    never padded. A column runs over consecutive lines that have a cell in it, so a
+    line with fewer cells ends the columns to its right. A form feed ends a line and
+    starts a new table, as in Go.
+    """
+    segments = text.split("\f")
+    rendered = []
+    for i, segment in enumerate(segments):
+        lines = [line.replace("\v", "\t").split("\t") for line in segment.split("\n")]
+        out: list[str] = []
+        _format(lines, [], 0, len(lines), padding, out)
+        joined = "\n".join(out)
+        # A form feed ended this segment's last line (Go writes it as a newline).
+        rendered.append(joined + "\n" if i < len(segments) - 1 else joined)
+    return "".join(rendered)
+
+
+def _format(
+    lines: list[list[str]],
+    widths: list[int],
+    line0: int,
+    line1: int,
+    padding: int,
+    out: list[str],
+) -> None:
+    # A transcription of tabwriter.(*Writer).format: find each block of consecutive
+    # lines that have a cell in this column, size the column for the block, and
+    # recurse for the columns to its right.
+    column = len(widths)
+    this = line0
+    while this < line1:
+        if column >= len(lines[this]) - 1:
+            this += 1
+            continue
+        _write_lines(lines, widths, line0, this, out)
+        line0 = this
+        width = 0
+        while this < line1 and column < len(lines[this]) - 1:
+            width = max(width, len(lines[this][column]) + padding)
+            this += 1
+        _format(lines, [*widths, width], line0, this, padding, out)
+        line0 = this
+    _write_lines(lines, widths, line0, line1, out)
+
+
+def _write_lines(
+    lines: list[list[str]], widths: list[int], line0: int, line1: int, out: list[str]
+) -> None:
+    for cells in lines[line0:line1]:
+        parts = []
+        for j, cell in enumerate(cells):
+            parts.append(cell)
+            if j < len(widths):
+                parts.append(" " * (widths[j] - len(cell)))
+        out.append("".join(parts))
+
+
+def list_table(secrets: Sequence[SecretInfo]) -> str:
+    """The output of ``setec list`` (SPEC.md §7.1)."""
+    rows = ["NAME\tACTIVE\tVERSIONS\n"]
+    for info in secrets:
+        versions = ",".join(str(v) for v in info.versions)
+        rows.append(f"{info.name}\t{info.active_version}\t{versions}\n")
+    return tabwrite("".join(rows))
+
+
+def info_table(info: SecretInfo) -> str:
+    """The output of ``setec info NAME`` (SPEC.md §7.2)."""
+    versions = ", ".join(str(v) for v in info.versions)
+    return tabwrite(
+        f"Name:\t{info.name}\nActive version:\t{info.active_version}\nVersions:\t{versions}\n"
+    )
+
+
+def info_json(info: SecretInfo) -> dict[str, Any]:
+    """The ``--json`` form of one secret's metadata (documented in docs/cli.md)."""
+    return {
+        "name": info.name,
+        "versions": list(info.versions),
+        "active_version": info.active_version,
+    }
+
+
+def dump_json(doc: Any) -> str:
+    """``doc`` as the ``--json`` options print it: indented by two spaces, non-ASCII
+    characters as they are, a newline at the end."""
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
