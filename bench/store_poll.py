@@ -1,20 +1,22 @@
 """What a Store's poll costs: a Store tracking 1,000 secrets, one of which changes per poll.
 
-A real server on loopback (``setec_core.testing.server``, an in-memory database with
-its audit log in memory) serves a Store of ``--secrets`` declared secrets. Before each
-poll one secret gets a new active version; the poll then runs (``Store.refresh``). A
-``requests`` response hook on the Store's Client counts what crossed the wire: bytes of
-secret values (decoded ``Value`` fields of 200 answers), responses by status, and all
-response body bytes.
+The server is the real ``setec-serve --dev`` console script in its own process (SQLite
+in a temporary state dir, durable audit log) on loopback. The bench puts ``--secrets``
+secrets, then for each Store configuration builds a Store of all of them and runs
+``--polls`` polls (``Store.refresh``); before each poll one secret gets a new active
+version. A ``requests`` response hook on the Store's Client counts what crossed the
+wire: secret values (decoded ``Value`` fields of 200 answers) and their bytes, response
+body bytes, and statuses.
 
-Baseline, in the same run: the naive poll a program without conditional gets would
-make, one plain ``get`` per secret, over the same Client and server.
+Configurations, all in the same run: the Store polling one secret at a time (Go's
+Store: ``poll_concurrency=1``), our default (4 in flight), and the baseline a program
+without conditional gets would use: a plain ``get`` of every secret.
 
 Target (issue 4, ARCHITECTURE.md §8): exactly one value travels per poll: the secret
-that changed. Prints the figures and the ratios; exits 1 if the target is missed.
+that changed. Prints the figures and ratios; exits 1 if the target is missed.
 
-    python bench/store_poll.py                # 1,000 secrets, 20 polls
-    python bench/store_poll.py --quick        # 1,000 secrets, 5 polls
+    python bench/store_poll.py                # 1,000 secrets, 10 polls per Store
+    python bench/store_poll.py --quick        # 1,000 secrets, 3 polls per Store
 """
 
 from __future__ import annotations
@@ -23,17 +25,21 @@ import argparse
 import base64
 import json
 import logging
+import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from setec_core.client import Client, Store
-from setec_core.testing import SUPERUSER
-from setec_core.testing.server import new_server
 
 VALUE_SIZE = 64
 
@@ -58,72 +64,129 @@ class WireCounter:
         self.__init__()  # type: ignore[misc]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--secrets", type=int, default=1000)
-    parser.add_argument("--polls", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="5 polls")
-    args = parser.parse_args()
-    polls = 5 if args.quick else args.polls
-    logging.disable(logging.INFO)  # the dev key's warning and access logs
+def start_server(state: Path) -> tuple[subprocess.Popen[str], str]:
+    exe = Path(sys.executable).parent / "setec-serve"
+    command = [str(exe) if exe.exists() else "setec-serve", "--dev", "--log-level", "warning"]
+    proc = subprocess.Popen(
+        [*command, "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        found = re.search(r"listening on (\S+)", line)
+        if found:
+            return proc, found.group(1)
+    raise SystemExit(f"setec-serve did not start (exit {proc.wait()})")
 
-    with new_server() as server:
+
+def poll_store(
+    url: str, names: list[str], admin: Client, polls: int, concurrency: int, round_: int
+) -> dict[str, Any]:
+    counter = WireCounter()
+    session = requests.Session()
+    session.hooks["response"].append(counter.hook)
+    client = Client(url, session=session)
+    store = Store(client, names, poll_interval=None, poll_concurrency=concurrency)
+    times, values, value_bytes, body_bytes = [], [], [], []
+    statuses: dict[int, int] = {}
+    for i in range(polls):
+        changed = names[(round_ * polls + i) * 7919 % len(names)]
+        new = f"c{concurrency} poll {i}".encode().ljust(VALUE_SIZE, b".")
+        admin.activate(changed, admin.put(changed, new))
+        counter.reset()
+        started = time.perf_counter()
+        store.refresh()
+        times.append(time.perf_counter() - started)
+        values.append(counter.values)
+        value_bytes.append(counter.value_bytes)
+        body_bytes.append(counter.body_bytes)
+        statuses = dict(counter.statuses)
+        assert store.secret(changed)() == new  # type: ignore[misc]
+    store.close()
+    return {
+        "ms": statistics.median(times) * 1000,
+        "values": values,
+        "value_bytes": statistics.median(value_bytes),
+        "body_bytes": statistics.median(body_bytes),
+        "statuses": statuses,
+    }
+
+
+def naive_poll(url: str, names: list[str], rounds: int) -> dict[str, Any]:
+    counter = WireCounter()
+    session = requests.Session()
+    session.hooks["response"].append(counter.hook)
+    client = Client(url, session=session)
+    times = []
+    for _ in range(rounds):
+        counter.reset()
+        started = time.perf_counter()
+        for name in names:
+            client.get(name)
+        times.append(time.perf_counter() - started)
+    return {
+        "ms": statistics.median(times) * 1000,
+        "values": [counter.values],
+        "value_bytes": counter.value_bytes,
+        "body_bytes": counter.body_bytes,
+        "statuses": dict(counter.statuses),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--secrets", type=int, default=1000)
+    parser.add_argument("--polls", type=int, default=10, help="polls per Store and round")
+    parser.add_argument("--quick", action="store_true", help="3 polls, 1 round")
+    args = parser.parse_args()
+    polls = 3 if args.quick else args.polls
+    rounds = 1 if args.quick else 2
+    logging.disable(logging.INFO)
+
+    state = Path(tempfile.mkdtemp(prefix="setec-bench-"))
+    proc, url = start_server(state / "state")
+    try:
+        admin = Client(url)
         names = [f"bench/secret-{i:04d}" for i in range(args.secrets)]
         for name in names:
-            server.db.put(SUPERUSER, name, name.encode().ljust(VALUE_SIZE, b"."))
-        counter = WireCounter()
-        session = requests.Session()
-        session.hooks["response"].append(counter.hook)
-        client = Client(server.url, session=session)
+            admin.put(name, name.encode().ljust(VALUE_SIZE, b"."))
+        results: dict[str, list[dict[str, Any]]] = {"go (1 in flight)": [], "ours (4)": []}
+        naive: list[dict[str, Any]] = []
+        for r in range(rounds):  # interleaved, so machine noise falls on each alike
+            results["go (1 in flight)"].append(poll_store(url, names, admin, polls, 1, r))
+            results["ours (4)"].append(poll_store(url, names, admin, polls, 4, r))
+            naive.append(naive_poll(url, names, 1))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(state, ignore_errors=True)
 
-        started = time.perf_counter()
-        store = Store(client, names, poll_interval=None)
-        startup = time.perf_counter() - started
-
-        poll_times, per_poll = [], []
-        for i in range(polls):
-            changed = names[(i * 7919) % len(names)]
-            version = server.db.put(SUPERUSER, changed, f"new value {i}".encode().ljust(64))
-            server.db.activate(SUPERUSER, changed, version)
-            counter.reset()
-            started = time.perf_counter()
-            store.refresh()
-            poll_times.append(time.perf_counter() - started)
-            per_poll.append((counter.values, counter.value_bytes, counter.body_bytes,
-                             dict(counter.statuses)))  # fmt: skip
-            assert store.secret(changed)() == f"new value {i}".encode().ljust(64)  # type: ignore[misc]
-        store.close()
-
-        naive_times, naive = [], WireCounter()
-        session.hooks["response"] = [naive.hook]
-        for _ in range(max(2, polls // 4)):
-            naive.reset()
-            started = time.perf_counter()
-            for name in names:
-                client.get(name)
-            naive_times.append(time.perf_counter() - started)
-
-    values = [p[0] for p in per_poll]
-    value_bytes = [p[1] for p in per_poll]
-    body_bytes = [p[2] for p in per_poll]
-    poll_ms = statistics.median(poll_times) * 1000
-    naive_ms = statistics.median(naive_times) * 1000
-    print(f"store_poll: {args.secrets} secrets, {polls} polls, one secret changed before each")
-    print(f"  startup (initial fetch of every secret): {startup * 1000:.0f} ms")
-    print(f"  values per poll:        {values[0]} (min {min(values)}, max {max(values)})")
-    print(f"  value bytes per poll:   median {statistics.median(value_bytes):.0f}")
-    print(f"  body bytes per poll:    median {statistics.median(body_bytes):.0f} "
-          f"(statuses {per_poll[-1][3]})")  # fmt: skip
-    print(f"  poll wall time:         median {poll_ms:.1f} ms")
-    print(f"  naive poll (get all):   {naive.values} values, {naive.value_bytes} value bytes, "
-          f"{naive.body_bytes} body bytes, median {naive_ms:.1f} ms")  # fmt: skip
-    print(f"  ratio value bytes ours/naive: "
-          f"{statistics.median(value_bytes) / naive.value_bytes:.4f}")  # fmt: skip
-    print(f"  ratio poll time ours/naive:   {poll_ms / naive_ms:.2f}")
-    ok = all(v == 1 for v in values)
+    naive_ms = statistics.median(n["ms"] for n in naive)
+    print(f"store_poll: {args.secrets} secrets against setec-serve --dev in its own process;")
+    print(f"  {rounds} rounds x {polls} polls per Store, one secret changed before each poll")
+    print("  | poller | values/poll | value bytes | body bytes | poll ms (median) | vs naive |")
+    ok = True
+    for label, runs in results.items():
+        values = [v for run in runs for v in run["values"]]
+        ok = ok and all(v == 1 for v in values)
+        ms = statistics.median(run["ms"] for run in runs)
+        print(
+            f"  | {label} | {min(values)}-{max(values)} | {runs[0]['value_bytes']:.0f} | "
+            f"{runs[0]['body_bytes']:.0f} {runs[0]['statuses']} | {ms:.0f} | "
+            f"{ms / naive_ms:.2f} x |"
+        )
+    print(
+        f"  | naive (get all) | {naive[0]['values'][0]} | {naive[0]['value_bytes']} | "
+        f"{naive[0]['body_bytes']} | {naive_ms:.0f} | 1.00 x |"
+    )
+    go_ms = statistics.median(r["ms"] for r in results["go (1 in flight)"])
+    ours_ms = statistics.median(r["ms"] for r in results["ours (4)"])
+    print(f"  poll time, 4 in flight / 1 in flight: {ours_ms / go_ms:.2f} x")
     print(f"  target: exactly one value per poll: {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     sys.exit(main())

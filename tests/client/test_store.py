@@ -578,3 +578,25 @@ def test_a_store_cache_is_file_client_input(
     with Store(file_client, ["apple", "pear", "cherry"], poll_interval=-1) as offline:
         values = {n: offline.secret(n)() for n in ("apple", "pear", "cherry")}  # type: ignore[misc]
     assert values == {"apple": b"a1", "pear": b"p1", "cherry": b"c2"}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_poll_concurrency_gives_the_same_outcome(
+    server: LocalServer, client: Client, concurrency: int
+) -> None:
+    """One conditional get at a time (Go) or several: the same updates and errors."""
+    names = [f"c/{i}" for i in range(12)]
+    for name in names:
+        server.db.put(SU, name, b"1")
+    store = Store(client, names, poll_interval=None, poll_concurrency=concurrency)
+    with store:
+        for name in names[:5]:
+            put_active(server, name, b"2")
+        server.db.delete(SU, names[-1])
+        with pytest.raises(PollError, match="partially failed") as e:
+            store.refresh()
+        assert set(e.value.errors) == {names[-1]}
+        assert e.value.updated == 5
+        assert [store.secret(n)() for n in names] == [b"2"] * 5 + [b"1"] * 7  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="poll_concurrency"):
+        Store(client, names, poll_concurrency=0)
