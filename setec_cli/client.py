@@ -9,6 +9,7 @@ describes them all.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -109,6 +110,11 @@ def main() -> None:
     # Plugins are loaded when they can matter (setec server, help, a command a plugin
     # adds), not for the built-in client commands: importing every server plugin
     # (KMS, storage, authorizers) added a sixth to the start-up time of "setec get".
+    if sys.stdout is None:  # started with its standard output closed (>&-)
+        sys.stderr.write("Error: standard output is closed; nothing can be printed\n")
+        sys.exit(1)
+    if sys.stdin is None:  # <&-: reads see an empty input, as from /dev/null
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     plugins = None
     if invoked_command(sys.argv[1:]) not in CLIENT_COMMANDS:
         plugins = load_plugins(cli, serve_cli)

@@ -176,6 +176,10 @@ def parse_json(text: str, filename: str) -> list[Entry]:
     except json.JSONDecodeError as e:
         # e.msg says what was expected, never what was found.
         raise SecretFileError(f"{filename}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise SecretFileError(f"{filename}: not valid JSON: nested too deeply") from None
+    except ValueError:  # a number with more digits than Python converts; not quoted
+        raise SecretFileError(f"{filename}: not valid JSON: a number is too long") from None
     if not isinstance(doc, dict):
         raise SecretFileError(f'{filename}: expected a JSON object, {{"KEY": "value", ...}}')
     entries = []

@@ -301,6 +301,12 @@ def _document(result: object) -> object:
     raise TypeError(f"setec has no wire form for {type(result).__name__}")
 
 
+def go_escape(text: str) -> str:
+    """Escape JSON ``text`` as Go's encoder does: ``<``, ``>``, ``&``, U+2028 and U+2029
+    as ``\\u`` escapes, and a lone surrogate as ``\\ufffd``."""
+    return _GO_ESCAPE_RE.sub(_go_escape, text)
+
+
 def encode(result: object) -> bytes:
     """Encode an operation's result as Go setec's server does (SPEC.md §1.3).
 
@@ -311,4 +317,4 @@ def encode(result: object) -> bytes:
     :raises TypeError: if ``result`` is none of these.
     """
     text = json.dumps(_document(result), ensure_ascii=False, separators=(",", ":"))
-    return _GO_ESCAPE_RE.sub(_go_escape, text).encode("utf-8")
+    return go_escape(text).encode("utf-8")

@@ -15,6 +15,7 @@ import re
 import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -106,9 +107,7 @@ class Client:
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ) -> None:
-        if not server:
-            raise InvalidRequestError("no server address is set")
-        self.server = server[:-1] if server.endswith("/") else server
+        self.server = _check_server(server)
         self.timeout = timeout
         if session is None:
             session = requests.Session()
@@ -215,8 +214,13 @@ class Client:
                 url, data=data, headers=self._headers, timeout=self.timeout
             )
         except requests.RequestException as e:
-            # requests' messages name the URL and the cause, never the body we sent.
+            # requests' messages name the URL and the cause, never the body we sent (and
+            # the URL carries no credentials: _check_server refuses them).
             raise UnavailableError(f"making HTTP request: {_cause(e)}") from None
+        except ValueError as e:  # urllib3 refusing the host (a label over 63 octets...)
+            raise InvalidRequestError(
+                f"server URL {self.server!r} cannot be used: {type(e).__name__}"
+            ) from None
         if response.status_code == 200:
             try:
                 return json.loads(response.content)
@@ -230,6 +234,30 @@ class Client:
             raise sentinel()
         reason = response.content.decode("utf-8", "replace").strip()
         raise RequestError(response.status_code, reason[:500])
+
+
+def _check_server(server: str) -> str:
+    """The base URL without a trailing slash, or a clear error."""
+    if not server:
+        raise InvalidRequestError("no server address is set")
+    authority = server.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority:
+        # Not echoed: a user name and password would end up in every error and log line.
+        raise InvalidRequestError(
+            "the server URL must not carry a user name or password; use a bearer token "
+            "(token=...) or a requests.Session with the credentials"
+        )
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as e:
+        raise InvalidRequestError(f"server URL {server!r} is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            f"server URL {server!r} must be http:// or https:// and a host, "
+            "e.g. https://secrets.example.ts.net"
+        )
+    return server[:-1] if server.endswith("/") else server
 
 
 def _cause(error: requests.RequestException) -> str:

@@ -13,24 +13,36 @@ invalid cache, discarded with a warning like any other.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from setec_core.encoding import decode_base64, encode_base64
 from setec_core.model import MAX_VERSION, SecretValue
+from setec_core.wire import go_escape
+
+# ASCII digits only: str.isdigit() takes "²", which int() then refuses.
+_DIGITS = re.compile(r"[0-9]+")
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class InvalidCacheError(Exception):
     """The blob is not a valid cache. The message never quotes the blob."""
 
 
-@dataclass
+@dataclass(repr=False)
 class CachedEntry:
-    """One secret as the cache holds it."""
+    """One secret as the cache holds it. Its ``repr`` shows no value."""
 
     secret: SecretValue | None
     versions: dict[int, bytes] = field(default_factory=dict)
     last_access: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"CachedEntry(secret={self.secret!r}, versions={sorted(self.versions)}, "
+            f"last_access={self.last_access})"
+        )
 
 
 def encode(entries: dict[str, CachedEntry]) -> bytes:
@@ -44,10 +56,13 @@ def encode(entries: dict[str, CachedEntry]) -> bytes:
             else {"Value": _b64(entry.secret.value), "Version": entry.secret.version}
         }
         if entry.versions:
-            item["versions"] = {str(v): _b64(entry.versions[v]) for v in sorted(entry.versions)}
+            # Go sorts map keys as strings: "10" before "2".
+            item["versions"] = {
+                str(v): _b64(entry.versions[v]) for v in sorted(entry.versions, key=str)
+            }
         item["lastAccess"] = str(int(entry.last_access))
         doc[name] = item
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return go_escape(json.dumps(doc, separators=(",", ":"), ensure_ascii=False)).encode()
 
 
 def decode(blob: bytes) -> dict[str, CachedEntry]:
@@ -86,13 +101,13 @@ def _entry(name: str, raw: dict[str, Any]) -> CachedEntry:
     if not isinstance(raw_versions, dict):
         raise InvalidCacheError(f"the cache entry for {name!r} has malformed versions")
     for key, value in raw_versions.items():
-        if not key.isdigit():
+        if not _DIGITS.fullmatch(key):
             raise InvalidCacheError(f"the cache entry for {name!r} has a malformed version")
         versions[_version(int(key), name)] = _unb64(value, name)
     if secret is None and not versions:
         raise InvalidCacheError(f"the cache entry for {name!r} holds no secret")
     last = raw.get("lastaccess", "0")
-    if isinstance(last, str) and last.lstrip("-").isdigit():
+    if isinstance(last, str) and _INTEGER.fullmatch(last):
         last_access = int(last)
     elif type(last) is int:  # lenient: Go writes a string, but a number is unambiguous
         last_access = last

@@ -25,12 +25,14 @@ Differences from Go's Store (SPEC.md §12 item 22), each a fix:
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from setec_core.client import cacheblob
@@ -41,6 +43,7 @@ from setec_core.client.ticker import JitterTicker, Ticker
 from setec_core.errors import (
     AccessDenied,
     ConfigError,
+    InvalidRequestError,
     InvalidVersionError,
     NotFound,
     PollError,
@@ -55,22 +58,34 @@ log = logging.getLogger("setec.client.store")
 
 T = TypeVar("T")
 
-#: How long :meth:`Store.lookup_secret` and the versioned calls wait by default.
-LOOKUP_TIMEOUT = 300.0
+#: Seconds between polls unless told otherwise (Go's default too).
+DEFAULT_POLL_INTERVAL = 3600.0
+
+#: Seconds :meth:`Store.close` waits for a poll stuck on an unresponsive server
+#: before it leaves the poll to finish (or time out) on its own.
+CLOSE_TIMEOUT = 5.0
 
 #: Backoff of the initial fetch: 1 ms, doubling up to 4.096 s (Go's schedule).
 _FIRST_BACKOFF = 0.001
 _MAX_BACKOFF = 4.096
 
 
-@dataclass
+@dataclass(repr=False)
 class _Entry:
     secret: SecretValue | None  # the tracked active value, if any
     versions: dict[int, bytes] = field(default_factory=dict)  # explicit versions held
     last_access: float = 0.0
     declared: bool = False
     handle: Secret | None = None  # issued once; an entry with a handle never expires
-    watchers: list[Watcher] = field(default_factory=list)
+    # Weak: a watcher (an Updater's) that its owner dropped must not live on here.
+    watchers: weakref.WeakSet[Watcher] = field(default_factory=weakref.WeakSet)
+
+    def __repr__(self) -> str:
+        # Frames holding entries show up in error reporters that capture locals.
+        return (
+            f"_Entry(secret={self.secret!r}, versions={sorted(self.versions)}, "
+            f"declared={self.declared})"
+        )
 
 
 class Store:
@@ -88,8 +103,9 @@ class Store:
         :meth:`versioned_secret`, watchers and updaters of undeclared names.
     :param cache: keeps values across restarts; cached values (even stale ones)
         satisfy startup without contacting the server.
-    :param poll_interval: seconds between polls (±10% jitter); ``None`` or a value
-        <= 0 disables automatic polling (:meth:`refresh` still works).
+    :param poll_interval: seconds between polls (±10% jitter); 0 means the default
+        hour, as in Go; ``None`` or a negative value disables automatic polling
+        (:meth:`refresh` still works).
     :param expiry_age: undeclared secrets unused for longer than this many seconds are
         dropped at the next poll (unless a handle to them was handed out); 0: never.
     :param ticker: decides when to poll instead of ``poll_interval`` (tests pass a
@@ -115,7 +131,7 @@ class Store:
         structs: Sequence[Any] = (),
         allow_lookup: bool = False,
         cache: Cache | None = None,
-        poll_interval: float | None = 3600.0,
+        poll_interval: float | None = DEFAULT_POLL_INTERVAL,
         expiry_age: float = 0.0,
         ticker: Ticker | None = None,
         time_now: Callable[[], float] = time.time,
@@ -141,7 +157,7 @@ class Store:
         if poll_concurrency < 1:
             raise ConfigError(f"poll_concurrency must be at least 1, not {poll_concurrency}")
         self._poll_concurrency = poll_concurrency
-        self._pool: ThreadPoolExecutor | None = None
+        self._flush_lock = threading.Lock()  # one cache write at a time, newest last
         self._metrics = {"counter_poll_initiated": 0, "counter_poll_errors": 0}
         self._fetches = 0
         self._latest_poll = 0.0
@@ -183,7 +199,12 @@ class Store:
                 except cacheblob.InvalidCacheError as e:
                     log.warning("cache is not valid (%s); discarding it", e)
                     cached = {}
+                declared = set(names)
                 for name, item in cached.items():
+                    if not self._allow_lookup and name not in declared:
+                        # Without lookups it could never be served: do not poll it or
+                        # keep its value on disk (a retired secret would linger).
+                        continue
                     self._entries[name] = _Entry(
                         secret=item.secret, versions=item.versions, last_access=item.last_access
                     )
@@ -202,9 +223,12 @@ class Store:
         errors: dict[str, SetecError] = {}
         while True:
             missing = []
-            for name in pending:
+            for i, name in enumerate(pending):
+                if deadline is not None and time.monotonic() >= deadline:
+                    missing.extend(pending[i:])  # out of time: the rest stay unasked
+                    break
                 try:
-                    secret = self._client.get(name)
+                    secret = _before(deadline, partial(self._client.get, name))
                 except SetecError as e:
                     log.warning('error fetching "%s": %s (retrying)', name, e)
                     errors[name] = e
@@ -225,7 +249,9 @@ class Store:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    detail = "; ".join(f'"{n}": {errors[n]}' for n in missing[:5])
+                    detail = "; ".join(
+                        f'"{n}": {errors.get(n, "not asked in time")}' for n in missing[:5]
+                    )
                     raise UnavailableError(
                         f"timed out after {timeout} s waiting for {len(missing)} secrets ({detail})"
                     )
@@ -237,10 +263,10 @@ class Store:
 
     def _start_poller(self, interval: float | None, ticker: Ticker | None) -> None:
         if ticker is None:
-            if interval is None or interval <= 0:
+            if interval is None or interval < 0:
                 log.info("automatic polling for new values is disabled")
                 return
-            ticker = JitterTicker(interval)
+            ticker = JitterTicker(interval or DEFAULT_POLL_INTERVAL)
         self._poller = threading.Thread(
             target=self._poll_forever, args=(ticker,), name="setec-store-poller", daemon=True
         )
@@ -336,7 +362,7 @@ class Store:
         """
         w = Watcher(self.lookup_secret(name))
         with self._lock:
-            self._entries[name].watchers.append(w)
+            self._entries[name].watchers.add(w)
         return w
 
     def versioned_secret(self, name: str) -> VersionedSecret:
@@ -365,6 +391,8 @@ class Store:
             values stay, and the secrets that did change are updated all the same.
         :raises SetecError: if the cache could not be written.
         """
+        if self._closed:
+            raise InvalidRequestError("the Store is closed")
         self._refresh.run()
 
     def _poll(self) -> None:
@@ -388,33 +416,26 @@ class Store:
                 expired.append(name)
             else:
                 work.append((name, secret, versions))
-        if self._poll_concurrency > 1 and len(work) > 1 and not self._closed:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(
-                        self._poll_concurrency, thread_name_prefix="setec-store-poll"
-                    )
-                pool = self._pool
-            outcomes = list(pool.map(lambda item: self._poll_one(*item), work))
-        else:
-            outcomes = [self._poll_one(*item) for item in work]
-        new_values: dict[str, SecretValue] = {}
-        kept_versions: dict[str, set[int]] = {}
+        outcomes = self._ask_all(work)
+        if self._stop.is_set():
+            return  # closed meanwhile: an abandoned poll changes nothing
+        new_values: dict[str, tuple[SecretValue | None, SecretValue]] = {}
+        gone_versions: dict[str, set[int]] = {}
         errors: dict[str, SetecError] = {}
-        for (name, _, _), (fresh, live, error) in zip(work, outcomes, strict=True):
+        for (name, old, _), (fresh, gone, error) in zip(work, outcomes, strict=True):
             if fresh is not None:
-                new_values[name] = fresh
-            if live is not None:
-                kept_versions[name] = live
+                new_values[name] = (old, fresh)
+            if gone:
+                gone_versions[name] = gone
             if error is not None:
                 errors[name] = error
         if errors:
             with self._lock:
                 self._metrics["counter_poll_errors"] += 1
-        notify = self._apply(expired, new_values, kept_versions)
+        notify = self._apply(expired, new_values, gone_versions)
         for w in notify:
             w._notify()
-        updated = len(new_values) + len(kept_versions)
+        updated = len(new_values) + len(gone_versions)
         if updated or expired:
             try:
                 self._flush()
@@ -429,12 +450,48 @@ class Store:
             what = "partially failed" if updated else "failed"
             raise PollError(f"update poll {what}: {detail}", errors, updated)
 
+    def _ask_all(
+        self, work: list[tuple[str, SecretValue | None, set[int]]]
+    ) -> list[tuple[SecretValue | None, set[int], SetecError | None]]:
+        """:meth:`_poll_one` for each item, up to ``poll_concurrency`` at once."""
+        workers = min(self._poll_concurrency, len(work))
+        if workers <= 1:
+            return [self._poll_one(*item) for item in work]
+        outcomes: list[Any] = [None] * len(work)
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(len(work)):
+            todo.put(i)
+
+        def worker() -> None:
+            while True:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                outcomes[i] = self._poll_one(*work[i])
+
+        # Daemon threads, started per poll (polls are minutes or hours apart): a request
+        # stuck on a dead server must not keep the program from exiting.
+        threads = [
+            threading.Thread(target=worker, name="setec-store-poll", daemon=True)
+            for _ in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return outcomes
+
     def _poll_one(
         self, name: str, secret: SecretValue | None, versions: set[int]
-    ) -> tuple[SecretValue | None, set[int] | None, SetecError | None]:
-        """Ask about one secret: (its new active value, the explicit versions still on
-        the server if some went, the first error)."""
-        fresh = live = error = None
+    ) -> tuple[SecretValue | None, set[int], SetecError | None]:
+        """Ask about one secret: (its new active value, the explicit versions deleted on
+        the server, the first error)."""
+        fresh: SecretValue | None = None
+        gone: set[int] = set()
+        error: SetecError | None = None
+        if self._stop.is_set():
+            return fresh, gone, error  # closing: do not start another request
         if secret is not None:
             try:
                 got = self._client.get_if_changed(name, secret.version)
@@ -451,16 +508,14 @@ class Store:
             except SetecError as e:
                 error = error or e
             else:
-                still = versions & set(info.versions)
-                if still != versions:
-                    live = still
-        return fresh, live, error
+                gone = versions - set(info.versions)
+        return fresh, gone, error
 
     def _apply(
         self,
         expired: list[str],
-        new_values: dict[str, SecretValue],
-        kept_versions: dict[str, set[int]],
+        new_values: dict[str, tuple[SecretValue | None, SecretValue]],
+        gone_versions: dict[str, set[int]],
     ) -> list[Watcher]:
         notify: list[Watcher] = []
         with self._lock:
@@ -469,17 +524,19 @@ class Store:
                 if entry is not None and entry.handle is None:
                     del self._entries[name]
                     log.info('removing expired undeclared secret "%s"', name)
-            for name, fresh in new_values.items():
+            for name, (old, fresh) in new_values.items():
                 entry = self._entries.get(name)
-                if entry is None:
+                if entry is None or entry.secret is not old:
+                    # Changed here while the poll ran (create_version, a lookup): that
+                    # value is newer than what the poll saw; the next poll reconciles.
                     continue
                 entry.secret = fresh
                 log.info('update to version %d for secret "%s"', fresh.version, name)
                 notify.extend(entry.watchers)
-            for name, live in kept_versions.items():
+            for name, gone in gone_versions.items():
                 entry = self._entries.get(name)
                 if entry is not None:
-                    entry.versions = {v: b for v, b in entry.versions.items() if v in live}
+                    entry.versions = {v: b for v, b in entry.versions.items() if v not in gone}
         return notify
 
     # --- the cache ---------------------------------------------------------------------
@@ -487,14 +544,17 @@ class Store:
     def _flush(self) -> None:
         if self._cache is None:
             return
-        with self._lock:
-            snapshot = {
-                name: cacheblob.CachedEntry(
-                    secret=e.secret, versions=dict(e.versions), last_access=int(e.last_access)
-                )
-                for name, e in self._entries.items()
-            }
-        self._cache.write(cacheblob.encode(snapshot))
+        # Snapshot and write under one lock: two flushes must not write in the other
+        # order, or an older snapshot (an old password) would be the one left on disk.
+        with self._flush_lock:
+            with self._lock:
+                snapshot = {
+                    name: cacheblob.CachedEntry(
+                        secret=e.secret, versions=dict(e.versions), last_access=int(e.last_access)
+                    )
+                    for name, e in self._entries.items()
+                }
+            self._cache.write(cacheblob.encode(snapshot))
 
     def _flush_quietly(self) -> None:
         try:
@@ -525,14 +585,16 @@ class Store:
             return
         self._closed = True
         self._stop.set()
-        if self._poller is not None:
-            self._poller.join()
+        poller = self._poller
+        if poller is not None and poller is not threading.current_thread():
+            # A stopped poll asks nothing more, but a request in flight runs to its
+            # timeout; do not wait minutes for it.
+            poller.join(CLOSE_TIMEOUT)
+            if poller.is_alive():
+                log.warning("closing with a poll still waiting for the server; not waiting")
+                self._flush_quietly()
         else:
             self._flush_quietly()
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
 
     def __enter__(self) -> Store:
         return self
@@ -730,3 +792,31 @@ def _named(error: SetecError, what: str) -> SetecError:
 def _names(names: Sequence[str], limit: int = 10) -> str:
     shown = ", ".join(f'"{n}"' for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _before(deadline: float | None, call: Callable[[], T]) -> T:
+    """``call()``, but give up when ``deadline`` (monotonic) passes: the request may be
+    stuck on a server that accepted the connection and never answers, and the Client's
+    own read timeout can be much longer than what the caller gave the Store."""
+    if deadline is None:
+        return call()
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise UnavailableError("no time left to ask")
+    box: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            box.append((True, call()))
+        except BaseException as e:
+            box.append((False, e))
+
+    worker = threading.Thread(target=run, name="setec-store-fetch", daemon=True)
+    worker.start()
+    worker.join(left)
+    if not box:
+        raise UnavailableError("the server did not answer in time")
+    ok, result = box[0]
+    if not ok:
+        raise result
+    return result  # type: ignore[no-any-return]

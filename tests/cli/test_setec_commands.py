@@ -803,3 +803,42 @@ def test_bearer_token_from_file_or_environment(tmp_path: Path) -> None:
         outputs = [put, got, via_env, denied, missing]
         for proc in outputs:
             assert token.encode() not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args", [("get", "x"), ("list",)])
+def test_closed_stdout_is_an_error_not_silence(args: tuple[str, ...]) -> None:
+    """``setec get x >&-``: exit 1 with a message, not an internal error nor a silent 0."""
+    proc = subprocess.run(
+        [SETEC, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=clean_env("http://127.0.0.1:9"),
+        timeout=30,
+        check=False,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        b"Error: standard output is closed; nothing can be printed\n",
+    )
+
+
+def test_closed_stdin_reads_as_empty(server: LocalServer, name: str) -> None:
+    """``setec put x <&-``: an empty input, so Go's "empty secret value"."""
+    proc = subprocess.run(
+        [SETEC, "put", name],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=clean_env(server.url),
+        timeout=30,
+        check=False,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert (proc.returncode, proc.stderr) == (1, b"Error: empty secret value\n")
+
+
+def test_server_url_with_credentials_is_refused_unquoted() -> None:
+    proc = setec("list", server="http://user:pa55word@127.0.0.1:9")
+    assert proc.returncode == 1
+    assert b"pa55word" not in proc.stderr + proc.stdout
+    assert b"must not carry a user name or password" in proc.stderr

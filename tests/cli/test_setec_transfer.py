@@ -181,6 +181,8 @@ def test_parse_json() -> None:
         ('{"A": null}', "not null"),
         ('{"A": {"base64": "!!"}}', 's.json: the value of "A" is not valid base64'),
         ('{"A": {"base64": "YWJj="}}', 's.json: the value of "A" is not valid base64'),
+        ("[" * 100_000, "s.json: not valid JSON: nested too deeply"),
+        ('{"A": ' + "9" * 5000 + "}", "s.json: not valid JSON: a number is too long"),
         ('{"A": {"base64": "YWJj\u00e9"}}', 's.json: the value of "A" is not valid base64'),
         ('{"A": {"base64": "AA==", "x": 1}}', "not an object"),
         (f'{{"A": "{SECRET}", "A": "2"}}', 's.json: "A" is set twice'),

@@ -209,6 +209,8 @@ def test_server_down_at_start_without_cache_is_a_clear_error() -> None:
         b'{"alpha":{"secret":{"Value":"!!!","Version":1},"lastAccess":"1"}}',
         b'{"alpha":{"secret":{"Value":"eA==","Version":0},"lastAccess":"1"}}',
         b"[1, 2]",
+        '{"alpha":{"secret":{"Value":"eA==","Version":1},"lastAccess":"\u00b2"}}'.encode(),
+        '{"alpha":{"secret":null,"versions":{"\u00b2":"eA=="},"lastAccess":"1"}}'.encode(),
     ],
 )
 def test_a_bad_cache_is_discarded_and_the_server_used(
@@ -320,9 +322,11 @@ def test_access_revoked_keeps_the_value(server: LocalServer) -> None:
 def test_negative_or_none_interval_disables_polling(server: LocalServer, client: Client) -> None:
     """Item 93, and the fix: a ticker polls even when the interval is None."""
     server.db.put(SU, "a", b"1")
-    for interval in (None, -1, 0):
+    for interval in (None, -1):
         with Store(client, ["a"], poll_interval=interval) as store:
             assert not store.polling
+    with Store(client, ["a"], poll_interval=0) as store:  # Go: 0 is the default hour
+        assert store.polling
     ticker = FakeTicker()
     with Store(client, ["a"], poll_interval=None, ticker=ticker) as store:
         assert store.polling
@@ -600,3 +604,215 @@ def test_poll_concurrency_gives_the_same_outcome(
         assert [store.secret(n)() for n in names] == [b"2"] * 5 + [b"1"] * 7  # type: ignore[misc]
     with pytest.raises(ConfigError, match="poll_concurrency"):
         Store(client, names, poll_concurrency=0)
+
+
+# --- review findings: hangs, races, leaks ---------------------------------------------
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: a hung setec server."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[object] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_startup_timeout_holds_against_a_server_that_never_answers() -> None:
+    silent = SilentServer()
+    try:
+        started = time.monotonic()
+        with pytest.raises(UnavailableError, match=r"timed out after 0\.5 s"):
+            Store(Client(silent.url, timeout=(1, 30)), ["a", "b", "c"], timeout=0.5)
+        assert time.monotonic() - started < 3
+    finally:
+        silent.close()
+
+
+def test_close_does_not_wait_for_a_hung_poll(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() returns within CLOSE_TIMEOUT even while a poll waits on a server that
+    stopped answering (the Client's read timeout here is 30 s per secret)."""
+    from setec_core.client import store as store_module
+
+    monkeypatch.setattr(store_module, "CLOSE_TIMEOUT", 0.5)
+    silent = SilentServer()
+    names = [f"h/{i}" for i in range(6)]
+    for name in names:
+        server.db.put(SU, name, b"v")
+    cache = MemCache()
+    store = Store(server.client(), names, cache=cache, ticker=(ticker := FakeTicker()))
+    try:
+        store._client = Client(silent.url, timeout=(1, 30))  # the server hangs from now on
+        threading.Thread(target=lambda: ticker.poll(60), daemon=True).start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        store.close()
+        assert time.monotonic() - started < store_module.CLOSE_TIMEOUT + 2
+        assert b'"h/0"' in cache.read()  # flushed even so
+    finally:
+        silent.close()
+
+
+class PausingClient(Client):
+    """A Client whose conditional gets wait at a gate: to interleave a poll with other
+    Store calls deterministically."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.arrived = threading.Event()
+        self.gate = threading.Event()
+
+    def get_if_changed(self, name: str, old_version: int):  # type: ignore[no-untyped-def]
+        got = super().get_if_changed(name, old_version)
+        self.arrived.set()
+        assert self.gate.wait(10)
+        return got
+
+
+def test_a_poll_never_overwrites_a_newer_local_value(server: LocalServer) -> None:
+    """A poll that fetched v2 must not replace the v3 that create_version set while the
+    poll was in flight (the review's stale-apply race)."""
+    server.db.create_version(SU, "k", 1, b"v1")
+    client = PausingClient(server.url)
+    client.gate.set()
+    store = Store(client, ["k"], allow_lookup=True, poll_interval=None, poll_concurrency=1)
+    with store:
+        server.db.create_version(SU, "k", 2, b"v2")
+        client.gate.clear()
+        poll = threading.Thread(target=store.refresh)
+        poll.start()
+        assert client.arrived.wait(10)  # the poll holds v2, not yet applied
+        store.versioned_secret("k").create_version(3, b"v3")
+        client.gate.set()
+        poll.join(10)
+        assert store.secret("k")() == b"v3"  # type: ignore[misc]
+
+
+class SlowFirstWriteCache(MemCache):
+    """A cache whose first write is slow, as a disk under load can be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.first_started = threading.Event()
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        if self.writes == 1:
+            self.first_started.set()
+            time.sleep(0.3)
+        super().write(data)
+
+
+def test_cache_writes_land_newest_last(server: LocalServer, client: Client) -> None:
+    """Two flushes at once (a lookup's and a poll's) must leave the newest values on disk,
+    not an old password (the review's flush race)."""
+    server.db.put(SU, "pw", b"old-password")
+    server.db.put(SU, "other", b"o")
+    store, _ = open_store(client, ["pw"], allow_lookup=True)
+    cache = SlowFirstWriteCache()
+    store._cache = cache
+    with store:
+        lookup = threading.Thread(target=store.lookup_secret, args=("other",))
+        lookup.start()
+        assert cache.first_started.wait(10)
+        put_active(server, "pw", b"new-password")
+        store.refresh()
+        lookup.join(10)
+        blob = json.loads(cache.read())
+        assert blob["pw"]["secret"]["Version"] == 2
+
+
+def test_undeclared_cached_names_are_dropped_without_lookups(
+    server: LocalServer, client: Client
+) -> None:
+    """A retired secret left in the cache is neither polled (no error every poll) nor
+    kept on disk when lookups are off."""
+    server.db.put(SU, "app/pw", b"p")
+    blob = json.dumps(
+        {
+            "app/pw": {"secret": {"Value": "cA==", "Version": 1}, "lastAccess": "1"},
+            "old/retired": {"secret": {"Value": "eA==", "Version": 1}, "lastAccess": "1"},
+        }
+    ).encode()
+    cache = MemCache(blob)
+    store, _ = open_store(client, ["app/pw"], cache=cache)
+    with store:
+        store.refresh()  # no error about old/retired: it is not polled
+        assert store.metrics()["counter_poll_errors"] == 0
+    assert set(json.loads(cache.read())) == {"app/pw"}
+
+
+def test_reprs_show_no_values(server: LocalServer, client: Client) -> None:
+    from setec_core.client import cacheblob
+
+    server.db.put(SU, "k", SECRET)
+    store, _ = open_store(client, [], allow_lookup=True)
+    with store:
+        store.versioned_secret("k").get_version(1)
+        entry = store._entries["k"]
+        decoded = cacheblob.decode(
+            cacheblob.encode({"k": cacheblob.CachedEntry(None, {1: SECRET})})
+        )
+        for text in (repr(entry), repr(decoded), repr(store)):
+            assert SECRET.decode() not in text
+            assert repr(SECRET) not in text
+
+
+def test_dropped_watchers_are_released(server: LocalServer, client: Client) -> None:
+    import gc
+
+    server.db.put(SU, "w", b"1")
+    store, _ = open_store(client, ["w"])
+    with store:
+        for _ in range(50):
+            Updater(store, "w", bytes)
+        gc.collect()
+        assert len(store._entries["w"].watchers) == 0
+        kept = Updater(store, "w", bytes)
+        assert len(store._entries["w"].watchers) == 1
+        assert kept.get() == b"1"
+
+
+def test_refresh_after_close_is_an_error(server: LocalServer, client: Client) -> None:
+    server.db.put(SU, "a", b"1")
+    store, _ = open_store(client, ["a"])
+    store.close()
+    with pytest.raises(SetecError, match="the Store is closed"):
+        store.refresh()
+
+
+def test_cache_blob_bytes_are_gos() -> None:
+    """Go sorts map keys as strings ("10" before "2") and escapes <, > and & in strings."""
+    from setec_core.client import cacheblob
+    from setec_core.model import SecretValue
+
+    blob = cacheblob.encode(
+        {
+            "a<b&c": cacheblob.CachedEntry(
+                secret=SecretValue(b"x", 10), versions={2: b"y", 10: b"x"}, last_access=7
+            )
+        }
+    )
+    assert blob == (
+        b'{"a\\u003cb\\u0026c":{"secret":{"Value":"eA==","Version":10},'
+        b'"versions":{"10":"eA==","2":"eQ=="},"lastAccess":"7"}}'
+    )
+    assert set(cacheblob.decode(blob)) == {"a<b&c"}
