@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -305,16 +306,23 @@ def _write(data: bytes, output: str | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    # A new file (mode 0600 from birth) renamed over the target: a symlink at the
+    # target is replaced, never followed, and a crash leaves the old file or the new.
+    directory = os.path.dirname(os.path.abspath(output))
+    temp = None
     try:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            # O_CREAT's mode does not apply to a file that already exists.
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(data)
-        finally:
-            os.close(fd)
+        fd, temp = tempfile.mkstemp(prefix=".setec-export-", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, output)
+        temp = None
     except OSError as e:
         raise CommandError(
             f"cannot write {go_quote(output)}: {e.strerror or type(e).__name__}"
         ) from None
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)

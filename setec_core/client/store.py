@@ -701,7 +701,9 @@ class VersionedSecret:
                 entry.last_access = store._now()
                 return list(entry.watchers)
 
-        for w in store._flights.do(f"create:{self.name}:{version}", create):
+        # Not single-flighted: two callers creating the same version with different
+        # values must not share one outcome (the loser gets VersionClaimed).
+        for w in create():
             w._notify()
         store._flush_quietly()
 

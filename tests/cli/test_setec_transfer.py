@@ -408,3 +408,22 @@ def test_export_refuses_a_terminal_unless_forced(server: LocalServer, prefix: st
     assert refused.stderr.startswith(b"Error: refusing to print secret values to a terminal")
     assert forced.returncode == 0
     assert shown.replace(b"\r\n", b"\n") == f"K='{SECRET}'\n".encode()
+
+
+def test_export_output_replaces_a_symlink_never_follows_it(
+    server: LocalServer, prefix: str, tmp_path: Path
+) -> None:
+    """-o onto a symlink: the link is replaced by a new 0600 file; what it pointed at
+    (which could be anyone's file) is untouched."""
+    server.client().put(f"{prefix}/K", b"v")
+    target = tmp_path / "someone-elses-file"
+    target.write_text("precious")
+    target.chmod(0o644)
+    link = tmp_path / "out.env"
+    link.symlink_to(target)
+    proc = setec("export", "--prefix", prefix, "-o", str(link), server=server.url)
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_text() == "precious"
+    assert not link.is_symlink()
+    assert stat.S_IMODE(link.stat().st_mode) == 0o600
+    assert link.read_text() == "K='v'\n"
