@@ -618,19 +618,35 @@ class SilentServer:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.conns: list[object] = []
+        self.closed = False
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
     def _accept(self) -> None:
-        while True:
+        self.sock.settimeout(0.05)  # closing a socket does not wake a blocked accept()
+        while not self.closed:
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             self.conns.append(conn)
 
     def close(self) -> None:
+        self.closed = True
+        self.thread.join(5)
         self.sock.close()
+        for conn in self.conns:
+            conn.close()  # type: ignore[attr-defined]
+        # The requests left waiting on us now fail; let their threads end here, so that
+        # whatever they leave behind is collected in this test, not a later one.
+        for t in threading.enumerate():
+            if t.name.startswith("setec-store-"):
+                t.join(10)
+        import gc
+
+        gc.collect()
 
 
 def test_startup_timeout_holds_against_a_server_that_never_answers() -> None:
