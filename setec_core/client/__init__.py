@@ -30,7 +30,7 @@ _EXPORTS = {
     "Store": "store",
     "Secret": "secret",
     "VersionedSecret": "store",
-    "Watcher": "store",
+    "Watcher": "watcher",
     "Ticker": "ticker",
     "Updater": "updater",
     "StaticUpdater": "updater",
@@ -86,6 +86,7 @@ if TYPE_CHECKING:
     from setec_core.client.keyring import Keyring
     from setec_core.client.secret import Secret
     from setec_core.client.static import static_file, static_secret, static_text_file
-    from setec_core.client.store import Store, VersionedSecret, Watcher
+    from setec_core.client.store import Store, VersionedSecret
     from setec_core.client.ticker import Ticker
     from setec_core.client.updater import StaticUpdater, Updater
+    from setec_core.client.watcher import Watcher

@@ -39,7 +39,9 @@ from setec_core.client import cacheblob
 from setec_core.client.api import StoreClient, VersioningStoreClient
 from setec_core.client.cache import Cache
 from setec_core.client.secret import Secret
+from setec_core.client.sync import Coalescer, SingleFlight, call_before
 from setec_core.client.ticker import JitterTicker, Ticker
+from setec_core.client.watcher import Watcher
 from setec_core.errors import (
     AccessDenied,
     ConfigError,
@@ -149,8 +151,8 @@ class Store:
         self._now = time_now
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
-        self._flights = _SingleFlight()
-        self._refresh = _Coalescer(self._poll)
+        self._flights = SingleFlight()
+        self._refresh = Coalescer(self._poll)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._closed = False
@@ -228,7 +230,7 @@ class Store:
                     missing.extend(pending[i:])  # out of time: the rest stay unasked
                     break
                 try:
-                    secret = _before(deadline, partial(self._client.get, name))
+                    secret = call_before(deadline, partial(self._client.get, name))
                 except SetecError as e:
                     log.warning('error fetching "%s": %s (retrying)', name, e)
                     errors[name] = e
@@ -607,39 +609,6 @@ class Store:
             return f"Store({len(self._entries)} secrets, client={self._client!r})"
 
 
-class Watcher:
-    """A secret's handle plus a one-slot signal raised when a poll brings a new value.
-
-    The signal is level-triggered: several updates before you look count as one.
-    """
-
-    def __init__(self, handle: Secret) -> None:
-        self.handle = handle
-        self._ready = threading.Event()
-
-    def _notify(self) -> None:
-        self._ready.set()
-
-    def get(self) -> bytes:
-        """The current value."""
-        return self.handle()
-
-    def changed(self) -> bool:
-        """Whether a new value arrived since the last call (and re-arm the signal)."""
-        if self._ready.is_set():
-            self._ready.clear()
-            return True
-        return False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until a new value arrives (or ``timeout`` seconds pass); return
-        whether one did, re-arming the signal."""
-        if self._ready.wait(timeout):
-            self._ready.clear()
-            return True
-        return False
-
-
 class VersionedSecret:
     """Explicit versions of one secret held by a Store (SPEC.md §8.10): fetched once,
     kept in the Store (and its cache), pruned when deleted on the server."""
@@ -711,77 +680,6 @@ class VersionedSecret:
         return f"VersionedSecret({self.name!r})"
 
 
-class _SingleFlight:
-    """Concurrent calls with the same key share one execution and its outcome."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[str, _Call] = {}
-
-    def do(self, key: str, work: Callable[[], T]) -> T:
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if leader:
-            try:
-                call.result = work()
-            except BaseException as e:
-                call.error = e
-            finally:
-                with self._lock:
-                    del self._calls[key]
-                call.done.set()
-        else:
-            call.done.wait()
-        if call.error is not None:
-            raise call.error
-        return call.result  # type: ignore[no-any-return]
-
-
-class _Call:
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-class _Coalescer:
-    """Runs ``work`` for one caller at a time; callers arriving meanwhile wait for the
-    running call and share its outcome (Go's Store.Refresh coalescing)."""
-
-    def __init__(self, work: Callable[[], None]) -> None:
-        self._work = work
-        self._cond = threading.Condition()
-        self._running = False
-        self._generation = 0
-        self._error: BaseException | None = None
-
-    def run(self) -> None:
-        with self._cond:
-            if self._running:
-                generation = self._generation
-                while self._running and self._generation == generation:
-                    self._cond.wait()
-                if self._error is not None:
-                    raise self._error
-                return
-            self._running = True
-        error: BaseException | None = None
-        try:
-            self._work()
-        except BaseException as e:
-            error = e
-        with self._cond:
-            self._running = False
-            self._generation += 1
-            self._error = error
-            self._cond.notify_all()
-        if error is not None:
-            raise error
-
-
 def _named(error: SetecError, what: str) -> SetecError:
     """``error`` with ``what`` (naming the secret) in front of its message, keeping the
     sentinel class so callers can still catch NotFound or AccessDenied."""
@@ -794,31 +692,3 @@ def _named(error: SetecError, what: str) -> SetecError:
 def _names(names: Sequence[str], limit: int = 10) -> str:
     shown = ", ".join(f'"{n}"' for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _before(deadline: float | None, call: Callable[[], T]) -> T:
-    """``call()``, but give up when ``deadline`` (monotonic) passes: the request may be
-    stuck on a server that accepted the connection and never answers, and the Client's
-    own read timeout can be much longer than what the caller gave the Store."""
-    if deadline is None:
-        return call()
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise UnavailableError("no time left to ask")
-    box: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            box.append((True, call()))
-        except BaseException as e:
-            box.append((False, e))
-
-    worker = threading.Thread(target=run, name="setec-store-fetch", daemon=True)
-    worker.start()
-    worker.join(left)
-    if not box:
-        raise UnavailableError("the server did not answer in time")
-    ok, result = box[0]
-    if not ok:
-        raise result
-    return result  # type: ignore[no-any-return]
