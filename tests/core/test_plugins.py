@@ -75,7 +75,7 @@ def test_third_party_plugin_registers() -> None:
     plugins = Plugins.load([extra])
     provider = plugins.key_provider("rot://x")
     assert isinstance(provider, RotKeyProvider)
-    assert plugins.key_providers.names() == ["dev", "rot"]
+    assert plugins.key_providers.names() == ["aws-kms", "dev", "rot"]
 
 
 def test_duplicate_name_names_both_plugins() -> None:
@@ -108,9 +108,15 @@ def test_duplicate_scheme_is_refused() -> None:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("awskms://arn", r"unknown key provider 'awskms' in 'awskms://arn'; available: dev://"),
-        ("arn:aws:kms:us-east-1:1:key/x", r"unknown key provider 'aws-kms'"),
-        ("just-a-name", r"is not a URI; expected SCHEME://\.\.\., where SCHEME is one of: dev://"),
+        (
+            "awskms://arn",
+            r"unknown key provider 'awskms' in 'awskms://arn'; available: aws-kms://, dev://",
+        ),
+        ("arn:aws:kms:us-east-1:1:key/", r"not an AWS KMS key ARN: 'arn:aws:kms:us-east-1:1:key/'"),
+        (
+            "just-a-name",
+            r"is not a URI; expected SCHEME://\.\.\., where SCHEME is one of: aws-kms://, dev://",
+        ),
     ],
 )
 def test_unknown_key_provider_lists_available(uri: str, message: str) -> None:

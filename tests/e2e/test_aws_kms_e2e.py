@@ -1,0 +1,189 @@
+"""``setec-serve --kms-key-name arn:aws:kms:...`` end to end: the console script against
+moto's KMS server on loopback (issue 5, "Done when", the aws-kms part)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+from serve_process import ServeProcess, console_script
+
+GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
+SECRET = b"kms-e2e-secret-9c1d"
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def aws_env(endpoint: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The server's environment: dummy credentials, no shared config, KMS at ``endpoint``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ENDPOINT_URL_KMS=endpoint,
+        **extra,
+    )
+    return env
+
+
+def new_key(moto_url: str) -> str:
+    kms = boto3.client(
+        "kms",
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    return str(kms.create_key()["KeyMetadata"]["Arn"])
+
+
+def call(url: str, method: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{url}/api/{method}", json=body, headers=GUARD, timeout=10)
+
+
+def serve_args(state: Path, key: str) -> tuple[str, ...]:
+    # --dev only for its loopback superuser authorizer; the key is the KMS key.
+    return ("--dev", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kms-key-name", key)
+
+
+def run_serve(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``setec-serve ARGS`` to completion in ``env`` (for startup errors)."""
+    return subprocess.run(
+        [console_script("setec-serve"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def files(state: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(state)): p.read_bytes() for p in state.rglob("*") if p.is_file()}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error: " in line]
+
+
+def test_bare_arn_serves_restarts_and_refuses_another_key(moto_url: str, tmp_path: Path) -> None:
+    """A bare ARN: serve, put, get, stop; restart with the same key and the secret is
+    there; another key exits 1 with one error line naming it and changes nothing."""
+    key, other = new_key(moto_url), new_key(moto_url)
+    state = tmp_path / "st"
+    env = aws_env(moto_url, tmp_path)
+    value = base64.b64encode(SECRET).decode()
+    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+        put = call(server.url, "put", {"Name": "prod/db", "Value": value})
+        assert (put.status_code, put.text) == (200, "1")
+        assert call(server.url, "get", {"Name": "prod/db"}).json()["Value"] == value
+        assert server.stop() == 0
+    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+        assert call(server.url, "get", {"Name": "prod/db"}).json() == {"Value": value, "Version": 1}
+        assert server.stop() == 0
+    assert SECRET.decode() not in server.output
+
+    before = files(state)
+    result = run_serve(*serve_args(state, other), cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert other in errors[0]
+    assert key in errors[0]  # what the store was made with
+    assert "Traceback" not in result.stderr + result.stdout
+    assert files(state) == before
+
+
+def test_unreachable_kms_exits_after_the_bounded_retry(tmp_path: Path) -> None:
+    """KMS unreachable at start: retried for SETEC_KMS_RETRY_SECONDS, then exit 1 naming
+    the key and the connection error."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    env = aws_env(f"http://127.0.0.1:{port}", tmp_path, SETEC_KMS_RETRY_SECONDS="1")
+    started = time.monotonic()
+    result = run_serve(*serve_args(tmp_path / "st", key), cwd=tmp_path, env=env)
+    assert time.monotonic() - started >= 1
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert key in errors[0]
+    assert "could not be reached" in errors[0]
+    assert "EndpointConnectionError" in errors[0]
+
+
+class DisabledKms:
+    """A loopback stand-in for KMS that answers every call with DisabledException (a key
+    state moto does not model), counting the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.calls += 1
+                body = json.dumps({"__type": "DisabledException", "message": "disabled"})
+                self.send_response(400)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_disabled_key_exits_at_once(tmp_path: Path) -> None:
+    """A disabled key is not retried: exit 1 at the first answer, naming the key."""
+    kms = DisabledKms()
+    try:
+        key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        env = aws_env(kms.url, tmp_path, SETEC_KMS_RETRY_SECONDS="30")
+        result = run_serve(*serve_args(tmp_path / "st", key), cwd=tmp_path, env=env, timeout=20)
+    finally:
+        kms.close()
+    assert result.returncode == 1, result.stderr
+    assert kms.calls == 1
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert key in errors[0]
+    assert "DisabledException" in errors[0]
