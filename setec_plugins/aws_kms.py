@@ -20,9 +20,6 @@ imported only when a key is built, so setec works without it until one is asked 
 from __future__ import annotations
 
 import logging
-import os
-import random
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,13 +31,12 @@ from setec_core.errors import (
 )
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
+from setec_plugins.kms_retry import RETRY_ENV, Backoff, retry_budget
 
 log = logging.getLogger("setec.keys.aws_kms")
 
 T = TypeVar("T")
 
-RETRY_ENV = "SETEC_KMS_RETRY_SECONDS"
-DEFAULT_RETRY_SECONDS = 30.0
 CONTEXT_KEY = "associatedData"
 _FORM = "aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID (or ...:alias/NAME)"
 
@@ -72,19 +68,6 @@ def _import_aws() -> tuple[Any, Any, Any]:
             "install it with: pip install 'pysetec[aws]'"
         ) from None
     return boto3, botocore.config, botocore.exceptions
-
-
-def _retry_seconds() -> float:
-    raw = os.environ.get(RETRY_ENV)
-    if raw is None or raw == "":
-        return DEFAULT_RETRY_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ConfigError(f"{RETRY_ENV}={raw!r} is not a number of seconds (>= 0)")
-    return value
 
 
 def parse_arn(arn: str) -> tuple[str, str]:
@@ -119,7 +102,7 @@ class AwsKmsKeyProvider(KeyProvider):
         self._region, resource = parse_arn(arn)
         self._arn = arn
         self._is_key_arn = resource.startswith("key/")
-        self._retry_seconds = _retry_seconds() if retry_seconds is None else retry_seconds
+        self._retry_seconds = retry_budget() if retry_seconds is None else retry_seconds
         boto3, config, self._errors = _import_aws()
         # One attempt per call and short timeouts: _call retries against its own
         # deadline, which botocore's retries and default 60 s timeouts would overrun.
@@ -182,8 +165,7 @@ class AwsKmsKeyProvider(KeyProvider):
     # --- calling KMS -------------------------------------------------------------
 
     def _call(self, operation: str, call: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self._retry_seconds
-        delay = 0.1
+        backoff = Backoff(self._retry_seconds)
         while True:
             try:
                 return call()
@@ -207,22 +189,12 @@ class AwsKmsKeyProvider(KeyProvider):
                 raise KeyProviderError(
                     f"AWS KMS {operation} with key {self._arn} failed: {type(e).__name__}: {e}"
                 ) from None
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if not backoff.pause(f"AWS KMS {operation} with key {self._arn}", last):
                 raise UnavailableError(
                     f"AWS KMS key {self._arn} could not be reached in {self._retry_seconds:g} s "
                     f"({operation}); last error: {last}. Check the network path to KMS in "
                     f"{self._region}, or raise {RETRY_ENV}"
                 )
-            log.warning(
-                "AWS KMS %s with key %s failed (%s); retrying for up to %.0f s more",
-                operation,
-                self._arn,
-                last,
-                left,
-            )
-            time.sleep(min(left, delay * random.uniform(0.5, 1.0)))  # noqa: S311 - jitter, not crypto
-            delay = min(delay * 2, 5.0)
 
     def _refusal(self, operation: str, code: str, message: str) -> KeyProviderError:
         said = f" (AWS: {code}: {message})" if message else f" (AWS: {code})"

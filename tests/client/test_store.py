@@ -82,10 +82,12 @@ def test_configuration_errors(client: Client) -> None:
 
 
 def test_missing_secret_times_out_naming_it(client: Client) -> None:
+    # 0.5 s: long enough for the first request to be answered on a loaded machine (the
+    # message then carries the server's answer), short enough to keep the test quick.
     started = time.monotonic()
     with pytest.raises(UnavailableError, match=r'waiting for 1 secrets \("nope": not found\)'):
-        Store(client, ["nope"], timeout=0.05, poll_interval=None)
-    assert time.monotonic() - started < 2
+        Store(client, ["nope"], timeout=0.5, poll_interval=None)
+    assert time.monotonic() - started < 5
 
 
 def test_existing_secrets_are_served_duplicates_allowed(

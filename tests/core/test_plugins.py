@@ -75,7 +75,7 @@ def test_third_party_plugin_registers() -> None:
     plugins = Plugins.load([extra])
     provider = plugins.key_provider("rot://x")
     assert isinstance(provider, RotKeyProvider)
-    assert plugins.key_providers.names() == ["aws-kms", "dev", "rot"]
+    assert plugins.key_providers.names() == ["aws-kms", "dev", "gcp-kms", "rot", "vault-transit"]
 
 
 def test_duplicate_name_names_both_plugins() -> None:
@@ -110,12 +110,14 @@ def test_duplicate_scheme_is_refused() -> None:
     [
         (
             "awskms://arn",
-            r"unknown key provider 'awskms' in 'awskms://arn'; available: aws-kms://, dev://",
+            r"unknown key provider 'awskms' in 'awskms://arn'; available: aws-kms://, dev://, "
+            r"gcp-kms://, vault-transit://",
         ),
         ("arn:aws:kms:us-east-1:1:key/", r"not an AWS KMS key ARN: 'arn:aws:kms:us-east-1:1:key/'"),
         (
             "just-a-name",
-            r"is not a URI; expected SCHEME://\.\.\., where SCHEME is one of: aws-kms://, dev://",
+            r"is not a URI; expected SCHEME://\.\.\., where SCHEME is one of: aws-kms://, "
+            r"dev://, gcp-kms://, vault-transit://",
         ),
     ],
 )

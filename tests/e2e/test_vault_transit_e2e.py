@@ -1,0 +1,139 @@
+"""``setec-serve --kms-key-name vault-transit://...`` end to end: the console script
+against the loopback fake of Vault's Transit API (issue 5, "Done when", the
+vault-transit part)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from peers.fake_vault import FakeVault
+from serve_process import ServeProcess, console_script
+
+GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
+SECRET = b"vault-e2e-secret-51f3"
+TOKEN = "s.e2e-token"
+
+
+@pytest.fixture(scope="module")
+def vault() -> Iterator[FakeVault]:
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+    fake = FakeVault(token=TOKEN).start()
+    yield fake
+    fake.stop()
+
+
+def key_name(vault: FakeVault, key: str) -> str:
+    return f"vault-transit://127.0.0.1:{vault.port}/transit/{key}?tls=false"
+
+
+def vault_env(**extra: str) -> dict[str, str]:
+    """The server's environment: the fake's token and nothing else of Vault's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env.update({"VAULT_TOKEN": TOKEN, "SETEC_KMS_RETRY_SECONDS": "5", **extra})
+    return env
+
+
+def call(url: str, method: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{url}/api/{method}", json=body, headers=GUARD, timeout=10)
+
+
+def serve_args(state: Path, key: str) -> tuple[str, ...]:
+    # --dev only for its loopback superuser authorizer; the key is the Transit key.
+    return ("--dev", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kms-key-name", key)
+
+
+def run_serve(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``setec-serve ARGS`` to completion in ``env`` (for startup errors)."""
+    return subprocess.run(
+        [console_script("setec-serve"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def files(state: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(state)): p.read_bytes() for p in state.rglob("*") if p.is_file()}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error: " in line]
+
+
+def test_serves_restarts_and_refuses_another_key(vault: FakeVault, tmp_path: Path) -> None:
+    """Serve, put, get, stop; restart with the same Transit key and the secret is there;
+    another key exits 1 with one error line naming both keys and changes nothing."""
+    key = key_name(vault, vault.create_key("setec"))
+    other = key_name(vault, vault.create_key("setec-other"))
+    state = tmp_path / "st"
+    env = vault_env()
+    value = base64.b64encode(SECRET).decode()
+    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+        put = call(server.url, "put", {"Name": "prod/db", "Value": value})
+        assert (put.status_code, put.text) == (200, "1")
+        assert call(server.url, "get", {"Name": "prod/db"}).json()["Value"] == value
+        assert server.stop() == 0
+    assert vault.calls("encrypt") == 1
+    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+        assert call(server.url, "get", {"Name": "prod/db"}).json() == {"Value": value, "Version": 1}
+        assert server.stop() == 0
+    assert SECRET.decode() not in server.output
+    assert TOKEN not in server.output
+
+    before = files(state)
+    result = run_serve(*serve_args(state, other), cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert other in errors[0]
+    assert key in errors[0]  # what the store was made with
+    assert "Traceback" not in result.stderr + result.stdout
+    assert files(state) == before
+
+
+def test_missing_token_exits_naming_the_variable(vault: FakeVault, tmp_path: Path) -> None:
+    """No VAULT_TOKEN: exit 1 with one line naming the variable; no store is created
+    (setec-serve opens its audit log first, so an empty one may exist)."""
+    env = vault_env()
+    del env["VAULT_TOKEN"]
+    state = tmp_path / "st"
+    result = run_serve(*serve_args(state, key_name(vault, "setec")), cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert "VAULT_TOKEN" in errors[0]
+    assert all(content == b"" for content in files(state).values()) if state.exists() else True
+
+
+def test_unreachable_vault_exits_after_the_bounded_retry(tmp_path: Path) -> None:
+    """Vault unreachable at start: retried for SETEC_KMS_RETRY_SECONDS, then exit 1
+    naming the key."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = f"vault-transit://127.0.0.1:{port}/transit/setec?tls=false"
+    started = time.monotonic()
+    result = run_serve(
+        *serve_args(tmp_path / "st", key),
+        cwd=tmp_path,
+        env=vault_env(SETEC_KMS_RETRY_SECONDS="1"),
+    )
+    assert time.monotonic() - started >= 1
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert key in errors[0]
+    assert "could not be reached" in errors[0]
