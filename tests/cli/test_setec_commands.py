@@ -10,17 +10,16 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from console_scripts import clean_env, console_script, run_setec
 
 from setec_cli.confirm import check_confirmation, confirmation_token
 from setec_cli.formats import go_quote, parse_uint32, tabwrite
@@ -33,39 +32,14 @@ from setec_plugins.policy_authz import PolicyAuthorizer, new_token, policy_entry
 SECRET = b"s3cret-d0-not-print-7c1e"
 
 
-def console_script(name: str) -> str:
-    """The installed console script ``name`` next to this Python (as tests/e2e does)."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    assert found, f"console script {name!r} is not installed; run pip install -e ."
-    return found
-
-
 SETEC = console_script("setec")
-
-
-def clean_env(server: str | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SETEC_")}
-    if server is not None:
-        env["SETEC_SERVER"] = server
-    env.update(extra)
-    return env
 
 
 def setec(
     *args: str, server: str | None = None, stdin: bytes = b"", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``setec ARGS`` with stdin a pipe holding ``stdin``; never a traceback."""
-    proc = subprocess.run(
-        [SETEC, *args],
-        input=stdin,
-        capture_output=True,
-        env=clean_env(server, **(env or {})),
-        timeout=30,
-        check=False,
-    )
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
-    return proc
+    return run_setec(*args, server=server, stdin=stdin, env=env)
 
 
 def in_pty(
@@ -136,13 +110,6 @@ _names = itertools.count()
 def name() -> str:
     """A secret name no other test uses."""
     return f"test/secret-{next(_names)}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    """One in-process server for the module; every caller is a superuser."""
-    with new_server() as s:
-        yield s
 
 
 def wait_clear_of_token_boundary() -> None:

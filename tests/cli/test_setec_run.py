@@ -7,33 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
+from console_scripts import run_setec
 
 from setec_cli.options import CommandError
 from setec_cli.run import environment_value, parse_secret_option
 from setec_core.testing import audit_entries
-from setec_core.testing.server import LocalServer, new_server
+from setec_core.testing.server import LocalServer
 
 SECRET = b"s3cret-d0-not-print-9b4f"
 
-
-def console_script(name: str) -> str:
-    """The installed console script ``name`` next to this Python (as tests/e2e does)."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    assert found, f"console script {name!r} is not installed; run pip install -e ."
-    return found
-
-
-SETEC = console_script("setec")
 
 # The child prints the SHA-256 of each variable named in its arguments ("-" if unset).
 HASH_ENV = (
@@ -49,11 +37,8 @@ def sha(value: bytes) -> str:
 
 
 def setec(*args: str, server: str, **env: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ``setec ARGS`` against ``server``; never a traceback."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SETEC_")}
-    environ.update(SETEC_SERVER=server, **env)
-    proc = subprocess.run([SETEC, *args], capture_output=True, env=environ, timeout=30, check=False)
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+    """Run ``setec ARGS`` against ``server``; never a traceback, never the secret."""
+    proc = run_setec(*args, server=server, env=env)
     assert SECRET not in proc.stdout + proc.stderr
     return proc
 
@@ -65,13 +50,6 @@ _names = itertools.count()
 def name() -> str:
     """A secret name no other test uses."""
     return f"run/secret-{next(_names)}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    """One in-process server for the module; every caller is a superuser."""
-    with new_server() as s:
-        yield s
 
 
 def test_child_sees_the_secrets(server: LocalServer, name: str) -> None:

@@ -8,52 +8,27 @@ import itertools
 import json
 import os
 import pty
-import shutil
 import stat
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from console_scripts import run_setec
 from hypothesis import given
 from hypothesis import strategies as st
 
 from setec_cli.dotenv import Entry, SecretFileError, parse_env, parse_json, render_env, render_json
 from setec_cli.transfer import guess_format
-from setec_core.testing.server import LocalServer, new_server
+from setec_core.testing.server import LocalServer
 
 SECRET = "s3cret-d0-not-print-5d2a"
-
-
-def console_script(name: str) -> str:
-    """The installed console script ``name`` next to this Python (as tests/e2e does)."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    assert found, f"console script {name!r} is not installed; run pip install -e ."
-    return found
-
-
-SETEC = console_script("setec")
 
 
 def setec(
     *args: str, server: str, stdin: bytes = b"", stdout: int | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``setec ARGS`` against ``server``; never a traceback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SETEC_")}
-    env["SETEC_SERVER"] = server
-    proc = subprocess.run(
-        [SETEC, *args],
-        input=stdin,
-        stdout=stdout if stdout is not None else subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        timeout=30,
-        check=False,
-    )
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
-    return proc
+    return run_setec(*args, server=server, stdin=stdin, stdout=stdout)
 
 
 _prefixes = itertools.count()
@@ -63,13 +38,6 @@ _prefixes = itertools.count()
 def prefix() -> str:
     """A secret-name prefix no other test uses."""
     return f"transfer/t{next(_prefixes)}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    """One in-process server for the module; every caller is a superuser."""
-    with new_server() as s:
-        yield s
 
 
 def values(server: LocalServer, prefix: str) -> dict[str, bytes]:

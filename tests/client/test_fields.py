@@ -29,21 +29,10 @@ from setec_core.client import (
 from setec_core.client.fields import FieldsApplyError, FieldsError
 from setec_core.errors import ConfigError, NotFound, SetecError
 from setec_core.testing import SUPERUSER
-from setec_core.testing.server import LocalServer, new_server
+from setec_core.testing.server import LocalServer
 
 SU = SUPERUSER
 LEAK = "fields-secret-4c8a"  # grepped for in every error message and log line below
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with new_server() as s:
-        yield s
-
-
-@pytest.fixture
-def client(server: LocalServer) -> Client:
-    return Client(server.url)
 
 
 @pytest.fixture(autouse=True)

@@ -21,17 +21,6 @@ NAME = "kr/signing-key"
 LEAK = b"keyring-secret-7b1d"  # grepped for in every error message and log line below
 
 
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with new_server() as s:
-        yield s
-
-
-@pytest.fixture
-def client(server: LocalServer) -> Client:
-    return Client(server.url)
-
-
 @pytest.fixture(autouse=True)
 def no_values_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.DEBUG)

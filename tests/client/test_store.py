@@ -38,17 +38,6 @@ SU = SUPERUSER
 SECRET = b"store-secret-value-91c2"  # grepped for in every log below
 
 
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with new_server() as s:
-        yield s
-
-
-@pytest.fixture
-def client(server: LocalServer) -> Client:
-    return server.client()
-
-
 @pytest.fixture(autouse=True)
 def no_values_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.DEBUG)

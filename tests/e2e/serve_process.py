@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+from console_scripts import console_script
+
 LISTENING = re.compile(r"listening on (\S+)")
-
-
-def console_script(name: str) -> str:
-    """The path of an installed console script of this project (next to the python
-    running the tests, so the tests use the checkout's install)."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    assert found, f"console script {name!r} is not installed; run pip install -e ."
-    return found
 
 
 class ServeProcess:

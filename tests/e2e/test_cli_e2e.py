@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serve_process import ServeProcess, console_script
+from console_scripts import console_script, run_setec
+from serve_process import ServeProcess
 
 from setec_cli.confirm import confirmation_token
 
@@ -20,13 +21,7 @@ def setec(
     *args: str, server: str, stdin: bytes = b"", cwd: Path | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``setec ARGS`` with SETEC_SERVER set to ``server``; never a traceback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SETEC_")}
-    env["SETEC_SERVER"] = server
-    proc = subprocess.run(
-        [SETEC, *args], input=stdin, capture_output=True, env=env, cwd=cwd, timeout=30, check=False
-    )
-    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
-    return proc
+    return run_setec(*args, server=server, stdin=stdin, cwd=cwd)
 
 
 def test_secret_lifecycle_against_setec_serve(tmp_path: Path) -> None:
