@@ -11,7 +11,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import requests
 from console_scripts import console_script
 
 LISTENING = re.compile(r"listening on (\S+)")
@@ -96,13 +98,36 @@ class ServeProcess:
             self.stop()
 
 
-def run_serve(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run ``setec-serve ARGS`` to completion (for commands and startup errors)."""
+def run_serve(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``setec-serve ARGS`` to completion (for commands and startup errors), in
+    ``env`` if given, else this process's environment."""
     return subprocess.run(
         [console_script("setec-serve"), *args],
         cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
+
+
+def call(url: str, method: str, body: dict[str, Any]) -> requests.Response:
+    """POST ``body`` to ``/api/METHOD`` of the server at ``url``, as a Go client does."""
+    return requests.post(f"{url}/api/{method}", json=body, headers=GUARD, timeout=10)
+
+
+def kms_serve_args(state: Path, key: str) -> tuple[str, ...]:
+    """Arguments serving ``state`` under the KMS ``key`` on a free loopback port; --dev
+    only for its loopback superuser authorizer."""
+    return ("--dev", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kms-key-name", key)
+
+
+def state_files(state: Path) -> dict[str, bytes]:
+    """Every file under ``state`` and its bytes (to show that nothing changed)."""
+    return {str(p.relative_to(state)): p.read_bytes() for p in state.rglob("*") if p.is_file()}

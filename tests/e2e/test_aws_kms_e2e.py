@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,11 +17,9 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 from moto.server import ThreadedMotoServer
-from serve_process import ServeProcess, console_script
+from serve_process import ServeProcess, call, kms_serve_args, run_serve, state_files
 
-GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
 SECRET = b"kms-e2e-secret-9c1d"
 
 
@@ -62,34 +59,6 @@ def new_key(moto_url: str) -> str:
     return str(kms.create_key()["KeyMetadata"]["Arn"])
 
 
-def call(url: str, method: str, body: dict[str, Any]) -> requests.Response:
-    return requests.post(f"{url}/api/{method}", json=body, headers=GUARD, timeout=10)
-
-
-def serve_args(state: Path, key: str) -> tuple[str, ...]:
-    # --dev only for its loopback superuser authorizer; the key is the KMS key.
-    return ("--dev", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kms-key-name", key)
-
-
-def run_serve(
-    *args: str, cwd: Path, env: dict[str, str], timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run ``setec-serve ARGS`` to completion in ``env`` (for startup errors)."""
-    return subprocess.run(
-        [console_script("setec-serve"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def files(state: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(state)): p.read_bytes() for p in state.rglob("*") if p.is_file()}
-
-
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error: " in line]
 
@@ -101,25 +70,25 @@ def test_bare_arn_serves_restarts_and_refuses_another_key(moto_url: str, tmp_pat
     state = tmp_path / "st"
     env = aws_env(moto_url, tmp_path)
     value = base64.b64encode(SECRET).decode()
-    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+    with ServeProcess(*kms_serve_args(state, key), cwd=tmp_path, env=env) as server:
         put = call(server.url, "put", {"Name": "prod/db", "Value": value})
         assert (put.status_code, put.text) == (200, "1")
         assert call(server.url, "get", {"Name": "prod/db"}).json()["Value"] == value
         assert server.stop() == 0
-    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+    with ServeProcess(*kms_serve_args(state, key), cwd=tmp_path, env=env) as server:
         assert call(server.url, "get", {"Name": "prod/db"}).json() == {"Value": value, "Version": 1}
         assert server.stop() == 0
     assert SECRET.decode() not in server.output
 
-    before = files(state)
-    result = run_serve(*serve_args(state, other), cwd=tmp_path, env=env)
+    before = state_files(state)
+    result = run_serve(*kms_serve_args(state, other), cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
     assert other in errors[0]
     assert key in errors[0]  # what the store was made with
     assert "Traceback" not in result.stderr + result.stdout
-    assert files(state) == before
+    assert state_files(state) == before
 
 
 def test_unreachable_kms_exits_after_the_bounded_retry(tmp_path: Path) -> None:
@@ -131,7 +100,7 @@ def test_unreachable_kms_exits_after_the_bounded_retry(tmp_path: Path) -> None:
     key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     env = aws_env(f"http://127.0.0.1:{port}", tmp_path, SETEC_KMS_RETRY_SECONDS="1")
     started = time.monotonic()
-    result = run_serve(*serve_args(tmp_path / "st", key), cwd=tmp_path, env=env)
+    result = run_serve(*kms_serve_args(tmp_path / "st", key), cwd=tmp_path, env=env)
     assert time.monotonic() - started >= 1
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
@@ -178,7 +147,7 @@ def test_disabled_key_exits_at_once(tmp_path: Path) -> None:
     try:
         key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
         env = aws_env(kms.url, tmp_path, SETEC_KMS_RETRY_SECONDS="30")
-        result = run_serve(*serve_args(tmp_path / "st", key), cwd=tmp_path, env=env, timeout=20)
+        result = run_serve(*kms_serve_args(tmp_path / "st", key), cwd=tmp_path, env=env, timeout=20)
     finally:
         kms.close()
     assert result.returncode == 1, result.stderr

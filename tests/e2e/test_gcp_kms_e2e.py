@@ -6,19 +6,15 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-import requests
 from peers.fake_gcp_kms import FakeKmsServer, key_name
-from serve_process import ServeProcess, console_script
+from serve_process import ServeProcess, call, kms_serve_args, run_serve, state_files
 
-GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
 SECRET = b"gcp-kms-e2e-secret-4b7e"
 
 
@@ -35,34 +31,6 @@ def gcp_env(endpoint: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def call(url: str, method: str, body: dict[str, Any]) -> requests.Response:
-    return requests.post(f"{url}/api/{method}", json=body, headers=GUARD, timeout=10)
-
-
-def serve_args(state: Path, key: str) -> tuple[str, ...]:
-    # --dev only for its loopback superuser authorizer; the key is the KMS key.
-    return ("--dev", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kms-key-name", key)
-
-
-def run_serve(
-    *args: str, cwd: Path, env: dict[str, str], timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run ``setec-serve ARGS`` to completion in ``env`` (for startup errors)."""
-    return subprocess.run(
-        [console_script("setec-serve"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def files(state: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(state)): p.read_bytes() for p in state.rglob("*") if p.is_file()}
-
-
 def error_lines(stderr: str) -> list[str]:
     # Not any line holding "error: ": gRPC's own messages say "last error: UNKNOWN".
     return [line for line in stderr.splitlines() if line.startswith("setec-serve: error: ")]
@@ -76,27 +44,27 @@ def test_serves_restarts_and_refuses_another_key(kms: FakeKmsServer, tmp_path: P
     state = tmp_path / "st"
     env = gcp_env(kms.endpoint)
     value = base64.b64encode(SECRET).decode()
-    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+    with ServeProcess(*kms_serve_args(state, key), cwd=tmp_path, env=env) as server:
         put = call(server.url, "put", {"Name": "prod/db", "Value": value})
         assert (put.status_code, put.text) == (200, "1")
         assert call(server.url, "get", {"Name": "prod/db"}).json()["Value"] == value
         assert server.stop() == 0
-    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+    with ServeProcess(*kms_serve_args(state, key), cwd=tmp_path, env=env) as server:
         assert call(server.url, "get", {"Name": "prod/db"}).json() == {"Value": value, "Version": 1}
         assert server.stop() == 0
     assert SECRET.decode() not in server.output
     # One Encrypt to create the store, one Decrypt per start after that.
     assert [m for m, n in kms.kms.calls if key.endswith(n)] == ["Encrypt", "Decrypt"]
 
-    before = files(state)
-    result = run_serve(*serve_args(state, other), cwd=tmp_path, env=env)
+    before = state_files(state)
+    result = run_serve(*kms_serve_args(state, other), cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
     assert other.removeprefix("gcp-kms://") in errors[0]
     assert key in errors[0]  # what the store was made with
     assert "Traceback" not in result.stderr + result.stdout
-    assert files(state) == before
+    assert state_files(state) == before
 
 
 def test_disabled_key_exits_at_once(kms: FakeKmsServer, tmp_path: Path) -> None:
@@ -105,7 +73,7 @@ def test_disabled_key_exits_at_once(kms: FakeKmsServer, tmp_path: Path) -> None:
     kms.kms.disable(name)
     env = gcp_env(kms.endpoint, SETEC_KMS_RETRY_SECONDS="30")
     started = time.monotonic()
-    result = run_serve(*serve_args(tmp_path / "st", f"gcp-kms://{name}"), cwd=tmp_path, env=env)
+    result = run_serve(*kms_serve_args(tmp_path / "st", f"gcp-kms://{name}"), cwd=tmp_path, env=env)
     assert time.monotonic() - started < 10
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
@@ -124,7 +92,7 @@ def test_unreachable_kms_exits_after_the_bounded_retry(kms: FakeKmsServer, tmp_p
     name = key_name("e2e-unreachable")
     env = gcp_env(f"127.0.0.1:{port}", SETEC_KMS_RETRY_SECONDS="1")
     started = time.monotonic()
-    result = run_serve(*serve_args(tmp_path / "st", f"gcp-kms://{name}"), cwd=tmp_path, env=env)
+    result = run_serve(*kms_serve_args(tmp_path / "st", f"gcp-kms://{name}"), cwd=tmp_path, env=env)
     assert time.monotonic() - started >= 1
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
@@ -139,7 +107,7 @@ def test_transient_unavailable_is_ridden_out(kms: FakeKmsServer, tmp_path: Path)
     kms.kms.fail("Encrypt", grpc.StatusCode.UNAVAILABLE, "warming up", times=2)
     env = gcp_env(kms.endpoint, SETEC_KMS_RETRY_SECONDS="10")
     with ServeProcess(
-        *serve_args(tmp_path / "st", f"gcp-kms://{name}"), cwd=tmp_path, env=env
+        *kms_serve_args(tmp_path / "st", f"gcp-kms://{name}"), cwd=tmp_path, env=env
     ) as server:
         assert call(server.url, "list", {}).status_code == 200
         assert server.stop() == 0

@@ -8,18 +8,14 @@ import base64
 import logging
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 from peers.fake_vault import FakeVault
-from serve_process import ServeProcess, console_script
+from serve_process import ServeProcess, call, kms_serve_args, run_serve, state_files
 
-GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
 SECRET = b"vault-e2e-secret-51f3"
 TOKEN = "s.e2e-token"
 
@@ -43,32 +39,6 @@ def vault_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def call(url: str, method: str, body: dict[str, Any]) -> requests.Response:
-    return requests.post(f"{url}/api/{method}", json=body, headers=GUARD, timeout=10)
-
-
-def serve_args(state: Path, key: str) -> tuple[str, ...]:
-    # --dev only for its loopback superuser authorizer; the key is the Transit key.
-    return ("--dev", "--state-dir", str(state), "--listen", "127.0.0.1:0", "--kms-key-name", key)
-
-
-def run_serve(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run ``setec-serve ARGS`` to completion in ``env`` (for startup errors)."""
-    return subprocess.run(
-        [console_script("setec-serve"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-def files(state: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(state)): p.read_bytes() for p in state.rglob("*") if p.is_file()}
-
-
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error: " in line]
 
@@ -81,27 +51,27 @@ def test_serves_restarts_and_refuses_another_key(vault: FakeVault, tmp_path: Pat
     state = tmp_path / "st"
     env = vault_env()
     value = base64.b64encode(SECRET).decode()
-    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+    with ServeProcess(*kms_serve_args(state, key), cwd=tmp_path, env=env) as server:
         put = call(server.url, "put", {"Name": "prod/db", "Value": value})
         assert (put.status_code, put.text) == (200, "1")
         assert call(server.url, "get", {"Name": "prod/db"}).json()["Value"] == value
         assert server.stop() == 0
     assert vault.calls("encrypt") == 1
-    with ServeProcess(*serve_args(state, key), cwd=tmp_path, env=env) as server:
+    with ServeProcess(*kms_serve_args(state, key), cwd=tmp_path, env=env) as server:
         assert call(server.url, "get", {"Name": "prod/db"}).json() == {"Value": value, "Version": 1}
         assert server.stop() == 0
     assert SECRET.decode() not in server.output
     assert TOKEN not in server.output
 
-    before = files(state)
-    result = run_serve(*serve_args(state, other), cwd=tmp_path, env=env)
+    before = state_files(state)
+    result = run_serve(*kms_serve_args(state, other), cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
     assert other in errors[0]
     assert key in errors[0]  # what the store was made with
     assert "Traceback" not in result.stderr + result.stdout
-    assert files(state) == before
+    assert state_files(state) == before
 
 
 def test_missing_token_exits_naming_the_variable(vault: FakeVault, tmp_path: Path) -> None:
@@ -110,12 +80,14 @@ def test_missing_token_exits_naming_the_variable(vault: FakeVault, tmp_path: Pat
     env = vault_env()
     del env["VAULT_TOKEN"]
     state = tmp_path / "st"
-    result = run_serve(*serve_args(state, key_name(vault, "setec")), cwd=tmp_path, env=env)
+    result = run_serve(*kms_serve_args(state, key_name(vault, "setec")), cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr
     assert "VAULT_TOKEN" in errors[0]
-    assert all(content == b"" for content in files(state).values()) if state.exists() else True
+    assert (
+        all(content == b"" for content in state_files(state).values()) if state.exists() else True
+    )
 
 
 def test_unreachable_vault_exits_after_the_bounded_retry(tmp_path: Path) -> None:
@@ -127,7 +99,7 @@ def test_unreachable_vault_exits_after_the_bounded_retry(tmp_path: Path) -> None
     key = f"vault-transit://127.0.0.1:{port}/transit/setec?tls=false"
     started = time.monotonic()
     result = run_serve(
-        *serve_args(tmp_path / "st", key),
+        *kms_serve_args(tmp_path / "st", key),
         cwd=tmp_path,
         env=vault_env(SETEC_KMS_RETRY_SECONDS="1"),
     )
