@@ -3,20 +3,56 @@
 A sink stores and returns opaque blobs by name. It never sees anything in clear: a
 backup is a :class:`~setec_core.storage.Snapshot` serialised with its wrapped data key,
 as encrypted as the store itself.
+
+Backup names are relative, slash-separated paths such as
+``2026/11/23/db-2026-11-23T10:54:35.123Z.json``: one or more segments of
+``[A-Za-z0-9._:-]``, none of them empty, ``.`` or ``..``. :func:`check_name` is the rule;
+every sink applies it to every name it is given.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from setec_core.errors import StorageError
 
+_SEGMENT = re.compile(r"[A-Za-z0-9._:-]+")
+MAX_NAME_LENGTH = 1000
+"""The longest backup name accepted (S3 keys are at most 1024 bytes, prefix included)."""
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid backup name (see the module docstring).
+
+    :raises StorageError: naming the offending name, if it is not.
+    """
+    ok = (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_NAME_LENGTH
+        and all(
+            _SEGMENT.fullmatch(segment) and segment not in (".", "..")
+            for segment in name.split("/")
+        )
+    )
+    if not ok:
+        raise StorageError(
+            f"invalid backup name {name!r}: expected a relative path of segments made of "
+            "A-Z a-z 0-9 . _ : - (no empty, '.' or '..' segment), such as "
+            "2026/11/23/db-2026-11-23T10:54:35.123Z.json"
+        )
+    return name
+
 
 class BackupSink(ABC):
     """A place to keep backups, selected by URI scheme (``s3://``, ``dir://``).
 
-    Subclasses set :attr:`name` and :attr:`schemes` and implement every abstract method.
+    Subclasses set :attr:`name` and :attr:`schemes` and implement every abstract method,
+    and override :attr:`uri` and, if they hold connections, :meth:`close`.
+
+    Every method that takes a backup name refuses an invalid one (see
+    :func:`check_name`) with :class:`StorageError`, before touching the storage.
     """
 
     name: ClassVar[str]
@@ -30,16 +66,27 @@ class BackupSink(ABC):
         :raises ConfigError: if the URI is malformed or the location is unusable.
         """
 
+    @property
+    def uri(self) -> str:
+        """The URI that rebuilds this sink through :meth:`from_uri`, without credentials
+        (the server prints it). The default is the bare scheme; override it."""
+        return f"{self.schemes[0]}://" if self.schemes else f"{self.name}://"
+
     @abstractmethod
     def put(self, name: str, data: bytes) -> None:
-        """Store ``data`` under ``name``, replacing nothing: names are unique.
+        """Store ``data`` under ``name``. A stored backup is never replaced: if ``name``
+        exists, the call fails and the stored blob is left as it was.
 
-        :raises StorageError: if the backup could not be stored.
+        :raises StorageError: if ``name`` exists (the message names it and says
+            "already exists"), is invalid, or the backup could not be stored.
         """
 
     @abstractmethod
     def list(self) -> list[str]:
-        """Return the names of the stored backups, oldest first.
+        """Return the names of the stored backups, sorted lexicographically.
+
+        The names the core makes are zero-padded UTC timestamps, so this order is oldest
+        first.
 
         :raises StorageError: if the sink cannot be listed.
         """
@@ -49,12 +96,17 @@ class BackupSink(ABC):
         """Return the backup stored under ``name``.
 
         :raises NotFound: if there is no such backup.
-        :raises StorageError: if it cannot be read.
+        :raises StorageError: if ``name`` is invalid or the backup cannot be read.
         """
 
     def delete(self, name: str) -> None:
-        """Remove the backup ``name`` (used for retention).
+        """Remove the backup ``name`` (used for retention). Deleting a name that does not
+        exist is harmless.
 
-        :raises StorageError: if it cannot be removed. The default refuses.
+        :raises StorageError: if ``name`` is invalid or the backup cannot be removed.
+            The default refuses every deletion.
         """
         raise StorageError(f"backup sink {self.name!r} cannot delete backups")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most sinks hold nothing
+        """Release clients and connections. The default does nothing."""

@@ -7,7 +7,8 @@
 * Fakes that subclass the real interfaces: :class:`FaultyStorage` and
   :class:`FailingAuditSink` inject faults; :class:`FixedAuthorizer` (one caller for
   every request) and :class:`HeaderAuthorizer` (callers chosen by a test header) stand
-  in for an identity service in HTTP tests.
+  in for an identity service in HTTP tests; :class:`MemoryBackupSink` keeps backups in
+  memory and can fail puts on purpose.
 * :mod:`setec_core.testing.server`: :func:`~setec_core.testing.server.new_server`, a
   real setec server on a loopback port over an in-memory database (imports cheroot and
   werkzeug, so import it by name).
@@ -16,8 +17,8 @@
 * A pytest plugin with the fixtures ``setec_db``, ``setec_server``, ``setec_client``,
   ``setec_ticker`` and ``setec_clock`` (docs/testing.md).
 * Contract test classes for plugin authors: :class:`StorageBackendContract`,
-  :class:`PersistentStorageContract` and :class:`KeyProviderContract` (they need
-  pytest, and are imported on first use).
+  :class:`PersistentStorageContract`, :class:`KeyProviderContract` and
+  :class:`BackupSinkContract` (they need pytest, and are imported on first use).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from setec_core.testing.fakes import (
     FaultyStorage,
     FixedAuthorizer,
     HeaderAuthorizer,
+    MemoryBackupSink,
 )
 
 # The contract classes are left out of __all__ so that a star import does not
@@ -43,6 +45,7 @@ __all__ = [
     "FaultyStorage",
     "FixedAuthorizer",
     "HeaderAuthorizer",
+    "MemoryBackupSink",
     "audit_entries",
     "make_caller",
     "new_database",
@@ -101,4 +104,8 @@ def __getattr__(name: str) -> Any:
         from setec_core.testing.key_contract import KeyProviderContract
 
         return KeyProviderContract
+    if name == "BackupSinkContract":
+        from setec_core.testing.backup_contract import BackupSinkContract
+
+        return BackupSinkContract
     raise AttributeError(name)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from setec_core.audit import MemoryAuditSink
 from setec_core.authz import Authorizer, Caller
-from setec_core.errors import AccessDenied, StorageError
+from setec_core.backup import BackupSink, check_name
+from setec_core.errors import AccessDenied, NotFound, StorageError
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
 
 
@@ -60,6 +62,58 @@ class FaultyStorage(StorageBackend):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class MemoryBackupSink(BackupSink):
+    """A backup sink in memory (``memory-backup://``) that can fail on purpose: the
+    next ``fail_puts`` puts raise :class:`StorageError` and store nothing. ``puts``
+    counts the puts that succeeded."""
+
+    name = "memory-backup"
+    schemes = ("memory-backup",)
+
+    def __init__(self, fail_puts: int = 0) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.fail_puts = fail_puts
+        self.puts = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_uri(cls, uri: str) -> MemoryBackupSink:
+        """Return a new, empty sink (each URI use is a separate one)."""
+        return cls()
+
+    @property
+    def uri(self) -> str:
+        return "memory-backup://"
+
+    def put(self, name: str, data: bytes) -> None:
+        check_name(name)
+        with self._lock:
+            if self.fail_puts > 0:
+                self.fail_puts -= 1
+                raise StorageError("injected backup failure")
+            if name in self.blobs:
+                raise StorageError(f"backup {name!r} already exists")
+            self.blobs[name] = bytes(data)
+            self.puts += 1
+
+    def list(self) -> list[str]:
+        with self._lock:
+            return sorted(self.blobs)
+
+    def get(self, name: str) -> bytes:
+        check_name(name)
+        with self._lock:
+            try:
+                return self.blobs[name]
+            except KeyError:
+                raise NotFound(f"no backup {name!r}") from None
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        with self._lock:
+            self.blobs.pop(name, None)
 
 
 class FailingAuditSink(MemoryAuditSink):
