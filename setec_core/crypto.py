@@ -70,6 +70,11 @@ class DataKey:
     def __repr__(self) -> str:
         return "DataKey(<redacted>)"
 
+    def derive(self, info: bytes) -> bytes:
+        """Return a 256-bit key derived from the DEK for the purpose named by ``info``
+        (HKDF-SHA256; each purpose has its own label, so keys never repeat)."""
+        return _derive(self._dek, info)
+
     def storage_key(self, name: str) -> bytes:
         """Return the storage key of the secret ``name``: HMAC-SHA256 under the name key."""
         return hmac.new(self._name_key, name.encode("utf-8"), hashlib.sha256).digest()

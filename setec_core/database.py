@@ -16,6 +16,7 @@ first (durable), then one storage commit. If the commit fails the index is untou
 from __future__ import annotations
 
 import builtins
+import datetime
 import logging
 import os
 import stat
@@ -46,7 +47,8 @@ from setec_core.errors import (
 )
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_VERSION, SecretInfo, SecretState, SecretValue
-from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
+from setec_core.snapshot import seal_snapshot
+from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
 
 log = logging.getLogger("setec.database")
 
@@ -91,6 +93,7 @@ class Database:
         self._secrets: dict[str, SecretState] = {}
         self._sorted: list[str] | None = None
         self._closed = False
+        self._wrapped = b""  # the wrapped data key as read at open (see backup())
         started = time.perf_counter()
         self._dek = self._unlock()
         self._load()
@@ -174,7 +177,7 @@ class Database:
                 f"reads {SCHEMA_VERSION.decode()}; upgrade setec or restore a backup"
             )
         try:
-            return DataKey(self._key.unwrap(wrapped, DEK_CONTEXT))
+            dek = DataKey(self._key.unwrap(wrapped, DEK_CONTEXT))
         except KeyMismatchError as e:
             made_with = (self._storage.get_meta("kek") or b"an unknown key").decode(
                 errors="replace"
@@ -183,6 +186,8 @@ class Database:
                 f"cannot unlock store {self._storage.uri} with key {self._key.uri}: it was "
                 f"created with {made_with} ({e}); open it with that key. Nothing was changed."
             ) from None
+        self._wrapped = wrapped
+        return dek
 
     def _initialise(self) -> DataKey:
         if self._storage.revision() != 0:
@@ -204,6 +209,7 @@ class Database:
             # Another process initialised the same store a moment ago: use its key.
             return self._unlock()
         log.info("created a new store %s under key %s", self._storage.uri, self._key.uri)
+        self._wrapped = wrapped
         return dek
 
     def _load(self) -> None:
@@ -236,6 +242,34 @@ class Database:
     def audit_log(self) -> AuditLog:
         """The audit log every access is written to."""
         return self._audit_log
+
+    def backup(self, *, created: datetime.datetime | None = None) -> tuple[bytes, int]:
+        """Return a sealed backup of the whole store (:mod:`setec_core.snapshot`) and
+        the store revision it holds. Writes wait while the store is read.
+
+        :raises StorageError: if the store cannot be read, or its data key was rotated
+            by another process since this database opened (restart the server).
+        """
+        snapshot = self._storage.export()
+        if snapshot.meta.get("dek") != self._wrapped and not self._same_dek(snapshot.records):
+            raise StorageError(
+                f"the data key of {self._storage.uri} was rotated since this server "
+                "started; restart it to back up under the new key"
+            )
+        when = created or datetime.datetime.now(datetime.UTC)
+        return seal_snapshot(snapshot, self._dek, created=when), snapshot.revision
+
+    def _same_dek(self, records: Sequence[Record]) -> bool:
+        # The wrapped key changes on rotate-kek too, which keeps the data key: a record
+        # that opens with ours says it is still the same data key.
+        for record in records[:1]:
+            assert record.data is not None
+            try:
+                self._dek.open(record.key, record.data)
+            except CorruptStoreError:
+                return False
+            return True
+        return False
 
     def __len__(self) -> int:
         return len(self._secrets)

@@ -55,6 +55,32 @@ class _DatabaseCollector(Collector):
         return [fsyncs, entries, healthy, revision]
 
 
+class _BackupCollector(Collector):
+    """Reads a :class:`~setec_core.backups.BackupLoop`'s counters at scrape time."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+
+    def collect(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        loop = self._loop
+        taken = CounterMetricFamily("setec_backups", "Backups taken and stored.")
+        taken.add_metric([], loop.taken)
+        failures = CounterMetricFamily("setec_backup_failures", "Backups that failed.")
+        failures.add_metric([], loop.failures)
+        last = GaugeMetricFamily(
+            "setec_backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup (0: none yet).",
+        )
+        last.add_metric([], loop.last_success)
+        size = GaugeMetricFamily("setec_backup_last_size_bytes", "Size of the last backup.")
+        size.add_metric([], loop.last_size)
+        seconds = GaugeMetricFamily(
+            "setec_backup_last_duration_seconds", "How long the last backup took."
+        )
+        seconds.add_metric([], loop.last_seconds)
+        return [taken, failures, last, size, seconds]
+
+
 class ServerMetrics:
     """The metrics one app exports.
 
@@ -99,6 +125,13 @@ class ServerMetrics:
         self._calls: dict[str, Any] = {}
         self.registry.register(_DatabaseCollector(db))
         db.audit_log.on_sync = self.audit_sync.observe
+
+    def watch_backups(self, loop: Any) -> None:
+        """Export the counters of a :class:`~setec_core.backups.BackupLoop`:
+        ``setec_backups_total``, ``setec_backup_failures_total``,
+        ``setec_backup_last_success_timestamp_seconds``, ``setec_backup_last_size_bytes``
+        and ``setec_backup_last_duration_seconds``."""
+        self.registry.register(_BackupCollector(loop))
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         """Count one response to ``route`` with status ``code`` taking ``seconds``."""

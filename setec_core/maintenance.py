@@ -1,0 +1,181 @@
+"""Offline maintenance of a store: restore from a backup, and key rotation.
+
+Each operation is one storage commit, and a :class:`~setec_core.storage.StorageBackend`
+applies a commit entirely or not at all, so a crash (or a kill) at any instant leaves
+the store as it was before or as it is after, never a mix:
+
+* :func:`restore_backup` writes a checked backup into an empty store;
+* :func:`rotate_kek` rewraps the data key under another key-encryption key (the records
+  are untouched, so this is cheap and safe while a server runs);
+* :func:`rotate_dek` re-encrypts every record under a new data key. Storage keys are
+  derived from the data key, so every record moves: the new records and the
+  tombstones of the old ones are written in the same commit as the new wrapped key.
+  The whole store is held in memory meanwhile. Run it with the server stopped: a
+  running server still holds the old data key.
+
+Nothing here logs or returns a secret value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from setec_core.crypto import DEK_CONTEXT, DataKey
+from setec_core.database import SCHEMA_VERSION
+from setec_core.errors import CorruptStoreError, KeyMismatchError, StorageError
+from setec_core.keys import KeyProvider
+from setec_core.model import SecretState
+from setec_core.snapshot import BackupInfo, open_backup, seal_snapshot
+from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
+
+
+def _rewrap(material: bytes, to: KeyProvider) -> bytes:
+    # Check the new key can unwrap what it wrapped before anything depends on it.
+    wrapped = to.wrap(material, DEK_CONTEXT)
+    if to.unwrap(wrapped, DEK_CONTEXT) != material:
+        raise KeyMismatchError(f"key {to.uri} did not unwrap what it wrapped; nothing changed")
+    return wrapped
+
+
+def _unlock(storage: StorageBackend, key: KeyProvider) -> tuple[bytes, DataKey]:
+    wrapped = storage.get_meta("dek")
+    if wrapped is None:
+        raise StorageError(f"store {storage.uri} has no data key: it is empty or not a setec store")
+    schema = storage.get_meta("schema")
+    if schema != SCHEMA_VERSION:
+        raise CorruptStoreError(
+            f"store {storage.uri} has schema version {schema!r}; this setec reads "
+            f"{SCHEMA_VERSION.decode()}"
+        )
+    try:
+        return wrapped, DataKey(key.unwrap(wrapped, DEK_CONTEXT))
+    except KeyMismatchError as e:
+        made_with = (storage.get_meta("kek") or b"an unknown key").decode(errors="replace")
+        raise KeyMismatchError(
+            f"key {key.uri} cannot unlock store {storage.uri}: it was created with "
+            f"{made_with} ({e}); nothing changed"
+        ) from None
+
+
+class OfflineStore:
+    """A store opened for maintenance only: no index, no audit log, so it can be read
+    while a server runs on it (``setec-serve backup now``).
+
+    :param storage: the store; closed by :meth:`close`.
+    :param key: the key that unwraps its data key; closed by :meth:`close`.
+    """
+
+    def __init__(self, storage: StorageBackend, key: KeyProvider) -> None:
+        self.storage = storage
+        self.key = key
+
+    @property
+    def revision(self) -> int:
+        """The store's revision."""
+        return self.storage.revision()
+
+    def backup(self, *, created: dt.datetime | None = None) -> tuple[bytes, int]:
+        """Return a sealed backup of the store and the revision it holds.
+
+        :raises KeyMismatchError: if the key cannot unwrap the store's data key.
+        :raises StorageError: if the store is empty or cannot be read.
+        """
+        snapshot = self.storage.export()
+        wrapped, dek = _unlock(self.storage, self.key)
+        if snapshot.meta.get("dek") != wrapped:
+            raise StorageError("the data key changed while reading the store; try again")
+        when = created or dt.datetime.now(dt.UTC)
+        return seal_snapshot(snapshot, dek, created=when), snapshot.revision
+
+    def close(self) -> None:
+        """Close the storage and the key provider."""
+        try:
+            self.storage.close()
+        finally:
+            self.key.close()
+
+
+def restore_backup(
+    data: bytes,
+    storage: StorageBackend,
+    *,
+    key: KeyProvider,
+    backup_key: KeyProvider | None = None,
+) -> BackupInfo:
+    """Check the backup ``data`` and write it into the empty store ``storage``.
+
+    :param key: the key the restored store is to be opened with.
+    :param backup_key: the key that wrapped the backup's data key, if it is not
+        ``key`` (a backup taken before a ``rotate-kek``); the data key is then rewrapped
+        under ``key``.
+    :raises StorageError: if ``storage`` is not empty; nothing is written.
+    :raises CorruptStoreError: if the backup is damaged; nothing is written.
+    :raises KeyMismatchError: if the backup's data key does not unwrap.
+    """
+    opened = open_backup(data, backup_key or key)
+    if storage.revision() != 0 or storage.get_meta("dek") is not None:
+        raise StorageError(
+            f"store {storage.uri} is not empty; restore into a new store (nothing was written)"
+        )
+    meta = dict(opened.snapshot.meta)
+    if backup_key is not None and backup_key.uri != key.uri:
+        meta["dek"] = _rewrap(opened.dek.material, key)
+    meta["kek"] = key.uri.encode()
+    meta.setdefault("schema", SCHEMA_VERSION)
+    storage.commit(
+        [RecordWrite(r.key, r.data, 0) for r in opened.snapshot.records],
+        [MetaWrite(name, value, None) for name, value in sorted(meta.items())],
+    )
+    return opened.info
+
+
+def rotate_kek(storage: StorageBackend, *, old: KeyProvider, new: KeyProvider) -> None:
+    """Rewrap the store's data key under ``new``, atomically; ``old`` is needed only
+    for this, and no longer afterwards (except for backups taken before).
+
+    :raises KeyMismatchError: if ``old`` cannot unwrap the data key; nothing changed.
+    :raises ConflictError: if another process rotated the key meanwhile; nothing changed.
+    """
+    wrapped, dek = _unlock(storage, old)
+    rewrapped = _rewrap(dek.material, new)
+    storage.commit(
+        meta=[
+            MetaWrite("dek", rewrapped, wrapped),
+            MetaWrite("kek", new.uri.encode(), storage.get_meta("kek")),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class DekRotation:
+    """What :func:`rotate_dek` did: how many secrets it re-encrypted, and the store
+    revision after it."""
+
+    secrets: int
+    revision: int
+
+
+def rotate_dek(storage: StorageBackend, *, key: KeyProvider) -> DekRotation:
+    """Re-encrypt every record under a fresh data key, wrapped by ``key``, in one
+    commit (all or nothing).
+
+    :raises KeyMismatchError: if ``key`` cannot unwrap the current data key.
+    :raises CorruptStoreError: if a record does not open; nothing changed.
+    :raises ConflictError: if the store changed meanwhile; nothing changed.
+    """
+    snapshot = storage.export()
+    wrapped, old = _unlock(storage, key)
+    if snapshot.meta.get("dek") != wrapped:
+        raise StorageError("the data key changed while reading the store; run rotate-dek again")
+    new = DataKey.generate()
+    writes = []
+    for record in snapshot.records:
+        assert record.data is not None
+        plain = old.open(record.key, record.data)
+        name = SecretState.decode(plain, 0).name
+        target = new.storage_key(name)
+        writes.append(RecordWrite(target, new.seal(target, plain), 0))
+        writes.append(RecordWrite(record.key, None, record.revision))
+    revision = storage.commit(writes, [MetaWrite("dek", _rewrap(new.material, key), wrapped)])
+    return DekRotation(secrets=len(snapshot.records), revision=revision)

@@ -1,0 +1,165 @@
+"""Restore and key rotation in the library (issue 5 §3): every secret and version
+survives, the right keys open the result, and a failed step changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from setec_core import KeyMismatchError, StorageError
+from setec_core.audit import AuditLog, MemoryAuditSink
+from setec_core.database import Database
+from setec_core.maintenance import OfflineStore, restore_backup, rotate_dek, rotate_kek
+from setec_core.snapshot import open_backup
+from setec_core.storage import StorageBackend
+from setec_core.testing import SUPERUSER, FaultyStorage, new_database
+from setec_plugins.dev_key import DevKeyProvider
+from setec_plugins.memory_storage import MemoryStorage
+
+KEY = DevKeyProvider("maintenance")
+
+
+def fill(db: Database) -> None:
+    for i in range(30):
+        db.put(SUPERUSER, f"svc/key-{i}", f"maintenance-value-{i}".encode())
+    db.put(SUPERUSER, "svc/key-1", b"maintenance-value-1-v2")
+    db.put(SUPERUSER, "svc/key-2", b"maintenance-value-2-v2")
+    db.activate(SUPERUSER, "svc/key-2", 2)
+    db.activate(SUPERUSER, "svc/key-1", 2)
+    db.delete_version(SUPERUSER, "svc/key-1", 1)
+    db.delete(SUPERUSER, "svc/key-29")
+
+
+def contents(db: Database) -> dict[str, tuple[tuple[int, ...], int, dict[int, bytes]]]:
+    """Every secret's versions, active version and values."""
+    out = {}
+    for info in db.list(SUPERUSER):
+        values = {v: db.get(SUPERUSER, info.name, v).value for v in info.versions}
+        out[info.name] = (info.versions, info.active_version, values)
+    return out
+
+
+def open_db(storage: StorageBackend, key: DevKeyProvider = KEY) -> Database:
+    return Database(storage, key, AuditLog(MemoryAuditSink()))
+
+
+@pytest.fixture
+def source() -> Iterator[Database]:
+    with new_database(key="dev://maintenance") as db:
+        fill(db)
+        yield db
+
+
+def test_restore_round_trip(source: Database) -> None:
+    """backup, restore into a new store: every secret, version and active pointer is
+    identical, and the restored store takes writes."""
+    data, _ = source.backup()
+    target = MemoryStorage()
+    info = restore_backup(data, target, key=KEY)
+    assert info.secrets == 29
+    restored = open_db(target)
+    assert contents(restored) == contents(source)
+    restored.put(SUPERUSER, "svc/after", b"maintenance-after")
+    assert restored.get(SUPERUSER, "svc/after").value == b"maintenance-after"
+
+
+def test_restore_refuses_a_non_empty_store(source: Database) -> None:
+    """Restoring over a store that holds anything is refused; it is left as it was."""
+    data, _ = source.backup()
+    with new_database(key="dev://maintenance") as other:
+        other.put(SUPERUSER, "keep/me", b"maintenance-keep")
+        before = other.storage.export()
+        with pytest.raises(StorageError, match="not empty"):
+            restore_backup(data, other.storage, key=KEY)
+        after = other.storage.export()
+        assert after.revision == before.revision
+        assert after.meta == before.meta
+
+
+def test_restore_of_a_damaged_backup_writes_nothing(source: Database) -> None:
+    """A backup that fails its checks leaves the target store empty."""
+    data = bytearray(source.backup()[0])
+    data[-1] ^= 1
+    target = MemoryStorage()
+    with pytest.raises(StorageError):
+        restore_backup(bytes(data), target, key=KEY)
+    assert target.revision() == 0
+    assert target.get_meta("dek") is None
+
+
+def test_restore_under_a_new_key(source: Database) -> None:
+    """A backup from before rotate-kek restores with backup_key=old, and the restored
+    store opens with the new key only."""
+    data, _ = source.backup()
+    new = DevKeyProvider("maintenance-new")
+    target = MemoryStorage()
+    restore_backup(data, target, key=new, backup_key=KEY)
+    assert contents(open_db(target, new)) == contents(source)
+    with pytest.raises(KeyMismatchError):
+        open_db(target, KEY)
+    assert target.get_meta("kek") == new.uri.encode()
+
+
+def test_rotate_kek(source: Database) -> None:
+    """rotate-kek rewraps the data key: the new key opens the store, the old one no
+    longer does, and no record was rewritten."""
+    storage = source.storage
+    before = {r.key: r.data for r in storage.read_all()}
+    new = DevKeyProvider("maintenance-new")
+    rotate_kek(storage, old=KEY, new=new)
+    assert {r.key: r.data for r in storage.read_all()} == before
+    assert storage.get_meta("kek") == new.uri.encode()
+    assert contents(open_db(storage, new)) == contents(source)
+    with pytest.raises(KeyMismatchError):
+        open_db(storage, KEY)
+
+
+def test_rotate_kek_with_the_wrong_old_key_changes_nothing(source: Database) -> None:
+    """Naming the wrong current key fails before anything is written."""
+    storage = source.storage
+    revision, wrapped = storage.revision(), storage.get_meta("dek")
+    with pytest.raises(KeyMismatchError, match="cannot unlock"):
+        rotate_kek(storage, old=DevKeyProvider("wrong"), new=DevKeyProvider("x"))
+    assert storage.revision() == revision
+    assert storage.get_meta("dek") == wrapped
+
+
+def test_rotate_dek(source: Database) -> None:
+    """rotate-dek re-encrypts every record under a new data key: every record moves,
+    all data survives, and old backups still restore (they carry their own key)."""
+    old_backup, _ = source.backup()
+    storage = source.storage
+    before = {r.key: r.data for r in storage.read_all()}
+    wrapped = storage.get_meta("dek")
+    result = rotate_dek(storage, key=KEY)
+    assert result.secrets == 29
+    after = {r.key: r.data for r in storage.read_all()}
+    assert len(after) == 29
+    assert not set(after) & set(before)
+    assert storage.get_meta("dek") != wrapped
+    assert contents(open_db(storage)) == contents(source)
+    target = MemoryStorage()
+    restore_backup(old_backup, target, key=KEY)
+    assert contents(open_db(target)) == contents(source)
+
+
+def test_rotate_dek_failure_changes_nothing(source: Database) -> None:
+    """If the one commit of rotate-dek fails, the store is exactly as before."""
+    faulty = FaultyStorage(source.storage, fail_commits=1)
+    before = source.storage.export()
+    with pytest.raises(StorageError, match="injected"):
+        rotate_dek(faulty, key=KEY)
+    after = source.storage.export()
+    assert after.revision == before.revision
+    assert after.meta == before.meta
+    assert {r.key: r.data for r in after.records} == {r.key: r.data for r in before.records}
+
+
+def test_offline_store_backs_up_without_a_database(source: Database) -> None:
+    """The admin path (no index, no audit log) seals a backup that opens like the
+    server's."""
+    store = OfflineStore(source.storage, KEY)
+    data, revision = store.backup()
+    assert revision == store.revision
+    assert open_backup(data, KEY).info.secrets == 29
