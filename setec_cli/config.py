@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,9 @@ class ServerConfig:
     threads: int
     read_timeout: float
     dev: bool
+    backup: str | None = None
+    backup_keep: int | None = None
+    backup_interval: float = 60.0
 
     @property
     def tls(self) -> bool:
@@ -95,6 +99,48 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def backup_uri(options: Mapping[str, Any]) -> str | None:
+    """Return the backup sink URI the flags name, or ``None`` if backups are off.
+
+    ``--backup URI`` names any sink; Go setec's ``--backup-bucket B`` means
+    ``--backup s3://B``. ``--backup-region`` (or Go's ``--backup-bucket-region``) and
+    ``--backup-role`` become the ``region`` and ``role`` parameters of an ``s3://`` URI.
+
+    :raises ConfigError: naming the flags that do not go together.
+    """
+    uri, bucket = options.get("backup"), options.get("backup_bucket")
+    if uri and bucket:
+        raise ConfigError(
+            f"--backup {uri!r} and --backup-bucket {bucket!r} both name where backups go; "
+            "give one (--backup-bucket B is the same as --backup s3://B)"
+        )
+    if bucket:
+        if "/" in bucket or ":" in bucket:
+            raise ConfigError(
+                f"--backup-bucket {bucket!r} is not a bucket name; for a prefix use "
+                "--backup s3://BUCKET/PREFIX"
+            )
+        uri = f"s3://{bucket}"
+    region = options.get("backup_region") or options.get("backup_bucket_region")
+    role = options.get("backup_role")
+    if not uri:
+        extra = [flag for flag, v in (("--backup-region", region), ("--backup-role", role)) if v]
+        if extra or options.get("backup_keep"):
+            flags = " and ".join(extra or ["--backup-keep"])
+            raise ConfigError(f"{flags} need --backup (or --backup-bucket) to say where backups go")
+        return None
+    if region or role:
+        if not uri.lower().startswith("s3://"):
+            raise ConfigError(
+                f"--backup-region and --backup-role apply to s3:// backups, not {uri!r}"
+            )
+        parts = urllib.parse.urlsplit(uri)
+        query = urllib.parse.parse_qsl(parts.query)
+        query += [(k, v) for k, v in (("region", region), ("role", role)) if v]
+        uri = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    return str(uri)
+
+
 def resolve(options: Mapping[str, Any]) -> ServerConfig:
     """Check the flag values ``options`` (by underscore name) and fill in defaults.
 
@@ -143,4 +189,7 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
         threads=int(options.get("threads") or 32),
         read_timeout=float(options.get("read_timeout") or 10.0),
         dev=dev,
+        backup=backup_uri(options),
+        backup_keep=options.get("backup_keep") or None,
+        backup_interval=float(options.get("backup_interval") or 60.0),
     )

@@ -1,4 +1,5 @@
-"""``setec-serve``: run the setec server, list plugins (and, later, admin commands).
+"""``setec-serve``: run the setec server, list plugins, and the admin commands of
+:mod:`setec_cli.admin` (backups, restore, key rotation).
 
 ``setec-serve --dev`` needs no setup: the public dev key, SQLite in
 ``./setec-dev.state``, ``127.0.0.1:8080``, and the ``dev`` authorizer (every loopback
@@ -19,6 +20,7 @@ from typing import Any
 
 import click
 
+from setec_cli.admin import add_admin_commands
 from setec_cli.config import ServerConfig, resolve
 from setec_core.errors import ConfigError, SetecError
 
@@ -108,6 +110,46 @@ def _say(message: str) -> None:
     show_default=True,
 )
 @click.option(
+    "--backup",
+    envvar="SETEC_BACKUP",
+    help="Where backups go: s3://BUCKET[/PREFIX] or dir:///PATH. A backup is taken at "
+    "start, then each --backup-interval if the store changed (docs/backups.md).",
+)
+@click.option(
+    "--backup-bucket",
+    envvar="SETEC_BACKUP_BUCKET",
+    help="Go setec's flag: the same as --backup s3://BUCKET.",
+)
+@click.option(
+    "--backup-region",
+    envvar="SETEC_BACKUP_REGION",
+    help="The S3 bucket's region (default: the AWS SDK's own resolution).",
+)
+@click.option(
+    "--backup-bucket-region",
+    envvar="SETEC_BACKUP_BUCKET_REGION",
+    help="Go setec's name for --backup-region.",
+)
+@click.option(
+    "--backup-role",
+    envvar="SETEC_BACKUP_ROLE",
+    help="IAM role ARN to assume (STS) for S3 backups.",
+)
+@click.option(
+    "--backup-keep",
+    envvar="SETEC_BACKUP_KEEP",
+    type=click.IntRange(min=1),
+    help="Keep only the newest N backups (default: keep all).",
+)
+@click.option(
+    "--backup-interval",
+    envvar="SETEC_BACKUP_INTERVAL",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between checks for changes to back up.",
+)
+@click.option(
     "--dev",
     envvar="SETEC_DEV",
     is_flag=True,
@@ -145,6 +187,9 @@ def plugins_command() -> None:
         click.echo(f"{kind:16} {name:{width}}  {plugin}{'  ' + uri if uri else ''}")
 
 
+add_admin_commands(cli)
+
+
 def serve(
     config: ServerConfig,
     *,
@@ -159,6 +204,7 @@ def serve(
     :raises SetecError: if the database, key or authorizer cannot be set up.
     """
     from setec_cli.runner import Runner
+    from setec_core.backups import BackupLoop
     from setec_core.database import Database
     from setec_core.http import make_app
     from setec_core.plugins import Plugins
@@ -169,17 +215,27 @@ def serve(
         if config.key.startswith("dev://"):
             _say("dev mode: using the public dev key (dev://); anyone can decrypt this store")
     plugins = plugins if plugins is not None else Plugins.load()
-    authorizer = plugins.authorizer(config.authorizer, config.authorizer_options())
+    # A sink that cannot be built stops the start, as in Go setec: a server that
+    # silently takes no backups is worse than one that does not start.
+    sink = plugins.backup_sink(config.backup) if config.backup else None
+    try:
+        authorizer = plugins.authorizer(config.authorizer, config.authorizer_options())
+    except BaseException:
+        _close_all(sink)
+        raise
     try:
         db = Database.open(
             config.state_dir, key=config.key, storage=config.storage, plugins=plugins
         )
     except BaseException:
-        authorizer.close()
+        _close_all(authorizer, sink)
         raise
-    runner = None
+    runner = backups = None
     try:
         app = make_app(db, authorizer, max_request_bytes=config.max_request_bytes, tls=config.tls)
+        if sink is not None:
+            backups = BackupLoop(db, sink, interval=config.backup_interval, keep=config.backup_keep)
+            app.metrics.watch_backups(backups)
         runner = Runner(app, config, reload=authorizer.reload)
         _say(
             f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
@@ -187,6 +243,15 @@ def serve(
         )
         url = runner.start()
         _say(f"listening on {url}")
+        if backups is not None:
+            keep = "keeping all"
+            if config.backup_keep:
+                keep = f"keeping the newest {config.backup_keep}"
+            _say(
+                f"backups to {backups.sink.uri}: now, then every {config.backup_interval:g} s "
+                f"if the store changed, {keep}"
+            )
+            backups.start()
         if ready is not None:
             ready(url)
         if not runner.wait():
@@ -196,8 +261,19 @@ def serve(
         # The server first: no request may reach a closed database.
         if runner is not None:
             runner.close()
-        authorizer.close()
+        if backups is not None:
+            backups.stop()
+        _close_all(authorizer, sink)
         db.close()
+
+
+def _close_all(*things: Any) -> None:
+    for thing in things:
+        if thing is not None:
+            try:
+                thing.close()
+            except Exception:
+                log.exception("closing %s failed", type(thing).__name__)
 
 
 def _configure_logging(level: str) -> logging.handlers.QueueListener:

@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from backup_scenario import assert_no_values, round_trip
 from moto.server import ThreadedMotoServer
 from serve_process import ServeProcess, call, kms_serve_args, run_serve, state_files
 
@@ -156,3 +157,36 @@ def test_disabled_key_exits_at_once(tmp_path: Path) -> None:
     assert len(errors) == 1, result.stderr
     assert key in errors[0]
     assert "DisabledException" in errors[0]
+
+
+def test_backs_up_to_s3_and_restores(moto_url: str, tmp_path: Path) -> None:
+    """Issue 5 "Done when": setec-serve --kms-key-name ARN with Go's --backup-bucket
+    flags backs up to S3 (moto); after a wipe, restore (naming the sink as
+    --backup s3://BUCKET --backup-region) brings back every secret and version."""
+    key = new_key(moto_url)
+    s3 = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket="setec-e2e-backups")
+    env = aws_env(moto_url, tmp_path, AWS_ENDPOINT_URL_S3=moto_url)
+    printed = round_trip(
+        key,
+        serve_backup=(
+            "--backup-bucket",
+            "setec-e2e-backups",
+            "--backup-bucket-region",
+            "us-east-1",
+        ),
+        admin_backup=("--backup", "s3://setec-e2e-backups", "--backup-region", "us-east-1"),
+        tmp_path=tmp_path,
+        env=env,
+    )
+    assert_no_values(printed)
+    stored = s3.list_objects_v2(Bucket="setec-e2e-backups")["Contents"]
+    assert stored
+    assert all(o["Key"].endswith(".json") for o in stored)
+    s3.close()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backup_scenario import assert_no_values, round_trip
 from peers.fake_vault import FakeVault
 from serve_process import ServeProcess, call, kms_serve_args, run_serve, state_files
 
@@ -109,3 +110,15 @@ def test_unreachable_vault_exits_after_the_bounded_retry(tmp_path: Path) -> None
     assert len(errors) == 1, result.stderr
     assert key in errors[0]
     assert "could not be reached" in errors[0]
+
+
+def test_backs_up_to_a_dir_and_restores(vault: FakeVault, tmp_path: Path) -> None:
+    """Issue 5 "Done when": serve under a Transit key with a dir:// sink, back up,
+    wipe, restore through the console script, and every secret and version is back."""
+    key = key_name(vault, vault.create_key("setec-backup"))
+    sink = ("--backup", f"dir://{tmp_path / 'backups'}")
+    printed = round_trip(
+        key, serve_backup=sink, admin_backup=sink, tmp_path=tmp_path, env=vault_env()
+    )
+    assert_no_values(printed)
+    assert all(TOKEN not in text for text in printed)

@@ -1,0 +1,445 @@
+"""``setec-serve`` admin commands: backups, restore and key rotation (docs/backups.md).
+
+* ``backup now``, ``backup list``, ``backup verify NAME``: these only read the store,
+  so they may run beside a server on the same state directory.
+* ``restore NAME``, ``rotate-kek --to URI``, ``rotate-dek``: these change the store,
+  so they take the state directory's lock (the audit log's, which a running server
+  holds) and refuse to run beside a server. Each writes an audit entry.
+
+The store options (``--state-dir``, ``--kms-key-name``, ``--storage``, ``--backup`` and
+friends) may be given before the command, as for the server, or after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import click
+
+from setec_cli.config import DEV_KEY, DEV_STATE_DIR, backup_uri
+from setec_core.errors import ConfigError, NotFound, SetecError
+
+STORE_FILE = "secrets.db"
+
+
+def _say(message: str) -> None:
+    click.echo(f"setec-serve: {message}", err=True)
+
+
+def _fail(message: str) -> None:
+    _say(f"error: {message}")
+    sys.exit(1)
+
+
+_STORE_OPTIONS = (
+    click.option("--state-dir", help="The server's state directory."),
+    click.option("--kms-key-name", help="The key that wraps the data key (as for the server)."),
+    click.option("--storage", help="Storage URI, if not the state directory's secrets.db."),
+)
+_BACKUP_OPTIONS = (
+    click.option("--backup", help="Where backups are: s3://BUCKET[/PREFIX] or dir:///PATH."),
+    click.option("--backup-bucket", help="Go setec's flag: the same as --backup s3://BUCKET."),
+    click.option("--backup-region", help="The S3 bucket's region."),
+    click.option("--backup-bucket-region", help="Go setec's name for --backup-region."),
+    click.option("--backup-role", help="IAM role ARN to assume for S3."),
+)
+
+
+def _with(options: tuple[Callable[[Any], Any], ...]) -> Callable[[Any], Any]:
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _settings(ctx: click.Context, given: dict[str, Any]) -> dict[str, Any]:
+    # Options after the command win over the same options before it (or from
+    # SETEC_* variables, which only the top-level options read).
+    root = ctx.find_root().params
+    merged = {k: v for k, v in root.items() if v is not None}
+    merged.update({k: v for k, v in given.items() if v is not None})
+    if merged.get("dev"):
+        merged.setdefault("state_dir", DEV_STATE_DIR)
+        merged.setdefault("kms_key_name", DEV_KEY)
+    return merged
+
+
+def _plugins(ctx: click.Context) -> Any:
+    if ctx.find_root().obj is not None:
+        return ctx.find_root().obj
+    from setec_core.plugins import Plugins
+
+    return Plugins.load()
+
+
+def _require(settings: dict[str, Any], name: str, why: str) -> str:
+    value = settings.get(name)
+    if not value:
+        flag = "--" + name.replace("_", "-")
+        env = "SETEC_" + name.upper()
+        raise ConfigError(f"{flag} (or {env}) must be given: {why}")
+    return str(value)
+
+
+@contextmanager
+def _sink(ctx: click.Context, settings: dict[str, Any]) -> Iterator[Any]:
+    uri = backup_uri(settings)
+    if uri is None:
+        raise ConfigError(
+            "--backup (or SETEC_BACKUP) must be given: where the backups are "
+            "(s3://BUCKET[/PREFIX] or dir:///PATH)"
+        )
+    sink = _plugins(ctx).backup_sink(uri)
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+@contextmanager
+def _key(ctx: click.Context, uri: str) -> Iterator[Any]:
+    key = _plugins(ctx).key_provider(uri)
+    try:
+        yield key
+    finally:
+        key.close()
+
+
+def _storage_uri(settings: dict[str, Any], *, must_exist: bool) -> str:
+    if settings.get("storage"):
+        return str(settings["storage"])
+    state_dir = _require(settings, "state_dir", "the server's state directory")
+    path = Path(state_dir, STORE_FILE).resolve()
+    if must_exist and not path.exists():
+        raise ConfigError(
+            f"there is no store in {state_dir!r} (no {STORE_FILE}); check --state-dir"
+        )
+    return f"sqlite://{path}"
+
+
+@contextmanager
+def _offline_store(ctx: click.Context, settings: dict[str, Any]) -> Iterator[Any]:
+    from setec_core.maintenance import OfflineStore
+
+    key_uri = _require(settings, "kms_key_name", "the key that wraps the data key")
+    storage = _plugins(ctx).storage(_storage_uri(settings, must_exist=True))
+    try:
+        key = _plugins(ctx).key_provider(key_uri)
+    except BaseException:
+        storage.close()
+        raise
+    store = OfflineStore(storage, key)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def _locked(settings: dict[str, Any], action: str) -> Iterator[None]:
+    """Hold the state directory's lock (its audit log, which a running server holds)
+    while ``action`` runs, then record its outcome there."""
+    from setec_core.audit import AuditEntry, AuditLog
+    from setec_core.authz import Principal
+    from setec_core.database import AUDIT_FILE, prepare_state_dir
+
+    state = prepare_state_dir(_require(settings, "state_dir", "the server's state directory"))
+    audit = AuditLog.open(state / AUDIT_FILE)
+    principal = Principal(hostname=socket.gethostname(), ip="local", user=_local_user())
+    try:
+        yield
+    except BaseException:
+        with suppress(SetecError):
+            audit.write(AuditEntry(principal, action, True, outcome="error"))
+        raise
+    else:
+        audit.write(AuditEntry(principal, action, True, outcome="ok"))
+    finally:
+        audit.close()
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a bare container)
+        return f"uid {os.getuid()}"
+
+
+def _resolve_name(sink: Any, name: str) -> str:
+    from setec_core.backups import list_backups
+
+    if name == "latest":
+        names = list_backups(sink)
+        if not names:
+            raise NotFound(f"there are no backups in {sink.uri}")
+        return names[-1]
+    return name
+
+
+def _fetch(sink: Any, name: str) -> bytes:
+    try:
+        return bytes(sink.get(name))
+    except NotFound:
+        raise NotFound(
+            f"there is no backup {name!r} in {sink.uri}; 'setec-serve backup list' shows "
+            "what there is"
+        ) from None
+
+
+def _run(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except (SetecError, ValueError) as e:
+        _fail(str(e))
+
+
+# --- backup --------------------------------------------------------------------------
+
+
+@click.group("backup")
+def backup_group() -> None:
+    """Take, list and check backups."""
+
+
+@backup_group.command("now")
+@_with(_STORE_OPTIONS + _BACKUP_OPTIONS)
+@click.option("--backup-keep", type=click.IntRange(min=1), help="Then keep only the newest N.")
+@click.pass_context
+def backup_now(ctx: click.Context, /, **given: Any) -> None:
+    """Take a backup now (beside a running server, too) and print its name."""
+    from setec_core.backups import prune, take_backup
+
+    settings = _settings(ctx, given)
+
+    def act() -> None:
+        with _sink(ctx, settings) as sink, _offline_store(ctx, settings) as store:
+            result = take_backup(store, sink)
+            _say(
+                f"backed up revision {result.revision} to {sink.uri}: {result.size} bytes "
+                f"in {result.seconds:.2f} s"
+            )
+            click.echo(result.name)
+            keep = settings.get("backup_keep")
+            if keep:
+                for name in prune(sink, int(keep)):
+                    _say(f"deleted {name} (--backup-keep {keep})")
+
+    _run(act)
+
+
+@backup_group.command("list")
+@_with(_BACKUP_OPTIONS)
+@click.pass_context
+def backup_list(ctx: click.Context, /, **given: Any) -> None:
+    """List the backups, oldest first."""
+    from setec_core.backups import list_backups
+
+    settings = _settings(ctx, given)
+
+    def act() -> None:
+        with _sink(ctx, settings) as sink:
+            for name in list_backups(sink):
+                click.echo(name)
+
+    _run(act)
+
+
+@backup_group.command("verify")
+@click.argument("name")
+@_with(_STORE_OPTIONS[1:2] + _BACKUP_OPTIONS)
+@click.option("--backup-key", help="The key that wrapped the backup, if not --kms-key-name.")
+@click.pass_context
+def backup_verify(ctx: click.Context, /, name: str, **given: Any) -> None:
+    """Check that backup NAME (or 'latest') is whole: unwrap its data key, check its tag,
+    and decrypt every record."""
+    from setec_core.snapshot import open_backup
+
+    settings = _settings(ctx, given)
+
+    def act() -> None:
+        key_uri = settings.get("backup_key") or _require(
+            settings, "kms_key_name", "the key that wraps the backup's data key"
+        )
+        with _sink(ctx, settings) as sink, _key(ctx, key_uri) as key:
+            chosen = _resolve_name(sink, name)
+            info = open_backup(_fetch(sink, chosen), key).info
+            click.echo(
+                f"ok: {chosen}: {info.secrets} secrets, {info.versions} versions, "
+                f"revision {info.revision}, taken {info.created}, {info.size} bytes, "
+                f"key {info.kek}"
+            )
+
+    _run(act)
+
+
+# --- restore -------------------------------------------------------------------------
+
+
+@click.command("restore")
+@click.argument("name")
+@_with(_STORE_OPTIONS + _BACKUP_OPTIONS)
+@click.option("--backup-key", help="The key that wrapped the backup, if not --kms-key-name.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the store of a non-empty state directory (the old one is kept aside).",
+)
+@click.pass_context
+def restore_command(ctx: click.Context, /, name: str, force: bool, **given: Any) -> None:
+    """Restore backup NAME (or 'latest') into a state directory, with the server stopped."""
+    settings = _settings(ctx, given)
+    _run(lambda: _restore(ctx, settings, name, force))
+
+
+def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: bool) -> None:
+    from setec_core.maintenance import restore_backup
+
+    state_dir = _require(settings, "state_dir", "the state directory to restore into")
+    key_uri = _require(settings, "kms_key_name", "the key the restored store will use")
+    state = Path(state_dir)
+    present = sorted(p.name for p in state.iterdir()) if state.is_dir() else []
+    if present and not force:
+        raise ConfigError(
+            f"state directory {state_dir!r} is not empty (it holds {', '.join(present[:5])}); "
+            "restore into a new directory, or add --force to replace its store (the old "
+            "store is kept beside it)"
+        )
+    with _sink(ctx, settings) as sink:
+        chosen = _resolve_name(sink, name)
+        data = _fetch(sink, chosen)
+    plugins = _plugins(ctx)
+    backup_key_uri = settings.get("backup_key")
+    with _locked(settings, "restore"), _key(ctx, key_uri) as key:
+        backup_key = plugins.key_provider(backup_key_uri) if backup_key_uri else None
+        try:
+            if settings.get("storage"):
+                storage = plugins.storage(settings["storage"])
+                try:
+                    info = restore_backup(data, storage, key=key, backup_key=backup_key)
+                finally:
+                    storage.close()
+                where = storage.uri
+            else:
+                info = _restore_file(state, data, key, backup_key, plugins)
+                where = str(state / STORE_FILE)
+        finally:
+            if backup_key is not None:
+                backup_key.close()
+    click.echo(
+        f"restored {chosen} into {where}: {info.secrets} secrets, {info.versions} versions "
+        f"(revision {info.revision}, taken {info.created})"
+    )
+
+
+def _restore_file(state: Path, data: bytes, key: Any, backup_key: Any, plugins: Any) -> Any:
+    # Restore into a new file beside the store, then swap it in with renames: a crash
+    # leaves the old store in place (and a .restoring file to delete).
+    from setec_core.maintenance import restore_backup
+
+    target = state / STORE_FILE
+    temp = state / (STORE_FILE + ".restoring")
+    for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
+        leftover.unlink(missing_ok=True)
+    storage = plugins.storage(f"sqlite://{temp.resolve()}")
+    try:
+        info = restore_backup(data, storage, key=key, backup_key=backup_key)
+    except BaseException:
+        storage.close()
+        temp.unlink(missing_ok=True)
+        raise
+    storage.close()
+    if target.exists():
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = state / f"{STORE_FILE}.replaced-{stamp}"
+        # The -wal file (if a crash left one) holds committed data: keep it with its store.
+        for suffix in ("-wal", "-shm", ""):
+            old = Path(f"{target}{suffix}")
+            if old.exists():
+                os.rename(old, f"{aside}{suffix}")
+        _say(f"the old store is kept as {aside}")
+    os.rename(temp, target)
+    fd = os.open(state, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return info
+
+
+# --- rotation ------------------------------------------------------------------------
+
+
+@click.command("rotate-kek")
+@click.option("--to", "to", required=True, help="The new key's URI (as for --kms-key-name).")
+@_with(_STORE_OPTIONS)
+@click.pass_context
+def rotate_kek_command(ctx: click.Context, /, to: str, **given: Any) -> None:
+    """Rewrap the data key under the key --to, atomically, with the server stopped.
+    Start the server with --kms-key-name set to the new key afterwards."""
+    from setec_core.maintenance import rotate_kek
+
+    settings = _settings(ctx, given)
+
+    def act() -> None:
+        old_uri = _require(settings, "kms_key_name", "the key that wraps the data key now")
+        storage_uri = _storage_uri(settings, must_exist=True)
+        plugins = _plugins(ctx)
+        with (
+            _locked(settings, "rotate-kek"),
+            _key(ctx, old_uri) as old,
+            _key(ctx, to) as new,
+        ):
+            storage = plugins.storage(storage_uri)
+            try:
+                rotate_kek(storage, old=old, new=new)
+            finally:
+                storage.close()
+            click.echo(
+                f"the data key is now wrapped by {new.uri} (was {old.uri}); start the server "
+                f"with --kms-key-name {new.uri}"
+            )
+
+    _run(act)
+
+
+@click.command("rotate-dek")
+@_with(_STORE_OPTIONS)
+@click.pass_context
+def rotate_dek_command(ctx: click.Context, /, **given: Any) -> None:
+    """Re-encrypt every secret under a new data key, in one atomic commit, with the
+    server stopped."""
+    from setec_core.maintenance import rotate_dek
+
+    settings = _settings(ctx, given)
+
+    def act() -> None:
+        key_uri = _require(settings, "kms_key_name", "the key that wraps the data key")
+        storage_uri = _storage_uri(settings, must_exist=True)
+        with _locked(settings, "rotate-dek"), _key(ctx, key_uri) as key:
+            storage = _plugins(ctx).storage(storage_uri)
+            try:
+                result = rotate_dek(storage, key=key)
+            finally:
+                storage.close()
+            click.echo(
+                f"re-encrypted {result.secrets} secrets under a new data key "
+                f"(store revision {result.revision})"
+            )
+
+    _run(act)
+
+
+def add_admin_commands(group: click.Group) -> None:
+    """Add the admin commands to ``setec-serve``."""
+    for command in (backup_group, restore_command, rotate_kek_command, rotate_dek_command):
+        group.add_command(command)

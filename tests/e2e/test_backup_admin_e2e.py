@@ -1,0 +1,332 @@
+"""``setec-serve`` backups and admin commands end to end through the console script,
+under the dev key and a dir:// sink (issue 5 §2-3): the backup loop's failures, backup
+now/list/verify, restore --force, rotate-kek, rotate-dek (killed midway, too)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from console_scripts import clean_env, console_script
+from serve_process import ServeProcess, call, run_serve
+
+from setec_core import Database, KeyMismatchError
+from setec_core.audit import AuditLog, MemoryAuditSink
+from setec_core.testing import SUPERUSER
+
+VALUE = b"admin-e2e-value-7a1c"
+KEY = "dev://admin-e2e"
+
+
+def serve_args(state: Path, *extra: str, key: str = KEY) -> tuple[str, ...]:
+    return (
+        "--dev",
+        "--state-dir",
+        str(state),
+        "--listen",
+        "127.0.0.1:0",
+        "--kms-key-name",
+        key,
+        *extra,
+    )
+
+
+def admin(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_serve(*args, cwd=cwd, env=clean_env())
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("setec-serve: error: ")]
+
+
+def put(url: str, name: str, value: bytes) -> None:
+    answer = call(url, "put", {"Name": name, "Value": base64.b64encode(value).decode()})
+    assert answer.status_code == 200, answer.text
+
+
+def make_store(state: Path, count: int = 3, key: str = KEY) -> None:
+    """A store of ``count`` secrets, written through the library."""
+    with Database.open(state, key=key) as db:
+        db.put_many(SUPERUSER, {f"svc/{i}": VALUE + str(i).encode() for i in range(count)})
+
+
+def check_store(state: Path, count: int = 3, key: str = KEY) -> None:
+    with Database.open(state, key=key) as db:
+        assert len(db) == count
+        for i in range(count):
+            assert db.get(SUPERUSER, f"svc/{i}").value == VALUE + str(i).encode()
+
+
+def audit_actions(state: Path) -> list[tuple[str, str]]:
+    lines = (state / "audit.log").read_text().splitlines()
+    return [(e["action"], e.get("outcome", "")) for e in map(json.loads, lines)]
+
+
+def test_backup_now_list_and_verify_beside_a_running_server(tmp_path: Path) -> None:
+    """backup now runs while the server holds the state directory, prints the name;
+    list shows it; verify checks it; a damaged copy fails verify with one line."""
+    state, sink = tmp_path / "state", f"dir://{tmp_path / 'b'}"
+    with ServeProcess(*serve_args(state), cwd=tmp_path, env=clean_env()) as server:
+        put(server.url, "prod/db", VALUE)
+        now = admin(
+            "backup",
+            "now",
+            "--state-dir",
+            str(state),
+            "--kms-key-name",
+            KEY,
+            "--backup",
+            sink,
+            cwd=tmp_path,
+        )
+        assert now.returncode == 0, now.stderr
+        name = now.stdout.strip()
+        assert re.fullmatch(r"\d{4}/\d\d/\d\d/db-[-0-9T:.]+Z\.json", name), name
+        assert call(server.url, "get", {"Name": "prod/db"}).status_code == 200
+        assert server.stop() == 0
+    listed = admin("backup", "list", "--backup", sink, cwd=tmp_path)
+    assert listed.stdout.split() == [name]
+    # The store options may come before the command, as for the server.
+    verify = admin("--kms-key-name", KEY, "backup", "verify", name, "--backup", sink, cwd=tmp_path)
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stdout.startswith(f"ok: {name}: 1 secrets, 1 versions")
+
+    path = tmp_path / "b" / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.chmod(0o600)
+    path.write_bytes(bytes(data))
+    bad = admin("backup", "verify", name, "--kms-key-name", KEY, "--backup", sink, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert len(error_lines(bad.stderr)) == 1, bad.stderr
+    assert "Traceback" not in bad.stderr
+    wrong = admin(
+        "backup", "verify", name, "--kms-key-name", "dev://other", "--backup", sink, cwd=tmp_path
+    )
+    assert wrong.returncode == 1
+    assert KEY in wrong.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("backup", "list"), "--backup (or SETEC_BACKUP) must be given"),
+        (
+            (
+                "backup",
+                "verify",
+                "2026/01/01/db-2026-01-01T00:00:00.000Z.json",
+                "--kms-key-name",
+                KEY,
+                "--backup",
+                "dir:///tmp/setec-no-such-backups",
+            ),
+            "there is no backup",
+        ),
+        (
+            ("backup", "list", "--backup", "dir:///tmp/x", "--backup-region", "us-east-1"),
+            "apply to s3:// backups",
+        ),
+        (("backup", "list", "--backup", "s3://a", "--backup-bucket", "b"), "give one"),
+        (
+            ("rotate-dek", "--state-dir", "/tmp/setec-no-such-state", "--kms-key-name", KEY),
+            "there is no store",
+        ),
+        (
+            (
+                "restore",
+                "latest",
+                "--state-dir",
+                "/tmp/setec-x",
+                "--kms-key-name",
+                KEY,
+                "--backup",
+                "dir:///tmp/setec-empty-backups",
+            ),
+            "there are no backups",
+        ),
+    ],
+)
+def test_admin_mistakes_get_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    """A mistake on the admin command line is exit 1 with one line saying what to do."""
+    shutil.rmtree("/tmp/setec-empty-backups", ignore_errors=True)
+    result = admin(*args, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_failing_sink_does_not_stop_serving(tmp_path: Path) -> None:
+    """A backup that fails is logged and counted, the server keeps serving, and the
+    next round succeeds once the sink is back."""
+    state, where = tmp_path / "state", tmp_path / "b"
+    args = serve_args(state, "--backup", f"dir://{where}", "--backup-interval", "1")
+    with ServeProcess(*args, cwd=tmp_path, env=clean_env()) as server:
+        deadline = time.monotonic() + 20
+        while not list(where.rglob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(where)
+        where.write_text("in the way")  # the sink's directory is now a file
+        put(server.url, "prod/db", VALUE)
+        deadline = time.monotonic() + 20
+        while "backup failed" not in server.output and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "backup failed" in server.output
+        assert call(server.url, "get", {"Name": "prod/db"}).status_code == 200
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        assert re.search(r"^setec_backup_failures_total [1-9]", metrics, re.M)
+        # The sink does not recreate its own root (it may be a mount point that is
+        # away): the operator puts it back.
+        where.unlink()
+        where.mkdir(mode=0o700)
+        deadline = time.monotonic() + 20
+        while not list(where.rglob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(where.rglob("*.json")), server.output
+        assert server.stop() == 0
+    assert VALUE.decode() not in server.output
+
+
+def test_unusable_sink_stops_the_start(tmp_path: Path) -> None:
+    """A sink that cannot be built stops the server from starting (as in Go setec)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_serve(
+        *serve_args(tmp_path / "state", "--backup", f"dir://{blocker}/b"),
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert result.returncode == 1
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert str(blocker) in errors[0]
+
+
+def test_restore_force_keeps_the_old_store_and_refuses_a_running_server(tmp_path: Path) -> None:
+    """restore --force swaps the restored store in and keeps the old one aside; it is
+    refused while a server holds the state directory; the restore is audited."""
+    state, sink = tmp_path / "state", f"dir://{tmp_path / 'b'}"
+    make_store(state)
+    now = admin(
+        "backup",
+        "now",
+        "--state-dir",
+        str(state),
+        "--kms-key-name",
+        KEY,
+        "--backup",
+        sink,
+        cwd=tmp_path,
+    )
+    assert now.returncode == 0, now.stderr
+    with Database.open(state, key=KEY) as db:
+        db.put(SUPERUSER, "svc/later", b"admin-e2e-later")
+    restore = (
+        "restore",
+        "latest",
+        "--state-dir",
+        str(state),
+        "--kms-key-name",
+        KEY,
+        "--backup",
+        sink,
+        "--force",
+    )
+    with ServeProcess(*serve_args(state), cwd=tmp_path, env=clean_env()) as server:
+        busy = admin(*restore, cwd=tmp_path)
+        assert busy.returncode == 1
+        assert "another setec server running" in busy.stderr
+        assert server.stop() == 0
+    done = admin(*restore, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert audit_actions(state)[-1] == ("restore", "ok")
+    check_store(state)  # svc/later was written after the backup: gone from the store
+    aside = list(state.glob("secrets.db.replaced-*"))
+    assert len(aside) == 1
+    with Database.open(key=KEY, storage=f"sqlite://{aside[0]}", audit=_null_audit()) as old:
+        assert old.get(SUPERUSER, "svc/later").value == b"admin-e2e-later"
+
+
+def _null_audit() -> AuditLog:
+    return AuditLog(MemoryAuditSink())
+
+
+def test_rotate_kek_then_serve_with_the_new_key(tmp_path: Path) -> None:
+    """rotate-kek --to: the server starts with the new key and serves every secret; the
+    old key no longer opens the store; the rotation is audited."""
+    state = tmp_path / "state"
+    make_store(state)
+    new = "dev://admin-e2e-new"
+    rotated = admin(
+        "rotate-kek", "--to", new, "--state-dir", str(state), "--kms-key-name", KEY, cwd=tmp_path
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert audit_actions(state)[-1] == ("rotate-kek", "ok")
+    assert f"--kms-key-name {new}" in rotated.stdout
+    check_store(state, key=new)
+    with pytest.raises(KeyMismatchError):
+        Database.open(state, key=KEY)
+    old = run_serve(*serve_args(state), cwd=tmp_path, env=clean_env())
+    assert old.returncode == 1
+    assert new in old.stderr
+
+
+def test_rotate_dek_keeps_every_secret(tmp_path: Path) -> None:
+    """rotate-dek re-encrypts under a new data key; the store opens with all data."""
+    state = tmp_path / "state"
+    make_store(state, count=50)
+    before = (state / "secrets.db").read_bytes()
+    rotated = admin("rotate-dek", "--state-dir", str(state), "--kms-key-name", KEY, cwd=tmp_path)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "re-encrypted 50 secrets" in rotated.stdout
+    assert audit_actions(state)[-1] == ("rotate-dek", "ok")
+    assert (state / "secrets.db").read_bytes() != before
+    check_store(state, count=50)
+
+
+@pytest.mark.slow
+def test_rotate_dek_killed_midway_leaves_a_whole_store(tmp_path: Path) -> None:
+    """rotate-dek killed with SIGKILL at several points of its run: every time, the
+    store opens with all its data (under the old data key or the new one)."""
+    state = tmp_path / "state"
+    count = 20_000
+    make_store(state, count=count)
+    args = [
+        console_script("setec-serve"),
+        "rotate-dek",
+        "--state-dir",
+        str(state),
+        "--kms-key-name",
+        KEY,
+    ]
+    started = time.monotonic()
+    subprocess.run(args, cwd=tmp_path, env=clean_env(), capture_output=True, check=True)
+    full = time.monotonic() - started
+    outcomes = set()
+    for fraction in (0.5, 0.7, 0.8, 0.9, 0.95):
+        before = (state / "secrets.db").read_bytes()
+        proc = subprocess.Popen(
+            args,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(full * fraction)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        check_store(state, count=count)
+        outcomes.add((state / "secrets.db").read_bytes() == before)
+    # Most kills land before the commit; whichever way each went, the store was whole.
+    assert outcomes
