@@ -28,6 +28,7 @@ from setec_cli.config import DEV_KEY, DEV_STATE_DIR, backup_uri
 from setec_core.errors import ConfigError, NotFound, SetecError
 
 STORE_FILE = "secrets.db"
+AUDIT_FILE = "audit.log"
 
 
 def _say(message: str) -> None:
@@ -92,14 +93,16 @@ def _require(settings: dict[str, Any], name: str, why: str) -> str:
 
 
 @contextmanager
-def _sink(ctx: click.Context, settings: dict[str, Any]) -> Iterator[Any]:
+def _sink(
+    ctx: click.Context, settings: dict[str, Any], *, read_only: bool = False
+) -> Iterator[Any]:
     uri = backup_uri(settings)
     if uri is None:
         raise ConfigError(
             "--backup (or SETEC_BACKUP) must be given: where the backups are "
             "(s3://BUCKET[/PREFIX] or dir:///PATH)"
         )
-    sink = _plugins(ctx).backup_sink(uri)
+    sink = _plugins(ctx).backup_sink(uri, read_only=read_only)
     try:
         yield sink
     finally:
@@ -151,7 +154,7 @@ def _locked(settings: dict[str, Any], action: str) -> Iterator[None]:
     while ``action`` runs, then record its outcome there."""
     from setec_core.audit import AuditEntry, AuditLog
     from setec_core.authz import Principal
-    from setec_core.database import AUDIT_FILE, prepare_state_dir
+    from setec_core.database import prepare_state_dir
 
     state = prepare_state_dir(_require(settings, "state_dir", "the server's state directory"))
     audit = AuditLog.open(state / AUDIT_FILE)
@@ -176,14 +179,9 @@ def _local_user() -> str:
 
 
 def _resolve_name(sink: Any, name: str) -> str:
-    from setec_core.backups import list_backups
+    from setec_core.backups import latest_backup
 
-    if name == "latest":
-        names = list_backups(sink)
-        if not names:
-            raise NotFound(f"there are no backups in {sink.uri}")
-        return names[-1]
-    return name
+    return latest_backup(sink) if name == "latest" else name
 
 
 def _fetch(sink: Any, name: str) -> bytes:
@@ -201,6 +199,12 @@ def _run(action: Callable[[], None]) -> None:
         action()
     except (SetecError, ValueError) as e:
         _fail(str(e))
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        _fail(
+            f"cannot use{where}: {e.strerror or type(e).__name__}; check the path, and that "
+            "this user may read and write it (run as the server's user)"
+        )
 
 
 # --- backup --------------------------------------------------------------------------
@@ -231,7 +235,7 @@ def backup_now(ctx: click.Context, /, **given: Any) -> None:
             click.echo(result.name)
             keep = settings.get("backup_keep")
             if keep:
-                for name in prune(sink, int(keep)):
+                for name in prune(sink, int(keep), newest=result.name):
                     _say(f"deleted {name} (--backup-keep {keep})")
 
     _run(act)
@@ -247,7 +251,7 @@ def backup_list(ctx: click.Context, /, **given: Any) -> None:
     settings = _settings(ctx, given)
 
     def act() -> None:
-        with _sink(ctx, settings) as sink:
+        with _sink(ctx, settings, read_only=True) as sink:
             for name in list_backups(sink):
                 click.echo(name)
 
@@ -270,7 +274,7 @@ def backup_verify(ctx: click.Context, /, name: str, **given: Any) -> None:
         key_uri = settings.get("backup_key") or _require(
             settings, "kms_key_name", "the key that wraps the backup's data key"
         )
-        with _sink(ctx, settings) as sink, _key(ctx, key_uri) as key:
+        with _sink(ctx, settings, read_only=True) as sink, _key(ctx, key_uri) as key:
             chosen = _resolve_name(sink, name)
             info = open_backup(_fetch(sink, chosen), key).info
             click.echo(
@@ -302,49 +306,54 @@ def restore_command(ctx: click.Context, /, name: str, force: bool, **given: Any)
 
 
 def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: bool) -> None:
-    from setec_core.maintenance import restore_backup
+    from setec_core.maintenance import restore_opened
+    from setec_core.snapshot import open_backup
 
     state_dir = _require(settings, "state_dir", "the state directory to restore into")
     key_uri = _require(settings, "kms_key_name", "the key the restored store will use")
     state = Path(state_dir)
-    present = sorted(p.name for p in state.iterdir()) if state.is_dir() else []
+    # The audit log alone is no store: a directory holding only it (a store lost, or
+    # an earlier restore that failed) is restored into without --force.
+    present = (
+        sorted(p.name for p in state.iterdir() if p.name != AUDIT_FILE) if state.is_dir() else []
+    )
     if present and not force:
         raise ConfigError(
             f"state directory {state_dir!r} is not empty (it holds {', '.join(present[:5])}); "
             "restore into a new directory, or add --force to replace its store (the old "
             "store is kept beside it)"
         )
-    with _sink(ctx, settings) as sink:
+    with _sink(ctx, settings, read_only=True) as sink:
         chosen = _resolve_name(sink, name)
         data = _fetch(sink, chosen)
     plugins = _plugins(ctx)
     backup_key_uri = settings.get("backup_key")
-    with _locked(settings, "restore"), _key(ctx, key_uri) as key:
-        backup_key = plugins.key_provider(backup_key_uri) if backup_key_uri else None
-        try:
+    # Check everything (keys, the backup's tag, every record) before touching the
+    # state directory, so that a mistake leaves nothing behind to trip the next try.
+    with _key(ctx, key_uri) as key, _key(ctx, backup_key_uri or key_uri) as backup_key:
+        opened = open_backup(data, backup_key)
+        with _locked(settings, "restore"):
             if settings.get("storage"):
                 storage = plugins.storage(settings["storage"])
                 try:
-                    info = restore_backup(data, storage, key=key, backup_key=backup_key)
+                    info = restore_opened(opened, storage, key=key)
                 finally:
                     storage.close()
                 where = storage.uri
             else:
-                info = _restore_file(state, data, key, backup_key, plugins)
+                info = _restore_file(state, opened, key, plugins)
                 where = str(state / STORE_FILE)
-        finally:
-            if backup_key is not None:
-                backup_key.close()
     click.echo(
         f"restored {chosen} into {where}: {info.secrets} secrets, {info.versions} versions "
         f"(revision {info.revision}, taken {info.created})"
     )
 
 
-def _restore_file(state: Path, data: bytes, key: Any, backup_key: Any, plugins: Any) -> Any:
-    # Restore into a new file beside the store, then swap it in with renames: a crash
-    # leaves the old store in place (and a .restoring file to delete).
-    from setec_core.maintenance import restore_backup
+def _restore_file(state: Path, opened: Any, key: Any, plugins: Any) -> Any:
+    # Restore into a new file beside the store, then swap it in: the old store is
+    # hard-linked aside first (never overwriting anything), and the new one renamed
+    # over it, so at every instant there is a whole secrets.db.
+    from setec_core.maintenance import restore_opened
 
     target = state / STORE_FILE
     temp = state / (STORE_FILE + ".restoring")
@@ -352,28 +361,40 @@ def _restore_file(state: Path, data: bytes, key: Any, backup_key: Any, plugins: 
         leftover.unlink(missing_ok=True)
     storage = plugins.storage(f"sqlite://{temp.resolve()}")
     try:
-        info = restore_backup(data, storage, key=key, backup_key=backup_key)
+        info = restore_opened(opened, storage, key=key)
     except BaseException:
         storage.close()
         temp.unlink(missing_ok=True)
         raise
-    storage.close()
+    storage.close()  # checkpoints: everything is in the file itself now
     if target.exists():
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = state / f"{STORE_FILE}.replaced-{stamp}"
-        # The -wal file (if a crash left one) holds committed data: keep it with its store.
+        _checkpoint(target, plugins)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = Path(f"{target}.replaced-{stamp}")
+        # A -wal left by a crash holds committed data: it goes aside with its store.
         for suffix in ("-wal", "-shm", ""):
-            old = Path(f"{target}{suffix}")
-            if old.exists():
-                os.rename(old, f"{aside}{suffix}")
+            if Path(f"{target}{suffix}").exists():
+                os.link(f"{target}{suffix}", f"{aside}{suffix}")
+        for suffix in ("-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
         _say(f"the old store is kept as {aside}")
-    os.rename(temp, target)
+    os.replace(temp, target)
     fd = os.open(state, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     return info
+
+
+def _checkpoint(path: Path, plugins: Any) -> None:
+    # Opening and closing the old store folds its -wal into the file, so that the new
+    # store never meets the old one's write-ahead log. A store too damaged to open
+    # keeps its -wal, which goes aside with it.
+    try:
+        plugins.storage(f"sqlite://{path.resolve()}").close()
+    except SetecError as e:
+        _say(f"the old store could not be opened ({e}); keeping it aside as it is")
 
 
 # --- rotation ------------------------------------------------------------------------

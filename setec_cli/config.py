@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from setec_core.errors import ConfigError
+from setec_core.uris import redact
 
 DEV_STATE_DIR = "setec-dev.state"
 DEV_KEY = "dev://"
@@ -111,8 +112,8 @@ def backup_uri(options: Mapping[str, Any]) -> str | None:
     uri, bucket = options.get("backup"), options.get("backup_bucket")
     if uri and bucket:
         raise ConfigError(
-            f"--backup {uri!r} and --backup-bucket {bucket!r} both name where backups go; "
-            "give one (--backup-bucket B is the same as --backup s3://B)"
+            f"--backup {redact(uri)!r} and --backup-bucket {bucket!r} both name where "
+            "backups go; give one (--backup-bucket B is the same as --backup s3://B)"
         )
     if bucket:
         if "/" in bucket or ":" in bucket:
@@ -132,7 +133,7 @@ def backup_uri(options: Mapping[str, Any]) -> str | None:
     if region or role:
         if not uri.lower().startswith("s3://"):
             raise ConfigError(
-                f"--backup-region and --backup-role apply to s3:// backups, not {uri!r}"
+                f"--backup-region and --backup-role apply to s3:// backups, not {redact(uri)!r}"
             )
         parts = urllib.parse.urlsplit(uri)
         query = urllib.parse.parse_qsl(parts.query)

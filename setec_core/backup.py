@@ -60,9 +60,12 @@ class BackupSink(ABC):
 
     @classmethod
     @abstractmethod
-    def from_uri(cls, uri: str) -> BackupSink:
+    def from_uri(cls, uri: str, *, read_only: bool = False) -> BackupSink:
         """Build the sink for ``uri``.
 
+        :param read_only: the caller only lists and reads backups (``backup list``,
+            ``verify``, ``restore``): create nothing, do not require write access, and
+            treat a missing location as an error.
         :raises ConfigError: if the URI is malformed or the location is unusable.
         """
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from setec_core.backup import BackupSink
-from setec_core.errors import SetecError
+from setec_core.errors import NotFound, SetecError
 
 log = logging.getLogger("setec.backup")
 
@@ -51,17 +51,58 @@ def list_backups(sink: BackupSink) -> list[str]:
     return sorted(name for name in sink.list() if is_backup_name(name))
 
 
-def prune(sink: BackupSink, keep: int) -> list[str]:
+def prune(sink: BackupSink, keep: int, *, newest: str | None = None) -> list[str]:
     """Delete all but the newest ``keep`` backups from ``sink``; return what was deleted.
 
+    :param newest: the backup just taken: never deleted, whatever sorts after it (a
+        clock that went back, another server writing to the same place).
     :raises StorageError: if the sink cannot be listed or a backup cannot be deleted.
     """
     if keep < 1:
         raise ValueError("keep must be at least 1")
-    doomed = list_backups(sink)[:-keep]
+    names = list_backups(sink)
+    if newest is not None and names and names[-1] != newest:
+        log.warning(
+            "backup %s sorts before %s already in %s: did the clock go back, or does "
+            "another server back up to the same place?",
+            newest,
+            names[-1],
+            sink.uri,
+        )
+    doomed = [name for name in names[:-keep] if name != newest]
     for name in doomed:
         sink.delete(name)
     return doomed
+
+
+def taken_at(name: str) -> dt.datetime:
+    """Return the UTC time a backup name made by :func:`backup_name` stands for.
+
+    :raises ValueError: if ``name`` is not such a name.
+    """
+    if not is_backup_name(name):
+        raise ValueError(f"{name!r} is not a backup name")
+    stamp = name.rsplit("/db-", 1)[1].removesuffix("Z.json")
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC)
+
+
+def latest_backup(sink: BackupSink, *, now: dt.datetime | None = None) -> str:
+    """Return the name of the newest backup in ``sink``, skipping names more than an
+    hour in the future (a stray or forged file must not become "latest").
+
+    :raises NotFound: if there is none.
+    :raises StorageError: if the sink cannot be listed.
+    """
+    horizon = (now or _utcnow()) + dt.timedelta(hours=1)
+    for name in reversed(list_backups(sink)):
+        try:
+            when = taken_at(name)
+        except ValueError:  # a name of the right shape with no such date (month 13)
+            continue
+        if when <= horizon:
+            return name
+        log.warning("skipping backup %s: its time is in the future", name)
+    raise NotFound(f"there are no backups in {sink.uri}")
 
 
 class Backupable(Protocol):
@@ -184,14 +225,22 @@ class BackupLoop:
             result.seconds,
         )
         if self.keep:
-            try:
-                deleted = prune(self.sink, self.keep)
-            except SetecError as e:
-                log.warning("backup retention failed: %s; will try after the next backup", e)
-            else:
-                for name in deleted:
-                    log.info("retention (keep %d) deleted backup %s", self.keep, name)
+            self._prune(result.name)
         return result
+
+    def _prune(self, newest: str) -> None:
+        assert self.keep is not None
+        try:
+            deleted = prune(self.sink, self.keep, newest=newest)
+        except Exception as e:
+            # Like a failed backup: never let it end the loop. A SetecError's message
+            # is ours; anything else is shown by type only.
+            reason = str(e) if isinstance(e, SetecError) else type(e).__name__
+            log.warning("backup retention failed: %s; will try after the next backup", reason)
+            log.debug("retention failed", exc_info=True)
+            return
+        for name in deleted:
+            log.info("retention (keep %d) deleted backup %s", self.keep, name)
 
     def _failed(self, message: str) -> None:
         self.failures += 1
@@ -200,5 +249,9 @@ class BackupLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception as e:  # run_once catches what it expects: this is a bug
+                log.error("the backup loop hit a bug (%s); it carries on", type(e).__name__)
+                log.debug("backup loop bug", exc_info=True)
             self._stop.wait(self.interval)

@@ -70,6 +70,13 @@ class DataKey:
     def __repr__(self) -> str:
         return "DataKey(<redacted>)"
 
+    @property
+    def check_value(self) -> bytes:
+        """16 bytes that identify this data key without revealing it (HKDF output under
+        its own label), kept in the store's ``dek-check`` metadata: a process holding
+        a data key can tell whether the store still uses it."""
+        return _derive(self._dek, b"setec dek check v1")[:16]
+
     def derive(self, info: bytes) -> bytes:
         """Return a 256-bit key derived from the DEK for the purpose named by ``info``
         (HKDF-SHA256; each purpose has its own label, so keys never repeat)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import datetime
+import hmac
 import logging
 import os
 import stat
@@ -48,7 +49,7 @@ from setec_core.errors import (
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_VERSION, SecretInfo, SecretState, SecretValue
 from setec_core.snapshot import seal_snapshot
-from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
+from setec_core.storage import MetaWrite, RecordWrite, Snapshot, StorageBackend
 
 log = logging.getLogger("setec.database")
 
@@ -186,6 +187,12 @@ class Database:
                 f"cannot unlock store {self._storage.uri} with key {self._key.uri}: it was "
                 f"created with {made_with} ({e}); open it with that key. Nothing was changed."
             ) from None
+        check = self._storage.get_meta("dek-check")
+        if check is not None and not hmac.compare_digest(check, dek.check_value):
+            raise CorruptStoreError(
+                f"store {self._storage.uri}: the unwrapped data key does not match the "
+                "store's check value; its metadata is damaged: restore it from a backup"
+            )
         self._wrapped = wrapped
         return dek
 
@@ -202,6 +209,7 @@ class Database:
                 meta=[
                     MetaWrite("schema", SCHEMA_VERSION, None),
                     MetaWrite("dek", wrapped, None),
+                    MetaWrite("dek-check", dek.check_value, None),
                     MetaWrite("kek", self._key.uri.encode(), None),
                 ]
             )
@@ -251,7 +259,7 @@ class Database:
             by another process since this database opened (restart the server).
         """
         snapshot = self._storage.export()
-        if snapshot.meta.get("dek") != self._wrapped and not self._same_dek(snapshot.records):
+        if snapshot.meta.get("dek") != self._wrapped and not self._same_dek(snapshot):
             raise StorageError(
                 f"the data key of {self._storage.uri} was rotated since this server "
                 "started; restart it to back up under the new key"
@@ -259,10 +267,14 @@ class Database:
         when = created or datetime.datetime.now(datetime.UTC)
         return seal_snapshot(snapshot, self._dek, created=when), snapshot.revision
 
-    def _same_dek(self, records: Sequence[Record]) -> bool:
-        # The wrapped key changes on rotate-kek too, which keeps the data key: a record
-        # that opens with ours says it is still the same data key.
-        for record in records[:1]:
+    def _same_dek(self, snapshot: Snapshot) -> bool:
+        # The wrapped key changes on rotate-kek too, which keeps the data key. The
+        # check value says whether it is still ours; stores made before it existed
+        # need a record that opens with our key instead.
+        check = snapshot.meta.get("dek-check")
+        if check is not None:
+            return hmac.compare_digest(check, self._dek.check_value)
+        for record in snapshot.records[:1]:
             assert record.data is not None
             try:
                 self._dek.open(record.key, record.data)

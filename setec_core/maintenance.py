@@ -9,9 +9,10 @@ the store as it was before or as it is after, never a mix:
   are untouched, so this is cheap and safe while a server runs);
 * :func:`rotate_dek` re-encrypts every record under a new data key. Storage keys are
   derived from the data key, so every record moves: the new records and the
-  tombstones of the old ones are written in the same commit as the new wrapped key.
-  The whole store is held in memory meanwhile. Run it with the server stopped: a
-  running server still holds the old data key.
+  tombstones of the old ones are written in the same commit as the new wrapped key,
+  then the store is compacted (:meth:`~setec_core.storage.StorageBackend.compact`) so
+  that no old record survives in it. The whole store is held in memory meanwhile. Run
+  it with the server stopped: a running server still holds the old data key.
 
 Nothing here logs or returns a secret value.
 """
@@ -19,6 +20,7 @@ Nothing here logs or returns a secret value.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from setec_core.crypto import DEK_CONTEXT, DataKey
@@ -26,8 +28,10 @@ from setec_core.database import SCHEMA_VERSION
 from setec_core.errors import CorruptStoreError, KeyMismatchError, StorageError
 from setec_core.keys import KeyProvider
 from setec_core.model import SecretState
-from setec_core.snapshot import BackupInfo, open_backup, seal_snapshot
+from setec_core.snapshot import BackupInfo, OpenedBackup, open_backup, seal_snapshot
 from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
+
+log = logging.getLogger("setec.maintenance")
 
 
 def _rewrap(material: bytes, to: KeyProvider) -> bytes:
@@ -113,16 +117,28 @@ def restore_backup(
     :raises CorruptStoreError: if the backup is damaged; nothing is written.
     :raises KeyMismatchError: if the backup's data key does not unwrap.
     """
-    opened = open_backup(data, backup_key or key)
+    return restore_opened(open_backup(data, backup_key or key), storage, key=key)
+
+
+def restore_opened(
+    opened: OpenedBackup, storage: StorageBackend, *, key: KeyProvider
+) -> BackupInfo:
+    """Write a backup already checked by :func:`~setec_core.snapshot.open_backup` into
+    the empty store ``storage``, in one commit, its data key wrapped by ``key``.
+
+    :raises StorageError: if ``storage`` is not empty; nothing is written.
+    """
     if storage.revision() != 0 or storage.get_meta("dek") is not None:
         raise StorageError(
             f"store {storage.uri} is not empty; restore into a new store (nothing was written)"
         )
     meta = dict(opened.snapshot.meta)
-    if backup_key is not None and backup_key.uri != key.uri:
-        meta["dek"] = _rewrap(opened.dek.material, key)
+    # Always wrap afresh under ``key`` (and check it unwraps): the backup may be wrapped
+    # by another key (one from before a rotate-kek), and one KMS round trip is cheap.
+    meta["dek"] = _rewrap(opened.dek.material, key)
     meta["kek"] = key.uri.encode()
     meta.setdefault("schema", SCHEMA_VERSION)
+    meta.setdefault("dek-check", opened.dek.check_value)
     storage.commit(
         [RecordWrite(r.key, r.data, 0) for r in opened.snapshot.records],
         [MetaWrite(name, value, None) for name, value in sorted(meta.items())],
@@ -177,5 +193,16 @@ def rotate_dek(storage: StorageBackend, *, key: KeyProvider) -> DekRotation:
         target = new.storage_key(name)
         writes.append(RecordWrite(target, new.seal(target, plain), 0))
         writes.append(RecordWrite(record.key, None, record.revision))
-    revision = storage.commit(writes, [MetaWrite("dek", _rewrap(new.material, key), wrapped)])
+    revision = storage.commit(
+        writes,
+        [
+            MetaWrite("dek", _rewrap(new.material, key), wrapped),
+            MetaWrite("dek-check", new.check_value, snapshot.meta.get("dek-check")),
+        ],
+    )
+    try:
+        storage.compact()
+    except StorageError as e:
+        # The rotation is done and whole; only the scrubbing of old records failed.
+        log.warning("rotate-dek: compacting %s failed (%s); run it again later", storage.uri, e)
     return DekRotation(secrets=len(snapshot.records), revision=revision)

@@ -24,6 +24,7 @@ from setec_core.backup import BackupSink
 from setec_core.errors import ConfigError, PluginError, SetecError
 from setec_core.keys import KeyProvider
 from setec_core.storage import StorageBackend
+from setec_core.uris import redact
 
 ENTRY_POINT_GROUP = "setec"
 
@@ -173,13 +174,14 @@ class Registry(Generic[T]):
         scheme, sep, _ = uri.partition("://")
         if not sep or not scheme:
             raise ConfigError(
-                f"{self.kind} {uri!r} is not a URI; expected SCHEME://..., "
+                f"{self.kind} {redact(uri)!r} is not a URI; expected SCHEME://..., "
                 f"where SCHEME is one of: {self._schemes()}"
             )
         reg = self._by_scheme.get(scheme.lower())
         if reg is None:
             raise PluginError(
-                f"unknown {self.kind} {scheme!r} in {uri!r}; available: {self._schemes()}; {_MORE}"
+                f"unknown {self.kind} {scheme!r} in {redact(uri)!r}; available: "
+                f"{self._schemes()}; {_MORE}"
             )
         return reg.cls
 
@@ -252,12 +254,13 @@ class Plugins:
         """
         return _build(self.storage_backends, uri, lambda cls: cls.from_uri(uri))
 
-    def backup_sink(self, uri: str) -> BackupSink:
-        """Build the backup sink for ``uri`` (``s3://bucket/prefix``, ``dir:///path``).
+    def backup_sink(self, uri: str, *, read_only: bool = False) -> BackupSink:
+        """Build the backup sink for ``uri`` (``s3://bucket/prefix``, ``dir:///path``);
+        ``read_only`` for callers that only list and read backups.
 
         :raises ConfigError: if the URI is malformed or names no installed sink.
         """
-        return _build(self.backup_sinks, uri, lambda cls: cls.from_uri(uri))
+        return _build(self.backup_sinks, uri, lambda cls: cls.from_uri(uri, read_only=read_only))
 
     def authorizer(self, name: str, options: Mapping[str, Any]) -> Authorizer:
         """Build the authorizer called ``name`` from server ``options``.
@@ -288,7 +291,7 @@ class Plugins:
 
 def _build(registry: Registry[T], uri: str, make: Callable[[type[T]], T]) -> T:
     cls = registry.by_uri(uri)
-    return _construct(registry, uri, lambda: make(cls))
+    return _construct(registry, redact(uri), lambda: make(cls))
 
 
 def _construct(registry: Registry[T], what: str, make: Callable[[], T]) -> T:

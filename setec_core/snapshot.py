@@ -101,7 +101,7 @@ def seal_snapshot(snapshot: Snapshot, dek: DataKey, *, created: dt.datetime) -> 
     return body + hmac.new(_mac_key(dek), body, hashlib.sha256).digest()
 
 
-def _parse(data: bytes) -> tuple[dict[str, object], dict[str, bytes], list[Record]]:
+def _parse(data: bytes) -> tuple[dict[str, object], dict[str, bytes], list[Record], int]:
     if not data.startswith(MAGIC):
         raise CorruptStoreError("this is not a setec backup (it does not start 'setec-backup v1')")
     end = data.find(b"\n", len(MAGIC), len(MAGIC) + _MAX_HEADER)
@@ -113,9 +113,18 @@ def _parse(data: bytes) -> tuple[dict[str, object], dict[str, bytes], list[Recor
             str(name): base64.b64decode(value, validate=True)
             for name, value in header["meta"].items()
         }
-        count = int(header["records"])
-        int(header["revision"])
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        count, revision = header["records"], header["revision"]
+        if type(count) is not int or type(revision) is not int or count < 0:
+            raise TypeError("records and revision must be whole numbers")
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        binascii.Error,
+        RecursionError,
+        OverflowError,
+    ):
         raise CorruptStoreError("the backup's header is damaged") from None
     records = []
     offset, stop = end + 1, len(data) - TAG_SIZE
@@ -134,7 +143,7 @@ def _parse(data: bytes) -> tuple[dict[str, object], dict[str, bytes], list[Recor
         raise CorruptStoreError("the backup is truncated") from None
     if offset != stop:
         raise CorruptStoreError("the backup is truncated or has trailing bytes")
-    return header, meta, records
+    return header, meta, records, revision
 
 
 def open_backup(data: bytes, key: KeyProvider) -> OpenedBackup:
@@ -147,16 +156,23 @@ def open_backup(data: bytes, key: KeyProvider) -> OpenedBackup:
     :raises KeyMismatchError: if ``key`` cannot unwrap the backup's data key.
     :raises KeyProviderError: if the KMS cannot be reached.
     """
-    header, meta, records = _parse(data)
+    header, meta, records, revision = _parse(data)
     wrapped = meta.get("dek")
     if wrapped is None:
         raise CorruptStoreError("the backup has no wrapped data key")
     try:
         dek = DataKey(key.unwrap(wrapped, DEK_CONTEXT))
     except KeyMismatchError as e:
-        made_with = header.get("kek") or "an unknown key"
+        # The header is not authenticated yet (that needs the data key): quote it as
+        # a claim, with repr, so a forged one cannot pass for our own words.
+        claimed = header.get("kek")
+        made_with = (
+            f"{claimed!r} (as the backup's unverified header says)"
+            if claimed
+            else ("an unknown key")
+        )
         raise KeyMismatchError(
-            f"key {key.uri} cannot unwrap this backup's data key: it was wrapped with "
+            f"key {key.uri} cannot unwrap this backup's data key; it was wrapped with "
             f"{made_with} ({e})"
         ) from None
     body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
@@ -175,7 +191,7 @@ def open_backup(data: bytes, key: KeyProvider) -> OpenedBackup:
         versions += len(state.versions)
     info = BackupInfo(
         created=str(header.get("created", "")),
-        revision=int(str(header["revision"])),
+        revision=revision,
         secrets=len(records),
         versions=versions,
         size=len(data),

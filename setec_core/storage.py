@@ -159,6 +159,14 @@ class StorageBackend(ABC):
         :raises StorageError: if the store cannot be read.
         """
 
+    def compact(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Rewrite the store so that no freed record survives in it (SQLite: ``VACUUM``).
+        Called after ``rotate-dek``, whose old records must not stay readable with the
+        old data key. The default does nothing.
+
+        :raises StorageError: if compaction fails; the store is unchanged.
+        """
+
     @abstractmethod
     def close(self) -> None:
         """Release the store. Later calls raise :class:`StorageError`. Calling it twice

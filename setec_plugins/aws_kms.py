@@ -31,6 +31,7 @@ from setec_core.errors import (
 )
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
+from setec_core.uris import redact
 from setec_plugins.kms_retry import RETRY_ENV, Backoff, retry_budget
 
 log = logging.getLogger("setec.keys.aws_kms")
@@ -122,7 +123,7 @@ class AwsKmsKeyProvider(KeyProvider):
         """Build from ``aws-kms://ARN`` (a key or alias ARN)."""
         scheme, sep, arn = uri.partition("://")
         if scheme != "aws-kms" or not sep:
-            raise ConfigError(f"not an aws-kms URI: {uri!r}; expected {_FORM}")
+            raise ConfigError(f"not an aws-kms URI: {redact(uri)!r}; expected {_FORM}")
         return cls(arn)
 
     @property

@@ -26,6 +26,7 @@ from typing import Any
 from setec_core.backup import BackupSink, check_name
 from setec_core.errors import ConfigError, NotFound, StorageError
 from setec_core.hookspecs import hookimpl
+from setec_core.uris import redact
 
 _FORM = "dir:///ABSOLUTE/PATH (for example dir:///var/backups/setec)"
 TEMP_PREFIX = ".tmp-"
@@ -36,17 +37,19 @@ start with it."""
 def _path_from_uri(uri: str) -> str:
     scheme, sep, rest = uri.partition("://")
     if scheme.lower() != "dir" or not sep:
-        raise ConfigError(f"not a dir backup URI: {uri!r}; expected {_FORM}")
+        raise ConfigError(f"not a dir backup URI: {redact(uri)!r}; expected {_FORM}")
     parts = urllib.parse.urlsplit("dir://" + rest)
     if parts.netloc:
         raise ConfigError(
-            f"dir backup URI {uri!r} names a host ({parts.netloc!r}); expected {_FORM}, "
-            "with three slashes before an absolute path"
+            f"dir backup URI {redact(uri)!r} names a host; expected {_FORM}, with three "
+            "slashes before an absolute path"
         )
     if parts.query or parts.fragment or "?" in rest or "#" in rest:
-        raise ConfigError(f"dir backup URI {uri!r} has a query or fragment; expected {_FORM}")
+        raise ConfigError(
+            f"dir backup URI {redact(uri)!r} has a query or fragment; expected {_FORM}"
+        )
     if not parts.path.startswith("/"):
-        raise ConfigError(f"dir backup URI {uri!r} has no absolute path; expected {_FORM}")
+        raise ConfigError(f"dir backup URI {redact(uri)!r} has no absolute path; expected {_FORM}")
     return os.path.normpath(parts.path)
 
 
@@ -66,12 +69,21 @@ class DirBackupSink(BackupSink):
     name = "dir"
     schemes = ("dir",)
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         if not os.path.isabs(path):
             raise ConfigError(
                 f"backup directory {path!r} is not an absolute path; expected {_FORM}"
             )
         self._root = os.path.normpath(path)
+        if read_only:
+            # Listing or restoring: a missing directory is a typo, not a new sink, and a
+            # read-only mount or a reader-only operator is fine.
+            if not os.path.isdir(self._root):
+                raise ConfigError(
+                    f"backup directory {self._root} does not exist or is not a directory; "
+                    "check --backup"
+                )
+            return
         try:
             os.makedirs(self._root, 0o700, exist_ok=True)
         except FileExistsError:
@@ -93,13 +105,14 @@ class DirBackupSink(BackupSink):
             )
 
     @classmethod
-    def from_uri(cls, uri: str) -> DirBackupSink:
-        """Build from ``dir:///ABSOLUTE/PATH``.
+    def from_uri(cls, uri: str, *, read_only: bool = False) -> DirBackupSink:
+        """Build from ``dir:///ABSOLUTE/PATH`` (``read_only``: the directory must exist;
+        nothing is created and write access is not needed).
 
         :raises ConfigError: if the URI has a host, a query, or a relative path, or the
             directory is unusable.
         """
-        return cls(_path_from_uri(uri))
+        return cls(_path_from_uri(uri), read_only=read_only)
 
     @property
     def uri(self) -> str:
@@ -139,23 +152,34 @@ class DirBackupSink(BackupSink):
                     raise _os_error("write backup", final, e) from None
 
     def _make_dirs(self, folder: str) -> None:
-        missing: list[str] = []
-        here = folder
-        while here != self._root and not os.path.isdir(here):
-            missing.append(here)
-            here = os.path.dirname(here)
-        for path in reversed(missing):
+        # Component by component, without following symbolic links: list() does not
+        # follow them, so a backup written through one would be invisible to listing,
+        # retention and restore.
+        here = self._root
+        relative = os.path.relpath(folder, self._root)
+        for part in [] if relative == "." else relative.split(os.sep):
+            here = os.path.join(here, part)
             try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                continue
+                st = os.lstat(here)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(here, 0o700)
+                    os.chmod(here, 0o700)
+                    _fsync_dir(os.path.dirname(here))
+                    continue
+                except FileExistsError:
+                    st = os.lstat(here)  # made by a concurrent put
+                except OSError as e:
+                    raise _os_error("create backup directory", here, e) from None
             except OSError as e:
-                raise _os_error("create backup directory", path, e) from None
-            try:
-                os.chmod(path, 0o700)
-                _fsync_dir(os.path.dirname(path))
-            except OSError as e:
-                raise _os_error("create backup directory", path, e) from None
+                raise _os_error("create backup directory", here, e) from None
+            if stat.S_ISLNK(st.st_mode):
+                raise StorageError(
+                    f"cannot write backup under {here}: it is a symbolic link, which "
+                    "backup listing does not follow; make it a directory"
+                )
+            if not stat.S_ISDIR(st.st_mode):
+                raise StorageError(f"cannot write backup under {here}: Not a directory")
 
     def _write_new(self, name: str, folder: str, final: str, data: bytes) -> None:
         temp = os.path.join(folder, TEMP_PREFIX + secrets.token_hex(8))

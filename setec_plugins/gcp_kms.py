@@ -40,6 +40,7 @@ from setec_core.errors import (
 )
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
+from setec_core.uris import redact
 from setec_plugins.kms_retry import RETRY_ENV, Backoff, retry_budget
 
 log = logging.getLogger("setec.keys.gcp_kms")
@@ -116,7 +117,7 @@ class GcpKmsKeyProvider(KeyProvider):
         """Build from ``gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K``."""
         scheme, sep, name = uri.partition("://")
         if scheme != "gcp-kms" or not sep:
-            raise ConfigError(f"not a gcp-kms URI: {uri!r}; expected {_FORM}")
+            raise ConfigError(f"not a gcp-kms URI: {redact(uri)!r}; expected {_FORM}")
         return cls(name)
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 from setec_core.errors import ConfigError, ConflictError, StorageError
 from setec_core.hookspecs import hookimpl
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
+from setec_core.uris import redact
 
 
 class MemoryStorage(StorageBackend):
@@ -42,7 +43,7 @@ class MemoryStorage(StorageBackend):
         scheme, sep, label = uri.partition("://")
         if scheme.lower() != "memory" or not sep:
             raise ConfigError(
-                f"storage URI {uri!r} is not a memory URI; expected memory:// or memory://LABEL"
+                f"storage URI {redact(uri)!r} is not a memory URI; expected memory:// or memory://LABEL"
             )
         return cls(label)
 

@@ -27,6 +27,7 @@ from typing import Any
 from setec_core.backup import BackupSink, check_name
 from setec_core.errors import ConfigError, NotFound, SetecError, StorageError
 from setec_core.hookspecs import hookimpl
+from setec_core.uris import redact
 
 _FORM = "s3://BUCKET[/PREFIX][?region=REGION&role=arn:aws:iam::ACCOUNT:role/NAME]"
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
@@ -90,7 +91,7 @@ def parse_uri(uri: str) -> tuple[str, str, str | None, str | None]:
     """
     scheme, sep, _ = uri.partition("://")
     if scheme.lower() != "s3" or not sep:
-        raise ConfigError(f"not an s3 backup URI: {uri!r}; expected {_FORM}")
+        raise ConfigError(f"not an s3 backup URI: {redact(uri)!r}; expected {_FORM}")
     parts = urllib.parse.urlsplit(uri)
     if "@" in parts.netloc:
         raise ConfigError(
@@ -247,8 +248,9 @@ class S3BackupSink(BackupSink):
         }
 
     @classmethod
-    def from_uri(cls, uri: str) -> S3BackupSink:
-        """Build from ``s3://BUCKET[/PREFIX][?region=REGION&role=ROLE-ARN]``.
+    def from_uri(cls, uri: str, *, read_only: bool = False) -> S3BackupSink:
+        """Build from ``s3://BUCKET[/PREFIX][?region=REGION&role=ROLE-ARN]``
+        (``read_only`` changes nothing: building an S3 sink creates nothing).
 
         :raises ConfigError: if the URI is malformed or boto3 is not installed.
         """

@@ -38,6 +38,7 @@ from setec_core import errors
 from setec_core.errors import ConfigError, ConflictError, CorruptStoreError, StorageError
 from setec_core.hookspecs import hookimpl
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
+from setec_core.uris import redact
 
 SCHEMA_META_NAME = "sqlite_schema"
 SCHEMA_VERSION = b"1"
@@ -132,6 +133,10 @@ class SqliteStorage(StorageBackend):
         try:
             conn.execute("PRAGMA trusted_schema = OFF")
             conn.execute("PRAGMA synchronous = FULL")
+            # Overwrite freed space with zeros: a record replaced or deleted (every
+            # record, on rotate-dek) must not linger in free pages, readable by anyone
+            # holding the file and the old data key.
+            conn.execute("PRAGMA secure_delete = ON")
             if created:
                 # Create the schema under the default rollback journal, in one
                 # transaction, so a crash leaves either an empty file or a whole store.
@@ -380,6 +385,20 @@ class SqliteStorage(StorageBackend):
         conn.execute("UPDATE revision_counter SET revision = ? WHERE id = 0", (new,))
         return new
 
+    def compact(self) -> None:
+        """``VACUUM``: rebuild the file so that freed pages and the free space inside
+        pages hold nothing of deleted records (``secure_delete`` alone leaves a few).
+        SQLite makes it atomic; it needs free disk space about the file's size.
+
+        :raises StorageError: if it fails; the store is unchanged.
+        """
+        with self._lock:
+            conn = self._live()
+            try:
+                conn.execute("VACUUM")
+            except sqlite3.Error as e:
+                raise self._error("compact", e) from e
+
     def close(self) -> None:
         """Close the database connection. Calling it twice is harmless.
 
@@ -420,13 +439,15 @@ def _check_unique(writes: Sequence[RecordWrite], meta: Sequence[MetaWrite]) -> N
 def _path_from_uri(uri: str) -> str:
     scheme, sep, rest = uri.partition("://")
     if scheme.lower() != "sqlite" or not sep:
-        raise ConfigError(f"storage URI {uri!r} is not an sqlite URI; {_EXPECTED}")
+        raise ConfigError(f"storage URI {redact(uri)!r} is not an sqlite URI; {_EXPECTED}")
     if not rest.strip("/"):
-        raise ConfigError(f"storage URI {uri!r} names no file; {_EXPECTED}")
+        raise ConfigError(f"storage URI {redact(uri)!r} names no file; {_EXPECTED}")
     if rest.endswith("/"):
-        raise ConfigError(f"storage URI {uri!r} names a directory, not a file; {_EXPECTED}")
+        raise ConfigError(f"storage URI {redact(uri)!r} names a directory, not a file; {_EXPECTED}")
     if rest.startswith("~") or any(c in rest for c in "?#\x00"):
-        raise ConfigError(f"storage URI {uri!r} has a ~, ?, # or NUL in its path; {_EXPECTED}")
+        raise ConfigError(
+            f"storage URI {redact(uri)!r} has a ~, ?, # or NUL in its path; {_EXPECTED}"
+        )
     return os.path.abspath(rest)
 
 

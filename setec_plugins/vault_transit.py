@@ -42,6 +42,7 @@ from setec_core.errors import (
 )
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
+from setec_core.uris import redact
 from setec_plugins.kms_retry import RETRY_ENV, Backoff, retry_budget
 
 log = logging.getLogger("setec.keys.vault_transit")
@@ -75,7 +76,7 @@ def parse_uri(uri: str) -> tuple[str, int, str, str, bool]:
 
     :raises ConfigError: if ``uri`` is not of that form.
     """
-    bad = ConfigError(f"not a vault-transit key name: {uri!r}; expected {_FORM}")
+    bad = ConfigError(f"not a vault-transit key name: {redact(uri)!r}; expected {_FORM}")
     parts = urlsplit(uri)
     if parts.scheme != "vault-transit" or parts.fragment or parts.username or parts.password:
         raise bad
@@ -90,7 +91,7 @@ def parse_uri(uri: str) -> tuple[str, int, str, str, bool]:
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if name != "tls" or value not in ("true", "false"):
             raise ConfigError(
-                f"unknown option {name}={value!r} in {uri!r}; the only option is "
+                f"unknown option {name}={value!r} in {redact(uri)!r}; the only option is "
                 "tls=true|false (false speaks plain http, for tests and dev servers)"
             )
         tls = value == "true"

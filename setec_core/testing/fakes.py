@@ -79,7 +79,7 @@ class MemoryBackupSink(BackupSink):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_uri(cls, uri: str) -> MemoryBackupSink:
+    def from_uri(cls, uri: str, *, read_only: bool = False) -> MemoryBackupSink:
         """Return a new, empty sink (each URI use is a separate one)."""
         return cls()
 

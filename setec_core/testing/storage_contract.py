@@ -269,6 +269,22 @@ class StorageBackendContract:
         assert Record(K1, b"a", 1) in snap.records
         assert dict(snap.meta) == {"m": b"1"}
 
+    def test_compact_changes_nothing_visible(self, store: StorageBackend) -> None:
+        """compact() keeps every record, tombstone, meta entry and the revision."""
+        store.commit([RecordWrite(K1, b"a", 0), RecordWrite(K2, b"b", 0)])
+        store.commit([RecordWrite(K2, None, 1)], [MetaWrite("m", b"1", None)])
+        before = store.export()
+        changes = list(store.changes_since(0))
+        store.compact()
+        after = store.export()
+        assert after.revision == before.revision
+        assert dict(after.meta) == dict(before.meta)
+        assert sorted(after.records, key=lambda r: r.key) == sorted(
+            before.records, key=lambda r: r.key
+        )
+        assert list(store.changes_since(0)) == changes
+        assert store.commit([RecordWrite(K3, b"c", 0)]) == before.revision + 1
+
     # --- concurrency ---------------------------------------------------------------
 
     def test_concurrent_cas_increments_lose_nothing(self, store: StorageBackend) -> None:

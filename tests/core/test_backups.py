@@ -10,11 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from setec_core import CorruptStoreError, KeyMismatchError, StorageError
+from setec_core import CorruptStoreError, KeyMismatchError, NotFound, StorageError
 from setec_core.backups import (
     BackupLoop,
     backup_name,
     is_backup_name,
+    latest_backup,
     list_backups,
     prune,
     take_backup,
@@ -279,3 +280,64 @@ def test_loop_rejects_bad_interval(db: Database) -> None:
     """A zero interval would spin; it is refused."""
     with pytest.raises(ValueError, match="positive"):
         BackupLoop(db, MemoryBackupSink(), interval=0)
+
+
+def test_prune_never_deletes_the_backup_just_taken(caplog: pytest.LogCaptureFixture) -> None:
+    """A stray backup name in the future does not make retention delete the new backup,
+    and the oddity is logged; latest skips names more than an hour ahead."""
+    sink = MemoryBackupSink()
+    future = backup_name(dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
+    sink.put(future, b"not a backup")
+    now = dt.datetime.now(dt.UTC)
+    newest = backup_name(now)
+    sink.put(newest, b"x")
+    assert prune(sink, 1, newest=newest) == []
+    assert newest in sink.list()
+    assert "sorts before" in caplog.text
+    assert latest_backup(sink) == newest
+
+
+def test_latest_backup_of_an_empty_sink() -> None:
+    """latest with no backups is NotFound naming the sink."""
+    with pytest.raises(NotFound, match="no backups in memory-backup://"):
+        latest_backup(MemoryBackupSink())
+
+
+class DeleteFailingSink(MemoryBackupSink):
+    """A sink whose deletes fail with an error no sink is supposed to raise."""
+
+    def delete(self, name: str) -> None:
+        raise ConnectionResetError("peer reset")
+
+
+def test_loop_survives_a_retention_bug(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected error from retention is logged and the loop carries on backing up."""
+    sink = DeleteFailingSink()
+    loop = BackupLoop(db, sink, interval=60, keep=1)
+    for i in range(3):
+        db.put(SUPERUSER, f"app/loop-{i}", b"backup-value-loop")
+        assert loop.run_once() is not None
+        time.sleep(0.002)
+    assert loop.taken == 3
+    assert "backup retention failed: ConnectionResetError" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["1e400", "Infinity", "-1", '"3"', "[" * 5000 + "]" * 5000])
+def test_damaged_header_numbers_are_refused(db: Database, value: str) -> None:
+    """A header whose record count is not a whole number is CorruptStoreError, not a
+    crash."""
+    data = db.backup()[0]
+    forged = data.replace(f'"records":{len(VALUES)}'.encode(), f'"records":{value}'.encode())
+    with pytest.raises(CorruptStoreError, match="header is damaged"):
+        open_backup(forged, db.key)
+
+
+def test_unverified_kek_is_quoted(db: Database) -> None:
+    """With the wrong key, the header's claim about its key is shown quoted and marked
+    unverified: a forged header cannot inject a line."""
+    data = db.backup()[0]
+    forged = data.replace(b'"kek":"dev://setec-testing"', b'"kek":"x\\nok: fake line"')
+    with pytest.raises(KeyMismatchError) as info:
+        open_backup(forged, DevKeyProvider("another"))
+    assert "\n" not in str(info.value)
+    assert "'x\\nok: fake line' (as the backup's unverified header says)" in str(info.value)

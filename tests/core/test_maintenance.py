@@ -4,6 +4,7 @@ survives, the right keys open the result, and a failed step changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from setec_core.storage import StorageBackend
 from setec_core.testing import SUPERUSER, FaultyStorage, new_database
 from setec_plugins.dev_key import DevKeyProvider
 from setec_plugins.memory_storage import MemoryStorage
+from setec_plugins.sqlite_storage import SqliteStorage
 
 KEY = DevKeyProvider("maintenance")
 
@@ -163,3 +165,31 @@ def test_offline_store_backs_up_without_a_database(source: Database) -> None:
     data, revision = store.backup()
     assert revision == store.revision
     assert open_backup(data, KEY).info.secrets == 29
+
+
+def test_rotate_dek_leaves_no_old_ciphertext_in_the_sqlite_file(tmp_path: Path) -> None:
+    """After rotate-dek, the SQLite file holds none of the old records' ciphertext (the
+    backend zeroes freed space), so a leaked old data key reads nothing from it."""
+    with Database.open(tmp_path, key="dev://maintenance") as db:
+        db.put_many(
+            SUPERUSER, {f"svc/residue-{i}": b"maintenance-residue" * 10 for i in range(3000)}
+        )
+    uri = f"sqlite://{tmp_path / 'secrets.db'}"
+    storage = SqliteStorage.from_uri(uri)
+    old = [r.data for r in storage.read_all()]
+    rotate_dek(storage, key=KEY)
+    storage.close()
+    files = b"".join(p.read_bytes() for p in tmp_path.glob("secrets.db*"))
+    assert not [data for data in old if data is not None and data[:24] in files]
+    with Database.open(tmp_path, key="dev://maintenance") as db:
+        assert len(db) == 3000
+
+
+def test_rotate_kek_on_an_empty_running_database_still_backs_up() -> None:
+    """The data-key check value tells a running database that rotate-kek kept its data
+    key, even with no record to try it on."""
+    with new_database(key="dev://maintenance") as db:
+        new = DevKeyProvider("maintenance-new")
+        rotate_kek(db.storage, old=KEY, new=new)
+        data, _ = db.backup()
+        assert open_backup(data, new).info.secrets == 0

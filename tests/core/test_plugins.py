@@ -247,7 +247,7 @@ class MemorySink(BackupSink):
     blobs: ClassVar[dict[str, bytes]] = {}
 
     @classmethod
-    def from_uri(cls, uri: str) -> MemorySink:
+    def from_uri(cls, uri: str, *, read_only: bool = False) -> MemorySink:
         return cls()
 
     def put(self, name: str, data: bytes) -> None:

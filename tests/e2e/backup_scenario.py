@@ -107,34 +107,15 @@ def round_trip(
     assert names == sorted(names)
     printed += [listed.stdout, listed.stderr]
 
+    restore = ("restore", "latest", "--state-dir", str(state), "--kms-key-name", key)
     shutil.rmtree(state)
-    restored = run_serve(
-        "restore",
-        "latest",
-        "--state-dir",
-        str(state),
-        "--kms-key-name",
-        key,
-        *admin_backup,
-        cwd=tmp_path,
-        env=env,
-    )
+    restored = run_serve(*restore, *admin_backup, cwd=tmp_path, env=env)
     assert restored.returncode == 0, restored.stderr
     assert f"restored {names[-1]}" in restored.stdout
     assert f"{len(VALUES)} secrets" in restored.stdout
     printed += [restored.stdout, restored.stderr]
 
-    again = run_serve(
-        "restore",
-        "latest",
-        "--state-dir",
-        str(state),
-        "--kms-key-name",
-        key,
-        *admin_backup,
-        cwd=tmp_path,
-        env=env,
-    )
+    again = run_serve(*restore, *admin_backup, cwd=tmp_path, env=env)
     assert again.returncode == 1
     assert "is not empty" in again.stderr
     assert "--force" in again.stderr

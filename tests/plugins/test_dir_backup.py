@@ -248,7 +248,7 @@ def test_a_file_in_the_path_is_a_storage_error(sink: DirBackupSink) -> None:
     """Putting a/b when backup a exists fails with a one-line StorageError naming the
     path; getting a/b is NotFound."""
     sink.put("a", b"1")
-    with pytest.raises(StorageError, match=r"cannot write backup .*a/b: Not a directory"):
+    with pytest.raises(StorageError, match=r"cannot write backup under .*/a: Not a directory"):
         sink.put("a/b", b"2")
     with pytest.raises(NotFound):
         sink.get("a/b")
@@ -299,3 +299,42 @@ def test_name_too_long_for_the_file_system(sink: DirBackupSink, root: Path) -> N
     ]:
         with pytest.raises(StorageError, match=f"{says} {root}/2026/x+: File name too long$"):
             call()
+
+
+def test_a_symlinked_directory_is_refused(sink: DirBackupSink, root: Path, tmp_path: Path) -> None:
+    """A day directory that is a symbolic link is refused: list() does not follow links,
+    so a backup written through one would be invisible to listing and retention."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "2026").symlink_to(elsewhere)
+    with pytest.raises(StorageError, match="symbolic link"):
+        sink.put(NAME, b"1")
+    assert list(elsewhere.iterdir()) == []
+    assert sink.list() == []
+
+
+def test_read_only_sink_creates_nothing(tmp_path: Path) -> None:
+    """read_only (list, verify, restore): a missing directory is a ConfigError and is not
+    created."""
+    missing = tmp_path / "typo" / "deeper"
+    with pytest.raises(ConfigError, match="does not exist"):
+        DirBackupSink.from_uri(f"dir://{missing}", read_only=True)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_read_only_sink_reads_a_read_only_directory() -> None:
+    """read_only needs no write access: backups on a read-only directory list and read."""
+
+    def body(work: Path) -> None:
+        root = work / "backups"
+        DirBackupSink.from_uri(f"dir://{root}").put(NAME, b"kept")
+        for path in sorted(root.rglob("*"), reverse=True):
+            path.chmod(0o500 if path.is_dir() else 0o400)
+        root.chmod(0o500)
+        with pytest.raises(ConfigError, match="not writable"):
+            DirBackupSink.from_uri(f"dir://{root}")
+        reader = DirBackupSink.from_uri(f"dir://{root}", read_only=True)
+        assert reader.list() == [NAME]
+        assert reader.get(NAME) == b"kept"
+
+    run_unprivileged(body)
