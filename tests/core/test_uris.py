@@ -1,0 +1,24 @@
+"""setec_core.uris.redact: credentials never reach a message through a URI."""
+
+from __future__ import annotations
+
+import pytest
+
+from setec_core.uris import redact
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql://app:hunter2@db:5432/setec", "postgresql://***@db:5432/setec"),
+        ("s3://AKIAEXAMPLE:s3cr3t@bucket/prefix?region=x", "s3://***@bucket/prefix?region=x"),
+        ("s3://bucket/prefix", "s3://bucket/prefix"),
+        ("dir:///var/backups", "dir:///var/backups"),
+        ("user:pw@host", "***@host"),
+        ("http://[::1:pw@h", "http://***"),
+        ("arn:aws:kms:us-east-1:1:key/x", "arn:aws:kms:us-east-1:1:key/x"),
+    ],
+)
+def test_redact(uri: str, shown: str) -> None:
+    """userinfo becomes ***; everything else stays as given."""
+    assert redact(uri) == shown
