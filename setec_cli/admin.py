@@ -29,6 +29,8 @@ from setec_core.errors import ConfigError, NotFound, SetecError
 
 STORE_FILE = "secrets.db"
 AUDIT_FILE = "audit.log"
+# SQLite's files beside a store: they belong to it, and must never meet another store.
+_SIDECARS = ("-wal", "-shm", "-journal")
 
 
 def _say(message: str) -> None:
@@ -178,10 +180,10 @@ def _local_user() -> str:
         return f"uid {os.getuid()}"
 
 
-def _resolve_name(sink: Any, name: str) -> str:
+def _resolve_name(sink: Any, name: str, *, strict: bool = False) -> str:
     from setec_core.backups import latest_backup
 
-    return latest_backup(sink) if name == "latest" else name
+    return latest_backup(sink, strict=strict) if name == "latest" else name
 
 
 def _fetch(sink: Any, name: str) -> bytes:
@@ -324,7 +326,7 @@ def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: boo
             "store is kept beside it)"
         )
     with _sink(ctx, settings, read_only=True) as sink:
-        chosen = _resolve_name(sink, name)
+        chosen = _resolve_name(sink, name, strict=True)
         data = _fetch(sink, chosen)
     plugins = _plugins(ctx)
     backup_key_uri = settings.get("backup_key")
@@ -357,7 +359,7 @@ def _restore_file(state: Path, opened: Any, key: Any, plugins: Any) -> Any:
 
     target = state / STORE_FILE
     temp = state / (STORE_FILE + ".restoring")
-    for leftover in (temp, Path(f"{temp}-wal"), Path(f"{temp}-shm")):
+    for leftover in (temp, *(Path(f"{temp}{suffix}") for suffix in _SIDECARS)):
         leftover.unlink(missing_ok=True)
     storage = plugins.storage(f"sqlite://{temp.resolve()}")
     try:
@@ -371,11 +373,12 @@ def _restore_file(state: Path, opened: Any, key: Any, plugins: Any) -> Any:
         _checkpoint(target, plugins)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         aside = Path(f"{target}.replaced-{stamp}")
-        # A -wal left by a crash holds committed data: it goes aside with its store.
-        for suffix in ("-wal", "-shm", ""):
+        # A -wal (or hot -journal) left by a crash belongs to its store: it goes aside
+        # with it, and must not be replayed onto the new one.
+        for suffix in (*_SIDECARS, ""):
             if Path(f"{target}{suffix}").exists():
                 os.link(f"{target}{suffix}", f"{aside}{suffix}")
-        for suffix in ("-wal", "-shm"):
+        for suffix in _SIDECARS:
             Path(f"{target}{suffix}").unlink(missing_ok=True)
         _say(f"the old store is kept as {aside}")
     os.replace(temp, target)

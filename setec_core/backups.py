@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from setec_core.backup import BackupSink
-from setec_core.errors import NotFound, SetecError
+from setec_core.errors import NotFound, SetecError, StorageError
 
 log = logging.getLogger("setec.backup")
 
@@ -38,21 +38,61 @@ def backup_name(when: dt.datetime) -> str:
 
 
 def is_backup_name(name: str) -> bool:
-    """Report whether ``name`` is a backup name made by :func:`backup_name` (retention
-    deletes only these, whatever else shares the sink)."""
-    return _NAME.match(name) is not None
+    """Report whether ``name`` is a backup name made by :func:`backup_name`: the right
+    shape, a real time, and the folder of that time's date (retention and ``latest``
+    consider only these, whatever else shares the sink)."""
+    if _NAME.match(name) is None:
+        return False
+    try:
+        when = _parse_stamp(name)
+    except ValueError:  # the right shape but no such time (month 13)
+        return False
+    return name.startswith(f"{when:%Y/%m/%d}/")
+
+
+def _parse_stamp(name: str) -> dt.datetime:
+    stamp = name.rsplit("/db-", 1)[1].removesuffix("Z.json")
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC)
+
+
+def taken_at(name: str) -> dt.datetime:
+    """Return the UTC time the backup name ``name`` stands for.
+
+    :raises ValueError: if ``name`` is not a backup name.
+    """
+    if not is_backup_name(name):
+        raise ValueError(f"{name!r} is not a backup name")
+    return _parse_stamp(name)
 
 
 def list_backups(sink: BackupSink) -> list[str]:
-    """Return the names of the backups in ``sink``, oldest first.
+    """Return the names of the backups in ``sink``, oldest first (by name, which for
+    backup names is by time).
 
     :raises StorageError: if the sink cannot be listed.
     """
     return sorted(name for name in sink.list() if is_backup_name(name))
 
 
-def prune(sink: BackupSink, keep: int, *, newest: str | None = None) -> list[str]:
+#: Backups dated later than this past the local clock are not believed: not counted
+#: by retention, never deleted by it, and not "latest".
+FUTURE_SLACK = dt.timedelta(hours=1)
+
+
+def _split_future(names: list[str], now: dt.datetime | None) -> tuple[list[str], list[str]]:
+    horizon = (now or _utcnow()) + FUTURE_SLACK
+    past = [n for n in names if taken_at(n) <= horizon]
+    return past, [n for n in names if taken_at(n) > horizon]
+
+
+def prune(
+    sink: BackupSink, keep: int, *, newest: str | None = None, now: dt.datetime | None = None
+) -> list[str]:
     """Delete all but the newest ``keep`` backups from ``sink``; return what was deleted.
+
+    Backups dated more than :data:`FUTURE_SLACK` ahead of the clock are neither counted
+    nor deleted: a name planted by someone who may only add objects must not push real
+    backups out.
 
     :param newest: the backup just taken: never deleted, whatever sorts after it (a
         clock that went back, another server writing to the same place).
@@ -60,7 +100,9 @@ def prune(sink: BackupSink, keep: int, *, newest: str | None = None) -> list[str
     """
     if keep < 1:
         raise ValueError("keep must be at least 1")
-    names = list_backups(sink)
+    names, future = _split_future(list_backups(sink), now)
+    for name in future:
+        log.warning("backup %s is dated in the future; retention leaves it alone", name)
     if newest is not None and names and names[-1] != newest:
         log.warning(
             "backup %s sorts before %s already in %s: did the clock go back, or does "
@@ -75,34 +117,29 @@ def prune(sink: BackupSink, keep: int, *, newest: str | None = None) -> list[str
     return doomed
 
 
-def taken_at(name: str) -> dt.datetime:
-    """Return the UTC time a backup name made by :func:`backup_name` stands for.
+def latest_backup(sink: BackupSink, *, now: dt.datetime | None = None, strict: bool = False) -> str:
+    """Return the name of the newest backup in ``sink``, skipping names dated more than
+    :data:`FUTURE_SLACK` ahead of the clock (a stray or forged file must not become
+    "latest").
 
-    :raises ValueError: if ``name`` is not such a name.
-    """
-    if not is_backup_name(name):
-        raise ValueError(f"{name!r} is not a backup name")
-    stamp = name.rsplit("/db-", 1)[1].removesuffix("Z.json")
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC)
-
-
-def latest_backup(sink: BackupSink, *, now: dt.datetime | None = None) -> str:
-    """Return the name of the newest backup in ``sink``, skipping names more than an
-    hour in the future (a stray or forged file must not become "latest").
-
+    :param strict: refuse, rather than skip, when such names exist (restore: the
+        clock here may be the one that is wrong, and then "latest" would be old).
     :raises NotFound: if there is none.
-    :raises StorageError: if the sink cannot be listed.
+    :raises StorageError: if ``strict`` and some backup is dated in the future; or if
+        the sink cannot be listed.
     """
-    horizon = (now or _utcnow()) + dt.timedelta(hours=1)
-    for name in reversed(list_backups(sink)):
-        try:
-            when = taken_at(name)
-        except ValueError:  # a name of the right shape with no such date (month 13)
-            continue
-        if when <= horizon:
-            return name
-        log.warning("skipping backup %s: its time is in the future", name)
-    raise NotFound(f"there are no backups in {sink.uri}")
+    names, future = _split_future(list_backups(sink), now)
+    if future and strict:
+        raise StorageError(
+            f"{len(future)} backup(s) in {sink.uri} are dated after this machine's clock "
+            f"(the first: {future[0]}); check the clock, or name the backup to use "
+            "instead of 'latest'"
+        )
+    for name in future:
+        log.warning("skipping backup %s: it is dated in the future", name)
+    if not names:
+        raise NotFound(f"there are no backups in {sink.uri}")
+    return names[-1]
 
 
 class Backupable(Protocol):

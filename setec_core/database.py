@@ -16,6 +16,7 @@ first (durable), then one storage commit. If the commit fails the index is untou
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime
 import hmac
 import logging
@@ -188,7 +189,13 @@ class Database:
                 f"created with {made_with} ({e}); open it with that key. Nothing was changed."
             ) from None
         check = self._storage.get_meta("dek-check")
-        if check is not None and not hmac.compare_digest(check, dek.check_value):
+        if check is None:
+            # A store made before the check value existed: add it, so that a later
+            # rotate-kek cannot be mistaken for a rotate-dek (see backup()). A conflict
+            # means another process added it a moment ago.
+            with contextlib.suppress(ConflictError):
+                self._storage.commit(meta=[MetaWrite("dek-check", dek.check_value, None)])
+        elif not hmac.compare_digest(check, dek.check_value):
             raise CorruptStoreError(
                 f"store {self._storage.uri}: the unwrapped data key does not match the "
                 "store's check value; its metadata is damaged: restore it from a backup"

@@ -155,12 +155,13 @@ def rotate_kek(storage: StorageBackend, *, old: KeyProvider, new: KeyProvider) -
     """
     wrapped, dek = _unlock(storage, old)
     rewrapped = _rewrap(dek.material, new)
-    storage.commit(
-        meta=[
-            MetaWrite("dek", rewrapped, wrapped),
-            MetaWrite("kek", new.uri.encode(), storage.get_meta("kek")),
-        ]
-    )
+    meta = [
+        MetaWrite("dek", rewrapped, wrapped),
+        MetaWrite("kek", new.uri.encode(), storage.get_meta("kek")),
+    ]
+    if storage.get_meta("dek-check") is None:  # a store made before it existed
+        meta.append(MetaWrite("dek-check", dek.check_value, None))
+    storage.commit(meta=meta)
 
 
 @dataclass(frozen=True)
@@ -204,5 +205,11 @@ def rotate_dek(storage: StorageBackend, *, key: KeyProvider) -> DekRotation:
         storage.compact()
     except StorageError as e:
         # The rotation is done and whole; only the scrubbing of old records failed.
-        log.warning("rotate-dek: compacting %s failed (%s); run it again later", storage.uri, e)
+        log.warning(
+            "rotate-dek: the rotation is done, but compacting %s failed (%s): old records "
+            "may linger in the file's free space; free disk space (about twice the "
+            "file's size) and run rotate-dek again",
+            storage.uri,
+            e,
+        )
     return DekRotation(secrets=len(snapshot.records), revision=revision)

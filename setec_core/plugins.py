@@ -12,6 +12,7 @@ bug), and answers an unknown name with the list of what is available.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -260,7 +261,7 @@ class Plugins:
 
         :raises ConfigError: if the URI is malformed or names no installed sink.
         """
-        return _build(self.backup_sinks, uri, lambda cls: cls.from_uri(uri, read_only=read_only))
+        return _build(self.backup_sinks, uri, lambda cls: _make_sink(cls, uri, read_only))
 
     def authorizer(self, name: str, options: Mapping[str, Any]) -> Authorizer:
         """Build the authorizer called ``name`` from server ``options``.
@@ -287,6 +288,14 @@ class Plugins:
                 schemes = tuple(getattr(reg.cls, "schemes", ()))
                 out.append((registry.kind, str(getattr(reg.cls, "name")), reg.plugin, schemes))  # noqa: B009 - name is checked at registration
         return out
+
+
+def _make_sink(cls: type[BackupSink], uri: str, read_only: bool) -> BackupSink:
+    # read_only came after the first sinks were written: a sink whose from_uri does
+    # not take it is built the old way (it may create its location; nothing worse).
+    if read_only and "read_only" in inspect.signature(cls.from_uri).parameters:
+        return cls.from_uri(uri, read_only=True)
+    return cls.from_uri(uri)
 
 
 def _build(registry: Registry[T], uri: str, make: Callable[[type[T]], T]) -> T:

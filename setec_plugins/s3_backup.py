@@ -93,11 +93,13 @@ def parse_uri(uri: str) -> tuple[str, str, str | None, str | None]:
     if scheme.lower() != "s3" or not sep:
         raise ConfigError(f"not an s3 backup URI: {redact(uri)!r}; expected {_FORM}")
     parts = urllib.parse.urlsplit(uri)
-    if "@" in parts.netloc:
+    if "@" in parts.netloc or ":" in parts.netloc:
+        # Not even the "bucket" is shown: with a "/" in a password, urlsplit puts part
+        # of the password there ("s3://user:pa/ss@bucket" has netloc "user:pa").
         raise ConfigError(
-            f"s3 backup URI for bucket {parts.hostname!r} holds credentials; remove "
-            "them: credentials come from the standard AWS chain (environment, shared "
-            "config, instance or task role)"
+            "the s3 backup URI holds credentials (or a port); remove them: credentials "
+            "come from the standard AWS chain (environment, shared config, instance or "
+            "task role)"
         )
     # The messages below name the bucket, not the URI: a mistaken query could hold
     # something that must not reach a log.

@@ -283,18 +283,54 @@ def test_loop_rejects_bad_interval(db: Database) -> None:
 
 
 def test_prune_never_deletes_the_backup_just_taken(caplog: pytest.LogCaptureFixture) -> None:
-    """A stray backup name in the future does not make retention delete the new backup,
-    and the oddity is logged; latest skips names more than an hour ahead."""
+    """The backup just taken survives retention even when a newer one sorts after it
+    (a clock that went back), and the oddity is logged."""
     sink = MemoryBackupSink()
-    future = backup_name(dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
-    sink.put(future, b"not a backup")
     now = dt.datetime.now(dt.UTC)
-    newest = backup_name(now)
-    sink.put(newest, b"x")
+    newest = backup_name(now - dt.timedelta(minutes=10))
+    later = backup_name(now)
+    for name in (newest, later):
+        sink.put(name, b"x")
     assert prune(sink, 1, newest=newest) == []
-    assert newest in sink.list()
+    assert sink.list() == [newest, later]
     assert "sorts before" in caplog.text
-    assert latest_backup(sink) == newest
+
+
+def test_future_names_neither_count_nor_go(caplog: pytest.LogCaptureFixture) -> None:
+    """Names dated past the clock (planted by someone who may only add objects) are not
+    counted by retention, so real backups are not pushed out, and are not deleted;
+    latest skips them, and strict latest (restore) refuses."""
+    sink = MemoryBackupSink()
+    now = dt.datetime.now(dt.UTC)
+    real = [backup_name(now - dt.timedelta(days=d)) for d in (3, 2, 1)]
+    strays = [
+        backup_name(dt.datetime(2099, 1, 1, tzinfo=dt.UTC)),
+        backup_name(now + dt.timedelta(hours=2)),
+    ]
+    for name in real + strays:
+        sink.put(name, b"x")
+    assert prune(sink, 2, newest=real[-1]) == real[:1]
+    assert set(sink.list()) == set(real[1:] + strays)
+    assert "dated in the future" in caplog.text
+    assert latest_backup(sink) == real[-1]
+    with pytest.raises(StorageError, match="dated after this machine's clock"):
+        latest_backup(sink, strict=True)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "9999/12/31/db-2000-01-01T00:00:00.000Z.json",  # folder and time disagree
+        "2026/13/45/db-2026-13-45T00:00:00.000Z.json",  # no such date
+        "2026/01/01/db-2026-01-01T25:00:00.000Z.json",  # no such time
+    ],
+)
+def test_inconsistent_names_are_not_backups(name: str) -> None:
+    """Only names backup_name could have made count as backups."""
+    assert not is_backup_name(name)
+    sink = MemoryBackupSink()
+    sink.put(name, b"x")
+    assert list_backups(sink) == []
 
 
 def test_latest_backup_of_an_empty_sink() -> None:

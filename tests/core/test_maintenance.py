@@ -3,6 +3,7 @@ survives, the right keys open the result, and a failed step changes nothing."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +194,21 @@ def test_rotate_kek_on_an_empty_running_database_still_backs_up() -> None:
         rotate_kek(db.storage, old=KEY, new=new)
         data, _ = db.backup()
         assert open_backup(data, new).info.secrets == 0
+
+
+def test_a_store_without_dek_check_gets_one(tmp_path: Path) -> None:
+    """A store made before the dek-check entry existed gains it when opened, so that a
+    later rotate-kek on an empty running server does not stop its backups."""
+    storage = SqliteStorage.from_uri(f"sqlite://{tmp_path / 'legacy.db'}")
+    with Database(storage, KEY, AuditLog(MemoryAuditSink())):
+        pass
+    conn = sqlite3.connect(tmp_path / "legacy.db")
+    with conn:
+        conn.execute("DELETE FROM meta WHERE name = 'dek-check'")
+    conn.close()
+    storage = SqliteStorage.from_uri(f"sqlite://{tmp_path / 'legacy.db'}")
+    with Database(storage, KEY, AuditLog(MemoryAuditSink())) as db:
+        assert storage.get_meta("dek-check") is not None
+        new = DevKeyProvider("maintenance-new")
+        rotate_kek(storage, old=KEY, new=new)
+        assert open_backup(db.backup()[0], new).info.secrets == 0

@@ -247,7 +247,7 @@ class MemorySink(BackupSink):
     blobs: ClassVar[dict[str, bytes]] = {}
 
     @classmethod
-    def from_uri(cls, uri: str, *, read_only: bool = False) -> MemorySink:
+    def from_uri(cls, uri: str) -> MemorySink:  # the original signature, no read_only
         return cls()
 
     def put(self, name: str, data: bytes) -> None:
@@ -269,6 +269,30 @@ def test_backup_sink_hook() -> None:
     assert sink.get("b1") == b"snapshot"
     with pytest.raises(StorageError, match="cannot delete"):
         sink.delete("b1")
+
+
+def test_backup_sink_without_read_only_still_builds() -> None:
+    """A sink written before read_only existed (from_uri(uri) only) is still built for
+    the read-only commands; one that takes read_only gets it."""
+    seen: list[bool] = []
+
+    class Newer(MemorySink):
+        name = "newer-sink"
+        schemes = ("newer-sink",)
+
+        @classmethod
+        def from_uri(cls, uri: str, *, read_only: bool = False) -> Newer:
+            seen.append(read_only)
+            return cls()
+
+    extra = plugin(
+        setec_register_backup_sinks=lambda register: [register(MemorySink), register(Newer)]
+    )
+    plugins = Plugins.load([extra])
+    assert isinstance(plugins.backup_sink("mem-sink://x", read_only=True), MemorySink)
+    plugins.backup_sink("newer-sink://x", read_only=True)
+    plugins.backup_sink("newer-sink://x")
+    assert seen == [True, False]
 
 
 class LabelledMemoryStorage(MemoryStorage):

@@ -15,7 +15,10 @@ from setec_core.uris import redact
         ("s3://bucket/prefix", "s3://bucket/prefix"),
         ("dir:///var/backups", "dir:///var/backups"),
         ("user:pw@host", "***@host"),
-        ("http://[::1:pw@h", "http://***"),
+        ("http://[::1:pw@h", "http://***@h"),
+        ("postgresql://app:hun/ter2@db/setec", "postgresql://***@db/setec"),
+        ("s3://u:p?w#d@bucket/p", "s3://***@bucket/p"),
+        ("dir:///srv/backups@2", "dir:///srv/backups@2"),
         ("arn:aws:kms:us-east-1:1:key/x", "arn:aws:kms:us-east-1:1:key/x"),
     ],
 )

@@ -352,3 +352,32 @@ def test_failed_restore_leaves_nothing_in_the_way(tmp_path: Path) -> None:
     right = admin(*restore, "--kms-key-name", KEY, cwd=tmp_path)
     assert right.returncode == 0, right.stderr
     check_store(state)
+
+
+def test_restore_force_over_a_damaged_store_with_a_hot_journal(tmp_path: Path) -> None:
+    """Restoring over a store too damaged to open, with a rollback journal beside it:
+    the journal goes aside with the old store and never meets the new one."""
+    state, sink = tmp_path / "state", f"dir://{tmp_path / 'b'}"
+    make_store(state)
+    assert backup_now(state, sink, cwd=tmp_path).returncode == 0
+    store = state / "secrets.db"
+    damaged = bytearray(store.read_bytes())
+    damaged[:16] = b"not sqlite here!"
+    store.write_bytes(bytes(damaged))
+    (state / "secrets.db-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" * 512)
+    done = admin(
+        "restore",
+        "latest",
+        "--state-dir",
+        str(state),
+        "--kms-key-name",
+        KEY,
+        "--backup",
+        sink,
+        "--force",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (state / "secrets.db-journal").exists()
+    assert len(list(state.glob("secrets.db.replaced-*-journal"))) == 1
+    check_store(state)

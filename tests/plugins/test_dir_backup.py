@@ -3,10 +3,13 @@ temporary files (written first, left by a crash) never listed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +33,8 @@ def run_unprivileged(body: Callable[[Path], None]) -> None:
         with tempfile.TemporaryDirectory() as work:
             body(Path(work))
         return
+    # Only this thread goes into the child: another thread holding a lock (logging's,
+    # say) at fork would leave it held forever there. The deadline below is the net.
     work = Path(tempfile.mkdtemp())
     os.chown(work, NOBODY, NOBODY)
     read, write = os.pipe()
@@ -48,11 +53,25 @@ def run_unprivileged(body: Callable[[Path], None]) -> None:
         finally:
             os._exit(code)
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        report = pipe.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
+    os.set_blocking(read, False)
+    report, status, deadline = b"", None, time.monotonic() + 30
+    while status is None:
+        with contextlib.suppress(BlockingIOError):
+            report += os.read(read, 65536)
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = code
+        elif time.monotonic() > deadline:  # a child stuck (a lock held at fork): end it
+            os.kill(pid, signal.SIGKILL)
+            status = os.waitpid(pid, 0)[1]
+            report += b"(killed after 30 s)"
+        else:
+            time.sleep(0.01)
+    with contextlib.suppress(BlockingIOError):
+        report += os.read(read, 65536)
+    os.close(read)
     shutil.rmtree(work)
-    assert os.waitstatus_to_exitcode(status) == 0, report
+    assert os.waitstatus_to_exitcode(status) == 0, report.decode(errors="replace")
 
 
 def mode(path: Path) -> int:
