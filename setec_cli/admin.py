@@ -27,6 +27,8 @@ import click
 from setec_cli.config import DEV_KEY, DEV_STATE_DIR, backup_uri
 from setec_core.errors import ConfigError, NotFound, SetecError
 
+# The names setec_core.database gives them (not imported: that module is heavy, and
+# `setec-serve --help` should not pay for it).
 STORE_FILE = "secrets.db"
 AUDIT_FILE = "audit.log"
 # SQLite's files beside a store: they belong to it, and must never meet another store.

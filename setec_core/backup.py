@@ -75,6 +75,9 @@ class BackupSink(ABC):
         (the server prints it). The default is the bare scheme; override it."""
         return f"{self.schemes[0]}://" if self.schemes else f"{self.name}://"
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
     @abstractmethod
     def put(self, name: str, data: bytes) -> None:
         """Store ``data`` under ``name``. A stored backup is never replaced: if ``name``

@@ -123,9 +123,6 @@ class DirBackupSink(BackupSink):
         """The absolute path of the backup directory."""
         return self._root
 
-    def __repr__(self) -> str:
-        return f"DirBackupSink({self.uri!r})"
-
     def _path(self, name: str) -> str:
         check_name(name)
         if any(segment.startswith(TEMP_PREFIX) for segment in name.split("/")):

@@ -276,9 +276,6 @@ class S3BackupSink(BackupSink):
         """The key prefix, without slashes at either end (``""`` for none)."""
         return self._prefix
 
-    def __repr__(self) -> str:
-        return f"S3BackupSink({self.uri!r})"
-
     def key(self, name: str) -> str:
         """Return the object key that holds the backup ``name``.
 

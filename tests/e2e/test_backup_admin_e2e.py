@@ -50,6 +50,20 @@ def backup_now(state: Path, sink: str, *, cwd: Path) -> subprocess.CompletedProc
     )
 
 
+def restore_args(state: Path, sink: str, *extra: str) -> tuple[str, ...]:
+    return (
+        "restore",
+        "latest",
+        "--state-dir",
+        str(state),
+        "--kms-key-name",
+        KEY,
+        "--backup",
+        sink,
+        *extra,
+    )
+
+
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("setec-serve: error: ")]
 
@@ -219,17 +233,7 @@ def test_restore_force_keeps_the_old_store_and_refuses_a_running_server(tmp_path
     assert now.returncode == 0, now.stderr
     with Database.open(state, key=KEY) as db:
         db.put(SUPERUSER, "svc/later", b"admin-e2e-later")
-    restore = (
-        "restore",
-        "latest",
-        "--state-dir",
-        str(state),
-        "--kms-key-name",
-        KEY,
-        "--backup",
-        sink,
-        "--force",
-    )
+    restore = restore_args(state, sink, "--force")
     with ServeProcess(*serve_args(state), cwd=tmp_path, env=clean_env()) as server:
         busy = admin(*restore, cwd=tmp_path)
         assert busy.returncode == 1
@@ -325,9 +329,8 @@ def test_restore_force_twice_keeps_both_old_stores(tmp_path: Path) -> None:
     assert backup_now(state, sink, cwd=tmp_path).returncode == 0
     with Database.open(state, key=KEY) as db:
         db.put(SUPERUSER, "svc/original-only", b"admin-e2e-original")
-    restore = ("restore", "latest", "--state-dir", str(state), "--kms-key-name", KEY)
     for _ in range(2):
-        done = admin(*restore, "--backup", sink, "--force", cwd=tmp_path)
+        done = admin(*restore_args(state, sink, "--force"), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     aside = sorted(state.glob("secrets.db.replaced-*"))
     assert len(aside) == 2
@@ -365,18 +368,7 @@ def test_restore_force_over_a_damaged_store_with_a_hot_journal(tmp_path: Path) -
     damaged[:16] = b"not sqlite here!"
     store.write_bytes(bytes(damaged))
     (state / "secrets.db-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" * 512)
-    done = admin(
-        "restore",
-        "latest",
-        "--state-dir",
-        str(state),
-        "--kms-key-name",
-        KEY,
-        "--backup",
-        sink,
-        "--force",
-        cwd=tmp_path,
-    )
+    done = admin(*restore_args(state, sink, "--force"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert not (state / "secrets.db-journal").exists()
     assert len(list(state.glob("secrets.db.replaced-*-journal"))) == 1
