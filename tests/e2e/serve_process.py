@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,34 @@ def run_serve(
         timeout=timeout,
         check=False,
     )
+
+
+def refused(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None,
+    error_lines: Callable[[str], list[str]],
+    naming: Iterable[str] = (),
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``setec-serve ARGS`` and check that it refused: exit status 1, exactly one
+    error line (as ``error_lines`` picks them out of stderr) holding every string of
+    ``naming``, and no traceback. Returns the finished process."""
+    result = run_serve(*args, cwd=cwd, env=env, timeout=timeout)
+    assert result.returncode == 1, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    for text in naming:
+        assert text in errors[0], (text, errors[0])
+    assert "Traceback" not in result.stderr + result.stdout
+    return result
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for "unreachable" peers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
