@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -334,7 +334,10 @@ def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: boo
     backup_key_uri = settings.get("backup_key")
     # Check everything (keys, the backup's tag, every record) before touching the
     # state directory, so that a mistake leaves nothing behind to trip the next try.
-    with _key(ctx, key_uri) as key, _key(ctx, backup_key_uri or key_uri) as backup_key:
+    with ExitStack() as keys:
+        key = keys.enter_context(_key(ctx, key_uri))
+        # One provider when the backup's key is the store's: no second KMS client.
+        backup_key = keys.enter_context(_key(ctx, backup_key_uri)) if backup_key_uri else key
         opened = open_backup(data, backup_key)
         with _locked(settings, "restore"):
             if settings.get("storage"):

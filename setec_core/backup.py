@@ -23,20 +23,25 @@ MAX_NAME_LENGTH = 1000
 """The longest backup name accepted (S3 keys are at most 1024 bytes, prefix included)."""
 
 
+def is_valid_name(name: str) -> bool:
+    """Report whether ``name`` is a valid backup name (see the module docstring); sinks
+    use it to skip other objects when listing."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_NAME_LENGTH
+        and all(
+            _SEGMENT.fullmatch(segment) is not None and segment not in (".", "..")
+            for segment in name.split("/")
+        )
+    )
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid backup name (see the module docstring).
 
     :raises StorageError: naming the offending name, if it is not.
     """
-    ok = (
-        isinstance(name, str)
-        and 0 < len(name) <= MAX_NAME_LENGTH
-        and all(
-            _SEGMENT.fullmatch(segment) and segment not in (".", "..")
-            for segment in name.split("/")
-        )
-    )
-    if not ok:
+    if not is_valid_name(name):
         raise StorageError(
             f"invalid backup name {name!r}: expected a relative path of segments made of "
             "A-Z a-z 0-9 . _ : - (no empty, '.' or '..' segment), such as "

@@ -37,32 +37,30 @@ def backup_name(when: dt.datetime) -> str:
     return f"{utc:%Y/%m/%d}/db-{stamp}.json"
 
 
-def is_backup_name(name: str) -> bool:
-    """Report whether ``name`` is a backup name made by :func:`backup_name`: the right
-    shape, a real time, and the folder of that time's date (retention and ``latest``
-    consider only these, whatever else shares the sink)."""
-    if _NAME.match(name) is None:
-        return False
-    try:
-        when = _parse_stamp(name)
-    except ValueError:  # the right shape but no such time (month 13)
-        return False
-    return name.startswith(f"{when:%Y/%m/%d}/")
-
-
-def _parse_stamp(name: str) -> dt.datetime:
-    stamp = name.rsplit("/db-", 1)[1].removesuffix("Z.json")
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC)
-
-
 def taken_at(name: str) -> dt.datetime:
     """Return the UTC time the backup name ``name`` stands for.
 
-    :raises ValueError: if ``name`` is not a backup name.
+    :raises ValueError: if ``name`` is not a name :func:`backup_name` could make: the
+        wrong shape, no such time (month 13), or a folder that is not that time's date.
     """
-    if not is_backup_name(name):
+    if _NAME.match(name) is None:
         raise ValueError(f"{name!r} is not a backup name")
-    return _parse_stamp(name)
+    stamp = name.rsplit("/db-", 1)[1].removesuffix("Z.json")
+    when = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC)
+    if not name.startswith(f"{when:%Y/%m/%d}/"):
+        raise ValueError(f"{name!r} is filed under another date than its own")
+    return when
+
+
+def is_backup_name(name: str) -> bool:
+    """Report whether ``name`` is a backup name made by :func:`backup_name` (see
+    :func:`taken_at`); retention and ``latest`` consider only these, whatever else
+    shares the sink."""
+    try:
+        taken_at(name)
+    except ValueError:
+        return False
+    return True
 
 
 def list_backups(sink: BackupSink) -> list[str]:
@@ -81,8 +79,11 @@ FUTURE_SLACK = dt.timedelta(hours=1)
 
 def _split_future(names: list[str], now: dt.datetime | None) -> tuple[list[str], list[str]]:
     horizon = (now or _utcnow()) + FUTURE_SLACK
-    past = [n for n in names if taken_at(n) <= horizon]
-    return past, [n for n in names if taken_at(n) > horizon]
+    past: list[str] = []
+    future: list[str] = []
+    for name in names:
+        (past if taken_at(name) <= horizon else future).append(name)
+    return past, future
 
 
 def prune(

@@ -50,7 +50,7 @@ from setec_core.errors import (
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_VERSION, SecretInfo, SecretState, SecretValue
 from setec_core.snapshot import seal_snapshot
-from setec_core.storage import MetaWrite, RecordWrite, Snapshot, StorageBackend
+from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
 
 log = logging.getLogger("setec.database")
 
@@ -95,7 +95,6 @@ class Database:
         self._secrets: dict[str, SecretState] = {}
         self._sorted: list[str] | None = None
         self._closed = False
-        self._wrapped = b""  # the wrapped data key as read at open (see backup())
         started = time.perf_counter()
         self._dek = self._unlock()
         self._load()
@@ -172,22 +171,7 @@ class Database:
         wrapped = self._storage.get_meta("dek")
         if wrapped is None:
             return self._initialise()
-        schema = self._storage.get_meta("schema")
-        if schema != SCHEMA_VERSION:
-            raise CorruptStoreError(
-                f"store {self._storage.uri} has schema version {schema!r}, this setec "
-                f"reads {SCHEMA_VERSION.decode()}; upgrade setec or restore a backup"
-            )
-        try:
-            dek = DataKey(self._key.unwrap(wrapped, DEK_CONTEXT))
-        except KeyMismatchError as e:
-            made_with = (self._storage.get_meta("kek") or b"an unknown key").decode(
-                errors="replace"
-            )
-            raise KeyMismatchError(
-                f"cannot unlock store {self._storage.uri} with key {self._key.uri}: it was "
-                f"created with {made_with} ({e}); open it with that key. Nothing was changed."
-            ) from None
+        dek = unwrap_data_key(self._storage, self._key, wrapped)
         check = self._storage.get_meta("dek-check")
         if check is None:
             # A store made before the check value existed: add it, so that a later
@@ -200,7 +184,6 @@ class Database:
                 f"store {self._storage.uri}: the unwrapped data key does not match the "
                 "store's check value; its metadata is damaged: restore it from a backup"
             )
-        self._wrapped = wrapped
         return dek
 
     def _initialise(self) -> DataKey:
@@ -224,7 +207,6 @@ class Database:
             # Another process initialised the same store a moment ago: use its key.
             return self._unlock()
         log.info("created a new store %s under key %s", self._storage.uri, self._key.uri)
-        self._wrapped = wrapped
         return dek
 
     def _load(self) -> None:
@@ -266,29 +248,17 @@ class Database:
             by another process since this database opened (restart the server).
         """
         snapshot = self._storage.export()
-        if snapshot.meta.get("dek") != self._wrapped and not self._same_dek(snapshot):
+        # The check value says whether the store still uses our data key: a rotate-kek
+        # by another process keeps it (the backup is good), a rotate-dek does not (it
+        # would be sealed with the wrong key). Every store has one once opened.
+        check = snapshot.meta.get("dek-check")
+        if check is None or not hmac.compare_digest(check, self._dek.check_value):
             raise StorageError(
                 f"the data key of {self._storage.uri} was rotated since this server "
                 "started; restart it to back up under the new key"
             )
         when = created or datetime.datetime.now(datetime.UTC)
         return seal_snapshot(snapshot, self._dek, created=when), snapshot.revision
-
-    def _same_dek(self, snapshot: Snapshot) -> bool:
-        # The wrapped key changes on rotate-kek too, which keeps the data key. The
-        # check value says whether it is still ours; stores made before it existed
-        # need a record that opens with our key instead.
-        check = snapshot.meta.get("dek-check")
-        if check is not None:
-            return hmac.compare_digest(check, self._dek.check_value)
-        for record in snapshot.records[:1]:
-            assert record.data is not None
-            try:
-                self._dek.open(record.key, record.data)
-            except CorruptStoreError:
-                return False
-            return True
-        return False
 
     def __len__(self) -> int:
         return len(self._secrets)
@@ -744,6 +714,31 @@ def _as_bytes(value: Any) -> bytes:
         f"secret value must be bytes, not {type(value).__name__}"
         + ("; encode it first, e.g. value.encode()" if isinstance(value, str) else "")
     )
+
+
+def unwrap_data_key(storage: StorageBackend, key: KeyProvider, wrapped: bytes) -> DataKey:
+    """Unwrap ``wrapped``, the data key of ``storage``, with ``key`` (for the Database
+    and the offline maintenance commands alike).
+
+    :raises CorruptStoreError: if the store's schema version is not the one this code
+        reads.
+    :raises KeyMismatchError: if ``key`` cannot unwrap it; the message names the key the
+        store was made with.
+    """
+    schema = storage.get_meta("schema")
+    if schema != SCHEMA_VERSION:
+        raise CorruptStoreError(
+            f"store {storage.uri} has schema version {schema!r}, this setec "
+            f"reads {SCHEMA_VERSION.decode()}; upgrade setec or restore a backup"
+        )
+    try:
+        return DataKey(key.unwrap(wrapped, DEK_CONTEXT))
+    except KeyMismatchError as e:
+        made_with = (storage.get_meta("kek") or b"an unknown key").decode(errors="replace")
+        raise KeyMismatchError(
+            f"cannot unlock store {storage.uri} with key {key.uri}: it was "
+            f"created with {made_with} ({e}); open it with that key. Nothing was changed."
+        ) from None
 
 
 def prepare_state_dir(path: str | os.PathLike[str]) -> Path:

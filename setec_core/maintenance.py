@@ -24,8 +24,8 @@ import logging
 from dataclasses import dataclass
 
 from setec_core.crypto import DEK_CONTEXT, DataKey
-from setec_core.database import SCHEMA_VERSION
-from setec_core.errors import CorruptStoreError, KeyMismatchError, StorageError
+from setec_core.database import SCHEMA_VERSION, unwrap_data_key
+from setec_core.errors import KeyMismatchError, StorageError
 from setec_core.keys import KeyProvider
 from setec_core.model import SecretState
 from setec_core.snapshot import BackupInfo, OpenedBackup, open_backup, seal_snapshot
@@ -46,20 +46,7 @@ def _unlock(storage: StorageBackend, key: KeyProvider) -> tuple[bytes, DataKey]:
     wrapped = storage.get_meta("dek")
     if wrapped is None:
         raise StorageError(f"store {storage.uri} has no data key: it is empty or not a setec store")
-    schema = storage.get_meta("schema")
-    if schema != SCHEMA_VERSION:
-        raise CorruptStoreError(
-            f"store {storage.uri} has schema version {schema!r}; this setec reads "
-            f"{SCHEMA_VERSION.decode()}"
-        )
-    try:
-        return wrapped, DataKey(key.unwrap(wrapped, DEK_CONTEXT))
-    except KeyMismatchError as e:
-        made_with = (storage.get_meta("kek") or b"an unknown key").decode(errors="replace")
-        raise KeyMismatchError(
-            f"key {key.uri} cannot unlock store {storage.uri}: it was created with "
-            f"{made_with} ({e}); nothing changed"
-        ) from None
+    return wrapped, unwrap_data_key(storage, key, wrapped)
 
 
 class OfflineStore:

@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-from setec_core.backup import BackupSink, check_name
+from setec_core.backup import BackupSink, check_name, is_valid_name
 from setec_core.errors import ConfigError, NotFound, StorageError
 from setec_core.hookspecs import hookimpl
 from setec_core.uris import redact
@@ -228,7 +228,7 @@ class DirBackupSink(BackupSink):
             name = prefix + entry
             if is_dir:
                 yield from self._walk(os.path.join(folder, entry), name + "/")
-            elif is_file and _valid(name):
+            elif is_file and is_valid_name(name):
                 yield name
 
     def get(self, name: str) -> bytes:
@@ -270,14 +270,6 @@ class DirBackupSink(BackupSink):
             except OSError:
                 break
             folder = os.path.dirname(folder)
-
-
-def _valid(name: str) -> bool:
-    try:
-        check_name(name)
-    except StorageError:
-        return False
-    return True
 
 
 def _fsync_dir(path: str) -> None:

@@ -24,7 +24,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from setec_core.backup import BackupSink, check_name
+from setec_core.backup import BackupSink, check_name, is_valid_name
 from setec_core.errors import ConfigError, NotFound, SetecError, StorageError
 from setec_core.hookspecs import hookimpl
 from setec_core.uris import redact
@@ -337,7 +337,7 @@ class S3BackupSink(BackupSink):
 
         names = (key[len(start) :] for key in self._call("ListObjectsV2", start, keys))
         # Anything else under the prefix (a console's folder marker "x/") is no backup.
-        return sorted(name for name in names if _valid(name))
+        return sorted(name for name in names if is_valid_name(name))
 
     def get(self, name: str) -> bytes:
         key = self.key(name)
@@ -428,14 +428,6 @@ def _aws_error(e: Any) -> str:
 
 def _scrub(text: str) -> str:
     return _ACCESS_KEY_ID.sub("<access key id>", " ".join(text.split()))
-
-
-def _valid(name: str) -> bool:
-    try:
-        check_name(name)
-    except StorageError:
-        return False
-    return True
 
 
 @hookimpl
