@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import threading
 import time
@@ -14,23 +13,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from backup_scenario import assert_no_values, round_trip
-from moto.server import ThreadedMotoServer
+from peers.moto_server import MotoServer
 from serve_process import ServeProcess, call, free_port, kms_serve_args, refused, state_files
 
 SECRET = b"kms-e2e-secret-9c1d"
 
 
 @pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
 
 
 def aws_env(endpoint: str, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -48,27 +42,16 @@ def aws_env(endpoint: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def new_key(moto_url: str) -> str:
-    kms = boto3.client(
-        "kms",
-        region_name="us-east-1",
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    return str(kms.create_key()["KeyMetadata"]["Arn"])
-
-
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error: " in line]
 
 
-def test_bare_arn_serves_restarts_and_refuses_another_key(moto_url: str, tmp_path: Path) -> None:
+def test_bare_arn_serves_restarts_and_refuses_another_key(moto: MotoServer, tmp_path: Path) -> None:
     """A bare ARN: serve, put, get, stop; restart with the same key and the secret is
     there; another key exits 1 with one error line naming it and changes nothing."""
-    key, other = new_key(moto_url), new_key(moto_url)
+    key, other = moto.new_kms_key(), moto.new_kms_key()
     state = tmp_path / "st"
-    env = aws_env(moto_url, tmp_path)
+    env = aws_env(moto.url, tmp_path)
     value = base64.b64encode(SECRET).decode()
     with ServeProcess(*kms_serve_args(state, key), cwd=tmp_path, env=env) as server:
         put = call(server.url, "put", {"Name": "prod/db", "Value": value})
@@ -158,20 +141,14 @@ def test_disabled_key_exits_at_once(tmp_path: Path) -> None:
     assert kms.calls == 1
 
 
-def test_backs_up_to_s3_and_restores(moto_url: str, tmp_path: Path) -> None:
+def test_backs_up_to_s3_and_restores(moto: MotoServer, tmp_path: Path) -> None:
     """Issue 5 "Done when": setec-serve --kms-key-name ARN with Go's --backup-bucket
     flags backs up to S3 (moto); after a wipe, restore (naming the sink as
     --backup s3://BUCKET --backup-region) brings back every secret and version."""
-    key = new_key(moto_url)
-    s3 = boto3.client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    key = moto.new_kms_key()
+    s3 = moto.client("s3")
     s3.create_bucket(Bucket="setec-e2e-backups")
-    env = aws_env(moto_url, tmp_path, AWS_ENDPOINT_URL_S3=moto_url)
+    env = aws_env(moto.url, tmp_path, AWS_ENDPOINT_URL_S3=moto.url)
     printed = round_trip(
         key,
         serve_backup=(
@@ -188,4 +165,3 @@ def test_backs_up_to_s3_and_restores(moto_url: str, tmp_path: Path) -> None:
     stored = s3.list_objects_v2(Bucket="setec-e2e-backups")["Contents"]
     assert stored
     assert all(o["Key"].endswith(".json") for o in stored)
-    s3.close()

@@ -50,6 +50,10 @@ class MotoServer:
             )
         return self._clients[service, region]
 
+    def new_kms_key(self, region: str = REGION) -> str:
+        """Make a symmetric KMS key in ``region``; return its ARN."""
+        return str(self.client("kms", region).create_key()["KeyMetadata"]["Arn"])
+
     def reset(self) -> None:
         """Forget every bucket, key and object moto holds."""
         conn = http.client.HTTPConnection(self.url.removeprefix("http://"), timeout=10)

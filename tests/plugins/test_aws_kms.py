@@ -19,9 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+from peers.moto_server import MotoServer
 
 from setec_core import ConfigError, KeyMismatchError, KeyProvider, Plugins
 from setec_core.errors import KeyProviderError, UnavailableError
@@ -31,30 +30,6 @@ from setec_plugins.aws_kms import AwsKmsKeyProvider
 
 REGION = "us-east-1"
 OTHER_REGION = "eu-west-1"
-
-
-class MotoKms:
-    """moto's server on 127.0.0.1 and an admin client to make keys in any region."""
-
-    def __init__(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
-
-    def client(self, region: str = REGION) -> Any:
-        return boto3.client(
-            "kms",
-            region_name=region,
-            endpoint_url=self.url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def key(self, region: str = REGION) -> str:
-        """Make a symmetric key in ``region``; return its ARN."""
-        return str(self.client(region).create_key()["KeyMetadata"]["Arn"])
 
 
 class FaultProxy:
@@ -126,14 +101,13 @@ class FaultProxy:
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoKms]:
-    kms = MotoKms()
-    yield kms
-    kms.server.stop()
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, moto: MotoKms, tmp_path: Any) -> None:
+def aws_env(monkeypatch: pytest.MonkeyPatch, moto: MotoServer, tmp_path: Any) -> None:
     """Dummy credentials, no shared config, no instance metadata, KMS at moto."""
     for name in list(os.environ):
         if name.startswith("AWS_"):
@@ -149,7 +123,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto: MotoKms, tmp_path: Any) -> No
 
 
 @pytest.fixture
-def proxy(moto: MotoKms, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+def proxy(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     p = FaultProxy(moto.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", p.url)
     yield p
@@ -165,39 +139,39 @@ class TestAwsKmsContract(KeyProviderContract):
     (the other_provider) cannot unwrap."""
 
     @pytest.fixture
-    def provider(self, moto: MotoKms) -> Iterator[KeyProvider]:
-        p = provider_for(moto.key())
+    def provider(self, moto: MotoServer) -> Iterator[KeyProvider]:
+        p = provider_for(moto.new_kms_key())
         yield p
         p.close()
 
     @pytest.fixture
-    def other_provider(self, moto: MotoKms) -> Iterator[KeyProvider]:
-        p = provider_for(moto.key(OTHER_REGION))
+    def other_provider(self, moto: MotoServer) -> Iterator[KeyProvider]:
+        p = provider_for(moto.new_kms_key(OTHER_REGION))
         yield p
         p.close()
 
 
-def test_another_key_in_the_same_region_is_a_mismatch(moto: MotoKms) -> None:
+def test_another_key_in_the_same_region_is_a_mismatch(moto: MotoServer) -> None:
     """A blob wrapped under one key is a KeyMismatchError under another, naming it."""
-    mine, other = moto.key(), moto.key()
+    mine, other = moto.new_kms_key(), moto.new_kms_key()
     blob = provider_for(mine).wrap(os.urandom(32), CONTEXT)
     with pytest.raises(KeyMismatchError, match=other):
         provider_for(other).unwrap(blob, CONTEXT)
 
 
-def test_region_comes_from_the_arn(moto: MotoKms) -> None:
+def test_region_comes_from_the_arn(moto: MotoServer) -> None:
     """A key in ap-southeast-2 works although AWS_DEFAULT_REGION says otherwise."""
-    arn = moto.key("ap-southeast-2")
+    arn = moto.new_kms_key("ap-southeast-2")
     p = provider_for(arn)
     assert p._client.meta.region_name == "ap-southeast-2"
     dek = os.urandom(32)
     assert p.unwrap(p.wrap(dek, CONTEXT), CONTEXT) == dek
 
 
-def test_alias_arn_opens_what_the_key_arn_wrapped(moto: MotoKms) -> None:
+def test_alias_arn_opens_what_the_key_arn_wrapped(moto: MotoServer) -> None:
     """aws-kms://arn:...:alias/NAME selects the aliased key."""
-    arn = moto.key()
-    moto.client().create_alias(AliasName="alias/setec-test", TargetKeyId=arn)
+    arn = moto.new_kms_key()
+    moto.client("kms").create_alias(AliasName="alias/setec-test", TargetKeyId=arn)
     alias = arn.rsplit(":", 1)[0] + ":alias/setec-test"
     dek = os.urandom(32)
     blob = provider_for(arn).wrap(dek, CONTEXT)
@@ -205,21 +179,21 @@ def test_alias_arn_opens_what_the_key_arn_wrapped(moto: MotoKms) -> None:
     assert provider_for(alias).uri == f"aws-kms://{alias}"
 
 
-def test_encryption_context_is_tinks(moto: MotoKms) -> None:
+def test_encryption_context_is_tinks(moto: MotoServer) -> None:
     """The blob is plain KMS Encrypt output under {"associatedData": hex(context)}, the
     context tink-go-awskms (so Go setec) uses."""
-    arn = moto.key()
+    arn = moto.new_kms_key()
     dek = os.urandom(32)
     blob = provider_for(arn).wrap(dek, CONTEXT)
-    out = moto.client().decrypt(
+    out = moto.client("kms").decrypt(
         CiphertextBlob=blob, KeyId=arn, EncryptionContext={"associatedData": CONTEXT.hex()}
     )
     assert out["Plaintext"] == dek
 
 
-def test_bare_arn_selects_aws_kms(moto: MotoKms) -> None:
+def test_bare_arn_selects_aws_kms(moto: MotoServer) -> None:
     """A bare arn:aws:kms:... key name means aws-kms://ARN, through the entry point."""
-    arn = moto.key()
+    arn = moto.new_kms_key()
     p = Plugins.load().key_provider(arn)
     assert isinstance(p, AwsKmsKeyProvider)
     assert p.uri == f"aws-kms://{arn}"
@@ -255,11 +229,11 @@ def test_malformed_uri_shows_the_form(uri: str) -> None:
     ],
 )
 def test_refusals_fail_at_once(
-    moto: MotoKms, proxy: FaultProxy, op: str, code: str, advice: str
+    moto: MotoServer, proxy: FaultProxy, op: str, code: str, advice: str
 ) -> None:
     """A disabled, deleted, missing or forbidden key is a KeyProviderError on the first
     answer, never retried, naming the key and what to do; no key material in it."""
-    arn = moto.key()
+    arn = moto.new_kms_key()
     p = provider_for(arn)
     dek = os.urandom(32)
     blob = p.wrap(dek, CONTEXT)
@@ -280,11 +254,11 @@ def test_refusals_fail_at_once(
 
 
 def test_access_denied_on_decrypt_is_a_mismatch_saying_both_causes(
-    moto: MotoKms, proxy: FaultProxy
+    moto: MotoServer, proxy: FaultProxy
 ) -> None:
     """KMS says AccessDenied on Decrypt both for a blob of a key it cannot see and for
     missing kms:Decrypt; the error is a KeyMismatchError that names both causes."""
-    arn = moto.key()
+    arn = moto.new_kms_key()
     p = provider_for(arn)
     blob = p.wrap(os.urandom(32), CONTEXT)
     proxy.fail("Decrypt", "AccessDeniedException")
@@ -292,9 +266,9 @@ def test_access_denied_on_decrypt_is_a_mismatch_saying_both_causes(
         p.unwrap(blob, CONTEXT)
 
 
-def test_decrypt_by_another_key_is_a_mismatch(moto: MotoKms, proxy: FaultProxy) -> None:
+def test_decrypt_by_another_key_is_a_mismatch(moto: MotoServer, proxy: FaultProxy) -> None:
     """If KMS reports that another key decrypted the blob, the plaintext is refused."""
-    arn, other = moto.key(), moto.key()
+    arn, other = moto.new_kms_key(), moto.new_kms_key()
     p = provider_for(arn)
     proxy.answer("Decrypt", {"KeyId": other, "Plaintext": base64.b64encode(b"k" * 32).decode()})
     with pytest.raises(KeyMismatchError, match=other):
@@ -310,10 +284,10 @@ def test_decrypt_by_another_key_is_a_mismatch(moto: MotoKms, proxy: FaultProxy) 
     ],
 )
 def test_transient_errors_are_retried(
-    moto: MotoKms, proxy: FaultProxy, code: str, status: int, caplog: pytest.LogCaptureFixture
+    moto: MotoServer, proxy: FaultProxy, code: str, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Throttling and KMS-side failures are retried with backoff until KMS answers."""
-    p = provider_for(moto.key())
+    p = provider_for(moto.new_kms_key())
     proxy.fail("Encrypt", code, status=status, times=2)
     dek = os.urandom(32)
     with caplog.at_level(logging.WARNING, logger="setec"):
@@ -324,12 +298,12 @@ def test_transient_errors_are_retried(
 
 
 def test_throttling_without_end_is_unavailable(
-    moto: MotoKms, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+    moto: MotoServer, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Throttled for longer than SETEC_KMS_RETRY_SECONDS: UnavailableError with the key
     and the last error."""
     monkeypatch.setenv("SETEC_KMS_RETRY_SECONDS", "0.5")
-    arn = moto.key()
+    arn = moto.new_kms_key()
     p = provider_for(arn)
     proxy.fail("Encrypt", "ThrottlingException", "Rate exceeded")
     started = time.monotonic()
