@@ -16,7 +16,6 @@ import datetime as dt
 import getpass
 import os
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import click
 
 from setec_cli.config import DEV_KEY, DEV_STATE_DIR, backup_uri
+from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, NotFound, SetecError
 
 # The names setec_core.database gives them (not imported: that module is heavy, and
@@ -33,15 +33,6 @@ STORE_FILE = "secrets.db"
 AUDIT_FILE = "audit.log"
 # SQLite's files beside a store: they belong to it, and must never meet another store.
 _SIDECARS = ("-wal", "-shm", "-journal")
-
-
-def _say(message: str) -> None:
-    click.echo(f"setec-serve: {message}", err=True)
-
-
-def _fail(message: str) -> None:
-    _say(f"error: {message}")
-    sys.exit(1)
 
 
 _STORE_OPTIONS = (
@@ -202,10 +193,10 @@ def _run(action: Callable[[], None]) -> None:
     try:
         action()
     except (SetecError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
-        _fail(
+        fail(
             f"cannot use{where}: {e.strerror or type(e).__name__}; check the path, and that "
             "this user may read and write it (run as the server's user)"
         )
@@ -232,7 +223,7 @@ def backup_now(ctx: click.Context, /, **given: Any) -> None:
     def act() -> None:
         with _sink(ctx, settings) as sink, _offline_store(ctx, settings) as store:
             result = take_backup(store, sink)
-            _say(
+            say(
                 f"backed up revision {result.revision} to {sink.uri}: {result.size} bytes "
                 f"in {result.seconds:.2f} s"
             )
@@ -240,7 +231,7 @@ def backup_now(ctx: click.Context, /, **given: Any) -> None:
             keep = settings.get("backup_keep")
             if keep:
                 for name in prune(sink, int(keep), newest=result.name):
-                    _say(f"deleted {name} (--backup-keep {keep})")
+                    say(f"deleted {name} (--backup-keep {keep})")
 
     _run(act)
 
@@ -385,7 +376,7 @@ def _restore_file(state: Path, opened: Any, key: Any, plugins: Any) -> Any:
                 os.link(f"{target}{suffix}", f"{aside}{suffix}")
         for suffix in _SIDECARS:
             Path(f"{target}{suffix}").unlink(missing_ok=True)
-        _say(f"the old store is kept as {aside}")
+        say(f"the old store is kept as {aside}")
     os.replace(temp, target)
     fd = os.open(state, os.O_RDONLY)
     try:
@@ -402,7 +393,7 @@ def _checkpoint(path: Path, plugins: Any) -> None:
     try:
         plugins.storage(f"sqlite://{path.resolve()}").close()
     except SetecError as e:
-        _say(f"the old store could not be opened ({e}); keeping it aside as it is")
+        say(f"the old store could not be opened ({e}); keeping it aside as it is")
 
 
 # --- rotation ------------------------------------------------------------------------

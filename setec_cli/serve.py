@@ -22,13 +22,10 @@ import click
 
 from setec_cli.admin import add_admin_commands
 from setec_cli.config import ServerConfig, resolve
+from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, SetecError
 
 log = logging.getLogger("setec.serve")
-
-
-def _say(message: str) -> None:
-    click.echo(f"setec-serve: {message}", err=True)
 
 
 @click.group(
@@ -166,8 +163,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
         config = resolve(options)
         serve(config, plugins=ctx.obj)
     except (ConfigError, SetecError) as e:
-        _say(f"error: {e}")
-        sys.exit(1)
+        fail(str(e))
 
 
 @cli.command("plugins")
@@ -178,8 +174,7 @@ def plugins_command() -> None:
     try:
         plugins = Plugins.load()
     except SetecError as e:
-        _say(f"error: {e}")
-        sys.exit(1)
+        fail(str(e))
     rows = plugins.describe()
     width = max((len(name) for _, name, _, _ in rows), default=4)
     for kind, name, plugin, schemes in sorted(rows):
@@ -210,10 +205,10 @@ def serve(
     from setec_core.plugins import Plugins
 
     if config.dev:
-        _say("dev mode: NOT SAFE FOR PRODUCTION USE; every local caller is a superuser")
-        _say(f"dev mode: state dir is {config.state_dir!r}")
+        say("dev mode: NOT SAFE FOR PRODUCTION USE; every local caller is a superuser")
+        say(f"dev mode: state dir is {config.state_dir!r}")
         if config.key.startswith("dev://"):
-            _say("dev mode: using the public dev key (dev://); anyone can decrypt this store")
+            say("dev mode: using the public dev key (dev://); anyone can decrypt this store")
     plugins = plugins if plugins is not None else Plugins.load()
     # A sink that cannot be built stops the start, as in Go setec: a server that
     # silently takes no backups is worse than one that does not start.
@@ -237,17 +232,17 @@ def serve(
             backups = BackupLoop(db, sink, interval=config.backup_interval, keep=config.backup_keep)
             app.metrics.watch_backups(backups)
         runner = Runner(app, config, reload=authorizer.reload)
-        _say(
+        say(
             f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
             f"{len(db)} secrets"
         )
         url = runner.start()
-        _say(f"listening on {url}")
+        say(f"listening on {url}")
         if backups is not None:
             keep = "keeping all"
             if config.backup_keep:
                 keep = f"keeping the newest {config.backup_keep}"
-            _say(
+            say(
                 f"backups to {backups.sink.uri}: now, then every {config.backup_interval:g} s "
                 f"if the store changed, {keep}"
             )
@@ -256,7 +251,7 @@ def serve(
             ready(url)
         if not runner.wait():
             raise SetecError("the HTTP server stopped unexpectedly; see the log above")
-        _say("stopped: in-flight requests finished, database closed")
+        say("stopped: in-flight requests finished, database closed")
     finally:
         # The server first: no request may reach a closed database.
         if runner is not None:
@@ -305,8 +300,7 @@ def load_plugins(*groups: click.Group) -> Any:
         for group in groups:
             plugins.add_commands(group)
     except SetecError as e:
-        _say(f"error: {e}")
-        sys.exit(1)
+        fail(str(e))
     return plugins
 
 
