@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from setec_core.errors import ConfigError
 from setec_core.uris import redact
 
 DEV_STATE_DIR = "setec-dev.state"
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 DEV_KEY = "dev://"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -43,6 +45,12 @@ class ServerConfig:
     backup: str | None = None
     backup_keep: int | None = None
     backup_interval: float = 60.0
+    unix_socket: str | None = None
+    idle_timeout: float = 60.0
+    max_connections: int = 0
+    max_connections_per_source: int = 256
+    allowed_hosts: tuple[str, ...] = ()
+    insecure_http: bool = False
 
     @property
     def tls(self) -> bool:
@@ -51,8 +59,23 @@ class ServerConfig:
 
     @property
     def listen(self) -> str:
-        """The listen address as given to authorizers: ``HOST:PORT``."""
+        """The listen address as given to authorizers: ``HOST:PORT`` or ``unix:PATH``."""
+        if self.unix_socket is not None:
+            return "unix:" + self.unix_socket
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def host_names(self) -> list[str]:
+        """The names the ``Host`` header may carry besides IP literals and ``localhost``:
+        ``--allowed-host``, the ``--listen`` host if it is a name, and the DNS names of
+        the ``--tls-cert`` certificate."""
+        from setec_core.http.hosts import certificate_names
+
+        names = list(self.allowed_hosts)
+        if self.unix_socket is None:
+            names.append(self.host)
+        if self.tls_cert is not None:
+            names += certificate_names(self.tls_cert)
+        return names
 
     def authorizer_options(self) -> dict[str, Any]:
         """The options an :class:`~setec_core.authz.Authorizer` is built from."""
@@ -62,11 +85,13 @@ class ServerConfig:
             "policy_file": self.policy_file,
             "dev": self.dev,
             "tls": self.tls,
+            "insecure_http": self.insecure_http,
         }
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` or ``[V6]:PORT`` into host and port.
+    """Split ``HOST:PORT`` or ``[V6]:PORT`` into host and port (``unix:PATH`` is handled
+    by :func:`resolve`).
 
     :raises ConfigError: naming the value if it is not of that form.
     """
@@ -84,8 +109,8 @@ def parse_listen(value: str) -> tuple[str, int]:
         or not 0 <= int(port_text) <= 65535
     ):
         raise ConfigError(
-            f"--listen {value!r} is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, "
-            "100.101.102.103:443)"
+            f"--listen {value!r} is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:8080, "
+            "[::1]:8080, 100.101.102.103:443, unix:/run/setec/setec.sock)"
         )
     return host, int(port_text)
 
@@ -162,8 +187,24 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
             "the data key (aws-kms://ARN or a bare ARN, gcp-kms://..., vault-transit://...); "
             "or run with --dev to use the public dev key"
         )
-    host, port = parse_listen(options.get("listen") or DEFAULT_LISTEN)
-    if dev and not is_loopback(host):
+    listen = str(options.get("listen") or DEFAULT_LISTEN)
+    unix_socket = None
+    if listen.startswith("unix:"):
+        unix_socket = listen[len("unix:") :]
+        if not unix_socket or not os.path.isabs(unix_socket):
+            raise ConfigError(
+                f"--listen {listen!r} needs an absolute path after unix: "
+                "(e.g. unix:/run/setec/setec.sock)"
+            )
+        if not os.path.isdir(os.path.dirname(unix_socket)):
+            raise ConfigError(
+                f"--listen {listen!r}: the directory {os.path.dirname(unix_socket)!r} does "
+                "not exist; create it (mode 0700, owned by this user) first"
+            )
+        host, port = "localhost", 0
+    else:
+        host, port = parse_listen(listen)
+    if dev and unix_socket is None and not is_loopback(host):
         raise ConfigError(
             f"--dev serves only on loopback, and --listen {host!r} is not a loopback "
             "address; use 127.0.0.1:PORT, or drop --dev and configure a real key and "
@@ -193,4 +234,36 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
         backup=backup_uri(options),
         backup_keep=options.get("backup_keep") or None,
         backup_interval=float(options.get("backup_interval") or 60.0),
+        unix_socket=unix_socket,
+        idle_timeout=float(options.get("idle_timeout") or 60.0),
+        max_connections=int(options.get("max_connections") or 0),
+        max_connections_per_source=int(options.get("max_connections_per_source") or 256),
+        allowed_hosts=allowed_hosts(options.get("allowed_host") or ()),
+        insecure_http=bool(options.get("insecure_http")),
     )
+
+
+def allowed_hosts(values: Any) -> tuple[str, ...]:
+    """Check the ``--allowed-host`` values: host names (``setec.example.ts.net``) or
+    ``*.`` and a domain (``*.example.ts.net``), without a port; a value may also be a
+    comma-separated list (for ``SETEC_ALLOWED_HOST``).
+
+    :raises ConfigError: naming a value that is not a host name.
+    """
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for value in values:
+        for name in str(value).split(","):
+            name = name.strip().lower().rstrip(".")
+            if not name:
+                continue
+            bare = name.removeprefix("*.")
+            labels = bare.split(".")
+            if not all(label and _LABEL.fullmatch(label) for label in labels):
+                raise ConfigError(
+                    f"--allowed-host {name!r} is not a host name; give a name such as "
+                    "setec.example.ts.net or *.example.ts.net, without a port or scheme"
+                )
+            out.append(name)
+    return tuple(dict.fromkeys(out))

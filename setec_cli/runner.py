@@ -1,13 +1,13 @@
-"""Serving the WSGI app: cheroot's thread-pool HTTP server, in this process.
+"""Serving the WSGI app in this process with setec's HTTP front
+(:mod:`setec_core.http.front`): an event loop that owns every socket and reads each
+request whole, and a pool of threads that run the app.
 
-Why cheroot (measured in ``docs/performance.md``, "Choosing the WSGI server"): the
+Why this front (measured in ``docs/performance.md``, "Choosing the HTTP front"): the
 Database is a single writer that holds its audit log under an exclusive lock, so it must
-live in the process that serves. cheroot runs the app in this process on a pool of
-threads, speaks TLS with the standard library, times out slow clients, and stops
-gracefully. granian and gunicorn were faster on a constant response but serve from
-worker *processes* forked or spawned by a supervisor, which would put the Database in a
-child and give SIGHUP to the supervisor (it restarts workers); waitress collapsed under
-64 connections once the app did real work.
+live in the process that serves, and the server must stay responsive while hostile
+clients trickle bytes, hold idle connections or never finish a TLS handshake. A
+thread-per-connection server (cheroot, which served before) gives each such client a
+worker; this front gives it a socket, with a deadline.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
-
 from setec_cli.config import ServerConfig
 from setec_core.errors import ConfigError, SetecError
+from setec_core.http.front import Front, Limits, Listener, server_ssl_context
 
 log = logging.getLogger("setec.serve")
 
-#: Seconds in-flight requests get to finish after SIGTERM before threads are abandoned.
+#: Seconds in-flight requests get to finish after SIGTERM before they are abandoned.
 SHUTDOWN_TIMEOUT = 10
 
 
@@ -45,60 +43,48 @@ class Runner:
         self, app: Any, config: ServerConfig, *, reload: Callable[[], None] | None = None
     ) -> None:
         self.config = config
-        self.server = wsgi.Server(
-            (config.host, config.port),
-            app,
-            numthreads=config.threads,
-            server_name="setec",
-            timeout=max(1, round(config.read_timeout)),
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        if config.unix_socket is not None:
+            listener = Listener(path=config.unix_socket)
+        else:
+            listener = Listener(config.host, config.port)
+        limits = Limits(
+            read_timeout=config.read_timeout,
+            idle_timeout=config.idle_timeout,
+            write_timeout=config.read_timeout,
+            max_body_bytes=config.max_request_bytes,
+            max_connections=config.max_connections,
+            max_connections_per_source=config.max_connections_per_source,
         )
-        # Request headers bigger than this get 413 from cheroot.
-        self.server.max_request_header_size = 64 * 1024
-        # The app enforces --max-request-bytes too; cheroot must as well, because after
-        # an early answer (say, 400 for a wrong method) it drains the unread body into
-        # memory to keep the connection: unbounded, that is a memory exhaustion.
-        self.server.max_request_body_size = config.max_request_bytes
+        self.front = Front(app, [listener], threads=config.threads, limits=limits)
         self._reload = reload
         self._wake = threading.Event()
         self._stopping = False
         self._reloading = False
-        self._thread: threading.Thread | None = None
-        self._prepared = False
 
     def start(self) -> str:
-        """Install the signal handlers, bind, start serving in a background thread, and
+        """Install the signal handlers, bind, start serving in background threads, and
         return the URL the server listens on."""
-        # Handlers first: cheroot starts its (non-daemon) worker threads in prepare(),
-        # and a Ctrl-C arriving as a KeyboardInterrupt after that would leave them
-        # running and the process hanging.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, self._on_hup)
-        if self.config.tls:
+        cert, key = self.config.tls_cert, self.config.tls_key
+        if cert is not None and key is not None:
             try:
-                self.server.ssl_adapter = BuiltinSSLAdapter(
-                    self.config.tls_cert, self.config.tls_key
-                )
+                self.front.ssl_context = server_ssl_context(cert, key)
             except (OSError, ssl.SSLError) as e:
                 raise ConfigError(
                     f"cannot load --tls-cert {self.config.tls_cert!r} / --tls-key "
                     f"{self.config.tls_key!r}: {e}"
                 ) from None
         try:
-            self._prepared = True
-            self.server.prepare()
+            self.front.bind()
         except OSError as e:
             raise ConfigError(
                 f"cannot listen on {self.config.listen}: {e.strerror or e}; choose another "
                 "--listen address or stop whatever uses it"
             ) from None
-        self._thread = threading.Thread(target=self.server.serve, name="setec-http", daemon=True)
-        self._thread.start()
-        host, port = self.server.bind_addr[:2]
-        host = f"[{host}]" if ":" in str(host) else host
-        return f"{'https' if self.config.tls else 'http'}://{host}:{port}"
+        return self.front.start()[0]
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self._stopping = True
@@ -124,15 +110,11 @@ class Runner:
             if self._reloading:
                 self._reloading = False
                 self._do_reload()
-            if self._thread is not None and not self._thread.is_alive():
+            if not self.front.is_alive():
                 log.error("the HTTP server stopped unexpectedly")
                 healthy = False
                 break
         self.close()
-        if self._thread is not None:
-            self._thread.join(SHUTDOWN_TIMEOUT)
-            if self._thread.is_alive():
-                log.warning("requests still running after %d s were abandoned", SHUTDOWN_TIMEOUT)
         return healthy
 
     def _do_reload(self) -> None:
@@ -154,8 +136,6 @@ class Runner:
         self._wake.set()
 
     def close(self) -> None:
-        """Stop the HTTP server and its worker threads, if they were started. Safe to
-        call more than once."""
-        if self._prepared:
-            self._prepared = False
-            self.server.stop()
+        """Stop the front: no new connections, in-flight requests get
+        :data:`SHUTDOWN_TIMEOUT` seconds to be answered. Safe to call more than once."""
+        self.front.stop(SHUTDOWN_TIMEOUT)

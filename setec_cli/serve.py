@@ -42,7 +42,17 @@ log = logging.getLogger("setec.serve")
 @click.option(
     "--listen",
     envvar="SETEC_LISTEN",
-    help="HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free port).",
+    help="HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free port), or "
+    "unix:PATH for a unix socket (created 0600).",
+)
+@click.option(
+    "--allowed-host",
+    envvar="SETEC_ALLOWED_HOST",
+    multiple=True,
+    metavar="NAME",
+    help="A name clients reach the server by (repeatable; *.DOMAIN for any name under "
+    "it). IP addresses, localhost, the --listen host and the --tls-cert names are always "
+    "allowed; any other Host header gets 421 (DNS rebinding).",
 )
 @click.option(
     "--kms-key-name",
@@ -87,9 +97,10 @@ log = logging.getLogger("setec.serve")
     "--threads",
     envvar="SETEC_THREADS",
     type=click.IntRange(1, 1024),
-    default=32,
+    default=16,
     show_default=True,
-    help="Requests served at once.",
+    help="Requests the app runs at once (connections are not threads: any number may "
+    "wait).",
 )
 @click.option(
     "--read-timeout",
@@ -97,7 +108,33 @@ log = logging.getLogger("setec.serve")
     type=click.FloatRange(min=0.1),
     default=10.0,
     show_default=True,
-    help="Seconds a client may take to send its request.",
+    help="Seconds for a TLS handshake, and for a whole request (head and body) from its "
+    "first byte; also how long a new connection may wait to begin.",
+)
+@click.option(
+    "--idle-timeout",
+    envvar="SETEC_IDLE_TIMEOUT",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a kept-alive connection may sit between requests.",
+)
+@click.option(
+    "--max-connections",
+    envvar="SETEC_MAX_CONNECTIONS",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Connections open at once (0, the default: the open-file limit, raised to its "
+    "maximum, less 128).",
+)
+@click.option(
+    "--max-connections-per-source",
+    envvar="SETEC_MAX_CONNECTIONS_PER_SOURCE",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Connections open at once from one address; beyond it, the source's idle or "
+    "slowest connection is closed to make room.",
 )
 @click.option(
     "--log-level",
@@ -145,6 +182,13 @@ log = logging.getLogger("setec.serve")
     default=60.0,
     show_default=True,
     help="Seconds between checks for changes to back up.",
+)
+@click.option(
+    "--insecure-http",
+    envvar="SETEC_INSECURE_HTTP",
+    is_flag=True,
+    help="Let the policy authorizer take bearer tokens over plain HTTP on a non-loopback "
+    "address (they travel in clear; use TLS instead).",
 )
 @click.option(
     "--dev",
@@ -227,7 +271,13 @@ def serve(
         raise
     runner = backups = None
     try:
-        app = make_app(db, authorizer, max_request_bytes=config.max_request_bytes, tls=config.tls)
+        app = make_app(
+            db,
+            authorizer,
+            max_request_bytes=config.max_request_bytes,
+            tls=config.tls,
+            allowed_hosts=config.host_names(),
+        )
         if sink is not None:
             backups = BackupLoop(db, sink, interval=config.backup_interval, keep=config.backup_keep)
             app.metrics.watch_backups(backups)

@@ -61,7 +61,7 @@ from typing import Any
 import click
 
 from setec_core.acl import Action, Rule
-from setec_core.authz import Authorizer, Caller, Principal
+from setec_core.authz import Authorizer, Caller, Principal, listen_is_local
 from setec_core.errors import AccessDenied, ConfigError, InvalidRequestError
 from setec_core.hookspecs import hookimpl
 
@@ -160,13 +160,33 @@ class PolicyAuthorizer(Authorizer):
     def from_options(cls, options: Mapping[str, Any]) -> PolicyAuthorizer:
         """Build from ``policy_file``.
 
-        :raises ConfigError: if ``policy_file`` is not given or the file is invalid.
+        Bearer tokens are credentials: on an address other hosts can reach (``listen``),
+        the server must speak TLS (``tls``), unless ``insecure_http`` says the operator
+        knows the tokens travel in clear (then a warning is logged).
+
+        :raises ConfigError: if ``policy_file`` is not given or the file is invalid, or
+            tokens would cross the network in clear without ``insecure_http``.
         """
         path = options.get("policy_file")
         if not path:
             raise ConfigError(
                 "the policy authorizer needs --policy-file (or SETEC_POLICY_FILE): a JSON "
                 "file of token hashes and rules (see setec_plugins.policy_authz)"
+            )
+        listen = str(options.get("listen") or "127.0.0.1:8080")
+        if not options.get("tls") and not listen_is_local(listen):
+            if not options.get("insecure_http"):
+                raise ConfigError(
+                    f"the policy authorizer takes bearer tokens, and --listen {listen!r} "
+                    "is reachable from other hosts without TLS, so tokens would cross "
+                    "the network in clear; give --tls-cert and --tls-key, listen on "
+                    "loopback behind a TLS proxy, or add --insecure-http if the network "
+                    "itself is encrypted"
+                )
+            log.warning(
+                "INSECURE: bearer tokens are accepted over plain HTTP on %s "
+                "(--insecure-http); anyone on the network path can read and reuse them",
+                listen,
             )
         return cls(str(path))
 

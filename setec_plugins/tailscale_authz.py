@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from setec_core.acl import Rule
-from setec_core.authz import Authorizer, Caller, Principal
+from setec_core.authz import Authorizer, Caller, Principal, listen_is_local
 from setec_core.errors import AccessDenied, ConfigError, InvalidRequestError, UnavailableError
 from setec_core.hookspecs import hookimpl
 
@@ -275,23 +275,6 @@ class TailscaleServeAuthorizer(Authorizer):
             ) from None
         rules = _decode_rules(cap, grants, peer, serve_log)
         return Caller(Principal(ip=ip, user=login), rules)
-
-
-def listen_is_local(listen: str) -> bool:
-    """Report whether the listen address ``listen`` (``HOST:PORT``, ``[V6]:PORT``,
-    ``HOST`` or ``unix:PATH``) can only be reached from this machine."""
-    if listen.startswith("unix:"):
-        return bool(listen[len("unix:") :])
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or (":" in host and not host.startswith("[")):
-        host = listen  # no port: a bare host or a bare IPv6 address
-    host = host.removeprefix("[").removesuffix("]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def ip_of(addr: str) -> str:

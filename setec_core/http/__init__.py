@@ -9,6 +9,8 @@ alone does not.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from setec_core.authz import Authorizer
 from setec_core.database import Database
 from setec_core.http.app import DEFAULT_MAX_REQUEST_BYTES, SetecApp
@@ -31,10 +33,22 @@ def make_app(
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     tls: bool = False,
+    allowed_hosts: Iterable[str] = (),
 ) -> SetecApp:
     """Return the WSGI app serving ``db`` to callers identified by ``authorizer``.
 
-    :param max_request_bytes: request bodies above this get 413.
+    Serve it with :class:`~setec_core.http.front.Front`, or with a WSGI server that drops
+    header names containing ``_`` (see :mod:`setec_core.http.front` for why).
+
+    :param max_request_bytes: put and create-version bodies above this get 413.
     :param tls: set when serving over TLS, to send Strict-Transport-Security.
+    :param allowed_hosts: names the ``Host`` header may carry besides IP literals and
+        ``localhost`` (:mod:`setec_core.http.hosts`).
     """
-    return SetecApp(db, authorizer, max_request_bytes=max_request_bytes, tls=tls)
+    return SetecApp(
+        db,
+        authorizer,
+        max_request_bytes=max_request_bytes,
+        tls=tls,
+        allowed_hosts=allowed_hosts,
+    )

@@ -3,17 +3,21 @@
 Every ``/api/*`` request goes through the pipeline of SPEC.md §1.2 in order, and the
 first failure decides the answer:
 
+0. the ``Host`` header must name this server (421; :mod:`setec_core.http.hosts`, the
+defence against DNS rebinding, for every route);
 1. count the call; 2. the method must be POST (400); 3. the body must be JSON, by
 ``Content-Type`` (400; parameters such as ``charset`` are accepted); 4. the header
 ``Sec-X-Tailscale-No-Browsers: setec`` must be present (403), because browsers cannot
 set ``Sec-`` headers from script; 5. the authorizer identifies the caller (403 or 503);
-6. the body, at most ``max_request_bytes`` (413), is decoded with Go's JSON rules (400);
+6. the body, at most ``max_request_bytes`` for put and create-version and
+:data:`SMALL_BODY_BYTES` for the rest (413), is decoded with Go's JSON rules (400);
 7. the Database does the work, auditing it, and :mod:`setec_core.http.status` maps its
 errors; 8. the result is encoded as compact JSON.
 
 Besides the API: the dashboard at ``GET /`` and its stylesheet, ``/healthz`` and
-``/metrics``. Any other path is 404. Every response carries the browser security headers
-of SPEC.md §1.1 (and HSTS when served over TLS).
+``/metrics``, each answering ``HEAD`` as ``GET`` without the body. Any other path is
+404. Every response carries the browser security headers of Go setec (and HSTS when
+served over TLS).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from setec_core.authz import Authorizer, Caller
 from setec_core.database import Database
 from setec_core.errors import SetecError
 from setec_core.http import dashboard
+from setec_core.http.hosts import HostCheck
 from setec_core.http.metrics import ServerMetrics
 from setec_core.http.status import one_line, status_for
 
@@ -43,6 +48,13 @@ log = logging.getLogger("setec.http")
 access_log = logging.getLogger("setec.http.access")
 
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+#: The largest body of the API methods that carry no value (get, info, list, activate,
+#: delete, delete-version): a name is at most 1,024 bytes, which JSON escapes to at most
+#: 6 KiB. A tight cap keeps anyone from making the server decode a megabyte of JSON
+#: just to learn it may not read a secret.
+SMALL_BODY_BYTES = 16 * 1024
+#: The API methods whose bodies carry a secret value, up to ``max_request_bytes``.
+VALUE_ROUTES = frozenset({"/api/put", "/api/create-version"})
 #: Secret names in access-log lines are cut to this many characters.
 LOGGED_NAME_CHARS = 256
 
@@ -133,6 +145,8 @@ class SetecApp:
     :param max_request_bytes: larger request bodies get 413.
     :param tls: whether the app is served over TLS (adds Strict-Transport-Security).
     :param metrics: the metrics to update; a fresh :class:`ServerMetrics` by default.
+    :param allowed_hosts: names the ``Host`` header may carry besides IP literals and
+        ``localhost`` (see :mod:`setec_core.http.hosts`).
     """
 
     def __init__(
@@ -143,10 +157,12 @@ class SetecApp:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         tls: bool = False,
         metrics: ServerMetrics | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.db = db
         self.authorizer = authorizer
         self.max_request_bytes = max_request_bytes
+        self.hosts = HostCheck(allowed_hosts)
         self.metrics = metrics if metrics is not None else ServerMetrics(db)
         self._security = list(SECURITY_HEADERS.items())
         if tls:
@@ -187,11 +203,22 @@ class SetecApp:
         start_response(STATUS_LINES.get(code, f"{code} Unknown"), headers)
         return [body]
 
+    def body_limit(self, method: str, path: str) -> int:
+        """The largest request body ``path`` accepts (the HTTP front asks before it reads
+        a body, and answers 413 above it)."""
+        if path in VALUE_ROUTES:
+            return self.max_request_bytes
+        return min(SMALL_BODY_BYTES, self.max_request_bytes)
+
     # --- routing ---------------------------------------------------------------------
 
     def _respond(self, request: Request, path: str, facts: dict[str, Any]) -> Response:
         if path in API:
             self.metrics.call(path)
+        refusal = self._check_host(request)
+        if refusal is not None:
+            return refusal
+        if path in API:
             try:
                 return self._api(request, path, facts)
             except _Reply as r:
@@ -222,6 +249,21 @@ class SetecApp:
             return self._failure(e, facts)
         return Response(200, wire.encode(result))
 
+    def _check_host(self, request: Request) -> Response | None:
+        host = request.environ.get("HTTP_HOST")
+        if host is None:
+            if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+                return None
+            return self._error(400, "missing Host header")
+        if self.hosts.allows(host):
+            return None
+        shown = host if len(host) <= 100 else host[:100] + "..."
+        return self._error(
+            421,
+            f"host {shown!r} is not a name this server answers to; if it is, start the "
+            "server with --allowed-host NAME",
+        )
+
     def _identify(self, request: Request, facts: dict[str, Any]) -> Caller:
         try:
             caller = self.authorizer.identify(request)
@@ -247,7 +289,7 @@ class SetecApp:
         # (cheroot's bad-chunk errors quote the bytes) could carry a secret value into
         # a log. Nothing read here reaches an error message or a log line.
         environ = request.environ
-        limit = self.max_request_bytes
+        limit = self.body_limit(request.method, request.path)
         raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
         stream = environ["wsgi.input"]
         if raw_length:
@@ -258,7 +300,7 @@ class SetecApp:
                 raise _Reply(400, "invalid Content-Length")
             length = int(raw_length)
             if length > limit:
-                raise _Reply(413, self._too_large())
+                raise _Reply(413, self._too_large(limit))
             wanted, chunked = length, False
         elif environ.get("wsgi.input_terminated"):
             # Chunked: the server ends the stream; read one byte past the limit to know.
@@ -278,16 +320,17 @@ class SetecApp:
             # cheroot enforces its own copy of the limit on chunked bodies and says so
             # only in the message (MaxSizeExceeded, or a bare OSError).
             if "Too Large" in str(e):
-                raise _Reply(413, self._too_large()) from None
+                raise _Reply(413, self._too_large(limit)) from None
             raise _Reply(400, "could not read the request body") from None
         if chunked and got > limit:
-            raise _Reply(413, self._too_large())
+            raise _Reply(413, self._too_large(limit))
         if not chunked and got < wanted:
             raise _Reply(400, "request body shorter than its Content-Length")
         return b"".join(parts)
 
-    def _too_large(self) -> str:
-        return f"request body too large: the limit is {self.max_request_bytes} bytes"
+    @staticmethod
+    def _too_large(limit: int) -> str:
+        return f"request body too large: the limit is {limit} bytes"
 
     def _failure(self, error: Exception, facts: dict[str, Any]) -> Response:
         code, reason, loud = status_for(error)
@@ -310,7 +353,7 @@ class SetecApp:
     # --- the other routes ------------------------------------------------------------
 
     def _dashboard(self, request: Request, facts: dict[str, Any]) -> Response:
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             raise _Reply(400, "invalid method")
         caller = self._identify(request, facts)
         try:

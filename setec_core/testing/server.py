@@ -4,21 +4,20 @@
 ...     client = server.client()
 ...     client.put("app/key", b"s3cret")
 
-It speaks real HTTP, so it exercises the same code a program meets in production: the
-Client, its errors, the Store's poller. Imports werkzeug and cheroot;
+It speaks real HTTP through the same front ``setec-serve`` uses
+(:mod:`setec_core.http.front`), so it exercises the code a program meets in production:
+the Client, its errors, the Store's poller. Imports werkzeug and httptools;
 ``setec_core.testing`` alone does not.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
-
-from cheroot import wsgi
 
 from setec_core.authz import Authorizer, Caller
 from setec_core.database import Database
 from setec_core.http import make_app
+from setec_core.http.front import Front, Listener
 from setec_core.testing.fakes import FixedAuthorizer
 
 
@@ -49,17 +48,8 @@ class LocalServer:
             authorizer if authorizer is not None else FixedAuthorizer(caller or SUPERUSER)
         )
         self.app = make_app(self.db, self.authorizer)
-        # cheroot, as setec-serve uses: the same HTTP behaviour as production, and
-        # keep-alive (werkzeug's development server opened a connection per request).
-        self._server = wsgi.Server(("127.0.0.1", 0), self.app, numthreads=8, timeout=10)
-        # stop() waits for the serving loop's next wake-up; tests start many servers.
-        self._server.expiration_interval = 0.05
-        self._server.prepare()
-        self.url = f"http://127.0.0.1:{self._server.bind_addr[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve, name="setec-test-server", daemon=True
-        )
-        self._thread.start()
+        self._front = Front(self.app, [Listener("127.0.0.1", 0)], threads=8)
+        self.url = self._front.start()[0]
 
     def client(self, **options: Any) -> Any:
         """A :class:`~setec_core.client.Client` of this server (``options`` are passed
@@ -70,8 +60,7 @@ class LocalServer:
 
     def close(self) -> None:
         """Stop serving (and close the database if this server opened it)."""
-        self._server.stop()
-        self._thread.join(10)
+        self._front.stop()
         if self._owns_db:
             self.db.close()
 

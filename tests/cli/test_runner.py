@@ -116,20 +116,20 @@ def test_a_dead_http_server_is_reported(caplog: pytest.LogCaptureFixture) -> Non
     runner = Runner(hello, config())
     runner.start()
     waiter, result = run_in_background(runner)
-    runner.server.stop()  # as if the serving thread had died
+    runner.front.stop()  # as if the serving thread had died
     waiter.join(15)
     assert result == [False]
     assert "the HTTP server stopped unexpectedly" in caplog.text
 
 
 def test_close_before_wait_stops_the_worker_threads() -> None:
-    """If startup fails after the server is prepared, close() must stop cheroot's
-    non-daemon workers, or the process would never exit."""
+    """If startup fails after the server started, close() must stop the front's loop and
+    app threads, or they would serve on with nobody to stop them."""
     before = {t.ident for t in threading.enumerate()}
     runner = Runner(hello, config())
     runner.start()
-    started = [t for t in threading.enumerate() if t.ident not in before and not t.daemon]
-    assert started, "cheroot started no worker threads"
+    started = [t for t in threading.enumerate() if t.ident not in before]
+    assert len(started) == 1 + 4, "one loop thread and --threads app threads"
     runner.close()
     runner.close()  # twice is harmless
     for t in started:

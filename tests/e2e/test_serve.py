@@ -1,11 +1,9 @@
 """``setec-serve`` end to end: the console script started as a subprocess, spoken to
-over HTTP(S) on loopback, stopped by signals (issue 3, "Done when")."""
+over HTTP(S) on loopback, stopped by signals."""
 
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import re
 import signal
 import socket
@@ -17,11 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from serve_process import ServeProcess, console_script, run_serve
+from tls_certs import self_signed
 
 from setec_core.audit import verify
 
@@ -141,36 +136,6 @@ def test_plugins_command_lists_the_defaults(tmp_path: Path) -> None:
         ("authorizer", "dev"),
     ]:
         assert any(line.startswith(kind) and f" {name} " in line for line in lines), result.stdout
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_tls(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ def policy_file(tmp_path: Path) -> str:
 @pytest.fixture
 def authz(policy_file: str) -> PolicyAuthorizer:
     """The policy authorizer, built from server options."""
-    return PolicyAuthorizer.from_options({"policy_file": policy_file, "listen": "0.0.0.0:8443"})
+    options = {"policy_file": policy_file, "listen": "0.0.0.0:8443", "tls": True}
+    return PolicyAuthorizer.from_options(options)
 
 
 def request_from(ip: str, headers: Mapping[str, str] | None = None) -> Request:
@@ -295,6 +296,35 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     path = str(tmp_path / "absent.json")
     with pytest.raises(ConfigError, match=r"cannot read policy file .*absent\.json.*No such file"):
         PolicyAuthorizer.from_options({"policy_file": path})
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8080", "100.101.102.103:80", "[::]:8080"])
+def test_tokens_in_clear_on_the_network_are_refused(policy_file: str, listen: str) -> None:
+    """Bearer tokens on a non-loopback address without TLS would cross the network in
+    clear: the authorizer refuses to start, naming the flags that fix it."""
+    with pytest.raises(ConfigError) as e:
+        PolicyAuthorizer.from_options({"policy_file": policy_file, "listen": listen})
+    assert f"--listen {listen!r}" in str(e.value)
+    assert "--tls-cert" in str(e.value)
+    assert "--insecure-http" in str(e.value)
+
+
+def test_insecure_http_is_allowed_loudly(
+    policy_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--insecure-http lets it start on a plain-HTTP network address, with a warning."""
+    options = {"policy_file": policy_file, "listen": "0.0.0.0:8080", "insecure_http": True}
+    assert isinstance(PolicyAuthorizer.from_options(options), PolicyAuthorizer)
+    assert "INSECURE: bearer tokens are accepted over plain HTTP" in caplog.text
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8080", "[::1]:8080", "unix:/run/setec.sock"])
+def test_loopback_without_tls_is_fine(
+    policy_file: str, listen: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a local TLS proxy (loopback or a unix socket) plain HTTP is fine, quietly."""
+    assert PolicyAuthorizer.from_options({"policy_file": policy_file, "listen": listen})
+    assert "INSECURE" not in caplog.text
 
 
 def test_policy_file_option_is_required() -> None:

@@ -1,0 +1,596 @@
+"""The HTTP front: an HTTP/1.1 server on one event loop that hands the WSGI app only
+whole requests.
+
+Why this shape (docs/architecture.md, "The HTTP front"): a thread-per-connection server
+gives every client a worker, so 32 clients that trickle a header byte every two seconds,
+or one TLS client that never sends its ClientHello, stall everybody. Here one event-loop
+thread owns every socket: it accepts, runs TLS handshakes, parses requests with llhttp
+(the ``httptools`` binding, the parser Node.js uses), enforces the deadlines and limits
+below, and writes responses. The WSGI app runs on a pool of worker threads and sees a
+request only once the request has been read completely, so a slow or silent client
+costs a socket and a few kilobytes, never a worker.
+
+The rules, each answered with a one-line plain-text reason where an answer is possible:
+
+* a connection must start its first request within ``read_timeout`` of being accepted
+  (for TLS, the handshake too), and every request must be read whole, head and body,
+  within ``read_timeout`` of its first byte (408, then the connection is closed);
+* a connection with no request in progress is closed after ``idle_timeout``;
+* a response the client does not read within ``write_timeout`` is abandoned;
+* request heads over ``max_header_bytes`` get 431, bodies over the app's limit 413
+  (a declared ``Content-Length`` before any of the body is read);
+* llhttp is strict: duplicate ``Content-Length`` headers, ``Transfer-Encoding`` with
+  ``Content-Length``, obsolete line folding, a space before a header's colon and bare
+  LF line ends are all 400;
+* header names containing ``_`` are dropped. WSGI spells ``Tailscale-User-Login`` and
+  ``Tailscale_User_Login`` the same way (``HTTP_TAILSCALE_USER_LOGIN``), and proxies
+  such as ``tailscale serve`` strip only the hyphenated spelling of the headers they
+  set, so reading the other would let any caller forge them (nginx drops them too);
+* at most ``max_connections_per_source`` connections per peer address and
+  ``max_connections`` in all. A new connection over a cap is not refused: the source's
+  (or the server's) most useless connection makes room, an idle one first (the one idle
+  longest), then the one that has been reading its request longest. Connections whose
+  request is with the app are never closed for room, so a fresh client always gets in
+  while a flood of silent or trickling connections churns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import logging
+import os
+import queue
+import resource
+import socket
+import ssl
+import stat
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+from setec_core.http.connection import BUSY, IDLE, READING, Connection, Request
+
+log = logging.getLogger("setec.http.front")
+
+#: Seconds between sweeps for expired deadlines (and Date header refreshes).
+SWEEP_INTERVAL = 0.25
+#: File descriptors kept free for everything else the server opens (store, audit log,
+#: KMS clients, tailscaled's socket) when the connection cap comes from the limit.
+RESERVED_FDS = 128
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a client may take and hold; see the module docs for each rule.
+
+    :param read_timeout: seconds for a TLS handshake, for a new connection's first
+        request to begin, and for each request from its first byte to its last.
+    :param idle_timeout: seconds a connection may stay open with no request in progress.
+    :param write_timeout: seconds a client may leave an answer unread.
+    :param max_header_bytes: the longest request line plus headers.
+    :param max_body_bytes: the longest body, unless the app's ``body_limit(method,
+        path)`` says otherwise for a route.
+    :param max_connections: connections open at once (TLS handshakes included); 0 means
+        the open-file limit less :data:`RESERVED_FDS`.
+    :param max_connections_per_source: connections open at once from one address (all
+        unix-socket peers count as one source).
+    """
+
+    read_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    write_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 1 << 20
+    max_connections: int = 0
+    max_connections_per_source: int = 256
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where to listen: ``host`` and ``port`` for TCP, or ``path`` for a unix socket."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    path: str | None = None
+
+
+@dataclass
+class FrontStats:
+    """Counters for ``/metrics``: connections open now and accepted, connections closed
+    by reason, and requests the front answered itself (never reaching the app) by
+    status."""
+
+    open: int = 0
+    accepted: int = 0
+    closed: dict[str, int] = field(default_factory=dict)
+    refused: dict[int, int] = field(default_factory=dict)
+
+    def close(self, reason: str) -> None:
+        """Count a connection closed for ``reason``."""
+        self.closed[reason] = self.closed.get(reason, 0) + 1
+
+    def refuse(self, code: int) -> None:
+        """Count a request the front answered with ``code``."""
+        self.refused[code] = self.refused.get(code, 0) + 1
+
+
+class Tracker:
+    """Connections by state (idle, reading, busy), each group oldest first (dicts keep
+    insertion order), for one source or for the whole server."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self) -> None:
+        self.groups: tuple[dict[Connection, None], ...] = ({}, {}, {})
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self.groups)
+
+    @property
+    def busy(self) -> dict[Connection, None]:
+        """Connections whose request is with the app."""
+        return self.groups[BUSY]
+
+    def victim(self) -> Connection | None:
+        """The connection to close to make room: the longest idle, else the one reading
+        its request (or doing its TLS handshake) the longest; never a busy one."""
+        for state in (IDLE, READING):
+            for conn in self.groups[state]:
+                return conn
+        return None
+
+
+class Front:
+    """Serves a WSGI app over HTTP/1.1 (and TLS) from one event-loop thread and a pool of
+    ``threads`` app threads. :meth:`start` it, :meth:`stop` it.
+
+    :param app: the WSGI app. If it has a ``body_limit(method, path)`` method, that gives
+        each route's largest body; otherwise :attr:`Limits.max_body_bytes` applies.
+    :param listeners: where to listen.
+    :param ssl_context: serve TLS with it (on TCP listeners).
+    :param threads: requests the app may run at once.
+    :param limits: deadlines and caps.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        listeners: Iterable[Listener],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        threads: int = 16,
+        limits: Limits | None = None,
+    ) -> None:
+        self.app = app
+        self.listeners = list(listeners)
+        self.ssl_context = ssl_context
+        self.limits = limits or Limits()
+        self.stats = FrontStats()
+        self.body_limit: Callable[[str, str], int] = getattr(
+            app, "body_limit", lambda method, path: self.limits.max_body_bytes
+        )
+        self.max_connections = self.limits.max_connections or connection_cap()
+        self.all = Tracker()
+        self.stopping = False
+        self.urls: list[str] = []
+        self.date = formatdate(usegmt=True).encode()
+        self._threads = threads
+        self._jobs: queue.SimpleQueue[tuple[Connection, Request] | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._answers: collections.deque[tuple[Connection, bytes, bool]] = collections.deque()
+        self._drain_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._sockets: list[tuple[socket.socket, Listener]] = []
+        self._sources: dict[str, Tracker] = {}
+        self._stopped = threading.Event()
+        self._drained = threading.Event()
+        self._emfile_logged = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def bind(self) -> list[str]:
+        """Open the listening sockets and return their URLs (port 0 resolved).
+
+        :raises OSError: if an address cannot be bound.
+        """
+        try:
+            for listener in self.listeners:
+                sock = _listen(listener)
+                self._sockets.append((sock, listener))
+                self.urls.append(self._url(sock, listener))
+        except BaseException:
+            self._close_listeners()
+            raise
+        return self.urls
+
+    def _url(self, sock: socket.socket, listener: Listener) -> str:
+        if listener.path is not None:
+            return f"unix:{listener.path}"
+        host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
+
+    def start(self) -> list[str]:
+        """Bind (if :meth:`bind` was not called), start serving in background threads,
+        and return the URLs."""
+        if not self._sockets:
+            self.bind()
+        for n in range(self._threads):
+            worker = threading.Thread(target=self._work, name=f"setec-app-{n}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="setec-http", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        return self.urls
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            for sock, listener in self._sockets:
+                loop.add_reader(sock.fileno(), self._accept, sock, listener)
+            loop.call_later(SWEEP_INTERVAL, self._sweep)
+            ready.set()
+            loop.run_forever()
+        finally:
+            ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._stopped.set()
+
+    def is_alive(self) -> bool:
+        """Whether the serving thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, close idle and half-read connections, give requests already
+        with the app up to ``timeout`` seconds to be answered, then close everything.
+        Safe to call more than once, from any thread but the loop's."""
+        loop = self._loop
+        if loop is not None and not self._stopped.is_set():
+            with contextlib.suppress(RuntimeError):  # the loop has just stopped
+                loop.call_soon_threadsafe(self._begin_stop)
+                self._drained.wait(timeout)
+                loop.call_soon_threadsafe(self._finish_stop)
+            if self._thread is not None:
+                self._thread.join(5)
+        self._close_listeners()
+        for _ in self._workers:
+            self._jobs.put(None)
+        self._workers = []
+
+    def _begin_stop(self) -> None:
+        self.stopping = True
+        self._close_listeners()
+        for conn in [*self.all.groups[IDLE], *self.all.groups[READING]]:
+            conn.abort("stopping")
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.stopping and not self.all.busy:
+            self._drained.set()
+
+    def _finish_stop(self) -> None:
+        for conn in list(self.all.busy):
+            conn.abort("stopping")
+        assert self._loop is not None
+        self._loop.stop()
+
+    def _close_listeners(self) -> None:
+        for sock, listener in self._sockets:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(sock.fileno())
+            sock.close()
+            if listener.path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(listener.path)
+        self._sockets = []
+
+    # --- accepting ---------------------------------------------------------------
+
+    def _accept(self, listening: socket.socket, listener: Listener) -> None:
+        for _ in range(128):
+            try:
+                sock, addr = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed: %s", e.strerror or e)
+                    return
+                # Out of descriptors: make room rather than stop accepting, or a flood
+                # of connections would lock everyone out.
+                now = time.monotonic()
+                if now - self._emfile_logged > 10:
+                    self._emfile_logged = now
+                    log.warning(
+                        "out of file descriptors with %d connections open; closing the "
+                        "least useful ones to make room (raise the open-file limit)",
+                        len(self.all),
+                    )
+                victim = self.all.victim()
+                if victim is None:
+                    return
+                victim.abort("evicted")
+                continue
+            self._admit(sock, addr, listener)
+
+    def _admit(self, sock: socket.socket, addr: Any, listener: Listener) -> None:
+        source = "unix" if listener.path is not None else str(addr[0])
+        tracker = self._sources.get(source) or Tracker()
+        for group, cap in (
+            (tracker, self.limits.max_connections_per_source),
+            (self.all, self.max_connections),
+        ):
+            while len(group) >= cap:
+                victim = group.victim()
+                if victim is None:
+                    # Every connection there has a request with the app: this one waits
+                    # its turn in the client's retry, as at any full server.
+                    self.stats.close("over-cap")
+                    sock.close()
+                    return
+                victim.abort("evicted")
+        # An eviction may have emptied, and so dropped, the source's tracker.
+        self._sources[source] = tracker
+        self.stats.accepted += 1
+        conn = Connection(self, source, tracker, listener)
+        loop = self._loop
+        assert loop is not None
+        waiter = loop.create_future()
+        sock.setblocking(False)
+        tls = self.ssl_context if listener.path is None else None
+        # The transport is made here, synchronously, rather than by a task running
+        # connect_accepted_socket later: from this moment the connection owns its
+        # socket, so an eviction in the same batch of accepts can close it. These are
+        # the factories loop.create_server uses; every asyncio loop on POSIX has them.
+        if tls is None:
+            transport = loop._make_socket_transport(sock, conn, waiter)  # type: ignore[attr-defined]
+        else:
+            transport = loop._make_ssl_transport(  # type: ignore[attr-defined]
+                sock,
+                conn,
+                tls,
+                waiter,
+                server_side=True,
+                ssl_handshake_timeout=self.limits.read_timeout,
+            )
+            # Until its handshake is done it counts as reading: evictable after the idle
+            # ones. asyncio enforces the handshake's deadline itself.
+            conn.handshaking = True
+            conn.enter(READING)
+        conn.transport = transport
+        waiter.add_done_callback(lambda done: self._connected(conn, done))
+
+    def _connected(self, conn: Connection, waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled() or waiter.exception() is None:
+            return
+        # A TLS handshake that failed or timed out: asyncio closed the transport without
+        # ever telling the connection it was made.
+        timed_out = isinstance(waiter.exception(), TimeoutError)
+        if conn.state >= 0:
+            conn.transport = None
+            conn.abort("handshake-timeout" if timed_out else "tls-error")
+        log.debug(
+            "TLS handshake with %s failed: %s", conn.source, type(waiter.exception()).__name__
+        )
+
+    def forget(self, conn: Connection) -> None:
+        """Called by a connection once it is out of the trackers (closed)."""
+        self.stats.open -= 1
+        tracker = conn.tracker
+        if not tracker and self._sources.get(conn.source) is tracker:
+            del self._sources[conn.source]
+        self._check_drained()
+
+    # --- housekeeping ------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        assert self._loop is not None
+        now = time.monotonic()
+        self.date = formatdate(usegmt=True).encode()
+        for group in self.all.groups:
+            for conn in [c for c in group if c.deadline and now >= c.deadline]:
+                conn.expire()
+        self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def plain_answer(self, code: int, reason: str) -> bytes:
+        """The bytes of a one-line plain-text answer that closes the connection."""
+        body = reason.encode() + b"\n"
+        return (
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"X-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nDate: %s\r\n"
+            b"Connection: close\r\n\r\n%s"
+            % (code, _REASONS.get(code, b"Error"), len(body), self.date, body)
+        )
+
+    # --- running the app ---------------------------------------------------------
+
+    def submit(self, conn: Connection, request: Request) -> None:
+        """Queue a whole request for the app threads."""
+        self._jobs.put((conn, request))
+
+    def _work(self) -> None:
+        # An app thread: run requests until told to stop (a None job).
+        while (job := self._jobs.get()) is not None:
+            conn, request = job
+            data = self._answer(conn, request)
+            self._answers.append((conn, data, request.keep_alive))
+            if not self._drain_scheduled:
+                # One wake-up of the loop carries every answer ready by then.
+                self._drain_scheduled = True
+                loop = self._loop
+                if loop is not None:
+                    with contextlib.suppress(RuntimeError):  # the server stopped
+                        loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        answers = self._answers
+        while answers:
+            conn, data, keep_alive = answers.popleft()
+            conn.respond(data, keep_alive)
+
+    def _answer(self, conn: Connection, request: Request) -> bytes:
+        try:
+            code, headers, body = self._call_app(conn, request)
+        except Exception as e:  # a bug in the app: the client gets a bare 500
+            frames = "".join(traceback.format_tb(e.__traceback__)).rstrip()
+            log.error("the app failed: %s (message withheld)\n%s", type(e).__name__, frames)
+            code, headers = 500, [("Content-Type", "text/plain; charset=utf-8")]
+            body = b"internal error\n"
+        return self._encode(request, code, headers, body)
+
+    def _call_app(
+        self, conn: Connection, request: Request
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        started: list[Any] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            if exc_info and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [status, headers]
+            return _no_write
+
+        result = self.app(conn.environ(request), start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        if not started:
+            raise RuntimeError("the app returned without calling start_response")
+        return int(str(started[0]).split(" ", 1)[0]), started[1], body
+
+    def _encode(
+        self, request: Request, code: int, headers: list[tuple[str, str]], body: bytes
+    ) -> bytes:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (code, _REASONS.get(code, b"Unknown"))]
+        has_length = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "connection":
+                continue  # ours to decide
+            has_length = has_length or lower == "content-length"
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        bodiless = code < 200 or code in (204, 304)
+        if not has_length and not bodiless:
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        lines.append(b"Date: " + self.date + b"\r\n")
+        if not request.keep_alive or self.stopping:
+            lines.append(b"Connection: close\r\n")
+        elif request.http10:
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        if request.method != "HEAD" and not bodiless:
+            lines.append(body)
+        return b"".join(lines)
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("the write() callable of WSGI is not supported: return the body")
+
+
+def _listen(listener: Listener) -> socket.socket:
+    if listener.path is not None:
+        return _listen_unix(listener.path)
+    infos = socket.getaddrinfo(
+        listener.host or None, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _listen_unix(path: str) -> socket.socket:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # a stale socket left by a server that is gone
+        else:
+            raise OSError(errno.EADDRINUSE, f"another server answers on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket file is born 0600: only our user may connect
+    try:
+        sock.bind(path)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    return sock
+
+
+def connection_cap() -> int:
+    """Raise the soft open-file limit to the hard one and return what is left for
+    connections after :data:`RESERVED_FDS`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16, min(soft, 1 << 20) - RESERVED_FDS)
+
+
+def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    """A TLS server context for ``cert`` and ``key`` (PEM files): TLS 1.2 or later,
+    HTTP/1.1 by ALPN.
+
+    :raises OSError: if a file cannot be read.
+    :raises ssl.SSLError: if they are not a certificate chain and its key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context

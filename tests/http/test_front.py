@@ -1,0 +1,345 @@
+"""The HTTP front on its own, over raw sockets, with small WSGI apps: keep-alive and
+pipelining, whole requests only, the environ it builds, deadlines, caps and eviction,
+and a graceful stop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from setec_core.http.front import Front, Limits, Listener
+
+Environ = dict[str, Any]
+
+
+class Recorder:
+    """A WSGI app that answers with what it saw; ``gate`` holds requests to /slow."""
+
+    def __init__(self) -> None:
+        self.seen: list[Environ] = []
+        self.bodies: list[bytes] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, environ: Environ, start_response: Callable[..., Any]) -> list[bytes]:
+        body = environ["wsgi.input"].read()
+        self.seen.append(environ)
+        self.bodies.append(body)
+        if environ["PATH_INFO"] == "/slow":
+            self.entered.set()
+            self.gate.wait(10)
+        if environ["PATH_INFO"] == "/boom":
+            raise ValueError(f"a bug whose message quotes the body: {body!r}")
+        out = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} {len(body)}".encode()
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))],
+        )
+        return [out]
+
+    def body_limit(self, method: str, path: str) -> int:
+        return 100 if path == "/small" else 10_000
+
+
+@pytest.fixture
+def app() -> Recorder:
+    return Recorder()
+
+
+def serve(app: Any, **limits: Any) -> Front:
+    front = Front(app, [Listener("127.0.0.1", 0)], threads=2, limits=Limits(**limits))
+    front.start()
+    return front
+
+
+@pytest.fixture
+def front(app: Recorder) -> Iterator[Front]:
+    f = serve(app)
+    yield f
+    app.gate.set()
+    f.stop()
+
+
+def port_of(front: Front) -> int:
+    return int(front.urls[0].rsplit(":", 1)[1])
+
+
+def connect(front: Front) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port_of(front)), timeout=10)
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read exactly one HTTP answer with a Content-Length from ``sock`` (byte by byte up
+    to the body, so that a pipelined answer after it stays in the socket)."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"closed after {head!r}")
+        head += byte
+    lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    body = b""
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = sock.recv(int(headers["content-length"]) - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True if the server closed ``sock`` (an orderly close or an abort)."""
+    try:
+        return sock.recv(10) == b""
+    except ConnectionResetError:
+        return True
+
+
+GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_keep_alive_and_pipelined_requests_answer_in_order(front: Front, app: Recorder) -> None:
+    """Three pipelined requests on one connection are answered in order, each once it
+    was read whole, and the connection stays open."""
+    with connect(front) as sock:
+        sock.sendall(
+            b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /three HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nxy\r\n1\r\nz\r\n0\r\n\r\n"
+        )
+        answers = [read_answer(sock) for _ in range(3)]
+        assert [body for _, _, body in answers] == [b"POST /one 3", b"GET /two 0", b"POST /three 3"]
+        sock.sendall(GET)
+        assert read_answer(sock)[2] == b"GET /a 0"
+    assert app.bodies[:3] == [b"abc", b"", b"xyz"]
+
+
+def test_the_environ(front: Front, app: Recorder) -> None:
+    """WSGI's environ: the peer's address and port, the decoded path, the query, the
+    body's size whatever its framing, and no header whose name has an underscore."""
+    with connect(front) as sock:
+        local_port = sock.getsockname()[1]
+        sock.sendall(
+            b"POST /p%C3%A4th%2F?q=1&r=%20 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
+            b"Content-Type: application/json\r\nX-Thing: a\r\nX-Thing: b\r\n"
+            b"Tailscale_User_Login: mallory\r\nTailscale-User-Login: alice\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        )
+        assert read_answer(sock)[0] == 200
+    env = app.seen[-1]
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["REMOTE_PORT"] == str(local_port)
+    assert env["PATH_INFO"] == "/päth/".encode().decode("latin-1")
+    assert env["QUERY_STRING"] == "q=1&r=%20"
+    assert env["CONTENT_TYPE"] == "application/json"
+    assert env["CONTENT_LENGTH"] == "3"
+    assert "HTTP_TRANSFER_ENCODING" not in env
+    assert env["HTTP_X_THING"] == "a, b"
+    assert env["HTTP_TAILSCALE_USER_LOGIN"] == "alice"
+    assert env["HTTP_HOST"] == "127.0.0.1:1"
+    assert env["wsgi.url_scheme"] == "http"
+
+
+def test_head_has_no_body_and_http10_closes(front: Front) -> None:
+    """HEAD answers carry the length but no body; HTTP/1.0 without keep-alive closes."""
+    with connect(front) as sock:
+        sock.sendall(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Content-Length: 9\r\n" in head  # of "HEAD /h 0", which is not sent
+        assert read_answer(sock)[2] == b"GET /a 0"
+    with connect(front) as sock:
+        sock.sendall(b"GET /old HTTP/1.0\r\n\r\n")
+        status, headers, body = read_answer(sock)
+        assert (status, headers["connection"], body) == (200, "close", b"GET /old 0")
+        assert sock.recv(10) == b""
+
+
+def test_expect_continue(front: Front) -> None:
+    """A client that asks to be told before it sends its body is told."""
+    with connect(front) as sock:
+        sock.sendall(
+            b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"ok")
+        assert read_answer(sock)[2] == b"POST /e 2"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code", "reason"),
+    [
+        (b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n", 413, b"limit is 100"),
+        (
+            b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"65\r\n" + b"x" * 101 + b"\r\n0\r\n\r\n",
+            413,
+            b"limit is 100",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431, b"too large"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400, b"malformed request"),
+        (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400, b"malformed request"),
+        (b"GET / HTTP/1.1\nHost: x\n\n", 400, b"malformed request"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            200,
+            b"GET / 0",
+        ),
+    ],
+    ids=["declared", "chunked", "header", "fold", "space", "bare-lf", "upgrade-ignored"],
+)
+def test_refusals(front: Front, request_bytes: bytes, code: int, reason: bytes) -> None:
+    """Limits and strict parsing answer with a one-line reason and close; the app never
+    sees a refused request (an Upgrade is answered as HTTP/1.1, then closed)."""
+    with connect(front) as sock:
+        sock.sendall(request_bytes)
+        status, headers, body = read_answer(sock)
+        assert status == code
+        assert reason in body
+        assert headers["connection"] == "close"
+        assert sock.recv(10) == b""
+
+
+def test_app_errors_are_500_without_their_message(
+    front: Front, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the app: a bare 500, the traceback's frames logged, its message not."""
+    with connect(front) as sock:
+        sock.sendall(b"POST /boom HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nhunter2")
+        status, _, body = read_answer(sock)
+        assert (status, body) == (500, b"internal error\n")
+    assert "ValueError (message withheld)" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_whole_request_deadline_and_idle_timeout(app: Recorder) -> None:
+    """The read deadline runs from a request's first byte, not per receive: a byte every
+    0.2 s still gets 408 after 1 s. An idle connection closes after the idle timeout."""
+    front = serve(app, read_timeout=1.0, idle_timeout=0.5)
+    try:
+        with connect(front) as sock:
+            started = time.monotonic()
+            for byte in b"GET /slow HTTP/1.1\r\n":
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    break
+                time.sleep(0.2)
+                if time.monotonic() - started > 3:
+                    break
+            assert read_answer(sock)[0] == 408
+            assert time.monotonic() - started < 2.5
+        with connect(front) as sock:
+            sock.sendall(GET)
+            assert read_answer(sock)[0] == 200
+            started = time.monotonic()
+            assert sock.recv(10) == b""
+            assert 0.3 < time.monotonic() - started < 2
+        assert not any(env["PATH_INFO"] == "/slow" for env in app.seen)
+    finally:
+        front.stop()
+
+
+def test_per_source_cap_evicts_idle_before_reading_and_never_busy(app: Recorder) -> None:
+    """Over the per-source cap, room is made by closing the longest idle connection,
+    then the one reading its request the longest; a connection whose request is with
+    the app is never closed, and when all are busy the newcomer is the one refused."""
+    front = serve(app, max_connections_per_source=3)
+    try:
+        busy = connect(front)
+        app.gate.clear()
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert app.entered.wait(5)
+        reading = connect(front)
+        reading.sendall(b"GET /a HTTP/1.1\r\n")  # a request under way
+        idle = connect(front)
+        time.sleep(0.2)
+        newcomer = connect(front)  # over the cap: the idle one makes room
+        assert closed_by_server(idle)
+        newcomer.sendall(b"GET /b HTTP/1.1\r\n")  # now reading too, younger than `reading`
+        time.sleep(0.2)
+        newer = connect(front)  # nobody idle: the oldest reader makes room
+        assert closed_by_server(reading)
+        newcomer.sendall(b"Host: x\r\n\r\n")
+        assert read_answer(newcomer)[2] == b"GET /b 0"
+        newer.sendall(GET)
+        assert read_answer(newer)[2] == b"GET /a 0"
+        app.gate.set()
+        assert read_answer(busy)[2] == b"GET /slow 0"
+        for sock in (busy, reading, idle, newcomer, newer):
+            sock.close()
+        assert front.stats.closed.get("evicted", 0) >= 2
+    finally:
+        app.gate.set()
+        front.stop()
+
+
+def test_when_every_connection_is_busy_the_newcomer_is_refused(app: Recorder) -> None:
+    front = serve(app, max_connections_per_source=1)
+    try:
+        busy = connect(front)
+        app.gate.clear()
+        busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert app.entered.wait(5)
+        with connect(front) as newcomer:
+            assert newcomer.recv(10) == b""
+        app.gate.set()
+        assert read_answer(busy)[0] == 200
+        busy.close()
+        assert front.stats.closed.get("over-cap") == 1
+    finally:
+        app.gate.set()
+        front.stop()
+
+
+def test_stop_lets_requests_with_the_app_finish(app: Recorder) -> None:
+    """stop() closes idle connections at once and waits for a request already with the
+    app, whose answer says the connection closes."""
+    front = serve(app)
+    idle = connect(front)
+    busy = connect(front)
+    app.gate.clear()
+    busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert app.entered.wait(5)
+    stopper = threading.Thread(target=front.stop)
+    stopper.start()
+    assert idle.recv(10) == b""
+    time.sleep(0.3)
+    app.gate.set()
+    status, headers, body = read_answer(busy)
+    assert (status, headers["connection"], body) == (200, "close", b"GET /slow 0")
+    stopper.join(10)
+    assert not front.is_alive()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(front.urls[0], timeout=2)
+    idle.close()
+    busy.close()
+
+
+def test_unix_socket_listener(tmp_path: Any, app: Recorder) -> None:
+    """A unix socket listener: created 0600, peers have no address, removed at stop."""
+    path = tmp_path / "s.sock"
+    front = Front(app, [Listener(path=str(path))], threads=1)
+    assert front.start() == [f"unix:{path}"]
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(path))
+            sock.sendall(GET)
+            assert read_answer(sock)[2] == b"GET /a 0"
+        assert app.seen[-1]["REMOTE_ADDR"] == ""
+        assert app.seen[-1]["setec.transport"] == "unix"
+    finally:
+        front.stop()
+    assert not path.exists()
