@@ -401,7 +401,10 @@ def test_dashboard_rows_escaped_and_no_values(
     assert "other/x" in page
     assert "team/app" not in page
     assert client.post("/").status_code == 400
-    assert client.head("/").status_code == 400
+    head = client.head("/")  # HEAD is GET without the body (RFC 9110 §9.3.2)
+    get = client.get("/")
+    assert (head.status_code, head.get_data()) == (200, b"")
+    assert head.headers["Content-Length"] == get.headers["Content-Length"] != "0"
     css = client.get("/static/style.css")
     assert (css.status_code, css.headers["Content-Type"]) == (200, "text/css; charset=utf-8")
 
