@@ -48,7 +48,7 @@ class ServerConfig:
     unix_socket: str | None = None
     idle_timeout: float = 60.0
     max_connections: int = 0
-    max_connections_per_source: int = 256
+    max_connections_per_source: int = 2048
     allowed_hosts: tuple[str, ...] = ()
     insecure_http: bool = False
 
@@ -237,7 +237,7 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
         unix_socket=unix_socket,
         idle_timeout=float(options.get("idle_timeout") or 60.0),
         max_connections=int(options.get("max_connections") or 0),
-        max_connections_per_source=int(options.get("max_connections_per_source") or 256),
+        max_connections_per_source=int(options.get("max_connections_per_source") or 2048),
         allowed_hosts=allowed_hosts(options.get("allowed_host") or ()),
         insecure_http=bool(options.get("insecure_http")),
     )

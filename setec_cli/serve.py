@@ -9,17 +9,16 @@ caller is a superuser). Every flag can also be set by an environment variable
 
 from __future__ import annotations
 
-import atexit
 import logging
 import logging.handlers
 import os
-import queue
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from setec_cli import logs
 from setec_cli.admin import add_admin_commands
 from setec_cli.config import ServerConfig, resolve
 from setec_cli.say import fail, say
@@ -99,8 +98,7 @@ log = logging.getLogger("setec.serve")
     type=click.IntRange(1, 1024),
     default=16,
     show_default=True,
-    help="Requests the app runs at once (connections are not threads: any number may "
-    "wait).",
+    help="Requests the app runs at once (connections are not threads: any number may wait).",
 )
 @click.option(
     "--read-timeout",
@@ -124,14 +122,14 @@ log = logging.getLogger("setec.serve")
     envvar="SETEC_MAX_CONNECTIONS",
     type=click.IntRange(min=0),
     default=0,
-    help="Connections open at once (0, the default: the open-file limit, raised to its "
-    "maximum, less 128).",
+    help="Connections open at once (0, the default: 8192, or the open-file limit, raised "
+    "to its maximum, less 128 if that is lower).",
 )
 @click.option(
     "--max-connections-per-source",
     envvar="SETEC_MAX_CONNECTIONS_PER_SOURCE",
     type=click.IntRange(min=1),
-    default=256,
+    default=2048,
     show_default=True,
     help="Connections open at once from one address; beyond it, the source's idle or "
     "slowest connection is closed to make room.",
@@ -202,10 +200,10 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     """Run the setec secrets server (or one of the commands below)."""
     if ctx.invoked_subcommand is not None:
         return
-    _configure_logging(options["log_level"])
+    access_lines = logs.configure(options["log_level"])
     try:
         config = resolve(options)
-        serve(config, plugins=ctx.obj)
+        serve(config, plugins=ctx.obj, access_lines=access_lines)
     except (ConfigError, SetecError) as e:
         fail(str(e))
 
@@ -234,11 +232,14 @@ def serve(
     *,
     plugins: Any = None,
     ready: Callable[[str], None] | None = None,
+    access_lines: Callable[[str], None] | None = None,
 ) -> None:
     """Open the database, build the app and serve until SIGTERM or SIGINT.
 
     :param plugins: the :class:`~setec_core.plugins.Plugins` to use; the installed
         plugins by default.
+    :param access_lines: where access-log lines go; INFO records of the
+        ``setec.http.access`` logger by default.
     :param ready: called with the URL once the server listens (tests use it).
     :raises SetecError: if the database, key or authorizer cannot be set up.
     """
@@ -277,11 +278,13 @@ def serve(
             max_request_bytes=config.max_request_bytes,
             tls=config.tls,
             allowed_hosts=config.host_names(),
+            access_lines=access_lines,
         )
         if sink is not None:
             backups = BackupLoop(db, sink, interval=config.backup_interval, keep=config.backup_keep)
             app.metrics.watch_backups(backups)
         runner = Runner(app, config, reload=authorizer.reload)
+        app.metrics.watch_front(runner.front.stats)
         say(
             f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
             f"{len(db)} secrets"
@@ -319,23 +322,6 @@ def _close_all(*things: Any) -> None:
                 thing.close()
             except Exception:
                 log.exception("closing %s failed", type(thing).__name__)
-
-
-def _configure_logging(level: str) -> logging.handlers.QueueListener:
-    # Request threads only put records on a queue; one listener thread writes them.
-    # Writing from the request threads held the handler's lock across a write(2), and
-    # every other request thread queued up behind it: this roughly doubled throughput
-    # at 64 connections (docs/performance.md).
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
-    root.setLevel(getattr(logging, level.upper()))
-    listener = logging.handlers.QueueListener(records, stream)
-    listener.start()
-    atexit.register(listener.stop)
-    return listener
 
 
 def load_plugins(*groups: click.Group) -> Any:

@@ -9,7 +9,7 @@ alone does not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from setec_core.authz import Authorizer
 from setec_core.database import Database
@@ -34,6 +34,7 @@ def make_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     tls: bool = False,
     allowed_hosts: Iterable[str] = (),
+    access_lines: Callable[[str], None] | None = None,
 ) -> SetecApp:
     """Return the WSGI app serving ``db`` to callers identified by ``authorizer``.
 
@@ -44,6 +45,8 @@ def make_app(
     :param tls: set when serving over TLS, to send Strict-Transport-Security.
     :param allowed_hosts: names the ``Host`` header may carry besides IP literals and
         ``localhost`` (:mod:`setec_core.http.hosts`).
+    :param access_lines: where access-log lines go, instead of the
+        ``setec.http.access`` logger.
     """
     return SetecApp(
         db,
@@ -51,4 +54,5 @@ def make_app(
         max_request_bytes=max_request_bytes,
         tls=tls,
         allowed_hosts=allowed_hosts,
+        access_lines=access_lines,
     )

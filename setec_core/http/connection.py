@@ -76,6 +76,7 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.read_paused = False
+        self.base_environ: dict[str, Any] | None = None
         front.stats.open += 1
         # A new connection must begin its first request within read_timeout.
         self.enter(IDLE, front.limits.read_timeout)
@@ -331,30 +332,49 @@ class Connection(asyncio.Protocol):
 
     def environ(self, request: Request) -> dict[str, Any]:
         """Return the WSGI environ of ``request`` (called on an app thread)."""
+        base = self.base_environ
+        if base is None:
+            base = self.base_environ = self._base_environ()
         path, _, query = request.url.partition(b"?")
-        path = path.partition(b"#")[0]
-        if not path.startswith(b"/"):
-            # An absolute-form target (http://host/path): keep its path.
-            path = b"/" + urllib.parse.urlsplit(path).path.lstrip(b"/")
+        if b"#" in path or not path.startswith(b"/"):
+            # A fragment, or an absolute-form target (http://host/path): keep the path.
+            path = b"/" + urllib.parse.urlsplit(path.partition(b"#")[0]).path.lstrip(b"/")
+        if b"%" in path:
+            path = urllib.parse.unquote_to_bytes(path)
         body = b"".join(request.body)
+        environ = base.copy()
+        environ["REQUEST_METHOD"] = request.method
+        environ["PATH_INFO"] = path.decode("latin-1")
+        environ["QUERY_STRING"] = query.partition(b"#")[0].decode("latin-1")
+        environ["SERVER_PROTOCOL"] = "HTTP/1.0" if request.http10 else "HTTP/1.1"
+        environ["CONTENT_LENGTH"] = str(len(body)) if body else ""
+        environ["wsgi.input"] = io.BytesIO(body)
+        for name, value in request.headers:
+            key = _ENVIRON_KEYS.get(name)
+            if key is None:
+                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+                if len(_ENVIRON_KEYS) < 512:
+                    _ENVIRON_KEYS[name] = key
+            if key == "HTTP_CONTENT_TYPE":
+                environ["CONTENT_TYPE"] = value.decode("latin-1")
+            elif key not in _FRAMING:
+                # The body is whole: CONTENT_LENGTH above is its size, however it came.
+                text = value.decode("latin-1")
+                environ[key] = f"{environ[key]}, {text}" if key in environ else text
+        return environ
+
+    def _base_environ(self) -> dict[str, Any]:
         listener = self.listener
         unix = listener.path is not None
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": request.method,
+        tls = self.front.ssl_context is not None and not unix
+        return {
             "SCRIPT_NAME": "",
-            "PATH_INFO": urllib.parse.unquote_to_bytes(path).decode("latin-1"),
-            "QUERY_STRING": query.partition(b"#")[0].decode("latin-1"),
             "SERVER_NAME": "localhost" if unix else listener.host,
             "SERVER_PORT": "" if unix else str(listener.port),
-            "SERVER_PROTOCOL": "HTTP/1.0" if request.http10 else "HTTP/1.1",
             "REMOTE_ADDR": self.peer[0],
             "REMOTE_PORT": str(self.peer[1]) if self.peer[0] else "",
-            "CONTENT_LENGTH": str(len(body)) if body else "",
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https"
-            if self.front.ssl_context is not None and not unix
-            else "http",
-            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "https" if tls else "http",
             "wsgi.input_terminated": True,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
@@ -362,16 +382,11 @@ class Connection(asyncio.Protocol):
             "wsgi.run_once": False,
             "setec.transport": "unix" if unix else "tcp",
         }
-        for name, value in request.headers:
-            key = name.decode("latin-1").upper().replace("-", "_")
-            if key == "CONTENT_TYPE":
-                environ[key] = value.decode("latin-1")
-            elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-                # The body is whole: CONTENT_LENGTH above is its size, however it came.
-                key = "HTTP_" + key
-                text = value.decode("latin-1")
-                environ[key] = f"{environ[key]}, {text}" if key in environ else text
-        return environ
+
+
+#: Header name (as sent) -> environ key, filled as names are seen.
+_ENVIRON_KEYS: dict[bytes, str] = {}
+_FRAMING = frozenset({"HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"})
 
 
 def _too_large(limit: int) -> str:

@@ -28,8 +28,9 @@ The rules, each answered with a one-line plain-text reason where an answer is po
   set, so reading the other would let any caller forge them (nginx drops them too);
 * at most ``max_connections_per_source`` connections per peer address and
   ``max_connections`` in all. A new connection over a cap is not refused: the source's
-  (or the server's) most useless connection makes room, an idle one first (the one idle
-  longest), then the one that has been reading its request longest. Connections whose
+  most useless connection makes room (over the global cap, that of the source holding
+  the most connections), an idle one first (the one idle longest), then the one that
+  has been reading its request longest. Connections whose
   request is with the app are never closed for room, so a fresh client always gets in
   while a flood of silent or trickling connections churns.
 """
@@ -37,6 +38,7 @@ The rules, each answered with a one-line plain-text reason where an answer is po
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto as sslproto
 import collections
 import contextlib
 import errno
@@ -65,6 +67,9 @@ SWEEP_INTERVAL = 0.25
 #: File descriptors kept free for everything else the server opens (store, audit log,
 #: KMS clients, tailscaled's socket) when the connection cap comes from the limit.
 RESERVED_FDS = 128
+#: The default cap on connections, whatever the open-file limit allows: an idle TLS
+#: connection holds about 90 KB (OpenSSL's buffers), a plain one about 2 KB.
+DEFAULT_MAX_CONNECTIONS = 8192
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -82,7 +87,8 @@ class Limits:
     :param max_body_bytes: the longest body, unless the app's ``body_limit(method,
         path)`` says otherwise for a route.
     :param max_connections: connections open at once (TLS handshakes included); 0 means
-        the open-file limit less :data:`RESERVED_FDS`.
+        :data:`DEFAULT_MAX_CONNECTIONS`, or the open-file limit less
+        :data:`RESERVED_FDS` if that is lower.
     :param max_connections_per_source: connections open at once from one address (all
         unix-socket peers count as one source).
     """
@@ -93,7 +99,7 @@ class Limits:
     max_header_bytes: int = 64 * 1024
     max_body_bytes: int = 1 << 20
     max_connections: int = 0
-    max_connections_per_source: int = 256
+    max_connections_per_source: int = 2048
 
 
 @dataclass(frozen=True)
@@ -339,19 +345,22 @@ class Front:
     def _admit(self, sock: socket.socket, addr: Any, listener: Listener) -> None:
         source = "unix" if listener.path is not None else str(addr[0])
         tracker = self._sources.get(source) or Tracker()
-        for group, cap in (
-            (tracker, self.limits.max_connections_per_source),
-            (self.all, self.max_connections),
+        while len(tracker) >= self.limits.max_connections_per_source or (
+            len(self.all) >= self.max_connections
         ):
-            while len(group) >= cap:
-                victim = group.victim()
-                if victim is None:
-                    # Every connection there has a request with the app: this one waits
-                    # its turn in the client's retry, as at any full server.
-                    self.stats.close("over-cap")
-                    sock.close()
-                    return
-                victim.abort("evicted")
+            # Room is made in this source if it is at its cap, else in the source that
+            # holds the most connections: one hog cannot push everyone else out.
+            if len(tracker) >= self.limits.max_connections_per_source:
+                victim = tracker.victim()
+            else:
+                victim = max(self._sources.values(), key=len).victim()
+            if victim is None:
+                # Every connection there has a request with the app: this one waits its
+                # turn in the client's retry, as at any full server.
+                self.stats.close("over-cap")
+                sock.close()
+                return
+            victim.abort("evicted")
         # An eviction may have emptied, and so dropped, the source's tracker.
         self._sources[source] = tracker
         self.stats.accepted += 1
@@ -368,14 +377,17 @@ class Front:
         if tls is None:
             transport = loop._make_socket_transport(sock, conn, waiter)  # type: ignore[attr-defined]
         else:
-            transport = loop._make_ssl_transport(  # type: ignore[attr-defined]
-                sock,
+            protocol = _TLSProtocol(
+                loop,
                 conn,
                 tls,
                 waiter,
                 server_side=True,
-                ssl_handshake_timeout=self.limits.read_timeout,
+                # typeshed says int; asyncio takes any positive number of seconds.
+                ssl_handshake_timeout=self.limits.read_timeout,  # type: ignore[arg-type]
             )
+            loop._make_socket_transport(sock, protocol)  # type: ignore[attr-defined]
+            transport = protocol._app_transport
             # Until its handshake is done it counts as reading: evictable after the idle
             # ones. asyncio enforces the handshake's deadline itself.
             conn.handshaking = True
@@ -511,6 +523,14 @@ class Front:
         return b"".join(lines)
 
 
+class _TLSProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS layer with a 32 KiB read buffer instead of 256 KiB: the buffer is
+    allocated (and zeroed) per connection, so it was most of the 160 KiB an idle TLS
+    connection cost; TLS records are at most 16 KiB, so 32 KiB loses nothing."""
+
+    max_size = 32 * 1024
+
+
 def _no_write(data: bytes) -> None:
     raise RuntimeError("the write() callable of WSGI is not supported: return the body")
 
@@ -568,8 +588,9 @@ def _listen_unix(path: str) -> socket.socket:
 
 
 def connection_cap() -> int:
-    """Raise the soft open-file limit to the hard one and return what is left for
-    connections after :data:`RESERVED_FDS`."""
+    """Raise the soft open-file limit to the hard one and return the default connection
+    cap: :data:`DEFAULT_MAX_CONNECTIONS`, or what the limit leaves after
+    :data:`RESERVED_FDS` if that is lower."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
@@ -579,7 +600,7 @@ def connection_cap() -> int:
             soft = hard
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(16, min(soft, 1 << 20) - RESERVED_FDS)
+    return max(16, min(soft - RESERVED_FDS, DEFAULT_MAX_CONNECTIONS))
 
 
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:

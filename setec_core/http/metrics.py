@@ -81,6 +81,36 @@ class _BackupCollector(Collector):
         return [taken, failures, last, size, seconds]
 
 
+class _FrontCollector(Collector):
+    """Reads the HTTP front's :class:`~setec_core.http.front.FrontStats` at scrape time."""
+
+    def __init__(self, stats: Any) -> None:
+        self._stats = stats
+
+    def collect(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self._stats
+        open_now = GaugeMetricFamily("setec_http_connections_open", "Connections open now.")
+        open_now.add_metric([], stats.open)
+        accepted = CounterMetricFamily("setec_http_connections_accepted", "Connections accepted.")
+        accepted.add_metric([], stats.accepted)
+        closed = CounterMetricFamily(
+            "setec_http_connections_closed",
+            "Connections closed by the server, by reason (idle, read-timeout, evicted, "
+            "over-cap, handshake-timeout, refused-CODE, ...).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(dict(stats.closed).items()):
+            closed.add_metric([reason], count)
+        refused = CounterMetricFamily(
+            "setec_http_front_refused",
+            "Requests the HTTP front answered itself (never reaching the app), by status.",
+            labels=["code"],
+        )
+        for code, count in sorted(dict(stats.refused).items()):
+            refused.add_metric([str(code)], count)
+        return [open_now, accepted, closed, refused]
+
+
 class ServerMetrics:
     """The metrics one app exports.
 
@@ -92,6 +122,8 @@ class ServerMetrics:
     * ``setec_audit_sync_seconds``: latency histogram of audit fsyncs (group commits).
     * ``setec_audit_fsyncs_total``, ``setec_audit_entries_total``,
       ``setec_audit_healthy``, ``setec_store_revision``: read from the database.
+    * with :meth:`watch_front`, the HTTP front's connections; with
+      :meth:`watch_backups`, the backup loop's counters.
     """
 
     def __init__(self, db: Database) -> None:
@@ -132,6 +164,14 @@ class ServerMetrics:
         ``setec_backup_last_success_timestamp_seconds``, ``setec_backup_last_size_bytes``
         and ``setec_backup_last_duration_seconds``."""
         self.registry.register(_BackupCollector(loop))
+
+    def watch_front(self, stats: Any) -> None:
+        """Export the HTTP front's connection counters (a
+        :class:`~setec_core.http.front.FrontStats`): ``setec_http_connections_open``,
+        ``setec_http_connections_accepted_total``,
+        ``setec_http_connections_closed_total{reason}`` and
+        ``setec_http_front_refused_total{code}``."""
+        self.registry.register(_FrontCollector(stats))
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         """Count one response to ``route`` with status ``code`` taking ``seconds``."""
