@@ -110,7 +110,7 @@ def main() -> None:
         kinds = list(servers)
         cells = [(kind, c) for c in CONNECTIONS for kind in kinds]
         results: dict[tuple[str, int], list[dict[str, float]]] = {cell: [] for cell in cells}
-        for kind, (_, url) in servers.items():  # warm each up: caches, first fsyncs
+        for _, url in servers.values():  # warm each up: caches, first fsyncs
             wrk(url, 8, 1, script)
         for r in range(rounds):
             order = cells if r % 2 == 0 else cells[::-1]
