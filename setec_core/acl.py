@@ -71,6 +71,8 @@ class _Star(_Matcher):
         self.min_len = sum(len(p) for p in pieces)
 
     def __call__(self, name: str) -> bool:
+        if not self.min_len:
+            return True  # "*", "**", ...: every name
         if len(name) < self.min_len or not name.startswith(self.first):
             return False
         if not name.endswith(self.last):

@@ -7,6 +7,7 @@ are not on a loopback address, so a dev server exposed by mistake still grants n
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,10 @@ class DevAuthorizer(Authorizer):
 
     name = "dev"
 
+    def __init__(self) -> None:
+        # The same few loopback callers again and again: one Caller each.
+        self._callers: dict[str, Caller] = {}
+
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DevAuthorizer:
         """:raises ConfigError: unless ``options["dev"]`` is true."""
@@ -36,17 +41,29 @@ class DevAuthorizer(Authorizer):
         return cls()
 
     def identify(self, request: Any) -> Caller:
-        """:raises AccessDenied: if the peer is not on a loopback address."""
-        peer = request.remote_addr or ""
-        try:
-            loopback = ipaddress.ip_address(peer).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        """:raises AccessDenied: if the peer is not on a loopback address or a unix
+        socket."""
+        environ = request.environ
+        peer = environ.get("REMOTE_ADDR") or ""
+        if environ.get("setec.transport") == "unix":
+            peer = "unix"
+        elif not _is_loopback(peer):
             raise AccessDenied(f"access denied: the dev server only serves loopback, not {peer}")
-        return Caller(
-            Principal(hostname="localhost", ip=peer, user="dev@localhost"), SUPERUSER_RULES
-        )
+        caller = self._callers.get(peer)
+        if caller is None:
+            principal = Principal(hostname="localhost", ip=peer, user="dev@localhost")
+            caller = Caller(principal, SUPERUSER_RULES)
+            if len(self._callers) < 256:
+                self._callers[peer] = caller
+        return caller
+
+
+@functools.lru_cache(maxsize=256)
+def _is_loopback(peer: str) -> bool:
+    try:
+        return ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False
 
 
 @hookimpl

@@ -201,14 +201,16 @@ class SetecApp:
         path = request.path
         route = path if path in API or path in self._routes else "other"
         facts: dict[str, Any] = {"request": new_request_id()}
-        self.metrics.in_flight.inc()
+        in_flight = self.metrics.requests_in_flight
+        ticket = id(facts)  # unique among the requests alive now
+        in_flight[ticket] = None
         try:
             response = self._respond(request, path, facts)
         except Exception as e:  # the last line of defence: no traceback reaches the client
             _log_bug(f"request {facts['request']} to {route} failed", e)
             response = self._error(500, "internal error")
         finally:
-            self.metrics.in_flight.dec()
+            del in_flight[ticket]
         code, body = response.status_code, response.body
         headers = [("X-Request-Id", facts["request"]), *self._security]
         if code != 304:  # a 304 has no body and, per RFC 9110, no content headers
@@ -251,11 +253,15 @@ class SetecApp:
             return self._error(r.code, r.reason)
 
     def _api(self, request: Request, path: str, facts: dict[str, Any]) -> Response:
-        if request.method != "POST":
+        environ = request.environ
+        if environ["REQUEST_METHOD"] != "POST":
             raise _Reply(400, "only POST requests allowed")
-        if request.mimetype != "application/json":
+        # The exact value Go requires is the common case; werkzeug parses the rest
+        # (parameters such as charset are accepted).
+        content_type = environ.get("CONTENT_TYPE")
+        if content_type != "application/json" and request.mimetype != "application/json":
             raise _Reply(400, "request body must be json")
-        if request.headers.get("Sec-X-Tailscale-No-Browsers") != "setec":
+        if environ.get("HTTP_SEC_X_TAILSCALE_NO_BROWSERS") != "setec":
             raise _Reply(403, "access denied")
         caller = self._identify(request, facts)
         kind, operation = API[path]

@@ -235,7 +235,7 @@ class Connection(asyncio.Protocol):
         request.method = parser.get_method().decode("ascii", "replace")
         request.http10 = parser.get_http_version() == "1.0"
         request.keep_alive = parser.should_keep_alive()
-        path = urllib.parse.urlsplit(request.url).path.decode("latin-1")
+        path = request.url.partition(b"?")[0].decode("latin-1")
         request.limit = self.front.body_limit(request.method, path)
         expect = b""
         for name, value in request.headers:

@@ -70,7 +70,7 @@ RESERVED_FDS = 128
 #: The default cap on connections, whatever the open-file limit allows: an idle TLS
 #: connection holds about 90 KB (OpenSSL's buffers), a plain one about 2 KB.
 DEFAULT_MAX_CONNECTIONS = 8192
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -190,7 +190,7 @@ class Front:
         self.all = Tracker()
         self.stopping = False
         self.urls: list[str] = []
-        self.date = formatdate(usegmt=True).encode()
+        self.date = formatdate(usegmt=True)
         self._threads = threads
         self._jobs: queue.SimpleQueue[tuple[Connection, Request] | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
@@ -421,7 +421,7 @@ class Front:
     def _sweep(self) -> None:
         assert self._loop is not None
         now = time.monotonic()
-        self.date = formatdate(usegmt=True).encode()
+        self.date = formatdate(usegmt=True)
         for group in self.all.groups:
             for conn in [c for c in group if c.deadline and now >= c.deadline]:
                 conn.expire()
@@ -434,7 +434,7 @@ class Front:
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"X-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nDate: %s\r\n"
             b"Connection: close\r\n\r\n%s"
-            % (code, _REASONS.get(code, b"Error"), len(body), self.date, body)
+            % (code, _REASONS.get(code, "Error").encode(), len(body), self.date.encode(), body)
         )
 
     # --- running the app ---------------------------------------------------------
@@ -501,26 +501,27 @@ class Front:
     def _encode(
         self, request: Request, code: int, headers: list[tuple[str, str]], body: bytes
     ) -> bytes:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (code, _REASONS.get(code, b"Unknown"))]
+        text = [f"HTTP/1.1 {code} {_REASONS.get(code, 'Unknown')}"]
         has_length = False
         for name, value in headers:
             lower = name.lower()
             if lower == "connection":
                 continue  # ours to decide
             has_length = has_length or lower == "content-length"
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            text.append(f"{name}: {value}")
         bodiless = code < 200 or code in (204, 304)
         if not has_length and not bodiless:
-            lines.append(b"Content-Length: %d\r\n" % len(body))
-        lines.append(b"Date: " + self.date + b"\r\n")
+            text.append(f"Content-Length: {len(body)}")
+        text.append(f"Date: {self.date}")
         if not request.keep_alive or self.stopping:
-            lines.append(b"Connection: close\r\n")
+            text.append("Connection: close")
         elif request.http10:
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        if request.method != "HEAD" and not bodiless:
-            lines.append(body)
-        return b"".join(lines)
+            text.append("Connection: keep-alive")
+        text.append("\r\n")
+        head = "\r\n".join(text).encode("latin-1")
+        if request.method == "HEAD" or bodiless:
+            return head
+        return head + body
 
 
 class _TLSProtocol(sslproto.SSLProtocol):

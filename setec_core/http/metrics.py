@@ -150,9 +150,14 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        #: The requests being served, by a ticket each: the app adds and removes its
+        #: own, and the gauge counts them at scrape time (a dict's set and delete need
+        #: no lock, where a Gauge's inc and dec each take one).
+        self.requests_in_flight: dict[int, None] = {}
         self.in_flight = Gauge(
             "setec_http_requests_in_flight", "Requests being served.", registry=self.registry
         )
+        self.in_flight.set_function(lambda: len(self.requests_in_flight))
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._calls: dict[str, Any] = {}
         self.registry.register(_DatabaseCollector(db))
