@@ -7,7 +7,6 @@ a message that names the flag (and its environment variable) and says what to do
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import urllib.parse
@@ -15,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from setec_core.authz import listen_is_local
 from setec_core.errors import ConfigError
 from setec_core.uris import redact
 
@@ -115,16 +115,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def is_loopback(host: str) -> bool:
-    """Report whether ``host`` is ``localhost`` or a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def backup_uri(options: Mapping[str, Any]) -> str | None:
     """Return the backup sink URI the flags name, or ``None`` if backups are off.
 
@@ -204,7 +194,7 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
         host, port = "localhost", 0
     else:
         host, port = parse_listen(listen)
-    if dev and unix_socket is None and not is_loopback(host):
+    if dev and unix_socket is None and not listen_is_local(host):
         raise ConfigError(
             f"--dev serves only on loopback, and --listen {host!r} is not a loopback "
             "address; use 127.0.0.1:PORT, or drop --dev and configure a real key and "

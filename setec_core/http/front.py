@@ -544,10 +544,15 @@ def _listen(listener: Listener) -> socket.socket:
     )
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return _bound(sock, address)
+
+
+def _bound(sock: socket.socket, address: Any) -> socket.socket:
+    """Bind ``sock`` to ``address`` and listen, non-blocking; close it on failure."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
         sock.listen(1024)
         sock.setblocking(False)
@@ -574,18 +579,11 @@ def _listen_unix(path: str) -> socket.socket:
             raise OSError(errno.EADDRINUSE, f"another server answers on {path}")
         finally:
             probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # the socket file is born 0600: only our user may connect
     try:
-        sock.bind(path)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
+        return _bound(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path)
     finally:
         os.umask(old)
-    return sock
 
 
 def connection_cap() -> int:
