@@ -13,11 +13,9 @@ friends) may be given before the command, as for the server, or after it.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import os
-import socket
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,39 +142,36 @@ def _offline_store(ctx: click.Context, settings: dict[str, Any]) -> Iterator[Any
 
 
 @contextmanager
-def _locked(settings: dict[str, Any], action: str) -> Iterator[None]:
+def _locked(settings: dict[str, Any], action: str) -> Iterator[Any]:
     """Hold the state directory's lock (its audit log, which a running server holds)
-    while ``action`` runs, then record its outcome there."""
-    from setec_core.audit import AuditEntry, AuditLog
-    from setec_core.authz import Principal
+    while ``action`` runs. Yields the :class:`~setec_core.maintenance.AdminAudit` the
+    action checks the log with before changing the store, and records its entry with
+    after (keyed, with the log's new head recorded in the store); a failure is recorded
+    as an ``error`` entry where the log can take one."""
     from setec_core.database import prepare_state_dir
+    from setec_core.maintenance import AdminAudit
 
     state = prepare_state_dir(_require(settings, "state_dir", "the server's state directory"))
-    audit = AuditLog.open(state / AUDIT_FILE)
-    principal = Principal(hostname=socket.gethostname(), ip="local", user=_local_user())
+    audit = AdminAudit(state / AUDIT_FILE)
     try:
-        yield
+        yield audit
     except BaseException:
-        with suppress(SetecError):
-            audit.write(AuditEntry(principal, action, True, outcome="error"))
+        audit.failed(action)
         raise
-    else:
-        audit.write(AuditEntry(principal, action, True, outcome="ok"))
     finally:
         audit.close()
+    for note in audit.notes:
+        say(note)
 
 
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a bare container)
-        return f"uid {os.getuid()}"
+def _resolve_name(sink: Any, name: str, keys: Any, *, strict: bool = False) -> str:
+    # 'latest' is the newest genuine backup (its head authenticated by the data key
+    # that ``keys`` unwraps, its name its own); files it skips are said on stderr.
+    from setec_core.backups import BackupCatalog
 
-
-def _resolve_name(sink: Any, name: str, *, strict: bool = False) -> str:
-    from setec_core.backups import latest_backup
-
-    return latest_backup(sink, strict=strict) if name == "latest" else name
+    if name != "latest":
+        return name
+    return str(BackupCatalog(sink, keys.check_head, report=say).latest(strict=strict))
 
 
 def _fetch(sink: Any, name: str) -> bytes:
@@ -187,6 +182,17 @@ def _fetch(sink: Any, name: str) -> bytes:
             f"there is no backup {name!r} in {sink.uri}; 'setec-serve backup list' shows "
             "what there is"
         ) from None
+
+
+def _open_chosen(sink: Any, name: str, keys: Any, *, strict: bool = False) -> tuple[str, Any]:
+    """Choose backup NAME (or 'latest'), fetch it and check all of it with ``keys`` (a
+    BackupKeys); refuse it if its name is not the one its own header gives it."""
+    from setec_core.backups import check_backup_name
+
+    chosen = _resolve_name(sink, name, keys, strict=strict)
+    opened = keys.open(_fetch(sink, chosen))
+    check_backup_name(chosen, opened.head)
+    return chosen, opened
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -216,7 +222,8 @@ def backup_group() -> None:
 @click.pass_context
 def backup_now(ctx: click.Context, /, **given: Any) -> None:
     """Take a backup now (beside a running server, too) and print its name."""
-    from setec_core.backups import prune, take_backup
+    from setec_core.backups import BackupCatalog, take_backup
+    from setec_core.snapshot import BackupKeys
 
     settings = _settings(ctx, given)
 
@@ -230,7 +237,10 @@ def backup_now(ctx: click.Context, /, **given: Any) -> None:
             click.echo(result.name)
             keep = settings.get("backup_keep")
             if keep:
-                for name in prune(sink, int(keep), newest=result.name):
+                # With the KMS key, backups under older data keys (before a rotate-dek)
+                # authenticate too, unlike in the server's own retention.
+                catalog = BackupCatalog(sink, BackupKeys(store.key).check_head, report=say)
+                for name in catalog.prune(int(keep), newest=result.name):
                     say(f"deleted {name} (--backup-keep {keep})")
 
     _run(act)
@@ -259,9 +269,10 @@ def backup_list(ctx: click.Context, /, **given: Any) -> None:
 @click.option("--backup-key", help="The key that wrapped the backup, if not --kms-key-name.")
 @click.pass_context
 def backup_verify(ctx: click.Context, /, name: str, **given: Any) -> None:
-    """Check that backup NAME (or 'latest') is whole: unwrap its data key, check its tag,
-    and decrypt every record."""
-    from setec_core.snapshot import open_backup
+    """Check that backup NAME (or 'latest') is whole and named for itself: unwrap its
+    data key, check its header and tag, decrypt every record, and check that NAME is
+    the name of the time it was taken."""
+    from setec_core.snapshot import BackupKeys
 
     settings = _settings(ctx, given)
 
@@ -270,8 +281,8 @@ def backup_verify(ctx: click.Context, /, name: str, **given: Any) -> None:
             settings, "kms_key_name", "the key that wraps the backup's data key"
         )
         with _sink(ctx, settings, read_only=True) as sink, _key(ctx, key_uri) as key:
-            chosen = _resolve_name(sink, name)
-            info = open_backup(_fetch(sink, chosen), key).info
+            chosen, opened = _open_chosen(sink, name, BackupKeys(key))
+            info = opened.info
             click.echo(
                 f"ok: {chosen}: {info.secrets} secrets, {info.versions} versions, "
                 f"revision {info.revision}, taken {info.created}, {info.size} bytes, "
@@ -302,7 +313,7 @@ def restore_command(ctx: click.Context, /, name: str, force: bool, **given: Any)
 
 def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: bool) -> None:
     from setec_core.maintenance import restore_opened
-    from setec_core.snapshot import open_backup
+    from setec_core.snapshot import BackupKeys
 
     state_dir = _require(settings, "state_dir", "the state directory to restore into")
     key_uri = _require(settings, "kms_key_name", "the key the restored store will use")
@@ -318,29 +329,34 @@ def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: boo
             "restore into a new directory, or add --force to replace its store (the old "
             "store is kept beside it)"
         )
-    with _sink(ctx, settings, read_only=True) as sink:
-        chosen = _resolve_name(sink, name, strict=True)
-        data = _fetch(sink, chosen)
     plugins = _plugins(ctx)
     backup_key_uri = settings.get("backup_key")
-    # Check everything (keys, the backup's tag, every record) before touching the
-    # state directory, so that a mistake leaves nothing behind to trip the next try.
+    # Check everything (keys, the backup's name, header, tag and every record) before
+    # touching the state directory, so that a mistake leaves nothing behind to trip
+    # the next try.
     with ExitStack() as keys:
         key = keys.enter_context(_key(ctx, key_uri))
         # One provider when the backup's key is the store's: no second KMS client.
         backup_key = keys.enter_context(_key(ctx, backup_key_uri)) if backup_key_uri else key
-        opened = open_backup(data, backup_key)
-        with _locked(settings, "restore"):
+        with _sink(ctx, settings, read_only=True) as sink:
+            chosen, opened = _open_chosen(sink, name, BackupKeys(backup_key), strict=True)
+        with _locked(settings, "restore") as audit:
             if settings.get("storage"):
                 storage = plugins.storage(settings["storage"])
                 try:
                     info = restore_opened(opened, storage, key=key)
+                    audit.record(storage, key, "restore")
                 finally:
                     storage.close()
                 where = storage.uri
             else:
                 info = _restore_file(state, opened, key, plugins)
                 where = str(state / STORE_FILE)
+                storage = plugins.storage(f"sqlite://{(state / STORE_FILE).resolve()}")
+                try:
+                    audit.record(storage, key, "restore")
+                finally:
+                    storage.close()
     click.echo(
         f"restored {chosen} into {where}: {info.secrets} secrets, {info.versions} versions "
         f"(revision {info.revision}, taken {info.created})"
@@ -415,13 +431,15 @@ def rotate_kek_command(ctx: click.Context, /, to: str, **given: Any) -> None:
         storage_uri = _storage_uri(settings, must_exist=True)
         plugins = _plugins(ctx)
         with (
-            _locked(settings, "rotate-kek"),
+            _locked(settings, "rotate-kek") as audit,
             _key(ctx, old_uri) as old,
             _key(ctx, to) as new,
         ):
             storage = plugins.storage(storage_uri)
             try:
+                audit.check(storage, old)
                 rotate_kek(storage, old=old, new=new)
+                audit.record(storage, new, "rotate-kek")
             finally:
                 storage.close()
             click.echo(
@@ -445,10 +463,12 @@ def rotate_dek_command(ctx: click.Context, /, **given: Any) -> None:
     def act() -> None:
         key_uri = _require(settings, "kms_key_name", "the key that wraps the data key")
         storage_uri = _storage_uri(settings, must_exist=True)
-        with _locked(settings, "rotate-dek"), _key(ctx, key_uri) as key:
+        with _locked(settings, "rotate-dek") as audit, _key(ctx, key_uri) as key:
             storage = _plugins(ctx).storage(storage_uri)
             try:
+                audit.check(storage, key)
                 result = rotate_dek(storage, key=key)
+                audit.record(storage, key, "rotate-dek")
             finally:
                 storage.close()
             click.echo(
@@ -461,5 +481,14 @@ def rotate_dek_command(ctx: click.Context, /, **given: Any) -> None:
 
 def add_admin_commands(group: click.Group) -> None:
     """Add the admin commands to ``setec-serve``."""
-    for command in (backup_group, restore_command, rotate_kek_command, rotate_dek_command):
+    from setec_cli.audit_admin import audit_group, check_command
+
+    for command in (
+        backup_group,
+        restore_command,
+        rotate_kek_command,
+        rotate_dek_command,
+        audit_group,
+        check_command,
+    ):
         group.add_command(command)

@@ -1,20 +1,22 @@
 """The audit log: one JSON line per access, durable before any value leaves.
 
-Each line carries Go setec's keys in Go's order (SPEC.md §3.1): ``id``, ``time``,
-``principal`` {``hostname``, ``ip``, ``user`` | ``tags``}, ``action``, ``authorized``,
-``secret`` (omitted when empty) and ``secretVersion`` (omitted when 0). Ours follow:
+Each line carries Go setec's keys in Go's order: ``id``, ``time``, ``principal``
+{``hostname``, ``ip``, ``user`` | ``tags``}, ``action``, ``authorized``, ``secret``
+(omitted when empty) and ``secretVersion`` (omitted when 0). Ours follow:
 
 * ``outcome``: what the Database did: ``ok``, ``denied``, ``not-found``,
   ``unchanged``, ``version-claimed``, ``invalid`` or ``error`` (a write the storage
   refused after it was audited);
 * ``servedVersion``: the version whose value a get returned (omitted otherwise);
 * ``request``: the caller's request id, when it has one;
-* ``prev``: SHA-256 (hex) of the previous line's bytes, or 64 zeros on the first
-  line. :func:`verify` follows this chain, so an edited, inserted or removed line is
-  found as long as a line after it is left alone. The chain is not keyed: removing or
-  editing the *last* lines, or rewriting a line and recomputing every hash after it,
-  leaves a valid chain. Copy the head (:attr:`AuditReport.head`) somewhere the
-  server's host cannot write (a log shipper, a ticket) to detect that.
+* ``commits``: how many commits the store had made when the line was written (lines
+  of a Database's log only);
+* ``continues``: on the first line of a file that continues an earlier one only;
+* ``prev``: the link to the previous line. Once the log has a key (a Database gives it
+  the store's audit key) this is ``hmac-sha256:`` and the HMAC of the previous line
+  under that key, so nobody without the key can add, edit, remove or rewrite lines
+  unseen; a log without a key writes plain SHA-256 links, as earlier versions did.
+  :mod:`setec_core.audit_chain` describes the chain, and its :func:`verify` checks it.
 
 :meth:`AuditLog.write` returns only once the line is on disk (fsync). Concurrent
 writers share one fsync (group commit): while one thread syncs, the others append
@@ -22,33 +24,59 @@ their lines and wait, and the next sync covers them all. If a write or sync fail
 operation is refused with :class:`~setec_core.errors.AuditError` (fail-closed). After a
 failed fsync the log refuses every later write too, because Linux may have dropped the
 unsynced pages and cleared the error, so nothing after it could be trusted.
+
+An :class:`AuditLog` works without a key (plain links) for programs that keep an audit
+log of their own; a :class:`~setec_core.Database` always keys the log it is given, and
+a log whose file already ends in keyed lines refuses to write until it has its key.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import getpass
 import hashlib
 import json
 import logging
 import os
 import secrets as _random
-import stat
+import socket
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+from setec_core.audit_chain import (
+    GENESIS,
+    KEYED,
+    AuditHead,
+    AuditReport,
+    ChainKey,
+    TailCheck,
+    check_tail,
+    claim_of,
+    continues_of,
+    link_of,
+    verify,
+)
+from setec_core.audit_sink import AuditSink, FileAuditSink, MemoryAuditSink
 from setec_core.authz import Principal
-from setec_core.errors import AuditError, ConfigError
+from setec_core.errors import AuditError
+
+__all__ = [
+    "GENESIS",
+    "AuditEntry",
+    "AuditHead",
+    "AuditLog",
+    "AuditReport",
+    "AuditSink",
+    "FileAuditSink",
+    "MemoryAuditSink",
+    "format_time",
+    "local_principal",
+    "verify",
+]
 
 log = logging.getLogger("setec.audit")
-
-GENESIS = "0" * 64
-_TAIL_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +95,12 @@ class AuditEntry:
     def _body(self) -> str:
         # Everything after "time", as JSON members (no braces); see AuditLog.write.
         doc: dict[str, Any] = {
-            "principal": self.principal.to_json(),
-            "action": self.action,
+            "principal": _capped_principal(self.principal.to_json()),
+            "action": _cap(self.action),
             "authorized": self.authorized,
         }
         if self.secret:
-            doc["secret"] = self.secret
+            doc["secret"] = _cap(self.secret)
         if self.secret_version:
             doc["secretVersion"] = self.secret_version
         if self.outcome:
@@ -80,7 +108,7 @@ class AuditEntry:
         if self.served_version:
             doc["servedVersion"] = self.served_version
         if self.request_id:
-            doc["request"] = self.request_id
+            doc["request"] = _cap(self.request_id)
         text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
         try:
             text.encode()
@@ -91,6 +119,41 @@ class AuditEntry:
         return text[1:-1]
 
 
+#: The most characters of any one string in an entry (a secret name is at most 1,024
+#: bytes, so never cut), and the most tags of a principal: whatever an identity service
+#: or a header claims, one entry stays a few kilobytes.
+MAX_FIELD_CHARS = 1024
+MAX_TAGS = 64
+
+
+def _cap(text: str) -> str:
+    if len(text) <= MAX_FIELD_CHARS:
+        return text
+    return f"{text[:MAX_FIELD_CHARS]}...[{len(text) - MAX_FIELD_CHARS} more characters cut]"
+
+
+def _capped_principal(doc: dict[str, Any]) -> dict[str, Any]:
+    for key, value in doc.items():
+        if isinstance(value, str):
+            doc[key] = _cap(value)
+        elif isinstance(value, list):
+            tags = [_cap(str(tag)) for tag in value[:MAX_TAGS]]
+            if len(value) > MAX_TAGS:
+                tags.append(f"...[{len(value) - MAX_TAGS} more tags cut]")
+            doc[key] = tags
+    return doc
+
+
+def local_principal() -> Principal:
+    """The principal of entries setec writes on its own behalf (a checkpoint at close,
+    an admin command): this host's name, ip ``local``, and the user running it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a bare container)
+        user = f"uid {os.getuid()}"
+    return Principal(hostname=socket.gethostname(), ip="local", user=user)
+
+
 def format_time(ns: int) -> str:
     """Format nanoseconds since the epoch as Go's RFC 3339 with nanoseconds, in UTC,
     trailing zeros of the fraction trimmed (``2024-05-05T12:34:56.1234Z``)."""
@@ -99,156 +162,6 @@ def format_time(ns: int) -> str:
     if frac:
         out += "." + f"{frac:09d}".rstrip("0")
     return out + "Z"
-
-
-class AuditSink(ABC):
-    """Where audit lines go: a file in production, memory in tests."""
-
-    @abstractmethod
-    def write(self, data: bytes) -> None:
-        """Append ``data`` (whole lines) to the sink.
-
-        :raises OSError: if the write failed; the sink must be as it was before.
-        :raises AuditError: if the write failed and the sink could not be restored.
-        """
-
-    @abstractmethod
-    def sync(self) -> None:
-        """Make everything written so far durable.
-
-        :raises OSError: if it could not be made durable.
-        """
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release the sink (after :meth:`sync`; :class:`AuditLog` calls both).
-
-        :raises OSError: if closing failed.
-        """
-
-    def last_line(self) -> bytes | None:
-        """Return the last complete line already in the sink (without its newline),
-        or ``None`` if it is empty. The chain continues from it."""
-        return None
-
-
-class FileAuditSink(AuditSink):
-    """An append-only file, mode 0600, held under an exclusive lock so that two
-    servers cannot interleave lines in one log.
-
-    A torn last line (a crash mid-write, before its fsync returned, so before its
-    operation could complete) is cut off at open and reported in the log.
-
-    :raises ConfigError: if the file cannot be opened or is in use by another process.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise ConfigError(
-                f"cannot open audit log {str(self.path)!r}: {e.strerror}; "
-                "make its directory writable by this user"
-            ) from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigError(f"audit log {str(self.path)!r} is not a regular file")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(
-                    f"audit log {str(self.path)!r} is in use (by another process, or "
-                    "already open in this one); is another setec server running on "
-                    "this state directory?"
-                ) from None
-            if st.st_mode & 0o077:
-                os.fchmod(fd, 0o600)
-            self._fd = fd
-            self._size = st.st_size
-            self._last = self._recover_tail()
-        except BaseException:
-            os.close(fd)
-            raise
-
-    def _recover_tail(self) -> bytes | None:
-        if self._size == 0:
-            return None
-        start = max(0, self._size - _TAIL_CHUNK)
-        tail = os.pread(self._fd, self._size - start, start)
-        while b"\n" not in tail[:-1] and start > 0:
-            start = max(0, start - _TAIL_CHUNK)
-            tail = os.pread(self._fd, self._size - start, start)
-        if not tail.endswith(b"\n"):
-            cut = tail.rfind(b"\n") + 1
-            torn = len(tail) - cut
-            os.ftruncate(self._fd, self._size - torn)
-            os.fsync(self._fd)
-            self._size -= torn
-            log.warning(
-                "audit log %s ended in a partial line (%d bytes) from an interrupted "
-                "write; removed it",
-                self.path,
-                torn,
-            )
-            tail = tail[:cut]
-        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
-        return lines[-1] if lines[-1] else None
-
-    def last_line(self) -> bytes | None:
-        return self._last
-
-    def write(self, data: bytes) -> None:
-        try:
-            written = os.write(self._fd, data)
-            if written != len(data):
-                raise OSError(errno.ENOSPC, "short write")
-        except OSError:
-            try:
-                os.ftruncate(self._fd, self._size)
-            except OSError as e:
-                raise AuditError(
-                    f"audit log {str(self.path)!r} failed a write and could not be "
-                    f"restored ({e.strerror}); refusing every operation until restart"
-                ) from None
-            raise
-        self._size += len(data)
-
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-
-
-class MemoryAuditSink(AuditSink):
-    """Keeps audit lines in memory; :meth:`entries` decodes them. For tests and
-    in-memory databases."""
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self.syncs = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self._chunks.append(data)
-
-    def sync(self) -> None:
-        self.syncs += 1
-
-    def close(self) -> None:
-        self.closed = True
-
-    def getvalue(self) -> bytes:
-        """Return everything written so far."""
-        return b"".join(self._chunks)
-
-    def entries(self) -> list[dict[str, Any]]:
-        """Return every line written so far, decoded."""
-        return [json.loads(line) for line in self.getvalue().splitlines()]
 
 
 class _Waiter:
@@ -294,14 +207,37 @@ class AuditLog:
     that came later, which writes and syncs the next batch. A lone writer never waits
     for another thread.
 
+    Keyed (:meth:`use_key`), each line's ``prev`` is the HMAC of the line before under
+    the audit key, and the log keeps its durable head (:attr:`durable_head`): the byte
+    range and link of the last line an fsync covered, which the Database records in the
+    store.
+
     :param sink: where lines go; the log continues the chain from its last line.
+    :param key: the audit key, if known now (else :meth:`use_key`).
+    :param continues: for a new, empty sink that continues an earlier file: the link
+        that file would have passed on (its first line names it in ``continues``).
     """
 
-    def __init__(self, sink: AuditSink) -> None:
+    def __init__(
+        self, sink: AuditSink, key: bytes | None = None, *, continues: bytes | None = None
+    ) -> None:
         self._sink = sink
         last = sink.last_line()
-        # Only the baton holder reads or advances the chain head.
+        size = sink.size() if sink.persistent else None
+        # Only the baton holder reads or advances these (and use_key, before any write).
+        self._last = last
+        self._size = size
+        self._chain: ChainKey | None = None
+        self._continues = continues if last is None else None
         self._prev = hashlib.sha256(last).hexdigest() if last else GENESIS
+        link = link_of(last) if last else None
+        self._ends_keyed = link is not None and link.startswith(KEYED)
+        #: The ``commits`` of the last line in the sink (None: it has none).
+        self._last_claim = claim_of(last) if last else None
+        self._head: AuditHead | None = None
+        self._claim = ""  # ',"commits":N' while a Database has told us N
+        self._claim_value: int | None = None
+        self._pending_claim: int | None = None  # the claim of the last line stamped
         self._lock = threading.Lock()
         self._syncing = False  # somebody holds the baton
         self._pending: list[str] = []  # stamped lines, up to their "prev" value
@@ -317,6 +253,8 @@ class AuditLog:
         #: outside any lock (the server feeds a latency histogram with it).
         self.on_sync: Callable[[float], None] | None = None
         self._observer_failed = False
+        if key is not None:
+            self.use_key(key)
 
     @property
     def failure(self) -> str:
@@ -325,17 +263,110 @@ class AuditLog:
         return self._broken
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> AuditLog:
+    def open(cls, path: str | os.PathLike[str], key: bytes | None = None) -> AuditLog:
         """Open (creating, mode 0600) the audit log file at ``path``.
 
+        :param key: the audit key, if known now (a Database gives it later).
         :raises ConfigError: if it cannot be opened or another process holds it.
         """
-        return cls(FileAuditSink(path))
+        return cls(FileAuditSink(path), key)
 
     @property
     def sink(self) -> AuditSink:
         """The sink this log writes to."""
         return self._sink
+
+    def use_key(self, key: bytes) -> None:
+        """Key the chain with ``key`` from the next line on. Call it before the log is
+        shared with other threads (the Database does, while it opens).
+
+        :raises AuditError: if a write is in progress.
+        """
+        with self._lock:
+            if self._syncing:
+                raise AuditError("the audit log's key must be set before it is in use")
+            chain = ChainKey(key)
+            last = self._last
+            if last is None:
+                self._prev = chain.start(self._continues or b"")
+            else:
+                self._prev = chain.link(last)
+                if self._size is not None:
+                    self._head = AuditHead(self._size - len(last) - 1, self._size, self._prev)
+            self._chain = chain
+
+    @property
+    def keyed(self) -> bool:
+        """Whether lines are keyed (:meth:`use_key` was called)."""
+        return self._chain is not None
+
+    @property
+    def ends_keyed(self) -> bool:
+        """Whether the last line in the sink is keyed (then only the holder of its key
+        may continue the log)."""
+        return self._ends_keyed
+
+    @property
+    def durable_head(self) -> AuditHead | None:
+        """The last line an fsync covered, once keyed and if the sink is persistent;
+        ``None`` before either, or while the sink is empty."""
+        return self._head
+
+    @property
+    def last_claim(self) -> int | None:
+        """The ``commits`` value of the last line written (or found in the sink)."""
+        return self._last_claim
+
+    def claim_commits(self, commits: int) -> None:
+        """Write ``"commits": commits`` into every line from now on: the store has made
+        that many commits, durably (a Database calls this after each commit)."""
+        with self._lock:
+            self._claim = f',"commits":{commits}'
+            self._claim_value = commits
+
+    def check_tail(self, recorded: AuditHead) -> TailCheck:
+        """Check the sink against the head a store ``recorded``: the recorded line is
+        still there and every line after it links under the key (see
+        :func:`setec_core.audit_chain.check_tail`).
+
+        :raises AuditError: if the log has no key, or its sink is not persistent.
+        """
+        size = self._sink.size()
+        if self._chain is None or size is None or not self._sink.persistent:
+            raise AuditError("only a keyed log over a persistent sink can be checked")
+        try:
+            return check_tail(self._sink.read, size, self._chain, recorded)
+        except OSError as e:
+            return TailCheck(f"audit.log cannot be read back ({e.strerror or e})")
+
+    def check_last_link(self) -> str:
+        """Check, with the key, the link of the last line in the sink (if keyed) to the
+        line before it: whether the log was written under this key at all.
+
+        :returns: ``""`` if it links (or is not keyed), else one line saying what is wrong.
+        """
+        last, size, chain = self._last, self._sink.size(), self._chain
+        if not self._ends_keyed or last is None or size is None or chain is None:
+            return ""
+        end = size - len(last) - 1
+        before = b""
+        try:
+            start = end
+            while start > 0 and b"\n" not in before[:-1]:
+                start = max(0, start - 65536)
+                before = self._sink.read(start, end)
+        except OSError as e:
+            return f"audit.log cannot be read back ({e.strerror or e})"
+        previous = before[:-1].rsplit(b"\n", 1)[-1] if before else None
+        expected = chain.link(previous) if previous is not None else None
+        if expected is None:
+            expected = chain.start(continues_of(last) or b"")
+        if link_of(last) != expected:
+            return (
+                "audit.log ends in a line keyed under another key: it belongs to another "
+                "store, or this store's audit key was replaced"
+            )
+        return ""
 
     def write(self, *entries: AuditEntry) -> None:
         """Append ``entries`` and return once they are durable.
@@ -350,13 +381,20 @@ class AuditLog:
         with self._lock:
             if self._broken:
                 raise AuditError(self._broken)
+            if self._ends_keyed and self._chain is None:
+                raise AuditError(
+                    "the audit log is keyed and this log has no key: it can only be "
+                    "continued with its key (open it through its Database)"
+                )
             # id and time are stamped under the lock, so lines are in time order;
             # "prev" goes last so a reader can check the chain line by line.
+            claim = self._claim
             for body in bodies:
                 self._pending.append(
                     f'{{"id":{_random.randbits(64) or 1},"time":"{format_time(time.time_ns())}",'
-                    f'{body},"prev":"'
+                    f'{body}{claim},"prev":"'
                 )
+            self._pending_claim = self._claim_value
             if self._syncing:
                 waiter = _Waiter()
                 self._queue.append(waiter)
@@ -376,18 +414,27 @@ class AuditLog:
         with self._lock:
             pending, self._pending = self._pending, []
             batch, self._queue = self._queue, []
+            claimed = self._pending_claim
         failure, broken = "", False
         unexpected: BaseException | None = None
         lines: list[bytes] = []
         started = time.perf_counter()
         try:
             prev = self._prev
-            for stamped in pending:
-                line = f'{stamped}{prev}"}}'.encode()
-                prev = hashlib.sha256(line).hexdigest()
-                lines.append(line)
+            chain = self._chain
+            if chain is None:
+                for stamped in pending:
+                    line = f'{stamped}{prev}"}}'.encode()
+                    prev = hashlib.sha256(line).hexdigest()
+                    lines.append(line)
+            else:
+                if self._last is None and self._continues is not None:
+                    # The first line of a file continuing another names what it follows.
+                    pending[0] = f'{pending[0][:-8]}"continues":"{self._continues.hex()}","prev":"'
+                lines, prev = chain.seal_lines(pending, prev)
+            data = b"\n".join(lines) + b"\n"
             try:
-                self._sink.write(b"\n".join(lines) + b"\n")
+                self._sink.write(data)
             except OSError as e:
                 # The sink cut the partial write off, so the chain stays at its old head
                 # and the log can go on; only this batch's operations are refused.
@@ -396,6 +443,11 @@ class AuditLog:
                 failure, broken = str(e), True
             else:
                 self._prev = prev
+                self._last = lines[-1]
+                self._last_claim = claimed
+                self._ends_keyed = chain is not None
+                if self._size is not None:
+                    self._size += len(data)
                 try:
                     self._sink.sync()
                 except OSError as e:
@@ -404,6 +456,10 @@ class AuditLog:
                         "refusing every operation until the server is restarted"
                     )
                     broken = True
+                else:
+                    if chain is not None and self._size is not None:
+                        end = self._size
+                        self._head = AuditHead(end - len(lines[-1]) - 1, end, prev)
         except BaseException as e:  # a bug, MemoryError, Ctrl-C: never strand the baton
             unexpected = e
             failure = (
@@ -488,61 +544,3 @@ class AuditLog:
             self._syncing = False
         if problems:
             raise AuditError("closing the audit log failed: " + "; ".join(problems))
-
-
-@dataclass
-class AuditReport:
-    """What :func:`verify` found.
-
-    :param entries: how many lines were read.
-    :param head: the hash of the last line (what the next line's ``prev`` will be).
-    :param problems: one message per broken link, naming the line number.
-    """
-
-    entries: int = 0
-    head: str = GENESIS
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True if the chain is unbroken."""
-        return not self.problems
-
-
-def verify(path: str | os.PathLike[str]) -> AuditReport:
-    """Check the hash chain of the audit log at ``path``.
-
-    Finds an edited, inserted or removed line (including the first), a torn line and
-    a line that is not JSON. Lines removed from the end cannot be detected from the
-    file alone: compare :attr:`AuditReport.head` with a copy kept elsewhere.
-
-    :raises ConfigError: if the file cannot be read.
-    """
-    report = AuditReport()
-    prev = GENESIS
-    try:
-        with Path(path).open("rb") as f:
-            for number, raw in enumerate(f, start=1):
-                report.entries = number
-                line = raw.rstrip(b"\n")
-                if not raw.endswith(b"\n"):
-                    report.problems.append(f"line {number}: torn (no newline at the end)")
-                try:
-                    claimed = json.loads(line).get("prev")
-                except (ValueError, AttributeError):
-                    report.problems.append(f"line {number}: not a JSON object")
-                    claimed = None
-                if claimed != prev:
-                    what = (
-                        "the first line does not start a chain"
-                        if number == 1
-                        else ("does not follow the line before it")
-                    )
-                    report.problems.append(
-                        f"line {number}: {what} (a line before it was edited, inserted or removed)"
-                    )
-                prev = hashlib.sha256(line).hexdigest()
-    except OSError as e:
-        raise ConfigError(f"cannot read audit log {str(path)!r}: {e.strerror}") from None
-    report.head = prev
-    return report

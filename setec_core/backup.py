@@ -54,7 +54,14 @@ class BackupSink(ABC):
     """A place to keep backups, selected by URI scheme (``s3://``, ``dir://``).
 
     Subclasses set :attr:`name` and :attr:`schemes` and implement every abstract method,
-    and override :attr:`uri` and, if they hold connections, :meth:`close`.
+    and override :attr:`uri` and, if they hold connections, :meth:`close`. Override
+    :meth:`get_head` and :meth:`list_stamps` too where the storage can do better than
+    the defaults (reading whole backups, remembering nothing): retention calls them
+    after every backup.
+
+    A sink stores what it is given and vouches for nothing: whoever can write where
+    the backups are can add, rename or replace them. The core authenticates what it
+    reads (:mod:`setec_core.snapshot`).
 
     Every method that takes a backup name refuses an invalid one (see
     :func:`check_name`) with :class:`StorageError`, before touching the storage.
@@ -109,6 +116,34 @@ class BackupSink(ABC):
         :raises NotFound: if there is no such backup.
         :raises StorageError: if ``name`` is invalid or the backup cannot be read.
         """
+
+    def get_head(self, name: str, size: int) -> bytes:
+        """Return the first ``size`` bytes of the backup ``name`` (all of it if it is
+        shorter). Retention and ``latest`` call this to authenticate a backup's header
+        without reading it whole; override it to read only those bytes (a ranged
+        read). The default reads the whole backup with :meth:`get`.
+
+        :param size: how many bytes, at least 1.
+        :raises NotFound: if there is no such backup.
+        :raises StorageError: if ``name`` is invalid or the backup cannot be read.
+        """
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        return self.get(name)[:size]
+
+    def list_stamps(self) -> dict[str, str]:
+        """Return the names :meth:`list` returns, each with its stamp: a string that
+        stays the same while the blob stored under the name does, and changes if it is
+        replaced (deleted and stored again, or rewritten behind the sink's back).
+        Retention remembers what it learnt about a backup while its stamp is
+        unchanged, instead of reading it again after every backup. Override it when
+        listing gives such a stamp for free (S3: ETag, size and modification time).
+        The default gives every name the stamp ``""``, meaning "unknown": nothing is
+        remembered.
+
+        :raises StorageError: if the sink cannot be listed.
+        """
+        return dict.fromkeys(self.list(), "")
 
     def delete(self, name: str) -> None:
         """Remove the backup ``name`` (used for retention). Deleting a name that does not

@@ -1,13 +1,21 @@
-"""Taking backups: names, retention, and the server's background backup loop.
+"""Taking backups: names, which backups are genuine, retention, and the server's
+background backup loop.
 
-The loop follows Go setec (SPEC.md §5): a backup right after start, then one per
-interval (a minute by default) only if the store's revision changed since the last
-successful backup. A failed backup is logged, counted, and tried again next round; it
-never touches serving, which goes on from memory.
+The loop follows Go setec: a backup right after start, then one per interval (a
+minute by default) only if the store's revision changed since the last successful
+backup. A failed backup is logged, counted, and tried again next round; it never
+touches serving, which goes on from memory.
 
 Backup names are ``YYYY/MM/DD/db-YYYY-MM-DDTHH:MM:SS.mmmZ.json`` in UTC. Go setec uses
 the same shape with local time and unpadded dates; ours are zero-padded UTC, so that
 sorting names sorts backups oldest first, whatever the server's time zone.
+
+A name is only a claim: anyone who may add or rename files where the backups are can
+make one up. A backup is *genuine* when its head authenticates
+(:func:`~setec_core.snapshot.check_head`) and its name is exactly the one
+:func:`backup_name` gives the time its head says it was taken. Retention and
+``latest`` (:class:`BackupCatalog`) go by genuine backups and their authenticated time
+only, and leave everything else alone.
 """
 
 from __future__ import annotations
@@ -17,12 +25,20 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from setec_core.backup import BackupSink
-from setec_core.errors import NotFound, SetecError, StorageError
+from setec_core.errors import (
+    CorruptStoreError,
+    KeyMismatchError,
+    NotFound,
+    SetecError,
+    StorageError,
+)
+from setec_core.snapshot import MAX_HEAD_SIZE, BackupHead, head_needs_more, rfc3339
 
 log = logging.getLogger("setec.backup")
 
@@ -64,83 +80,212 @@ def is_backup_name(name: str) -> bool:
 
 
 def list_backups(sink: BackupSink) -> list[str]:
-    """Return the names of the backups in ``sink``, oldest first (by name, which for
-    backup names is by time).
+    """Return the names in ``sink`` shaped like backup names (:func:`is_backup_name`),
+    oldest first by name. Names only: which of them are genuine backups is for
+    :class:`BackupCatalog` to say.
 
     :raises StorageError: if the sink cannot be listed.
     """
     return sorted(name for name in sink.list() if is_backup_name(name))
 
 
-#: Backups dated later than this past the local clock are not believed: not counted
-#: by retention, never deleted by it, and not "latest".
 FUTURE_SLACK = dt.timedelta(hours=1)
+"""How far after the local clock a backup may be dated and still count. A genuine
+backup dated later than that means a clock moved (here, or on the server that took
+it): retention neither counts nor deletes it, ``latest`` skips it, and ``restore
+latest`` refuses while it is there."""
+
+_AHEAD = f"more than {FUTURE_SLACK.total_seconds() / 60:g} minutes after this machine's clock"
+
+HEAD_READ = 4096
+"""The bytes read first to check a backup's head (more, up to
+:data:`~setec_core.snapshot.MAX_HEAD_SIZE`, only for a longer head)."""
+
+HeadCheck = Callable[[bytes], BackupHead]
+"""Authenticates the first bytes of a backup and returns its head, or raises
+:class:`~setec_core.errors.CorruptStoreError` (or
+:class:`~setec_core.errors.KeyMismatchError`) if they do not authenticate:
+:meth:`Database.check_backup_head <setec_core.Database.check_backup_head>` (the
+server, with its data key) or :meth:`BackupKeys.check_head
+<setec_core.snapshot.BackupKeys.check_head>` (admin commands, with the KMS key)."""
 
 
-def _split_future(names: list[str], now: dt.datetime | None) -> tuple[list[str], list[str]]:
-    horizon = (now or _utcnow()) + FUTURE_SLACK
-    past: list[str] = []
-    future: list[str] = []
-    for name in names:
-        (past if taken_at(name) <= horizon else future).append(name)
-    return past, future
+def _misnamed(name: str, head: BackupHead) -> str | None:
+    proper = backup_name(head.created)
+    if name == proper:
+        return None
+    try:
+        claim = f"is named for {rfc3339(taken_at(name))}"
+    except ValueError:
+        claim = "is not named for any time"
+    return (
+        f"it {claim} but holds the backup taken at {rfc3339(head.created)} (revision "
+        f"{head.revision}), whose name is {proper}: it was renamed or copied"
+    )
 
 
-def prune(
-    sink: BackupSink, keep: int, *, newest: str | None = None, now: dt.datetime | None = None
-) -> list[str]:
-    """Delete all but the newest ``keep`` backups from ``sink``; return what was deleted.
+def check_backup_name(name: str, head: BackupHead) -> None:
+    """Check that ``name`` is the name of the backup whose authenticated head is
+    ``head``: exactly what :func:`backup_name` gives its creation time.
 
-    Backups dated more than :data:`FUTURE_SLACK` ahead of the clock are neither counted
-    nor deleted: a name planted by someone who may only add objects must not push real
-    backups out.
-
-    :param newest: the backup just taken: never deleted, whatever sorts after it (a
-        clock that went back, another server writing to the same place).
-    :raises StorageError: if the sink cannot be listed or a backup cannot be deleted.
+    :raises CorruptStoreError: in one line naming the time the name says, the time the
+        backup was taken and the name it should have, if they disagree (the backup was
+        renamed, or copied under another name).
     """
-    if keep < 1:
-        raise ValueError("keep must be at least 1")
-    names, future = _split_future(list_backups(sink), now)
-    for name in future:
-        log.warning("backup %s is dated in the future; retention leaves it alone", name)
-    if newest is not None and names and names[-1] != newest:
-        log.warning(
-            "backup %s sorts before %s already in %s: did the clock go back, or does "
-            "another server back up to the same place?",
-            newest,
-            names[-1],
-            sink.uri,
-        )
-    doomed = [name for name in names[:-keep] if name != newest]
-    for name in doomed:
-        sink.delete(name)
-    return doomed
+    why = _misnamed(name, head)
+    if why is not None:
+        raise CorruptStoreError(f"refusing backup {name}: {why}")
 
 
-def latest_backup(sink: BackupSink, *, now: dt.datetime | None = None, strict: bool = False) -> str:
-    """Return the name of the newest backup in ``sink``, skipping names dated more than
-    :data:`FUTURE_SLACK` ahead of the clock (a stray or forged file must not become
-    "latest").
+def read_head(sink: BackupSink, name: str) -> bytes:
+    """Return the first bytes of the backup ``name``: enough to check its head.
 
-    :param strict: refuse, rather than skip, when such names exist (restore: the
-        clock here may be the one that is wrong, and then "latest" would be old).
-    :raises NotFound: if there is none.
-    :raises StorageError: if ``strict`` and some backup is dated in the future; or if
-        the sink cannot be listed.
+    :raises NotFound: if there is no such backup.
+    :raises StorageError: if it cannot be read.
     """
-    names, future = _split_future(list_backups(sink), now)
-    if future and strict:
-        raise StorageError(
-            f"{len(future)} backup(s) in {sink.uri} are dated after this machine's clock "
-            f"(the first: {future[0]}); check the clock, or name the backup to use "
-            "instead of 'latest'"
+    data = sink.get_head(name, HEAD_READ)
+    if len(data) >= HEAD_READ and head_needs_more(data):
+        data = sink.get_head(name, MAX_HEAD_SIZE)
+    return data
+
+
+class BackupCatalog:
+    """The genuine backups of ``sink``, as ``check`` authenticates them: what
+    retention keeps and deletes, and which backup is ``latest``.
+
+    A file whose head does not authenticate, or whose name is not its own, is left
+    alone: never counted, never deleted, never ``latest``; it is reported once, through
+    ``report``. What was learnt about a backup is remembered while the sink's stamp for
+    it (:meth:`~setec_core.backup.BackupSink.list_stamps`) stays the same, so a
+    long-lived catalog (the server's loop) reads only new or replaced backups.
+
+    :param check: authenticates a backup's head (see :data:`HeadCheck`).
+    :param report: called with one line for each file left alone, and oddities; the
+        default logs a warning.
+    """
+
+    def __init__(
+        self,
+        sink: BackupSink,
+        check: HeadCheck,
+        *,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self._check = check
+        self._say = report or log.warning
+        self._verdicts: dict[str, tuple[str, BackupHead | str]] = {}
+        self._reported: set[str] = set()
+
+    def _listing(self) -> list[tuple[str, str]]:
+        stamps = {name: s for name, s in self.sink.list_stamps().items() if is_backup_name(name)}
+        for gone in self._verdicts.keys() - stamps.keys():
+            del self._verdicts[gone]
+        return sorted(stamps.items())
+
+    def _judge(self, name: str, stamp: str) -> BackupHead | str:
+        """Return the authenticated head of ``name``, or why it has none."""
+        known = self._verdicts.get(name)
+        if stamp and known is not None and known[0] == stamp:
+            return known[1]
+        verdict: BackupHead | str
+        try:
+            head = self._check(read_head(self.sink, name))
+            verdict = _misnamed(name, head) or head
+        except (CorruptStoreError, KeyMismatchError) as e:
+            verdict = str(e)
+        except StorageError as e:
+            # Unreadable now (or gone): not remembered, so it is read again next time.
+            return str(e)
+        if stamp:
+            self._verdicts[name] = (stamp, verdict)
+        return verdict
+
+    def _left_alone(self, name: str, why: str) -> None:
+        if name not in self._reported:
+            self._reported.add(name)
+            self._say(f"leaving {name} in {self.sink.uri} alone: {why}")
+
+    def latest(self, *, strict: bool = False, now: dt.datetime | None = None) -> str:
+        """Return the name of the newest genuine backup, by its authenticated time.
+
+        Genuine backups dated more than :data:`FUTURE_SLACK` after the clock are
+        skipped, or with ``strict`` refused (restore: the clock here may be the one
+        that is wrong, and then "latest" would be old).
+
+        :raises NotFound: if there is no genuine backup; the message gives the
+            commonest reason why the files there are not.
+        :raises StorageError: if ``strict`` and the newest genuine backup is dated in
+            the future; or if the sink cannot be listed.
+        :raises KeyProviderError: if the KMS cannot be reached.
+        """
+        horizon = (now or _utcnow()) + FUTURE_SLACK
+        listing = self._listing()
+        skipped: list[tuple[str, str]] = []
+        for name, stamp in reversed(listing):
+            verdict = self._judge(name, stamp)
+            if isinstance(verdict, BackupHead) and verdict.created <= horizon:
+                return name
+            if isinstance(verdict, BackupHead):
+                if strict:
+                    raise StorageError(
+                        f"the newest backup in {self.sink.uri}, {name}, was taken at "
+                        f"{rfc3339(verdict.created)}, after this machine's clock: one of "
+                        "the two clocks is wrong; check them, or name the backup to use "
+                        "instead of 'latest'"
+                    )
+                verdict = f"it was taken {_AHEAD}; did a clock move?"
+            self._left_alone(name, verdict)
+            skipped.append((name, verdict))
+        if not skipped:
+            raise NotFound(f"there are no backups in {self.sink.uri}")
+        # The commonest reason (a wrong key, say) rather than one planted file's.
+        why, count = Counter(why for _, why in skipped).most_common(1)[0]
+        raise NotFound(
+            f"there is no genuine backup to use in {self.sink.uri}: {len(skipped)} "
+            f"file(s) skipped, {count} of them because {why}"
         )
-    for name in future:
-        log.warning("skipping backup %s: it is dated in the future", name)
-    if not names:
-        raise NotFound(f"there are no backups in {sink.uri}")
-    return names[-1]
+
+    def prune(
+        self, keep: int, *, newest: str | None = None, now: dt.datetime | None = None
+    ) -> list[str]:
+        """Delete all but the newest ``keep`` genuine backups, by their authenticated
+        (creation time, revision); return what was deleted.
+
+        Only genuine backups are counted or deleted, so files planted by someone who
+        may add or rename objects cannot push genuine backups out. Genuine backups
+        dated more than :data:`FUTURE_SLACK` after the clock are neither counted nor
+        deleted (their heads are not even read).
+
+        :param newest: the backup just taken: never deleted, whatever is dated after
+            it (a clock that went back, another server writing to the same place).
+        :raises StorageError: if the sink cannot be listed or a backup cannot be deleted.
+        :raises KeyProviderError: if the KMS cannot be reached.
+        """
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        horizon = (now or _utcnow()) + FUTURE_SLACK
+        genuine: list[tuple[dt.datetime, int, str]] = []
+        for name, stamp in self._listing():
+            if taken_at(name) > horizon:
+                self._left_alone(name, f"its name is dated {_AHEAD}")
+                continue
+            verdict = self._judge(name, stamp)
+            if isinstance(verdict, str):
+                self._left_alone(name, verdict)
+            else:
+                genuine.append((verdict.created, verdict.revision, name))
+        names = [name for _, _, name in sorted(genuine)]
+        if newest is not None and names and names[-1] != newest:
+            self._say(
+                f"backup {newest} was taken before {names[-1]}, already in {self.sink.uri}: "
+                "did the clock go back, or does another server back up to the same place?"
+            )
+        doomed = [name for name in names[:-keep] if name != newest]
+        for name in doomed:
+            self.sink.delete(name)
+            self._verdicts.pop(name, None)
+        return doomed
 
 
 class Backupable(Protocol):
@@ -154,6 +299,15 @@ class Backupable(Protocol):
 
     def backup(self, *, created: dt.datetime | None = None) -> tuple[bytes, int]:
         """Return a sealed backup and the revision it holds."""
+        ...
+
+
+class BackupSource(Backupable, Protocol):
+    """What the server's loop backs up and prunes: a :class:`Backupable` that can also
+    authenticate a backup's head (a :class:`~setec_core.Database`, with its data key)."""
+
+    def check_backup_head(self, head: bytes) -> BackupHead:
+        """Authenticate the first bytes of a backup (see :data:`HeadCheck`)."""
         ...
 
 
@@ -190,7 +344,9 @@ def _utcnow() -> dt.datetime:
 class BackupLoop:
     """Backs ``db`` up to ``sink`` in a daemon thread: at start, then every
     ``interval`` seconds if the store changed. Optionally keeps only the newest
-    ``keep`` backups.
+    ``keep`` genuine backups (:meth:`BackupCatalog.prune`), authenticated with the
+    store's data key: backups sealed under another data key (taken before a
+    ``rotate-dek``) cannot be told from forgeries, so they are left alone.
 
     The counters are read by the server's ``/metrics``: :attr:`taken`,
     :attr:`failures`, :attr:`last_success` (Unix time, 0 before the first),
@@ -200,7 +356,7 @@ class BackupLoop:
 
     def __init__(
         self,
-        db: Backupable,
+        db: BackupSource,
         sink: BackupSink,
         *,
         interval: float = DEFAULT_INTERVAL,
@@ -219,6 +375,9 @@ class BackupLoop:
         self.last_seconds = 0.0
         self.last_error = ""
         self._backed_up: int | None = None
+        # Kept across rounds: it remembers which backups it has authenticated, so a
+        # round reads the heads of new or replaced backups only.
+        self._catalog = BackupCatalog(sink, db.check_backup_head)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="setec-backup", daemon=True)
 
@@ -269,7 +428,7 @@ class BackupLoop:
     def _prune(self, newest: str) -> None:
         assert self.keep is not None
         try:
-            deleted = prune(self.sink, self.keep, newest=newest)
+            deleted = self._catalog.prune(self.keep, newest=newest)
         except Exception as e:
             # Like a failed backup: never let it end the loop. A SetecError's message
             # is ours; anything else is shown by type only.

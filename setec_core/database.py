@@ -1,16 +1,22 @@
 """The Database: secrets, versions, access checks and audit, over pluggable parts.
 
-Every operation of SPEC.md §1.4 is a method taking the :class:`~setec_core.Caller` it
+Every operation of the setec API is a method taking the :class:`~setec_core.Caller` it
 acts for. The order of checks, what is audited and what each outcome is follow Go
-setec (SPEC.md §1.4, §3.2), with the fixes of SPEC.md's preface and §12: client
-mistakes raise :class:`InvalidRequestError` (400 on the wire) instead of a bare
-error, a put never wraps to version 0 nor answers with a deleted version, and
-``_internal/`` names are refused by every write, create-version included.
+setec, with a few fixes: client mistakes raise :class:`InvalidRequestError` (400 on the
+wire) instead of a bare error, a put never wraps to version 0 nor answers with a
+deleted version, and ``_internal/`` names are refused by every write, create-version
+included.
 
 Reads are served from an in-memory index decrypted at open. Each secret's state is an
 immutable :class:`SecretState`, replaced whole by a write, so readers take no lock.
 Writes are serialised by one lock and each rewrites only its own record: audit entry
 first (durable), then one storage commit. If the commit fails the index is untouched.
+
+The store is tamper-evident as a whole (:mod:`setec_core.integrity`): every commit also
+writes the integrity entry, a keyed digest of the live records plus the audit log's
+durable head, with a compare-and-swap on its old value, and every open checks records,
+entry and audit log against each other. The audit log is keyed with the store's audit
+key from the first line this Database writes.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from setec_core.acl import Action
-from setec_core.audit import AuditEntry, AuditLog
+from setec_core.audit import AuditEntry, AuditLog, local_principal
+from setec_core.audit_chain import AuditHead
 from setec_core.authz import Caller
 from setec_core.crypto import DEK_CONTEXT, DataKey
 from setec_core.errors import (
@@ -38,6 +45,7 @@ from setec_core.errors import (
     ConfigError,
     ConflictError,
     CorruptStoreError,
+    IntegrityCheckError,
     InvalidRequestError,
     InvalidVersionError,
     KeyMismatchError,
@@ -47,9 +55,20 @@ from setec_core.errors import (
     ValueNotChanged,
     VersionClaimed,
 )
+from setec_core.integrity import (
+    AUDIT_KEY_META,
+    INTEGRITY_META,
+    StoreKeys,
+    StoreSeal,
+    check_records,
+    new_audit_key,
+    open_audit_key,
+    read_seal,
+    xor_all,
+)
 from setec_core.keys import KeyProvider
-from setec_core.model import MAX_VERSION, SecretInfo, SecretState, SecretValue
-from setec_core.snapshot import seal_snapshot
+from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
+from setec_core.snapshot import BackupHead, check_head, seal_snapshot
 from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
 
 log = logging.getLogger("setec.database")
@@ -58,6 +77,14 @@ SCHEMA_VERSION = b"1"
 RESERVED_PREFIX = "_internal/"
 STORE_FILE = "secrets.db"
 AUDIT_FILE = "audit.log"
+#: How often a write whose commit lost the integrity entry's compare-and-swap to
+#: another writer (on other records) catches up and tries again.
+COMMIT_ATTEMPTS = 5
+_AUDIT_ADVICE = (
+    "'setec-serve audit verify' shows the details; once you have kept the file as "
+    "evidence, 'setec-serve audit rotate' starts a new one"
+)
+_STORE_ADVICE = "restore it from a backup ('setec-serve check' shows the details)"
 
 # Outcomes recorded in the audit log's "outcome" key.
 # (old state or None, new state or None for a deletion)
@@ -83,6 +110,8 @@ class Database:
     :param audit: the audit log every access is written to; closed with it.
     :raises KeyMismatchError: if ``key`` cannot unwrap the store's data key.
     :raises CorruptStoreError: if the store's metadata or a record is unreadable.
+    :raises IntegrityCheckError: if the records, the integrity entry and the audit log
+        do not agree: something other than setec changed the store or the log.
     :raises StorageError: if the store cannot be read.
     """
 
@@ -95,8 +124,16 @@ class Database:
         self._secrets: dict[str, SecretState] = {}
         self._sorted: list[str] | None = None
         self._closed = False
+        # The integrity entry as last written or read, its bytes (for the
+        # compare-and-swap), each live record's digest term, and the store revision
+        # the index reflects (another writer's changes are read from there on).
+        self._seal = StoreSeal(0, 0, 0)
+        self._seal_blob: bytes | None = None
+        self._terms: dict[bytes, int] = {}
+        self._seen = 0
         started = time.perf_counter()
         self._dek = self._unlock()
+        self._keys = StoreKeys(self._dek)
         self._load()
         log.info(
             "opened %s with %d secrets in %.2f s (key %s)",
@@ -192,8 +229,18 @@ class Database:
                 f"store {self._storage.uri} has records but no data key; its metadata "
                 "was lost: restore it from a backup"
             )
+        if self._audit_log.sink.persistent and self._audit_log.ends_keyed:
+            # A new store beside the keyed log of an old one: the store was deleted or
+            # replaced, and must not silently start over.
+            raise IntegrityCheckError(
+                f"store {self._storage.uri} is new, but the audit log beside it belongs to "
+                "an existing store (its lines are keyed): the store was deleted or "
+                "replaced; restore it from a backup, or, to start a new store here, move "
+                "the audit log aside first"
+            )
         dek = DataKey.generate()
         wrapped = self._key.wrap(dek.material, DEK_CONTEXT)
+        keys = StoreKeys(dek)
         try:
             self._storage.commit(
                 meta=[
@@ -201,6 +248,8 @@ class Database:
                     MetaWrite("dek", wrapped, None),
                     MetaWrite("dek-check", dek.check_value, None),
                     MetaWrite("kek", self._key.uri.encode(), None),
+                    MetaWrite(INTEGRITY_META, StoreSeal(0, 0, 0).encode(keys), None),
+                    MetaWrite(AUDIT_KEY_META, dek.seal_meta(AUDIT_KEY_META, new_audit_key()), None),
                 ]
             )
         except ConflictError:
@@ -210,12 +259,105 @@ class Database:
         return dek
 
     def _load(self) -> None:
-        dek = self._dek
-        secrets = self._secrets
-        for record in self._storage.read_all():
-            assert record.data is not None  # read_all yields live records only
-            state = SecretState.decode(dek.open(record.key, record.data), record.revision)
-            secrets[state.name] = state
+        # Records, metadata and revision from one consistent snapshot.
+        snapshot = self._storage.export()
+        uri = self._storage.uri
+        dek_open, decode = self._dek.open, SecretState.decode
+        secrets, records = self._secrets, snapshot.records
+        datas: list[bytes] = []
+        try:
+            for record in records:
+                data = record.data
+                assert data is not None  # snapshots hold live records only
+                state = decode(dek_open(record.key, data), record.revision)
+                secrets[state.name] = state
+                datas.append(data)
+        except CorruptStoreError as e:
+            raise CorruptStoreError(f"store {uri}: {e} ('setec-serve check' lists them)") from None
+        terms = self._keys.terms(datas)
+        self._terms = dict(zip((record.key for record in records), terms, strict=True))
+        digest = xor_all(terms)
+        del datas, terms
+        self._seen = snapshot.revision
+        seal = read_seal(snapshot.meta, self._keys, uri)
+        audit_key = open_audit_key(self._dek, snapshot.meta)
+        if seal is None:
+            self._upgrade(snapshot.meta, len(self._terms), digest)
+            return
+        check_records(uri, seal, len(self._terms), digest)
+        if audit_key is None:
+            raise IntegrityCheckError(
+                f"store {uri} has an integrity entry but no audit key: the key was deleted; "
+                f"{_STORE_ADVICE}"
+            )
+        self._seal, self._seal_blob = seal, snapshot.meta[INTEGRITY_META]
+        self._check_audit(audit_key)
+
+    def _check_audit(self, audit_key: bytes) -> None:
+        # Key the audit log, and check it against the head the store recorded. Only a
+        # persistent log can be checked: a log in memory starts empty every time.
+        log_ = self._audit_log
+        log_.use_key(audit_key)
+        seal = self._seal
+        if log_.sink.persistent:
+            if seal.head is not None:
+                tail = log_.check_tail(seal.head)
+                if tail.problem:
+                    raise IntegrityCheckError(f"{tail.problem}; {_AUDIT_ADVICE}")
+                if tail.claim is not None and tail.claim > seal.commits:
+                    raise IntegrityCheckError(
+                        f"store {self._storage.uri} was rolled back to an earlier state: "
+                        f"audit.log line at byte {tail.claim_at} was written when the store "
+                        f"had made {tail.claim} commits, but its integrity entry records "
+                        f"{seal.commits} (an older copy of secrets.db, or of its records and "
+                        f"integrity entry, was put back); {_STORE_ADVICE}"
+                    )
+            else:
+                problem = log_.check_last_link()
+                if problem:
+                    raise IntegrityCheckError(f"{problem}; {_AUDIT_ADVICE}")
+        log_.claim_commits(seal.commits)
+
+    def _upgrade(self, meta: Mapping[str, bytes], records: int, digest: int) -> None:
+        # A store written by an earlier version of setec: no integrity entry, no audit
+        # key. Add both, vouching for the records as they are (they all just opened).
+        uri = self._storage.uri
+        if self._audit_log.sink.persistent and self._audit_log.ends_keyed:
+            raise IntegrityCheckError(
+                f"store {uri} has no integrity entry and no audit key, but its audit log is "
+                "keyed: both were deleted from the store (to pass it off as one of an "
+                f"earlier version), or the audit log belongs to another store; {_STORE_ADVICE}"
+            )
+        log.warning(
+            "store %s has no integrity entry (it was written by an earlier version of "
+            "setec): adding one. If this store was already opened by this version, it was "
+            "tampered with: run 'setec-serve check'",
+            uri,
+        )
+        audit_key = new_audit_key()
+        self._audit_log.use_key(audit_key)
+        seal = StoreSeal(0, records, digest, self._durable_head())
+        blob = seal.encode(self._keys)
+        try:
+            self._seen = self._storage.commit(
+                meta=[
+                    MetaWrite(INTEGRITY_META, blob, None),
+                    MetaWrite(AUDIT_KEY_META, self._dek.seal_meta(AUDIT_KEY_META, audit_key), None),
+                ]
+            )
+        except ConflictError:
+            # Another process upgraded it a moment ago: read the store again.
+            self._secrets.clear()
+            self._terms.clear()
+            self._load()
+            return
+        self._seal, self._seal_blob = seal, blob
+        self._audit_log.claim_commits(seal.commits)
+
+    def _durable_head(self) -> AuditHead | None:
+        # Only a persistent log's head means anything at the next open.
+        log_ = self._audit_log
+        return log_.durable_head if log_.sink.persistent else None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -260,6 +402,17 @@ class Database:
         when = created or datetime.datetime.now(datetime.UTC)
         return seal_snapshot(snapshot, self._dek, created=when), snapshot.revision
 
+    def check_backup_head(self, head: bytes) -> BackupHead:
+        """Authenticate the first bytes of a backup with this store's data key and
+        return what its header says (:func:`~setec_core.snapshot.check_head`), for the
+        backup loop's retention, which makes no KMS call.
+
+        :raises CorruptStoreError: if the head does not authenticate under this data
+            key: a forgery, another store's backup, one sealed before a ``rotate-dek``,
+            or a format v1 backup.
+        """
+        return check_head(head, self._dek)
+
     def __len__(self) -> int:
         return len(self._secrets)
 
@@ -268,13 +421,60 @@ class Database:
 
     def close(self) -> None:
         """Close the audit log (synced), the store and the key provider. Closing
-        again does nothing."""
+        again does nothing.
+
+        If the store's last commit is not yet witnessed by a line of the audit log, a
+        ``checkpoint`` entry is written first; then the log's final head is recorded in
+        the store, so that lines cut from it while setec is stopped are found at the next
+        open.
+        """
         with self._write_lock:
             if self._closed:
                 return
             self._closed = True
-            for thing in (self._audit_log, self._storage, self._key):
+            self._checkpoint()
+            _close_quietly(self._audit_log)
+            self._record_head()
+            for thing in (self._storage, self._key):
                 _close_quietly(thing)
+
+    def _checkpoint(self) -> None:
+        # A line claiming the store's commit count, unless one already does: without
+        # it, a store rolled back by its last write would look like one whose last
+        # write was interrupted before its commit.
+        log_ = self._audit_log
+        if not (log_.sink.persistent and log_.keyed and log_.failure == ""):
+            return
+        if self._seal.commits <= (log_.last_claim or 0):
+            return
+        try:
+            log_.write(AuditEntry(local_principal(), "checkpoint", True, outcome=OK))
+        except SetecError as e:
+            log.warning("could not write the audit checkpoint at close: %s", e)
+
+    def _record_head(self) -> None:
+        # Best effort: if the head is not recorded, the next open checks against the
+        # one recorded by the last commit, which the log still holds.
+        head = self._durable_head()
+        if head is None or head == self._seal.head or self._seal_blob is None:
+            return
+        for _ in range(COMMIT_ATTEMPTS):
+            seal = self._seal.with_head(head)
+            blob = seal.encode(self._keys)
+            try:
+                self._storage.commit(meta=[MetaWrite(INTEGRITY_META, blob, self._seal_blob)])
+            except ConflictError:
+                try:
+                    self._catch_up(())
+                except SetecError as e:
+                    log.warning("could not record the audit log's head at close: %s", e)
+                    return
+                continue
+            except SetecError as e:
+                log.warning("could not record the audit log's head at close: %s", e)
+                return
+            self._seal, self._seal_blob = seal, blob
+            return
 
     def __enter__(self) -> Database:
         return self
@@ -624,26 +824,48 @@ class Database:
         if not changes:
             return
         writes = []
+        terms: list[int | None] = []
         for old, new in changes:
             name = _name_of(old, new)
             key = self._dek.storage_key(name)
             data = None if new is None else self._dek.seal(key, new.encode())
             writes.append(RecordWrite(key, data, old.revision if old else 0))
-        try:
-            revision = self._storage.commit(writes)
-        except Exception as e:
-            names = [_name_of(old, new) for old, new in changes]
-            self._audit_failure(caller, action, names, version)
-            if isinstance(e, ConflictError):
-                self._catch_up(names)
-                raise ConflictError(
-                    f"secret {names[0]!r} was changed by another writer; retry"
-                ) from None
-            if isinstance(e, SetecError):
-                raise
-            raise StorageError(f"the storage backend failed: {type(e).__name__}: {e}") from e
+        live = iter(self._keys.terms([w.data for w in writes if w.data is not None]))
+        for write in writes:
+            terms.append(None if write.data is None else next(live))
+        attempt = 0
+        while True:
+            attempt += 1
+            seal = self._next_seal(writes, terms)
+            blob = seal.encode(self._keys)
+            try:
+                revision = self._storage.commit(
+                    writes, [MetaWrite(INTEGRITY_META, blob, self._seal_blob)]
+                )
+                break
+            except Exception as e:
+                names = [_name_of(old, new) for old, new in changes]
+                if isinstance(e, ConflictError):
+                    # Another writer committed since we last looked: read what it did.
+                    # If it left our records alone, only the integrity entry moved:
+                    # go again on top of it.
+                    try:
+                        ours_changed = self._catch_up(writes)
+                    except SetecError:
+                        self._audit_failure(caller, action, names, version)
+                        raise
+                    if not ours_changed and attempt < COMMIT_ATTEMPTS:
+                        continue
+                    self._audit_failure(caller, action, names, version)
+                    raise ConflictError(
+                        f"secret {names[0]!r} was changed by another writer; retry"
+                    ) from None
+                self._audit_failure(caller, action, names, version)
+                if isinstance(e, SetecError):
+                    raise
+                raise StorageError(f"the storage backend failed: {type(e).__name__}: {e}") from e
         with self._index_lock:
-            for old, new in changes:
+            for (old, new), write, term in zip(changes, writes, terms, strict=True):
                 if new is None:
                     assert old is not None
                     del self._secrets[old.name]
@@ -652,6 +874,27 @@ class Database:
                     if old is None:
                         self._sorted = None
                     self._secrets[new.name] = replace(new, revision=revision)
+                if term is None:
+                    self._terms.pop(write.key, None)
+                else:
+                    self._terms[write.key] = term
+            self._seal, self._seal_blob, self._seen = seal, blob, revision
+        self._audit_log.claim_commits(seal.commits)
+
+    def _next_seal(self, writes: Sequence[RecordWrite], terms: Sequence[int | None]) -> StoreSeal:
+        # The integrity entry once ``writes`` are applied: O(1) per record, from the
+        # terms of the records replaced (kept in memory) and of the new ones.
+        seal = self._seal
+        digest, records = seal.digest, seal.records
+        for write, term in zip(writes, terms, strict=True):
+            old = self._terms.get(write.key)
+            if old is not None:
+                digest ^= old
+                records -= 1
+            if term is not None:
+                digest ^= term
+                records += 1
+        return seal.advanced(records, digest, self._durable_head())
 
     def _audit_failure(
         self, caller: Caller, action: Action, names: Sequence[str], version: int
@@ -661,17 +904,56 @@ class Database:
         except SetecError:
             log.exception("could not audit a failed %s", action.value)
 
-    def _catch_up(self, names: Sequence[str]) -> None:
-        # Reload the records another writer changed, so that a retry sees them.
+    def _catch_up(self, writes: Sequence[RecordWrite]) -> bool:
+        # Another writer committed: read every record it changed since the revision
+        # our index reflects, and its integrity entry, and check that they agree.
+        # Returns whether it changed any record of ``writes`` (a true conflict).
+        storage, uri = self._storage, self._storage.uri
+        for _ in range(COMMIT_ATTEMPTS):
+            revision = storage.revision()
+            blob = storage.get_meta(INTEGRITY_META)
+            changes = list(storage.changes_since(self._seen))
+            if storage.revision() == revision and storage.get_meta(INTEGRITY_META) == blob:
+                break
+        else:
+            raise ConflictError(f"store {uri} is changing too fast to catch up; retry")
+        if blob is None:
+            raise IntegrityCheckError(
+                f"store {uri} lost its integrity entry while this server ran; {_STORE_ADVICE}"
+            )
+        try:
+            seal = StoreSeal.decode(self._keys, blob)
+        except IntegrityCheckError:
+            raise IntegrityCheckError(
+                f"store {uri}: its integrity entry is no longer authentic under this "
+                "server's data key: the store was re-encrypted (rotate-dek) or tampered "
+                "with; restart the server"
+            ) from None
+        digest, records = self._seal.digest, self._seal.records
+        by_key: dict[bytes, str] | None = None
         with self._index_lock:
-            for name in names:
-                record = self._storage.read(self._dek.storage_key(name))
-                if record is None or record.data is None:
-                    self._secrets.pop(name, None)
-                else:
-                    plain = self._dek.open(record.key, record.data)
-                    self._secrets[name] = SecretState.decode(plain, record.revision)
+            for record in changes:
+                old = self._terms.pop(record.key, None)
+                if old is not None:
+                    digest ^= old
+                    records -= 1
+                if record.data is None:
+                    if old is not None:
+                        if by_key is None:
+                            by_key = {self._dek.storage_key(n): n for n in self._secrets}
+                        self._secrets.pop(by_key[record.key], None)
+                    continue
+                state = SecretState.decode(self._dek.open(record.key, record.data), record.revision)
+                self._secrets[state.name] = state
+                term = self._terms[record.key] = self._keys.term(record.data)
+                digest ^= term
+                records += 1
             self._sorted = None
+            self._seal, self._seal_blob, self._seen = seal, blob, revision
+        check_records(uri, seal, records, digest)
+        self._audit_log.claim_commits(seal.commits)
+        mine = {w.key for w in writes}
+        return any(record.key in mine for record in changes)
 
 
 def _name_of(old: SecretState | None, new: SecretState | None) -> str:
@@ -681,19 +963,33 @@ def _name_of(old: SecretState | None, new: SecretState | None) -> str:
 
 
 def _check_name(name: Any, *, empty_ok: bool) -> None:
+    # Checked before anything is audited: a name is written into every audit entry
+    # about it, so an unbounded one would let any caller grow the log at will.
     if not isinstance(name, str):
         raise InvalidRequestError(f"secret name must be a string, not {type(name).__name__}")
     if not name:
         if empty_ok:
             return
         raise InvalidRequestError("secret name must not be empty")
-    if not name.isascii():
+    if name.isascii():
+        size = len(name)
+    else:
         try:
-            name.encode("utf-8")
+            size = len(name.encode("utf-8"))
         except UnicodeEncodeError:
             raise InvalidRequestError(
-                f"secret name {name!r} is not valid Unicode (it holds a lone surrogate)"
+                f"secret name {_shown(name)} is not valid Unicode (it holds a lone surrogate)"
             ) from None
+    if size > MAX_NAME_BYTES:
+        raise InvalidRequestError(
+            f"secret name {_shown(name)} is {size} bytes long; names are at most "
+            f"{MAX_NAME_BYTES} bytes (UTF-8)"
+        )
+
+
+def _shown(name: str) -> str:
+    # Enough of a name to recognise it, never a megabyte of it in a message.
+    return repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
 
 
 def _check_version(version: Any, *, zero_ok: bool) -> None:

@@ -93,6 +93,14 @@ class CorruptStoreError(StorageError):
     file, a record that fails authentication, or an unknown schema version."""
 
 
+class IntegrityCheckError(CorruptStoreError):
+    """The store or its audit log is not what setec last recorded under the data key: a
+    record was rolled back, put back, added or removed, the integrity entry was altered
+    or replayed, or audit lines were cut, edited or replaced. Something other than setec
+    wrote to the state directory; ``setec-serve check`` and ``setec-serve audit verify``
+    show the details."""
+
+
 class ConflictError(StorageError):
     """A compare-and-swap write lost: another writer changed the record first."""
 

@@ -16,6 +16,8 @@ from typing import Any
 from setec_core.errors import CorruptStoreError
 
 MAX_VERSION = 2**32 - 1
+#: The longest secret name, in UTF-8 bytes (Go setec has no limit; see docs/server.md).
+MAX_NAME_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -1,4 +1,4 @@
-"""The ``s3://`` backup sink: backups as objects in an S3 bucket (SPEC.md §5).
+"""The ``s3://`` backup sink: backups as objects in an S3 bucket, as in Go setec.
 
 ``s3://BUCKET[/PREFIX][?region=REGION&role=ROLE-ARN]`` keeps each backup as the object
 ``PREFIX/NAME`` (or ``NAME`` with no prefix). ``region`` is the bucket's region; without
@@ -13,8 +13,11 @@ moto, MinIO or LocalStack.
 ``put`` is a PutObject with ``If-None-Match: *``, so S3 itself refuses to replace a
 stored backup (with a botocore too old to send it, a HeadObject check comes first, which
 a concurrent writer could race). No other option is sent: server-side encryption is the
-bucket's default, and the data is encrypted by setec anyway. Calls have bounded timeouts
-and at most three attempts. boto3 is imported only when a sink is built.
+bucket's default, and the data is encrypted by setec anyway. ``get_head`` is a ranged
+GetObject, and ``list_stamps`` takes each object's ETag, size and modification time
+from the listing itself, so retention costs one listing and a small read per new
+backup. Calls have bounded timeouts and at most three attempts. boto3 is imported only
+when a sink is built.
 """
 
 from __future__ import annotations
@@ -326,26 +329,49 @@ class S3BackupSink(BackupSink):
         return True
 
     def list(self) -> list[str]:
+        return list(self.list_stamps())
+
+    def list_stamps(self) -> dict[str, str]:
+        """The stamp of an object is its ETag, size and last-modified time, which
+        ListObjectsV2 gives with each key."""
         start = f"{self._prefix}/" if self._prefix else ""
 
-        def keys() -> list[str]:
-            found: list[str] = []
+        def items() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self._bucket, Prefix=start):
-                found.extend(item["Key"] for item in page.get("Contents", ()))
+                found.extend(page.get("Contents", ()))
             return found
 
-        names = (key[len(start) :] for key in self._call("ListObjectsV2", start, keys))
-        # Anything else under the prefix (a console's folder marker "x/") is no backup.
-        return sorted(name for name in names if is_valid_name(name))
+        stamps = {}
+        for item in self._call("ListObjectsV2", start, items):
+            name = item["Key"][len(start) :]
+            # Anything else under the prefix (a console's folder marker "x/") is no backup.
+            if is_valid_name(name):
+                modified = item.get("LastModified")
+                when = modified.isoformat() if modified is not None else ""
+                stamps[name] = f"{item.get('ETag', '')}/{item.get('Size', '')}/{when}"
+        return dict(sorted(stamps.items()))
 
     def get(self, name: str) -> bytes:
+        return self._read(name, None)
+
+    def get_head(self, name: str, size: int) -> bytes:
+        """A ranged GetObject of the first ``size`` bytes."""
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        return self._read(name, size)
+
+    def _read(self, name: str, size: int | None) -> bytes:
         key = self.key(name)
+        ranged = {} if size is None else {"Range": f"bytes=0-{size - 1}"}
 
         def read() -> bytes:
-            body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"]
+            answer = self._client.get_object(Bucket=self._bucket, Key=key, **ranged)
+            body = answer["Body"]
             try:
-                return bytes(body.read())
+                # At most size bytes, whatever a server that ignores Range sends.
+                return bytes(body.read() if size is None else body.read(size))
             finally:
                 body.close()
 
@@ -354,6 +380,8 @@ class S3BackupSink(BackupSink):
         except _S3Error as e:
             if e.code in _NOT_FOUND_CODES:
                 raise NotFound(f"no backup {name!r} at s3://{self._bucket}/{key}") from None
+            if e.code == "InvalidRange" and size is not None:
+                return b""  # an empty object has no byte 0
             raise
         return data
 

@@ -64,8 +64,8 @@ BAD_NAMES = [
 
 
 class BackupSinkContract:
-    """Put/get round trips, sorted listing, no replacement, deletion, name checks and
-    persistence across sink instances."""
+    """Put/get round trips, heads, sorted listing and stamps, no replacement,
+    deletion, name checks and persistence across sink instances."""
 
     @pytest.fixture
     def sink(self) -> BackupSink:
@@ -167,14 +167,53 @@ class BackupSinkContract:
         sink.delete(NAME)
         assert sink.list() == []
 
+    @pytest.mark.parametrize("size", [1, 10, 999, 1000, 5000])
+    def test_get_head_returns_the_first_bytes(self, sink: BackupSink, size: int) -> None:
+        """get_head(name, size) returns the first size bytes of the blob, or all of it
+        if it is shorter."""
+        data = os.urandom(1000)
+        sink.put(NAME, data)
+        assert sink.get_head(NAME, size) == data[:size]
+
+    def test_get_head_of_an_empty_blob(self, sink: BackupSink) -> None:
+        """The head of an empty blob is empty, not an error."""
+        sink.put(NAME, b"")
+        assert sink.get_head(NAME, 10) == b""
+
+    def test_get_head_of_a_missing_backup_is_not_found(self, sink: BackupSink) -> None:
+        """get_head of a name never stored is NotFound, as get is."""
+        sink.put(NAME, b"x")
+        with pytest.raises(NotFound):
+            sink.get_head(NAMES[1], 10)
+
+    def test_stamps_follow_the_listing(self, sink: BackupSink) -> None:
+        """list_stamps() names exactly what list() names; a stamp stays the same while
+        its blob does and changes when the blob is replaced (a sink that gives no
+        stamps gives "" for every name)."""
+        for name in NAMES[:3]:
+            sink.put(name, name.encode())
+        stamps = sink.list_stamps()
+        assert sorted(stamps) == sink.list() == sorted(NAMES[:3])
+        assert all(isinstance(stamp, str) for stamp in stamps.values())
+        assert sink.list_stamps() == stamps
+        sink.delete(NAMES[0])
+        sink.put(NAMES[0], b"replaced by another blob")
+        again = sink.list_stamps()
+        assert again[NAMES[1]] == stamps[NAMES[1]]
+        if stamps[NAMES[0]]:
+            assert again[NAMES[0]] != stamps[NAMES[0]]
+        else:
+            assert set(again.values()) == {""}
+
     @pytest.mark.parametrize("name", BAD_NAMES)
-    @pytest.mark.parametrize("operation", ["put", "get", "delete"])
+    @pytest.mark.parametrize("operation", ["put", "get", "get_head", "delete"])
     def test_bad_names_are_refused(self, sink: BackupSink, operation: str, name: str) -> None:
         """A name that is not a relative path of [A-Za-z0-9._:-] segments (none empty,
         '.' or '..') is a StorageError, whatever the operation."""
         call: dict[str, Callable[[], object]] = {
             "put": lambda: sink.put(name, b"x"),
             "get": lambda: sink.get(name),
+            "get_head": lambda: sink.get_head(name, 10),
             "delete": lambda: sink.delete(name),
         }
         with pytest.raises(StorageError):

@@ -70,3 +70,10 @@ def test_every_backup_flag_is_documented() -> None:
     for flag in sorted(flags_of(cli)):
         if flag.startswith("--backup"):
             assert f"`{flag}" in text, flag
+
+
+def test_doc_shows_the_format_setec_writes() -> None:
+    """The page's format block starts with the magic line of the format setec writes."""
+    from setec_core.snapshot import MAGIC
+
+    assert f"```\n{MAGIC.decode()}" in DOC.read_text()

@@ -1,8 +1,10 @@
-"""The audit log (SPEC.md §3, §10.1 items 5-7, D8, D14, D15) and its hash chain."""
+"""The audit log: the lines Go setec writes and when, durability with group commit, and
+the keyed chain that makes the file tamper-evident."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -22,7 +24,15 @@ from setec_core import (
     ValueNotChanged,
     make_caller,
 )
-from setec_core.audit import GENESIS, AuditEntry, AuditLog, FileAuditSink, format_time, verify
+from setec_core.audit import (
+    GENESIS,
+    AuditEntry,
+    AuditHead,
+    AuditLog,
+    FileAuditSink,
+    format_time,
+    verify,
+)
 from setec_core.testing import SUPERUSER, FailingAuditSink, audit_entries, new_database
 
 SU = SUPERUSER
@@ -537,3 +547,196 @@ def test_audit_never_contains_values(tmp_path: Path) -> None:
     assert "hunter2" not in text
     assert "swordfish" not in text
     assert os.path.getsize(tmp_path / "state" / "audit.log") > 0
+
+
+# --- the keyed chain ---------------------------------------------------------------------
+
+AUDIT_KEY = bytes(range(32))
+
+
+def _keyed_lines(tmp_path: Path, count: int = 6) -> tuple[Path, AuditHead]:
+    """A keyed log of ``count`` lines and its durable head."""
+    path = tmp_path / "audit.log"
+    log = AuditLog.open(path, AUDIT_KEY)
+    log.write(*(entry(secret=f"s{i}") for i in range(count)))
+    head = log.durable_head
+    log.close()
+    assert head is not None
+    return path, head
+
+
+def test_keyed_chain_verifies_with_its_key(tmp_path: Path) -> None:
+    """Keyed lines carry an HMAC link; verify with the key checks every one, and the
+    durable head is the last line's byte range and link."""
+    path, head = _keyed_lines(tmp_path)
+    lines = path.read_bytes().splitlines()
+    assert all(json.loads(x)["prev"].startswith("hmac-sha256:") for x in lines)
+    report = verify(path, AUDIT_KEY, recorded=head)
+    assert report.ok, report.problems
+    assert (report.entries, report.keyed, report.plain, report.checked) == (6, 6, 0, True)
+    assert report.recorded_line == 6
+    assert (head.start, head.end) == (path.stat().st_size - len(lines[-1]) - 1, path.stat().st_size)
+    assert not verify(path, bytes(32)).ok  # another key: nothing links
+
+
+def test_keyed_chain_without_the_key_is_checked_for_form_only(tmp_path: Path) -> None:
+    """Without the key, verify cannot check keyed links and says so (checked False)."""
+    path, _ = _keyed_lines(tmp_path)
+    report = verify(path)
+    assert report.ok
+    assert (report.keyed, report.checked, report.head) == (6, False, "")
+
+
+def test_rewritten_suffix_with_recomputed_hashes_fails(tmp_path: Path) -> None:
+    """A suffix rewritten with plain SHA-256 links recomputed (which the unkeyed chain
+    accepted) is found, at the first rewritten line."""
+    path, _ = _keyed_lines(tmp_path)
+    lines = path.read_bytes().splitlines()
+    for i in range(3, 6):
+        doc = json.loads(lines[i])
+        doc["authorized"] = False
+        doc["prev"] = hashlib.sha256(lines[i - 1]).hexdigest()
+        lines[i] = json.dumps(doc, separators=(",", ":")).encode()
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = verify(path, AUDIT_KEY)
+    assert report.problems[0].startswith("line 4:")
+    assert "plain SHA-256 link after keyed lines" in report.problems[0]
+
+
+def test_lines_cut_from_the_end_fail_against_the_recorded_head(tmp_path: Path) -> None:
+    """Cutting lines off the end leaves a chain that links, but not the head the store
+    recorded."""
+    path, head = _keyed_lines(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-2]))
+    assert verify(path, AUDIT_KEY).ok
+    report = verify(path, AUDIT_KEY, recorded=head)
+    assert not report.ok
+    assert "ends before the entry the store recorded" in report.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_line"),
+    [
+        (lambda lines: lines.__setitem__(2, lines[2].replace(b'"s2"', b'"s9"')), 4),
+        (lambda lines: lines.pop(3), 4),
+        (lambda lines: lines.pop(0), 1),  # the start of the file cut
+        (lambda lines: lines.insert(3, lines[0]), 4),  # a start line copied into the middle
+        (lambda lines: lines.insert(2, lines[2]), 4),
+    ],
+    ids=["edit", "remove-middle", "remove-first", "start-line-copied", "duplicate"],
+)
+def test_keyed_verify_detects_tampering(tmp_path: Path, tamper: object, bad_line: int) -> None:
+    """verify with the key names the first line whose keyed link is broken."""
+    path, _ = _keyed_lines(tmp_path)
+    lines = path.read_bytes().splitlines()
+    tamper(lines)  # type: ignore[operator]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = verify(path, AUDIT_KEY)
+    assert not report.ok
+    assert report.problems[0].startswith(f"line {bad_line}:"), report.problems
+
+
+def test_an_older_log_continues_keyed(tmp_path: Path) -> None:
+    """A log written before keying (plain links) keeps working: the chain is keyed from
+    the first new line, which vouches for the plain lines before it."""
+    path = tmp_path / "audit.log"
+    legacy = AuditLog.open(path)
+    legacy.write(entry(secret="old1"), entry(secret="old2"))
+    legacy.close()
+    log = AuditLog.open(path, AUDIT_KEY)
+    log.write(entry(secret="new"))
+    log.close()
+    report = verify(path, AUDIT_KEY)
+    assert report.ok, report.problems
+    assert (report.plain, report.keyed) == (2, 1)
+    lines = path.read_bytes().splitlines()
+    lines[1] = lines[1].replace(b"old2", b"old9")  # the last plain line, edited
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert verify(path, AUDIT_KEY).problems[0].startswith("line 3:")
+
+
+def test_a_log_without_its_key_refuses_to_continue_keyed_lines(tmp_path: Path) -> None:
+    """Nobody may append plain lines after keyed ones: a log opened without its key
+    refuses to write, and verify flags such lines."""
+    path, _ = _keyed_lines(tmp_path)
+    log = AuditLog.open(path)
+    assert log.ends_keyed
+    with pytest.raises(AuditError, match="keyed"):
+        log.write(entry())
+    log.close()
+    last = path.read_bytes().splitlines()[-1]
+    forged = json.loads(last)
+    forged["prev"] = hashlib.sha256(last).hexdigest()
+    with path.open("ab") as f:
+        f.write(json.dumps(forged, separators=(",", ":")).encode() + b"\n")
+    report = verify(path, AUDIT_KEY)
+    assert report.problems == [
+        "line 7: has a plain SHA-256 link after keyed lines (from line 1): it was added "
+        "by a writer without the audit key"
+    ]
+
+
+def test_a_new_file_continues_an_older_one(tmp_path: Path) -> None:
+    """A file that continues an earlier one names, on its first line, the link it
+    continues from; its first line is checked against it."""
+    old, _ = _keyed_lines(tmp_path)
+    old_head = verify(old, AUDIT_KEY).head
+    new = tmp_path / "audit.new"
+    log = AuditLog(FileAuditSink(new), AUDIT_KEY, continues=bytes.fromhex(old_head[12:]))
+    log.write(entry(secret="first"), entry(secret="second"))
+    log.close()
+    first = json.loads(new.read_bytes().splitlines()[0])
+    assert first["continues"] == old_head[12:]
+    report = verify(new, AUDIT_KEY)
+    assert report.ok, report.problems
+    assert f"hmac-sha256:{report.continues}" == old_head
+
+
+def test_keyed_group_commit_keeps_one_chain(tmp_path: Path) -> None:
+    """Concurrent writers on a keyed log share fsyncs and leave one valid keyed chain
+    whose head is the file's last line."""
+    log = AuditLog(SlowFlakySink(tmp_path / "audit.log"), AUDIT_KEY)
+    log.claim_commits(7)
+    done, failed = run_writers(log, threads=8, per_thread=25)
+    head = log.durable_head
+    log.close()
+    assert not failed
+    assert len(done) == 200
+    assert log.fsyncs < 200
+    report = verify(tmp_path / "audit.log", AUDIT_KEY, recorded=head, commits=7)
+    assert report.ok, report.problems
+    assert report.recorded_line == 200
+    assert all(
+        json.loads(x)["commits"] == 7 for x in (tmp_path / "audit.log").read_bytes().splitlines()
+    )
+
+
+def test_key_never_in_repr() -> None:
+    """Neither the log nor its chain key shows the key in a repr."""
+    from setec_core.audit_chain import ChainKey
+
+    assert AUDIT_KEY.hex() not in repr(ChainKey(AUDIT_KEY))
+    assert "redacted" in repr(ChainKey(AUDIT_KEY))
+
+
+def test_verify_checks_commit_claims_from_the_recorded_head_on(tmp_path: Path) -> None:
+    """A line after the recorded head claiming more commits than the store records
+    means the store was rolled back; lines before the head are not held to it."""
+    path = tmp_path / "audit.log"
+    log = AuditLog.open(path, AUDIT_KEY)
+    log.claim_commits(9)
+    log.write(entry(secret="before a restore"))
+    log.claim_commits(3)
+    log.write(entry(secret="the restore"))
+    head = log.durable_head
+    log.claim_commits(5)
+    log.write(entry(secret="after"))
+    log.close()
+    assert head is not None
+    report = verify(path, AUDIT_KEY, recorded=head, commits=4)
+    assert report.problems == [
+        "line 3: was written when the store had made 5 commits, but its integrity entry "
+        "records 4: the store was rolled back"
+    ]
+    assert verify(path, AUDIT_KEY, recorded=head, commits=5).ok

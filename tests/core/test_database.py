@@ -556,3 +556,14 @@ def test_open_has_no_default_key(tmp_path: object) -> None:
     """Database.open needs an explicit key: no silent fallback to the public dev key."""
     with pytest.raises(TypeError, match="key"):
         Database.open(tmp_path)  # type: ignore[call-arg]
+
+
+def test_database_keys_its_audit_log() -> None:
+    """A Database keys the log it is given (memory too): every line links with an HMAC
+    and says how many commits the store had made."""
+    with new_database() as db:
+        db.put(SU, "s", b"keyed")
+        db.get(SU, "s")
+        first, second = audit_entries(db)
+    assert first["prev"].startswith("hmac-sha256:")
+    assert (first["commits"], second["commits"]) == (0, 1)

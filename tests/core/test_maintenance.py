@@ -3,6 +3,8 @@ survives, the right keys open the result, and a failed step changes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +13,18 @@ import pytest
 
 from setec_core import KeyMismatchError, StorageError
 from setec_core.audit import AuditLog, MemoryAuditSink
-from setec_core.database import Database
-from setec_core.maintenance import OfflineStore, restore_backup, rotate_dek, rotate_kek
-from setec_core.snapshot import open_backup
-from setec_core.storage import StorageBackend
+from setec_core.database import Database, unwrap_data_key
+from setec_core.errors import IntegrityCheckError
+from setec_core.maintenance import (
+    AdminAudit,
+    OfflineStore,
+    restore_backup,
+    rotate_dek,
+    rotate_kek,
+)
+from setec_core.snapshot import open_backup, seal_snapshot
+from setec_core.storage import Snapshot, StorageBackend
+from setec_core.store_check import check_store
 from setec_core.testing import SUPERUSER, FaultyStorage, new_database
 from setec_plugins.dev_key import DevKeyProvider
 from setec_plugins.memory_storage import MemoryStorage
@@ -212,3 +222,101 @@ def test_a_store_without_dek_check_gets_one(tmp_path: Path) -> None:
         new = DevKeyProvider("maintenance-new")
         rotate_kek(storage, old=KEY, new=new)
         assert open_backup(db.backup()[0], new).info.secrets == 0
+
+
+# --- integrity and the audit log across maintenance --------------------------------------
+
+
+def state_with_store(tmp_path: Path) -> Path:
+    """A state directory whose store holds fill()'s secrets, closed."""
+    state = tmp_path / "state"
+    with Database.open(state, key=KEY) as db:
+        fill(db)
+    return state
+
+
+def sqlite_of(state: Path) -> SqliteStorage:
+    return SqliteStorage.from_uri(f"sqlite://{state / 'secrets.db'}")
+
+
+def test_rotate_dek_keeps_the_audit_key(tmp_path: Path) -> None:
+    """Lines written before rotate-dek still verify after it: the audit key is the same,
+    re-sealed under the new data key; the admin entry is keyed and its head recorded."""
+    state = state_with_store(tmp_path)
+    storage = sqlite_of(state)
+    audit = AdminAudit(state / "audit.log")
+    audit.check(storage, KEY)
+    rotate_dek(storage, key=KEY)
+    audit.record(storage, KEY, "rotate-dek")
+    audit.close()
+    report = check_store(storage, KEY, audit_path=state / "audit.log")
+    storage.close()
+    assert report.ok, report.problems
+    assert report.audit is not None
+    assert report.audit.checked
+    assert report.audit.recorded_line == report.audit.entries
+    last = json.loads((state / "audit.log").read_bytes().splitlines()[-1])
+    assert (last["action"], last["outcome"], last["prev"][:12]) == (
+        "rotate-dek",
+        "ok",
+        "hmac-sha256:",
+    )
+    with Database.open(state, key=KEY) as db:
+        assert len(db) == 29
+
+
+def test_admin_commands_refuse_a_cut_log(tmp_path: Path) -> None:
+    """An admin command checks the log against the store before changing anything, so
+    it never records a new head over lines that were cut."""
+    state = state_with_store(tmp_path)
+    lines = (state / "audit.log").read_bytes().splitlines(keepends=True)
+    (state / "audit.log").write_bytes(b"".join(lines[:-3]))
+    storage = sqlite_of(state)
+    audit = AdminAudit(state / "audit.log")
+    with pytest.raises(IntegrityCheckError, match="ends before the entry the store recorded"):
+        audit.check(storage, KEY)
+    audit.close()
+    storage.close()
+
+
+def test_restore_of_a_backup_from_before_integrity(source: Database) -> None:
+    """A backup from an earlier version (no integrity entry, no audit key) restores into
+    a store that has both, right."""
+    snapshot = source.storage.export()
+    meta = {k: v for k, v in snapshot.meta.items() if k not in ("integrity", "audit-key")}
+    wrapped = meta["dek"]
+    dek = unwrap_data_key(source.storage, KEY, wrapped)
+    data = seal_snapshot(
+        Snapshot(snapshot.revision, meta, snapshot.records), dek, created=dt.datetime.now(dt.UTC)
+    )
+    target = MemoryStorage()
+    restore_backup(data, target, key=KEY)
+    assert target.get_meta("integrity") is not None
+    assert target.get_meta("audit-key") is not None
+    assert check_store(target, KEY).ok
+    assert contents(open_db(target)) == contents(source)
+
+
+def test_restore_sets_aside_a_log_of_another_store(tmp_path: Path) -> None:
+    """Restoring another store's backup into a state directory: the old log, keyed
+    under another audit key, is kept aside and a new one is started."""
+    state = state_with_store(tmp_path)
+    with Database.open(tmp_path / "other", key=KEY) as other:
+        other.put(SUPERUSER, "other/x", b"maintenance-other")
+        data, _ = other.backup()
+    target = tmp_path / "restored.db"
+    storage = SqliteStorage.from_uri(f"sqlite://{target}")
+    restore_backup(data, storage, key=KEY)
+    audit = AdminAudit(state / "audit.log")
+    audit.record(storage, KEY, "restore")
+    audit.close()
+    storage.close()
+    assert any("kept as" in note for note in audit.notes)
+    assert len(list(state.glob("audit.log.replaced-*"))) == 1
+    assert [json.loads(x)["action"] for x in (state / "audit.log").read_bytes().splitlines()] == [
+        "restore"
+    ]
+    (state / "secrets.db").unlink()
+    target.rename(state / "secrets.db")
+    with Database.open(state, key=KEY) as db:
+        assert db.get(SUPERUSER, "other/x").value == b"maintenance-other"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import sqlite3
 import stat
@@ -211,3 +212,75 @@ def test_killed_writer_loses_nothing_acknowledged(tmp_path: Path, delay_lines: i
         for info in db.list(SU):
             assert info.versions == tuple(range(1, len(info.versions) + 1))
     assert verify(state / "audit.log").ok
+
+
+# --- the audit log against the head the store recorded ---------------------------------
+
+
+def _lines(state: Path) -> list[bytes]:
+    return (state / "audit.log").read_bytes().splitlines(keepends=True)
+
+
+def _refused(state: Path, *needles: str) -> str:
+    with pytest.raises(CorruptStoreError) as info:
+        Database.open(state, key=KEY)
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def test_cut_audit_tail_is_refused_at_open(state: Path) -> None:
+    """Lines cut off the end of audit.log while the server is stopped: the next start
+    is refused, and says what to run."""
+    lines = _lines(state)
+    (state / "audit.log").write_bytes(b"".join(lines[:-2]))
+    _refused(state, "audit.log ends before the entry the store recorded", "audit verify")
+
+
+def test_audit_log_truncated_to_zero_is_refused(state: Path) -> None:
+    """An emptied audit.log is no fresh start: refused."""
+    (state / "audit.log").write_bytes(b"")
+    _refused(state, "audit.log ends before")
+
+
+def test_deleted_audit_log_is_refused(state: Path) -> None:
+    """A deleted audit.log (recreated empty by the next start) is refused, and the
+    message names the sanctioned way to start a new one."""
+    (state / "audit.log").unlink()
+    _refused(state, "audit.log", "audit rotate")
+
+
+def test_rewritten_audit_suffix_is_refused(state: Path) -> None:
+    """A suffix rewritten with every hash recomputed (a forgery the plain SHA-256 chain
+    accepted) does not open: the chain is keyed."""
+    lines = _lines(state)
+    forged = list(lines[:-3])
+    for line in lines[-3:]:
+        doc = json.loads(line)
+        doc["authorized"] = False
+        doc["prev"] = hashlib.sha256(forged[-1].rstrip(b"\n")).hexdigest()
+        forged.append(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+    (state / "audit.log").write_bytes(b"".join(forged))
+    _refused(state, "audit.log")
+
+
+def test_unkeyed_lines_appended_after_keyed_ones_are_refused(state: Path) -> None:
+    """Lines appended with plain SHA-256 links after keyed ones (what a writer without
+    the key could add) are refused at open."""
+    last = _lines(state)[-1].rstrip(b"\n")
+    doc = json.loads(last)
+    doc["prev"] = hashlib.sha256(last).hexdigest()
+    doc["action"] = "put"
+    with (state / "audit.log").open("ab") as f:
+        f.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+    _refused(state, "audit.log", "line")
+
+
+def test_edited_recorded_line_is_refused(state: Path) -> None:
+    """The last line (the one the store recorded) edited in place, same length."""
+    lines = _lines(state)
+    lines[-1] = lines[-1].replace(b'"authorized":true', b'"authorized":fals')
+    (state / "audit.log").write_bytes(b"".join(lines))
+    _refused(state, "audit.log")

@@ -1,10 +1,12 @@
 """``setec-serve`` backups and admin commands end to end through the console script,
-under the dev key and a dir:// sink (issue 5 §2-3): the backup loop's failures, backup
-now/list/verify, restore --force, rotate-kek, rotate-dek (killed midway, too)."""
+under the dev key and a dir:// sink: the backup loop's failures, backup
+now/list/verify, restore --force, rotate-kek, rotate-dek (killed midway, too), and
+files planted, copied or linked where the backups are."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import re
@@ -21,6 +23,7 @@ from serve_process import ServeProcess, call, refused, run_serve
 
 from setec_core import Database, KeyMismatchError
 from setec_core.audit import AuditLog, MemoryAuditSink
+from setec_core.backups import backup_name, taken_at
 from setec_core.testing import SUPERUSER
 
 VALUE = b"admin-e2e-value-7a1c"
@@ -381,3 +384,124 @@ def test_restore_force_over_a_damaged_store_with_a_hot_journal(tmp_path: Path) -
     assert not (state / "secrets.db-journal").exists()
     assert len(list(state.glob("secrets.db.replaced-*-journal"))) == 1
     check_store(state)
+
+
+# --- backups that lie about their age ---------------------------------------------------
+
+
+def _two_backups(state: Path, sink: str, tmp_path: Path) -> tuple[str, str]:
+    """Back up a store of svc/0..2 (the old backup), then delete svc/1 and rotate
+    svc/0 to a new active version, and back up again (the new one); return both
+    names."""
+    make_store(state)
+    old = backup_now(state, sink, cwd=tmp_path)
+    assert old.returncode == 0, old.stderr
+    with Database.open(state, key=KEY) as db:
+        db.delete(SUPERUSER, "svc/1")
+        db.activate(SUPERUSER, "svc/0", db.put(SUPERUSER, "svc/0", b"admin-e2e-rotated"))
+    time.sleep(0.01)  # names have millisecond resolution
+    new = backup_now(state, sink, cwd=tmp_path)
+    assert new.returncode == 0, new.stderr
+    return old.stdout.strip(), new.stdout.strip()
+
+
+def _plant(root: Path, name: str, data: bytes) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_restore_latest_skips_an_old_backup_copied_under_a_newer_name(tmp_path: Path) -> None:
+    """An old genuine backup copied under a name newer than the newest backup is not
+    "latest": restore latest brings back the newest genuine backup (the deleted and
+    rotated values stay gone) and says which file it skipped."""
+    state, root = tmp_path / "state", tmp_path / "b"
+    sink = f"dir://{root}"
+    old, new = _two_backups(state, sink, tmp_path)
+    forged = backup_name(taken_at(new) + dt.timedelta(seconds=1))
+    _plant(root, forged, (root / old).read_bytes())
+    target = tmp_path / "restored"
+    done = admin(*restore_args(target, sink), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"restored {new}" in done.stdout
+    assert forged in done.stderr
+    with Database.open(target, key=KEY) as db:
+        assert db.get(SUPERUSER, "svc/0").value == b"admin-e2e-rotated"
+        assert [info.name for info in db.list(SUPERUSER)] == ["svc/0", "svc/2"]
+
+
+@pytest.mark.parametrize("command", ["verify", "restore"])
+def test_a_backup_whose_name_lies_is_refused(tmp_path: Path, command: str) -> None:
+    """backup verify NAME and restore NAME refuse a genuine backup stored under another
+    time's name, with one line naming both times and the name it should have; restore
+    creates nothing."""
+    state, root = tmp_path / "state", tmp_path / "b"
+    sink = f"dir://{root}"
+    old, new = _two_backups(state, sink, tmp_path)
+    forged = backup_name(taken_at(new) + dt.timedelta(seconds=1))
+    _plant(root, forged, (root / old).read_bytes())
+    target = tmp_path / "restored"
+    args = (
+        ("backup", "verify", forged)
+        if command == "verify"
+        else ("restore", forged, "--state-dir", str(target))
+    )
+    stamp = "%Y-%m-%dT%H:%M:%S"
+    refused(
+        *args,
+        *("--kms-key-name", KEY, "--backup", sink),
+        cwd=tmp_path,
+        env=clean_env(),
+        error_lines=error_lines,
+        naming=(forged, old, taken_at(old).strftime(stamp), taken_at(forged).strftime(stamp)),
+    )
+    assert not target.exists()
+
+
+def test_backup_keep_is_not_fooled_by_planted_files(tmp_path: Path) -> None:
+    """Files planted with names up to an hour ahead (junk, and an old genuine backup
+    copied under a newer name) neither push genuine backups out under --backup-keep
+    nor are deleted by it; the genuine backups beyond the newest N are."""
+    state, root = tmp_path / "state", tmp_path / "b"
+    sink = f"dir://{root}"
+    make_store(state)
+    genuine = []
+    for _ in range(3):
+        made = backup_now(state, sink, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        genuine.append(made.stdout.strip())
+        time.sleep(0.01)
+    now = dt.datetime.now(dt.UTC)
+    planted = [backup_name(now + dt.timedelta(minutes=m)) for m in (10, 20, 30, 40)]
+    for name in planted[:-1]:
+        _plant(root, name, b"setec-backup v2\n{}\n")
+    _plant(root, planted[-1], (root / genuine[0]).read_bytes())
+    made = admin(
+        "backup", "now", "--state-dir", str(state), "--kms-key-name", KEY, "--backup", sink,
+        "--backup-keep", "2", cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    newest = made.stdout.strip()
+    listed = admin("backup", "list", "--backup", sink, cwd=tmp_path).stdout.split()
+    assert listed == sorted([genuine[-1], newest, *planted])
+
+
+def test_verify_does_not_follow_a_symbolic_link_out_of_the_backup_folder(tmp_path: Path) -> None:
+    """A symbolic link planted in the backup folder, to a backup kept elsewhere, is no
+    backup: verify refuses it rather than read the file outside."""
+    state, root, outside = tmp_path / "state", tmp_path / "b", tmp_path / "outside"
+    make_store(state)
+    assert backup_now(state, f"dir://{outside}", cwd=tmp_path).returncode == 0
+    (real,) = [p for p in outside.rglob("*.json")]
+    name = real.relative_to(outside).as_posix()
+    link = root / name
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)
+    refused(
+        *("backup", "verify", name, "--kms-key-name", KEY, "--backup", f"dir://{root}"),
+        cwd=tmp_path,
+        env=clean_env(),
+        error_lines=error_lines,
+        naming=("no backup",),
+    )

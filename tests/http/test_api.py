@@ -336,10 +336,30 @@ def test_long_names_are_cut_in_the_access_log(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    name = "n" * 3000
+    name = "n" * 1024
     assert api(client, "info", {"Name": name}).status_code == 404
     (record,) = [r for r in caplog.records if r.name == "setec.http.access"]
     assert json.loads(record.getMessage())["secret"] == "n" * 256 + "…"
+
+
+@pytest.mark.parametrize("method", ["get", "info", "put", "delete", "activate"])
+def test_names_over_1024_bytes_are_400_and_never_audited(
+    client: Client, db: Database, method: str
+) -> None:
+    """An unbounded name went whole into every audit entry, even for a caller with no
+    grants (50 denied gets of 1 MB names added 50 MB to the log): names are limited to
+    1,024 UTF-8 bytes, checked before anything is audited."""
+    sink = db.audit_log.sink
+    assert isinstance(sink, MemoryAuditSink)
+    before = len(sink.getvalue())
+    name = "é" * 513  # 1,026 bytes in 513 characters: bytes are what count
+    resp = api(client, method, {"Name": name, "Version": 1, "Value": b64(b"v")})
+    assert resp.status_code == 400
+    assert "names are at most 1024 bytes" in resp.get_data(as_text=True)
+    assert len(resp.get_data()) < 200
+    assert len(sink.getvalue()) == before
+    ok = api(client, "put", {"Name": "é" * 512, "Value": b64(b"v")})
+    assert ok.status_code == 200
 
 
 class BuggyDatabase(Database):

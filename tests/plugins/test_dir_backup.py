@@ -357,3 +357,88 @@ def test_read_only_sink_reads_a_read_only_directory() -> None:
         assert reader.get(NAME) == b"kept"
 
     run_unprivileged(body)
+
+
+# --- what was planted in the folder ----------------------------------------------------
+
+
+def _outside_backup(tmp_path: Path) -> Path:
+    """A file outside the backup folder, under a backup's name."""
+    real = tmp_path / "outside" / NAME
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"outside the backup folder")
+    return real
+
+
+@pytest.mark.parametrize("where", ["file", "day", "year"])
+def test_reads_and_deletes_never_follow_a_symbolic_link(
+    sink: DirBackupSink, root: Path, tmp_path: Path, where: str
+) -> None:
+    """A symbolic link planted anywhere below the root (the backup file itself, its day
+    folder, its year folder) is not followed: get is NotFound and delete leaves the
+    file it points at alone."""
+    real = _outside_backup(tmp_path)
+    root.mkdir(exist_ok=True)
+    link, target = {
+        "file": (root / NAME, real),
+        "day": (root / "2026/11/23", real.parent),
+        "year": (root / "2026", tmp_path / "outside" / "2026"),
+    }[where]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    with pytest.raises(NotFound):
+        sink.get(NAME)
+    sink.delete(NAME)
+    assert real.read_bytes() == b"outside the backup folder"
+    assert sink.list() == []
+
+
+def _nest(root: Path, depth: int) -> None:
+    # Made relative to open directories: the full path is longer than PATH_MAX.
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        with open(os.open("x", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd), "wb") as f:
+            f.write(b"deep")
+    finally:
+        os.close(fd)
+
+
+def _unnest(root: Path, depth: int) -> None:
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for _ in range(depth):
+            fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        os.unlink("x", dir_fd=fds[-1])
+        while len(fds) > 1:
+            os.close(fds.pop())
+            os.rmdir("d", dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_deeply_nested_folder_lists_without_error(sink: DirBackupSink, root: Path) -> None:
+    """A folder nested deeper than any backup name can reach (names are at most 1000
+    characters) is listed without error, and nothing in it is a backup; backups beside
+    it are listed."""
+    sink.put(NAME, b"kept")
+    depth = 1200
+    _nest(root, depth)
+    try:
+        assert sink.list() == [NAME]
+    finally:
+        _unnest(root, depth)
+
+
+def test_names_up_to_the_longest_are_listed(sink: DirBackupSink) -> None:
+    """A backup nested as deep as a valid name allows (1000 characters) is listed."""
+    name = "/".join(["a"] * 499) + "/bb"
+    assert len(name) == 1000
+    sink.put(name, b"deep")
+    assert sink.list() == [name]
+    assert sink.get(name) == b"deep"

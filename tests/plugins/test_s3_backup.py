@@ -432,6 +432,32 @@ def test_put_sends_if_none_match_and_nothing_else(
     assert not [h for h in put.headers if h.startswith("x-amz-meta-")]
 
 
+def test_get_head_is_one_ranged_get(
+    bucket: str, open_sink: Callable[[str], S3BackupSink], proxy: RecordingProxy
+) -> None:
+    """get_head asks S3 for the first bytes only (a Range header), in one GetObject."""
+    sink = open_sink(f"s3://{bucket}/p")
+    sink.put(NAME, bytes(range(256)) * 64)
+    proxy.seen.clear()
+    assert sink.get_head(NAME, 100) == bytes(range(100))
+    (get,) = proxy.of("s3")
+    assert get.method == "GET"
+    assert urllib.parse.unquote(get.path) == f"/{bucket}/p/{NAME}"
+    assert get.headers["range"] == "bytes=0-99"
+
+
+def test_stamps_change_when_an_object_is_overwritten_behind_the_sinks_back(
+    moto: MotoServer, bucket: str, open_sink: Callable[[str], S3BackupSink]
+) -> None:
+    """An object overwritten by another writer (PutObject without If-None-Match) gets
+    another stamp, even with the same size: retention then reads it again."""
+    sink = open_sink(f"s3://{bucket}")
+    sink.put(NAME, b"genuine backup")
+    before = sink.list_stamps()[NAME]
+    moto.client("s3").put_object(Bucket=bucket, Key=NAME, Body=b"planted bytes!")
+    assert sink.list_stamps()[NAME] != before
+
+
 def test_moto_answers_412_for_an_existing_key(
     moto: MotoServer, bucket: str, open_sink: Callable[[str], S3BackupSink]
 ) -> None:

@@ -1,0 +1,227 @@
+"""Store integrity: what makes a store tamper-evident as a whole, under its data key.
+
+Each record is sealed with AEAD and bound to its storage key, so a record on its own
+cannot be altered or moved. The *set* of records could still be changed by anyone who
+can write the store: an older ciphertext copied back over a record (an old password, a
+deleted version), a deleted secret's row put back, a row removed. The metadata entry
+``integrity`` (:data:`INTEGRITY_META`) closes that gap. It holds:
+
+* ``records`` and ``digest``: how many live records the store has, and the XOR over
+  them of a keyed term: AES-256, under a key derived from the data key, of the
+  record's 16-byte AEAD tag (one block, so AES is used as a pseudo-random function of
+  the tag). The tag authenticates the record's nonce, ciphertext and storage key, so it
+  is unique to that exact ciphertext and the term changes whenever the record does.
+  XOR makes the digest O(1) to update per commit from the terms of the old and the new
+  record (the Database keeps every record's term in memory); with keyed terms nobody
+  without the key can find another set of records with the same digest. Terms are
+  computed for many records in one call, which keeps an open of 100,000 records cheap;
+* ``commits``: how many commits changed the store's records (one more with each);
+* ``head``: the last durable line of the audit log when the entry was written
+  (:class:`~setec_core.audit_chain.AuditHead`), or none;
+* a tag: HMAC-SHA256 of all of the above under another key derived from the data key.
+
+Every commit that changes records writes the entry in the same storage commit, with a
+compare-and-swap on its current value, so two writers can never overwrite each other's
+entry. The entry is checked at every open. The audit key, which keys the audit log's
+chain, is kept beside it, sealed under the data key (:data:`AUDIT_KEY_META`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import operator
+import os
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from setec_core.audit_chain import KEYED, AuditHead
+from setec_core.crypto import DataKey, Mac
+from setec_core.errors import IntegrityCheckError
+from setec_core.storage import Record
+
+INTEGRITY_META = "integrity"
+AUDIT_KEY_META = "audit-key"
+
+_VERSION = 1
+_BODY = struct.Struct(">BQQ32sBQQ32s")
+_TAG = 32
+_AEAD_TAG = 16
+_CHECK = "'setec-serve check' shows the details"
+
+
+class StoreKeys:
+    """The keys of a store's integrity entry, derived from its data key. Its ``repr``
+    never shows them."""
+
+    __slots__ = ("_seal", "_term")
+
+    def __init__(self, dek: DataKey) -> None:
+        self._seal = Mac(dek.derive(b"setec store integrity v1"))
+        self._term = algorithms.AES(dek.derive(b"setec store record terms v1"))
+
+    def terms(self, datas: Sequence[bytes]) -> list[int]:
+        """The digest terms of live records holding ``datas``, in order."""
+        tags = b"".join(data[-_AEAD_TAG:] for data in datas)
+        if len(tags) != _AEAD_TAG * len(datas):
+            # A record shorter than a tag (it will not open either): pad it to one block.
+            tags = b"".join(data[-_AEAD_TAG:].rjust(_AEAD_TAG, b"\x00") for data in datas)
+        # ECB on single blocks: each tag is enciphered on its own, as a PRF.
+        out = Cipher(self._term, modes.ECB()).encryptor().update(tags)  # noqa: S305
+        from_bytes = int.from_bytes
+        return [from_bytes(out[i : i + _AEAD_TAG]) for i in range(0, len(out), _AEAD_TAG)]
+
+    def term(self, data: bytes) -> int:
+        """The digest term of a live record holding ``data``."""
+        return self.terms([data])[0]
+
+    def tag(self, body: bytes) -> bytes:
+        """The tag of an encoded entry's body."""
+        return self._seal.digest(body)
+
+    def __repr__(self) -> str:
+        return "StoreKeys(<redacted>)"
+
+
+@dataclass(frozen=True)
+class StoreSeal:
+    """The contents of a store's integrity entry (see the module's docstring)."""
+
+    commits: int
+    records: int
+    digest: int
+    head: AuditHead | None = None
+
+    def __repr__(self) -> str:
+        return f"StoreSeal(commits={self.commits}, records={self.records}, head={self.head})"
+
+    def encode(self, keys: StoreKeys) -> bytes:
+        """The entry's bytes, tagged with ``keys``."""
+        head = self.head
+        body = _BODY.pack(
+            _VERSION,
+            self.commits,
+            self.records,
+            self.digest.to_bytes(32),
+            head is not None,
+            head.start if head else 0,
+            head.end if head else 0,
+            bytes.fromhex(head.link[len(KEYED) :]) if head else bytes(32),
+        )
+        return body + keys.tag(body)
+
+    @classmethod
+    def decode(cls, keys: StoreKeys, blob: bytes) -> StoreSeal:
+        """Authenticate and parse an entry.
+
+        :raises IntegrityCheckError: if it is not authentic under ``keys``.
+        """
+        body, tag = blob[:-_TAG], blob[-_TAG:]
+        if (
+            len(body) != _BODY.size
+            or not hmac.compare_digest(keys.tag(body), tag)
+            or body[0] != _VERSION
+        ):
+            raise IntegrityCheckError(
+                "its integrity entry is not authentic under the store's data key (it was "
+                "altered, or copied from another store)"
+            )
+        _, commits, records, digest, has_head, start, end, link = _BODY.unpack(body)
+        head = AuditHead(start, end, KEYED + link.hex()) if has_head else None
+        return cls(commits, records, int.from_bytes(digest), head)
+
+    def advanced(self, records: int, digest: int, head: AuditHead | None) -> StoreSeal:
+        """The entry after a commit that changed records."""
+        return StoreSeal(self.commits + 1, records, digest, head or self.head)
+
+    def with_head(self, head: AuditHead) -> StoreSeal:
+        """The entry with a new audit head (a commit that changed no record)."""
+        return replace(self, head=head)
+
+
+def digest_of(keys: StoreKeys, records: Iterable[Record]) -> tuple[int, int]:
+    """Return the digest and the number of ``records`` (live records only)."""
+    terms = keys.terms([record.data for record in records if record.data is not None])
+    return xor_all(terms), len(terms)
+
+
+def xor_all(terms: Iterable[int]) -> int:
+    """The XOR of ``terms`` (a digest)."""
+    return functools.reduce(operator.xor, terms, 0)
+
+
+def read_seal(meta: Mapping[str, bytes], keys: StoreKeys, where: str) -> StoreSeal | None:
+    """Authenticate the integrity entry in ``meta``; ``None`` if the store has none
+    because it was written by an earlier version of setec (it has no audit key either).
+
+    :param where: the store's URI, for messages.
+    :raises IntegrityCheckError: if the entry is not authentic, or is missing from a
+        store that has an audit key (so it had one).
+    """
+    blob = meta.get(INTEGRITY_META)
+    if blob is None:
+        if AUDIT_KEY_META in meta:
+            raise IntegrityCheckError(
+                f"store {where} has an audit key but no integrity entry: the entry was "
+                "deleted (to pass the store off as one of an earlier version); restore the "
+                f"store from a backup ({_CHECK})"
+            )
+        return None
+    try:
+        return StoreSeal.decode(keys, blob)
+    except IntegrityCheckError as e:
+        raise IntegrityCheckError(
+            f"store {where}: {e}; restore the store from a backup ({_CHECK})"
+        ) from None
+
+
+def mismatch(seal: StoreSeal, records: int, digest: int) -> str:
+    """Say how the records differ from what ``seal`` vouches for, or ``""`` if they
+    match."""
+    if records != seal.records:
+        diff = records - seal.records
+        what = "added" if diff > 0 else "removed"
+        return (
+            f"it holds {_plural(records, 'record')} where its integrity entry vouches for "
+            f"{seal.records}: {_plural(abs(diff), 'record')} {what} outside setec"
+        )
+    if digest != seal.digest:
+        return (
+            "its records are not the set its integrity entry vouches for: a record was "
+            "replaced by other data (an older copy of it, or a deleted one put back)"
+        )
+    return ""
+
+
+def check_records(where: str, seal: StoreSeal, records: int, digest: int) -> None:
+    """Raise if the records do not match ``seal``.
+
+    :raises IntegrityCheckError: naming what differs and what to do.
+    """
+    problem = mismatch(seal, records, digest)
+    if problem:
+        raise IntegrityCheckError(
+            f"store {where} fails its integrity check: {problem}; restore it from a backup "
+            f"({_CHECK})"
+        )
+
+
+def new_audit_key() -> bytes:
+    """A fresh random audit key (256 bits)."""
+    return os.urandom(32)
+
+
+def open_audit_key(dek: DataKey, meta: Mapping[str, bytes]) -> bytes | None:
+    """Return the store's audit key from ``meta``, or ``None`` if it has none yet.
+
+    :raises CorruptStoreError: if the entry does not open under ``dek``.
+    """
+    blob = meta.get(AUDIT_KEY_META)
+    return None if blob is None else dek.open_meta(AUDIT_KEY_META, blob)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -1,0 +1,61 @@
+"""docs/audit.md stays true to setec-serve: every command it names is a real command with
+real flags, and every flag of the audit commands is documented there."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import click
+
+from setec_cli.serve import cli
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
+
+
+def command_lines() -> list[list[str]]:
+    """Every `setec-serve ...` the page names, in backticks or after a ``$`` prompt."""
+    text = DOC.read_text()
+    found = re.findall(r"`setec-serve ([^`]+)`", text)
+    found += re.findall(r"^\$ setec-serve (.+)$", text, re.M)
+    return [shlex.split(line) for line in found]
+
+
+def resolve(tokens: list[str]) -> tuple[click.Command, set[str]]:
+    command: click.Command = cli
+    known = flags_of(cli)
+    for token in tokens:
+        if token.startswith("--"):
+            assert token.split("=")[0] in known, (token, tokens)
+        elif isinstance(command, click.Group) and token in command.commands:
+            command = command.commands[token]
+            known |= flags_of(command)
+    return command, known
+
+
+def flags_of(command: click.Command) -> set[str]:
+    return {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+
+
+def test_every_command_the_page_names_is_real() -> None:
+    """Each `setec-serve ...` on the page resolves to a command below the top level,
+    and each flag it uses is one of that command's."""
+    lines = command_lines()
+    assert len(lines) >= 5
+    for tokens in lines:
+        command, _ = resolve(tokens)
+        assert command is not cli, tokens
+
+
+def test_the_page_documents_every_audit_command_and_flag() -> None:
+    """audit verify, audit rotate and check have a section, and each of their own flags
+    (beyond the store and backup options) appears on the page."""
+    text = DOC.read_text()
+    for path in (["audit", "verify"], ["audit", "rotate"], ["check"]):
+        assert f"### `setec-serve {' '.join(path)}" in text, path
+        command, _ = resolve(path)
+        shared = ("--backup", "--state-dir", "--kms-key-name", "--storage", "--help", "-h")
+        for flag in sorted(flags_of(command)):
+            if not flag.startswith(shared):
+                assert f"`{flag}" in text or f"{flag} " in text, (path, flag)
