@@ -49,7 +49,9 @@ class AccessLines:
         self._stream = stream
         self._interval = interval
         self._lines: collections.deque[tuple[float, str]] = collections.deque()
+        # formatTime without milliseconds: they are added per line.
         self._formatter = logging.Formatter(FORMAT)
+        self._formatter.default_msec_format = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="setec-access-log", daemon=True)
         self._thread.start()
@@ -70,11 +72,16 @@ class AccessLines:
             return
         out = []
         record = logging.makeLogRecord({"levelname": "INFO", "name": "setec.http.access"})
+        second, stamp = -1, ""
         while lines:
             when, line = lines.popleft()
-            record.created = when
-            record.msecs = (when - int(when)) * 1000
-            out.append(f"{self._formatter.formatTime(record)} INFO setec.http.access: {line}\n")
+            if int(when) != second:
+                # The Formatter's time, to the second, once a second; then milliseconds.
+                second = int(when)
+                record.created, record.msecs = second, 0
+                stamp = self._formatter.formatTime(record)
+            millis = int((when - second) * 1000)
+            out.append(f"{stamp},{millis:03d} INFO setec.http.access: {line}\n")
         try:
             self._stream.write("".join(out))
             self._stream.flush()

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import logging
 import os
-import secrets as _random
+import random
+import secrets
 import socket
 import threading
 import time
@@ -60,6 +60,7 @@ from setec_core.audit_chain import (
 )
 from setec_core.audit_sink import AuditSink, FileAuditSink, MemoryAuditSink
 from setec_core.authz import Principal
+from setec_core.encoding import json_string, json_text
 from setec_core.errors import AuditError
 
 __all__ = [
@@ -94,29 +95,25 @@ class AuditEntry:
 
     def _body(self) -> str:
         # Everything after "time", as JSON members (no braces); see AuditLog.write.
-        doc: dict[str, Any] = {
-            "principal": _capped_principal(self.principal.to_json()),
-            "action": _cap(self.action),
-            "authorized": self.authorized,
-        }
+        # Built by hand rather than by json.dumps of a dict, which cost more than the
+        # rest of a get: the principal's part is cached (callers repeat), and strings
+        # need escaping only when they hold a quote, a backslash or a control character.
+        parts = [
+            _principal_json(self.principal),
+            f',"action":{json_string(_cap(self.action))},"authorized":',
+            "true" if self.authorized else "false",
+        ]
         if self.secret:
-            doc["secret"] = _cap(self.secret)
+            parts.append(f',"secret":{json_string(_cap(self.secret))}')
         if self.secret_version:
-            doc["secretVersion"] = self.secret_version
+            parts.append(f',"secretVersion":{int(self.secret_version)}')
         if self.outcome:
-            doc["outcome"] = self.outcome
+            parts.append(f',"outcome":{json_string(self.outcome)}')
         if self.served_version:
-            doc["servedVersion"] = self.served_version
+            parts.append(f',"servedVersion":{int(self.served_version)}')
         if self.request_id:
-            doc["request"] = _cap(self.request_id)
-        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            # A lone surrogate (from a library caller; the HTTP API rejects them) has no
-            # UTF-8 form: JSON's \u escapes keep the line valid and the entry whole.
-            text = json.dumps(doc, separators=(",", ":"))
-        return text[1:-1]
+            parts.append(f',"request":{json_string(_cap(self.request_id))}')
+        return "".join(parts)
 
 
 #: The most characters of any one string in an entry (a secret name is at most 1,024
@@ -130,6 +127,20 @@ def _cap(text: str) -> str:
     if len(text) <= MAX_FIELD_CHARS:
         return text
     return f"{text[:MAX_FIELD_CHARS]}...[{len(text) - MAX_FIELD_CHARS} more characters cut]"
+
+
+_principals: dict[Principal, str] = {}
+
+
+def _principal_json(principal: Principal) -> str:
+    """``"principal":{...}`` for ``principal``, capped, remembered for the next entry."""
+    text = _principals.get(principal)
+    if text is None:
+        text = '"principal":' + json_text(_capped_principal(principal.to_json()))
+        if len(_principals) >= 4096:
+            _principals.clear()  # a bound, not a policy: callers are few in practice
+        _principals[principal] = text
+    return text
 
 
 def _capped_principal(doc: dict[str, Any]) -> dict[str, Any]:
@@ -154,11 +165,19 @@ def local_principal() -> Principal:
     return Principal(hostname=socket.gethostname(), ip="local", user=user)
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def format_time(ns: int) -> str:
     """Format nanoseconds since the epoch as Go's RFC 3339 with nanoseconds, in UTC,
     trailing zeros of the fraction trimmed (``2024-05-05T12:34:56.1234Z``)."""
+    global _second
     secs, frac = divmod(ns, 1_000_000_000)
-    out = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    cached_secs, out = _second
+    if cached_secs != secs:
+        # strftime once a second, not once an entry.
+        out = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        _second = (secs, out)
     if frac:
         out += "." + f"{frac:09d}".rstrip("0")
     return out + "Z"
@@ -193,6 +212,9 @@ class _Waiter:
 
 _DONE = "done"
 _LEAD = "lead"
+# Entry ids tell entries apart, as Go setec's do (which come from math/rand): drawn
+# from a generator seeded from the system's randomness, with no system call per entry.
+_ids = random.Random(secrets.token_bytes(32))  # noqa: S311 - an identifier, not a secret
 
 
 class AuditLog:
@@ -391,7 +413,7 @@ class AuditLog:
             claim = self._claim
             for body in bodies:
                 self._pending.append(
-                    f'{{"id":{_random.randbits(64) or 1},"time":"{format_time(time.time_ns())}",'
+                    f'{{"id":{_ids.getrandbits(64) or 1},"time":"{format_time(time.time_ns())}",'
                     f'{body}{claim},"prev":"'
                 )
             self._pending_claim = self._claim_value

@@ -22,7 +22,6 @@ served over TLS).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import secrets
@@ -38,6 +37,7 @@ from werkzeug.wrappers import Request
 from setec_core import wire
 from setec_core.authz import Authorizer, Caller
 from setec_core.database import Database
+from setec_core.encoding import json_string, json_text
 from setec_core.errors import SetecError
 from setec_core.http import dashboard
 from setec_core.http.hosts import HostCheck
@@ -126,10 +126,6 @@ _ids = random.Random(secrets.token_bytes(32))  # noqa: S311 - an identifier, not
 def new_request_id() -> str:
     """Return a new request id: 16 hex digits."""
     return f"{_ids.getrandbits(64):016x}"
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _log_bug(what: str, error: BaseException) -> None:
@@ -424,18 +420,18 @@ class SetecApp:
         # whole dict per request cost more than the database get). Names of secrets are
         # logged (they are not secret); values never are: the body is not read here.
         line = (
-            f'{{"request": "{facts["request"]}", "method": {_json(request.method)}, '
+            f'{{"request": "{facts["request"]}", "method": {json_string(request.method)}, '
             f'"path": "{route}", "status": {code}, "ms": {seconds * 1000:.3f}, '
-            f'"peer": {_json(request.remote_addr)}'
+            f'"peer": {json_text(request.remote_addr)}'
         )
         if "caller" in facts:
-            line += f', "caller": {_json(facts["caller"])}'
+            line += f', "caller": {json_string(facts["caller"])}'
         name = facts.get("secret")
         if name:
             # A name can be 1,024 bytes; the log line need not be.
             if len(name) > LOGGED_NAME_CHARS:
                 name = name[:LOGGED_NAME_CHARS] + "…"
-            line += f', "secret": {_json(name)}'
+            line += f', "secret": {json_string(name)}'
         if sink is not None:
             sink(line + "}")
         else:

@@ -7,10 +7,12 @@ and status classes, never a secret name or value.
 
 from __future__ import annotations
 
+import bisect
+import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from setec_core.database import Database
@@ -111,6 +113,87 @@ class _FrontCollector(Collector):
         return [open_now, accepted, closed, refused]
 
 
+class _Tally:
+    """One thread's counts: only that thread writes them, so they need no lock (a
+    prometheus_client metric takes a lock per update, six per request)."""
+
+    __slots__ = ("calls", "latency", "responses")
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.responses: dict[tuple[str, int], int] = {}
+        #: route -> a count per bucket of LATENCY_BUCKETS, one for +Inf, then the sum.
+        self.latency: dict[str, list[float]] = {}
+
+
+class _Tallies:
+    """Every thread's :class:`_Tally`, summed at scrape time."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[_Tally] = []
+        self._lock = threading.Lock()
+
+    def mine(self) -> _Tally:
+        """The calling thread's tally (made on its first request)."""
+        tally: _Tally | None = getattr(self._local, "tally", None)
+        if tally is None:
+            tally = self._local.tally = _Tally()
+            with self._lock:
+                self._all.append(tally)
+        return tally
+
+    def snapshot(self) -> list[_Tally]:
+        """Every tally so far (their counts may move on while they are read)."""
+        with self._lock:
+            return list(self._all)
+
+
+class _RequestCollector(Collector):
+    """Sums the per-thread tallies into ``setec_api_calls_total``,
+    ``setec_http_requests_total`` and ``setec_http_request_duration_seconds``."""
+
+    def __init__(self, tallies: _Tallies) -> None:
+        self._tallies = tallies
+
+    def collect(self) -> list[CounterMetricFamily | HistogramMetricFamily]:
+        calls: dict[str, float] = {}
+        responses: dict[tuple[str, int], float] = {}
+        latency: dict[str, list[float]] = {}
+        for tally in self._tallies.snapshot():
+            for route, n in list(tally.calls.items()):
+                calls[route] = calls.get(route, 0) + n
+            for key, n in list(tally.responses.items()):
+                responses[key] = responses.get(key, 0) + n
+            for route, histogram in list(tally.latency.items()):
+                total = latency.setdefault(route, [0.0] * len(histogram))
+                for i, value in enumerate(list(histogram)):
+                    total[i] += value
+        api = CounterMetricFamily("setec_api_calls", "API calls by method.", labels=["method"])
+        for route, count in sorted(calls.items()):
+            api.add_metric([route], count)
+        answered = CounterMetricFamily(
+            "setec_http_requests",
+            "HTTP responses by route, status code and status class.",
+            labels=["method", "code", "class"],
+        )
+        for (route, code), count in sorted(responses.items()):
+            answered.add_metric([route, str(code), f"{code // 100}xx"], count)
+        seconds = HistogramMetricFamily(
+            "setec_http_request_duration_seconds",
+            "Time from request to response, by route.",
+            labels=["method"],
+        )
+        for route, histogram in sorted(latency.items()):
+            cumulative, buckets = 0.0, []
+            bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
+            for bound, in_bucket in zip(bounds, histogram, strict=False):
+                cumulative += in_bucket
+                buckets.append((bound, cumulative))
+            seconds.add_metric([route], buckets, sum_value=histogram[-1])
+        return [api, answered, seconds]
+
+
 class ServerMetrics:
     """The metrics one app exports.
 
@@ -128,22 +211,8 @@ class ServerMetrics:
 
     def __init__(self, db: Database) -> None:
         self.registry = CollectorRegistry()
-        self.api_calls = Counter(
-            "setec_api_calls", "API calls by method.", ["method"], registry=self.registry
-        )
-        self.responses = Counter(
-            "setec_http_requests",
-            "HTTP responses by route, status code and status class.",
-            ["method", "code", "class"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "setec_http_request_duration_seconds",
-            "Time from request to response, by route.",
-            ["method"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._tallies = _Tallies()
+        self.registry.register(_RequestCollector(self._tallies))
         self.audit_sync = Histogram(
             "setec_audit_sync_seconds",
             "Duration of audit log fsyncs (one per group commit).",
@@ -158,8 +227,6 @@ class ServerMetrics:
             "setec_http_requests_in_flight", "Requests being served.", registry=self.registry
         )
         self.in_flight.set_function(lambda: len(self.requests_in_flight))
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self._calls: dict[str, Any] = {}
         self.registry.register(_DatabaseCollector(db))
         db.audit_log.on_sync = self.audit_sync.observe
 
@@ -180,25 +247,19 @@ class ServerMetrics:
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         """Count one response to ``route`` with status ``code`` taking ``seconds``."""
-        # Label lookups cost more than the updates, so the children are cached (routes
-        # and codes are few: unknown paths are all "other").
+        tally = self._tallies.mine()
         key = (route, code)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.responses.labels(route, str(code), f"{code // 100}xx"),
-                self.latency.labels(route),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        tally.responses[key] = tally.responses.get(key, 0) + 1
+        histogram = tally.latency.get(route)
+        if histogram is None:
+            histogram = tally.latency[route] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        histogram[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
 
     def call(self, route: str) -> None:
         """Count one call of the API method ``route`` (before any check)."""
-        child = self._calls.get(route)
-        if child is None:
-            child = self._calls[route] = self.api_calls.labels(route)
-        child.inc()
+        calls = self._tallies.mine().calls
+        calls[route] = calls.get(route, 0) + 1
 
     def render(self) -> bytes:
         """Return the Prometheus text exposition of every metric."""

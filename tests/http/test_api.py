@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -452,6 +453,36 @@ def test_metrics(client: Client, db: Database) -> None:
     assert "setec_audit_healthy 1.0" in text
     client.get("/nope")
     assert 'method="other"' in client.get("/metrics").get_data(as_text=True)
+
+
+def test_metrics_count_every_request_from_every_thread(db: Database) -> None:
+    """Counts are kept per thread without locks and summed at scrape time: none is lost
+    when many threads answer at once, and the histogram's buckets add up."""
+    app = make_app(db, FixedAuthorizer(SUPERUSER))
+    db.put(SUPERUSER, "a", b"v")
+
+    def worker() -> None:
+        client = Client(app)
+        for _ in range(50):
+            api(client, "get", {"Name": "a"})
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    text = Client(app).get("/metrics").get_data(as_text=True)
+    assert 'setec_api_calls_total{method="/api/get"} 400.0' in text
+    assert 'setec_http_requests_total{class="2xx",code="200",method="/api/get"} 400.0' in text
+    assert 'setec_http_request_duration_seconds_count{method="/api/get"} 400.0' in text
+    assert 'setec_http_request_duration_seconds_bucket{le="+Inf",method="/api/get"} 400.0' in text
+    buckets = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("setec_http_request_duration_seconds_bucket{") and "/api/get" in line
+    ]
+    assert buckets == sorted(buckets)  # cumulative
+    assert "setec_http_requests_in_flight 1.0" in text  # the scrape itself
 
 
 # --- fuzz: no body is a server error ---------------------------------------------------
