@@ -279,7 +279,9 @@ def test_slowloris_headers_and_bodies(tmp_path: Path) -> None:
                 data, pause = head, 0.3
             else:
                 sock.sendall(head)
-                data, pause = b'{"Name": "' + b"x" * 88 + b'"}', 0.3
+                # A body that would carry a value: whatever happens to it, it must
+                # never reach the server's output.
+                data, pause = b'{"Name": "x", "Value": "' + SECRET.encode().ljust(74) + b'"}', 0.3
             t = threading.Thread(target=trickle, args=(sock, data, pause, stop), daemon=True)
             t.start()
             threads.append(t)
@@ -293,10 +295,13 @@ def test_slowloris_headers_and_bodies(tmp_path: Path) -> None:
                 assert b"the request was not received in time" in answer
             # Deadlines run from each request's first byte (sent within 0.5 s above).
             assert time.monotonic() - started < 4
+            metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+            assert 'setec_http_front_refused_total{code="408"} 60.0' in metrics
         finally:
             stop.set()
             for sock in slow:
                 sock.close()
+        assert SECRET not in server.output
 
 
 def test_idle_connection_flood_cannot_lock_clients_out(tmp_path: Path) -> None:
