@@ -791,3 +791,20 @@ def test_entry_body_is_json_dumps_of_the_entry(
     strings = user + secret + request_id + "".join(tags)
     if not any(0xD800 <= ord(c) <= 0xDFFF for c in strings):
         assert body == text[1:-1]
+
+
+def test_an_entry_stays_small_whatever_the_identity_claims() -> None:
+    """An identity service or a header can claim a huge login or hundreds of tags: each
+    string of an entry is cut at 1,024 characters and a principal keeps 64 tags, so one
+    entry stays a few kilobytes (and says what was cut)."""
+    huge = Principal(
+        hostname="h" * 100_000, ip="1.2.3.4", tags=tuple(f"tag:{i}" for i in range(500))
+    )
+    body = AuditEntry(huge, "get", False, "s", request_id="r" * 5000)._body()
+    assert len(body) < 8_000
+    doc = json.loads("{" + body + "}")
+    assert doc["principal"]["hostname"] == "h" * 1024 + "...[98976 more characters cut]"
+    assert doc["principal"]["tags"][:2] == ["tag:0", "tag:1"]
+    assert doc["principal"]["tags"][-1] == "...[436 more tags cut]"
+    assert len(doc["principal"]["tags"]) == 65
+    assert doc["request"].startswith("r" * 1024 + "...[")
