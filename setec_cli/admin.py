@@ -1,10 +1,15 @@
-"""``setec-serve`` admin commands: backups, restore and key rotation (docs/backups.md).
+"""``setec-serve`` admin commands: backups, restore and key rotation (docs/backups.md),
+and the audit log and store checks (docs/audit.md; in ``audit_admin.py``, added here).
 
 * ``backup now``, ``backup list``, ``backup verify NAME``: these only read the store,
   so they may run beside a server on the same state directory.
 * ``restore NAME``, ``rotate-kek --to URI``, ``rotate-dek``: these change the store,
   so they take the state directory's lock (the audit log's, which a running server
   holds) and refuse to run beside a server. Each writes an audit entry.
+* ``audit verify [FILE...]``, ``check [--against NAME]``: these only read the store and
+  its audit log, so they may run beside a server.
+* ``audit rotate``: this starts a new audit log, so it takes the state directory's lock
+  and refuses to run beside a server. It writes an audit entry (the new file's first).
 
 The store options (``--state-dir``, ``--kms-key-name``, ``--storage``, ``--backup`` and
 friends) may be given before the command, as for the server, or after it.

@@ -16,7 +16,8 @@ The store is tamper-evident as a whole (:mod:`setec_core.integrity`): every comm
 writes the integrity entry, a keyed digest of the live records plus the audit log's
 durable head, with a compare-and-swap on its old value, and every open checks records,
 entry and audit log against each other. The audit log is keyed with the store's audit
-key from the first line this Database writes.
+key from the first line this Database writes. That bookkeeping is the Database's
+:class:`~setec_core.integrity_keeper.IntegrityKeeper`.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from setec_core.acl import Action
-from setec_core.audit import AuditEntry, AuditLog, local_principal
-from setec_core.audit_chain import AuditHead
+from setec_core.audit import AuditEntry, AuditLog
 from setec_core.authz import Caller
 from setec_core.crypto import DEK_CONTEXT, DataKey
 from setec_core.errors import (
@@ -45,7 +45,6 @@ from setec_core.errors import (
     ConfigError,
     ConflictError,
     CorruptStoreError,
-    IntegrityCheckError,
     InvalidRequestError,
     InvalidVersionError,
     KeyMismatchError,
@@ -55,21 +54,12 @@ from setec_core.errors import (
     ValueNotChanged,
     VersionClaimed,
 )
-from setec_core.integrity import (
-    AUDIT_KEY_META,
-    INTEGRITY_META,
-    StoreKeys,
-    StoreSeal,
-    check_records,
-    new_audit_key,
-    open_audit_key,
-    read_seal,
-    xor_all,
-)
+from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
+from setec_core.integrity_keeper import IntegrityKeeper, check_new_store, new_store_meta
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
 from setec_core.snapshot import BackupHead, check_head, seal_snapshot
-from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
+from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
 
 log = logging.getLogger("setec.database")
 
@@ -77,14 +67,6 @@ SCHEMA_VERSION = b"1"
 RESERVED_PREFIX = "_internal/"
 STORE_FILE = "secrets.db"
 AUDIT_FILE = "audit.log"
-#: How often a write whose commit lost the integrity entry's compare-and-swap to
-#: another writer (on other records) catches up and tries again.
-COMMIT_ATTEMPTS = 5
-_AUDIT_ADVICE = (
-    "'setec-serve audit verify' shows the details; once you have kept the file as "
-    "evidence, 'setec-serve audit rotate' starts a new one"
-)
-_STORE_ADVICE = "restore it from a backup ('setec-serve check' shows the details)"
 
 # Outcomes recorded in the audit log's "outcome" key.
 # (old state or None, new state or None for a deletion)
@@ -124,16 +106,9 @@ class Database:
         self._secrets: dict[str, SecretState] = {}
         self._sorted: list[str] | None = None
         self._closed = False
-        # The integrity entry as last written or read, its bytes (for the
-        # compare-and-swap), each live record's digest term, and the store revision
-        # the index reflects (another writer's changes are read from there on).
-        self._seal = StoreSeal(0, 0, 0)
-        self._seal_blob: bytes | None = None
-        self._terms: dict[bytes, int] = {}
-        self._seen = 0
         started = time.perf_counter()
         self._dek = self._unlock()
-        self._keys = StoreKeys(self._dek)
+        self._integrity = IntegrityKeeper(storage, self._dek, audit)
         self._load()
         log.info(
             "opened %s with %d secrets in %.2f s (key %s)",
@@ -229,18 +204,9 @@ class Database:
                 f"store {self._storage.uri} has records but no data key; its metadata "
                 "was lost: restore it from a backup"
             )
-        if self._audit_log.sink.persistent and self._audit_log.ends_keyed:
-            # A new store beside the keyed log of an old one: the store was deleted or
-            # replaced, and must not silently start over.
-            raise IntegrityCheckError(
-                f"store {self._storage.uri} is new, but the audit log beside it belongs to "
-                "an existing store (its lines are keyed): the store was deleted or "
-                "replaced; restore it from a backup, or, to start a new store here, move "
-                "the audit log aside first"
-            )
+        check_new_store(self._storage.uri, self._audit_log)
         dek = DataKey.generate()
         wrapped = self._key.wrap(dek.material, DEK_CONTEXT)
-        keys = StoreKeys(dek)
         try:
             self._storage.commit(
                 meta=[
@@ -248,8 +214,7 @@ class Database:
                     MetaWrite("dek", wrapped, None),
                     MetaWrite("dek-check", dek.check_value, None),
                     MetaWrite("kek", self._key.uri.encode(), None),
-                    MetaWrite(INTEGRITY_META, StoreSeal(0, 0, 0).encode(keys), None),
-                    MetaWrite(AUDIT_KEY_META, dek.seal_meta(AUDIT_KEY_META, new_audit_key()), None),
+                    *new_store_meta(dek),
                 ]
             )
         except ConflictError:
@@ -259,12 +224,19 @@ class Database:
         return dek
 
     def _load(self) -> None:
-        # Records, metadata and revision from one consistent snapshot.
+        # Records, metadata and revision from one consistent snapshot. The list of
+        # ciphertexts goes straight to the keeper, which frees it once it has their terms.
         snapshot = self._storage.export()
-        uri = self._storage.uri
+        if not self._integrity.check_at_open(snapshot, self._index(snapshot.records)):
+            # Another process upgraded the store a moment ago: read it again.
+            self._secrets.clear()
+            self._load()
+
+    def _index(self, records: Sequence[Record]) -> builtins.list[bytes]:
+        # Open every record into the index; return their ciphertexts, in order.
         dek_open, decode = self._dek.open, SecretState.decode
-        secrets, records = self._secrets, snapshot.records
-        datas: list[bytes] = []
+        secrets = self._secrets
+        datas: builtins.list[bytes] = []
         try:
             for record in records:
                 data = record.data
@@ -273,91 +245,9 @@ class Database:
                 secrets[state.name] = state
                 datas.append(data)
         except CorruptStoreError as e:
+            uri = self._storage.uri
             raise CorruptStoreError(f"store {uri}: {e} ('setec-serve check' lists them)") from None
-        terms = self._keys.terms(datas)
-        self._terms = dict(zip((record.key for record in records), terms, strict=True))
-        digest = xor_all(terms)
-        del datas, terms
-        self._seen = snapshot.revision
-        seal = read_seal(snapshot.meta, self._keys, uri)
-        audit_key = open_audit_key(self._dek, snapshot.meta)
-        if seal is None:
-            self._upgrade(snapshot.meta, len(self._terms), digest)
-            return
-        check_records(uri, seal, len(self._terms), digest)
-        if audit_key is None:
-            raise IntegrityCheckError(
-                f"store {uri} has an integrity entry but no audit key: the key was deleted; "
-                f"{_STORE_ADVICE}"
-            )
-        self._seal, self._seal_blob = seal, snapshot.meta[INTEGRITY_META]
-        self._check_audit(audit_key)
-
-    def _check_audit(self, audit_key: bytes) -> None:
-        # Key the audit log, and check it against the head the store recorded. Only a
-        # persistent log can be checked: a log in memory starts empty every time.
-        log_ = self._audit_log
-        log_.use_key(audit_key)
-        seal = self._seal
-        if log_.sink.persistent:
-            if seal.head is not None:
-                tail = log_.check_tail(seal.head)
-                if tail.problem:
-                    raise IntegrityCheckError(f"{tail.problem}; {_AUDIT_ADVICE}")
-                if tail.claim is not None and tail.claim > seal.commits:
-                    raise IntegrityCheckError(
-                        f"store {self._storage.uri} was rolled back to an earlier state: "
-                        f"audit.log line at byte {tail.claim_at} was written when the store "
-                        f"had made {tail.claim} commits, but its integrity entry records "
-                        f"{seal.commits} (an older copy of secrets.db, or of its records and "
-                        f"integrity entry, was put back); {_STORE_ADVICE}"
-                    )
-            else:
-                problem = log_.check_last_link()
-                if problem:
-                    raise IntegrityCheckError(f"{problem}; {_AUDIT_ADVICE}")
-        log_.claim_commits(seal.commits)
-
-    def _upgrade(self, meta: Mapping[str, bytes], records: int, digest: int) -> None:
-        # A store written by an earlier version of setec: no integrity entry, no audit
-        # key. Add both, vouching for the records as they are (they all just opened).
-        uri = self._storage.uri
-        if self._audit_log.sink.persistent and self._audit_log.ends_keyed:
-            raise IntegrityCheckError(
-                f"store {uri} has no integrity entry and no audit key, but its audit log is "
-                "keyed: both were deleted from the store (to pass it off as one of an "
-                f"earlier version), or the audit log belongs to another store; {_STORE_ADVICE}"
-            )
-        log.warning(
-            "store %s has no integrity entry (it was written by an earlier version of "
-            "setec): adding one. If this store was already opened by this version, it was "
-            "tampered with: run 'setec-serve check'",
-            uri,
-        )
-        audit_key = new_audit_key()
-        self._audit_log.use_key(audit_key)
-        seal = StoreSeal(0, records, digest, self._durable_head())
-        blob = seal.encode(self._keys)
-        try:
-            self._seen = self._storage.commit(
-                meta=[
-                    MetaWrite(INTEGRITY_META, blob, None),
-                    MetaWrite(AUDIT_KEY_META, self._dek.seal_meta(AUDIT_KEY_META, audit_key), None),
-                ]
-            )
-        except ConflictError:
-            # Another process upgraded it a moment ago: read the store again.
-            self._secrets.clear()
-            self._terms.clear()
-            self._load()
-            return
-        self._seal, self._seal_blob = seal, blob
-        self._audit_log.claim_commits(seal.commits)
-
-    def _durable_head(self) -> AuditHead | None:
-        # Only a persistent log's head means anything at the next open.
-        log_ = self._audit_log
-        return log_.durable_head if log_.sink.persistent else None
+        return datas
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -432,49 +322,11 @@ class Database:
             if self._closed:
                 return
             self._closed = True
-            self._checkpoint()
+            self._integrity.checkpoint()
             _close_quietly(self._audit_log)
-            self._record_head()
+            self._integrity.record_head(self._reload)
             for thing in (self._storage, self._key):
                 _close_quietly(thing)
-
-    def _checkpoint(self) -> None:
-        # A line claiming the store's commit count, unless one already does: without
-        # it, a store rolled back by its last write would look like one whose last
-        # write was interrupted before its commit.
-        log_ = self._audit_log
-        if not (log_.sink.persistent and log_.keyed and log_.failure == ""):
-            return
-        if self._seal.commits <= (log_.last_claim or 0):
-            return
-        try:
-            log_.write(AuditEntry(local_principal(), "checkpoint", True, outcome=OK))
-        except SetecError as e:
-            log.warning("could not write the audit checkpoint at close: %s", e)
-
-    def _record_head(self) -> None:
-        # Best effort: if the head is not recorded, the next open checks against the
-        # one recorded by the last commit, which the log still holds.
-        head = self._durable_head()
-        if head is None or head == self._seal.head or self._seal_blob is None:
-            return
-        for _ in range(COMMIT_ATTEMPTS):
-            seal = self._seal.with_head(head)
-            blob = seal.encode(self._keys)
-            try:
-                self._storage.commit(meta=[MetaWrite(INTEGRITY_META, blob, self._seal_blob)])
-            except ConflictError:
-                try:
-                    self._catch_up(())
-                except SetecError as e:
-                    log.warning("could not record the audit log's head at close: %s", e)
-                    return
-                continue
-            except SetecError as e:
-                log.warning("could not record the audit log's head at close: %s", e)
-                return
-            self._seal, self._seal_blob = seal, blob
-            return
 
     def __enter__(self) -> Database:
         return self
@@ -824,48 +676,23 @@ class Database:
         if not changes:
             return
         writes = []
-        terms: list[int | None] = []
         for old, new in changes:
             name = _name_of(old, new)
             key = self._dek.storage_key(name)
             data = None if new is None else self._dek.seal(key, new.encode())
             writes.append(RecordWrite(key, data, old.revision if old else 0))
-        live = iter(self._keys.terms([w.data for w in writes if w.data is not None]))
-        for write in writes:
-            terms.append(None if write.data is None else next(live))
-        attempt = 0
-        while True:
-            attempt += 1
-            seal = self._next_seal(writes, terms)
-            blob = seal.encode(self._keys)
-            try:
-                revision = self._storage.commit(
-                    writes, [MetaWrite(INTEGRITY_META, blob, self._seal_blob)]
-                )
-                break
-            except Exception as e:
-                names = [_name_of(old, new) for old, new in changes]
-                if isinstance(e, ConflictError):
-                    # Another writer committed since we last looked: read what it did.
-                    # If it left our records alone, only the integrity entry moved:
-                    # go again on top of it.
-                    try:
-                        ours_changed = self._catch_up(writes)
-                    except SetecError:
-                        self._audit_failure(caller, action, names, version)
-                        raise
-                    if not ours_changed and attempt < COMMIT_ATTEMPTS:
-                        continue
-                    self._audit_failure(caller, action, names, version)
-                    raise ConflictError(
-                        f"secret {names[0]!r} was changed by another writer; retry"
-                    ) from None
-                self._audit_failure(caller, action, names, version)
-                if isinstance(e, SetecError):
-                    raise
-                raise StorageError(f"the storage backend failed: {type(e).__name__}: {e}") from e
+        try:
+            revision = self._integrity.commit(writes, self._reload)
+        except SetecError:
+            self._audit_failure(caller, action, changes, version)
+            raise
+        if revision is None:
+            self._audit_failure(caller, action, changes, version)
+            raise ConflictError(
+                f"secret {_name_of(*changes[0])!r} was changed by another writer; retry"
+            ) from None
         with self._index_lock:
-            for (old, new), write, term in zip(changes, writes, terms, strict=True):
+            for old, new in changes:
                 if new is None:
                     assert old is not None
                     del self._secrets[old.name]
@@ -874,86 +701,30 @@ class Database:
                     if old is None:
                         self._sorted = None
                     self._secrets[new.name] = replace(new, revision=revision)
-                if term is None:
-                    self._terms.pop(write.key, None)
-                else:
-                    self._terms[write.key] = term
-            self._seal, self._seal_blob, self._seen = seal, blob, revision
-        self._audit_log.claim_commits(seal.commits)
 
-    def _next_seal(self, writes: Sequence[RecordWrite], terms: Sequence[int | None]) -> StoreSeal:
-        # The integrity entry once ``writes`` are applied: O(1) per record, from the
-        # terms of the records replaced (kept in memory) and of the new ones.
-        seal = self._seal
-        digest, records = seal.digest, seal.records
-        for write, term in zip(writes, terms, strict=True):
-            old = self._terms.get(write.key)
-            if old is not None:
-                digest ^= old
-                records -= 1
-            if term is not None:
-                digest ^= term
-                records += 1
-        return seal.advanced(records, digest, self._durable_head())
+    def _reload(self, records: Sequence[Record], removed: Sequence[bytes]) -> None:
+        # Another writer committed (IntegrityKeeper read what): put the live ``records``
+        # it changed into the index and take out the secrets whose records it deleted.
+        dek = self._dek
+        with self._index_lock:
+            if removed:
+                by_key = {dek.storage_key(n): n for n in self._secrets}
+                for key in removed:
+                    self._secrets.pop(by_key[key], None)
+            for record in records:
+                assert record.data is not None  # the keeper passes live records
+                state = SecretState.decode(dek.open(record.key, record.data), record.revision)
+                self._secrets[state.name] = state
+            self._sorted = None
 
     def _audit_failure(
-        self, caller: Caller, action: Action, names: Sequence[str], version: int
+        self, caller: Caller, action: Action, changes: Sequence[_Change], version: int
     ) -> None:
+        items = [(_name_of(old, new), version, True, ERROR) for old, new in changes]
         try:
-            self._audit_many(caller, action, [(n, version, True, ERROR) for n in names])
+            self._audit_many(caller, action, items)
         except SetecError:
             log.exception("could not audit a failed %s", action.value)
-
-    def _catch_up(self, writes: Sequence[RecordWrite]) -> bool:
-        # Another writer committed: read every record it changed since the revision
-        # our index reflects, and its integrity entry, and check that they agree.
-        # Returns whether it changed any record of ``writes`` (a true conflict).
-        storage, uri = self._storage, self._storage.uri
-        for _ in range(COMMIT_ATTEMPTS):
-            revision = storage.revision()
-            blob = storage.get_meta(INTEGRITY_META)
-            changes = list(storage.changes_since(self._seen))
-            if storage.revision() == revision and storage.get_meta(INTEGRITY_META) == blob:
-                break
-        else:
-            raise ConflictError(f"store {uri} is changing too fast to catch up; retry")
-        if blob is None:
-            raise IntegrityCheckError(
-                f"store {uri} lost its integrity entry while this server ran; {_STORE_ADVICE}"
-            )
-        try:
-            seal = StoreSeal.decode(self._keys, blob)
-        except IntegrityCheckError:
-            raise IntegrityCheckError(
-                f"store {uri}: its integrity entry is no longer authentic under this "
-                "server's data key: the store was re-encrypted (rotate-dek) or tampered "
-                "with; restart the server"
-            ) from None
-        digest, records = self._seal.digest, self._seal.records
-        by_key: dict[bytes, str] | None = None
-        with self._index_lock:
-            for record in changes:
-                old = self._terms.pop(record.key, None)
-                if old is not None:
-                    digest ^= old
-                    records -= 1
-                if record.data is None:
-                    if old is not None:
-                        if by_key is None:
-                            by_key = {self._dek.storage_key(n): n for n in self._secrets}
-                        self._secrets.pop(by_key[record.key], None)
-                    continue
-                state = SecretState.decode(self._dek.open(record.key, record.data), record.revision)
-                self._secrets[state.name] = state
-                term = self._terms[record.key] = self._keys.term(record.data)
-                digest ^= term
-                records += 1
-            self._sorted = None
-            self._seal, self._seal_blob, self._seen = seal, blob, revision
-        check_records(uri, seal, records, digest)
-        self._audit_log.claim_commits(seal.commits)
-        mine = {w.key for w in writes}
-        return any(record.key in mine for record in changes)
 
 
 def _name_of(old: SecretState | None, new: SecretState | None) -> str:
