@@ -1,5 +1,5 @@
-"""Get throughput with a durable audit log: 1 thread against 16 (ARCHITECTURE.md §5:
-concurrent requests share one fsync; target: 16 threads >= 4x the 1-thread rate).
+"""Get throughput with a durable audit log: 1 thread against 16 (concurrent
+requests share one fsync; target: 16 threads >= 4x the 1-thread rate).
 
 A Database with the default SQLite store and a real file audit log (one fsync per
 write, group commit) holds --secrets secrets; each thread calls ``Database.get`` on

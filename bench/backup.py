@@ -1,4 +1,4 @@
-"""Backup, verify, restore and DEK rotation against store size (issue 5: restore of
+"""Backup, verify, restore and DEK rotation against store size (target: restore of
 100,000 secrets in under 30 s).
 
 For each size N (default 10,000 and 100,000) a fresh state directory (SQLite store +

@@ -1,5 +1,5 @@
-"""Startup time and memory with 100,000 secrets (ARCHITECTURE.md §8: open < 3 s and
-RSS < 300 MB).
+"""Startup time and memory with 100,000 secrets (targets: open < 3 s
+and RSS < 300 MB).
 
 Builds a store of 100,000 secrets (or uses the one given with --state-dir), then, in
 fresh child processes, measures:

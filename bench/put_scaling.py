@@ -1,4 +1,4 @@
-"""Put latency against store size (ARCHITECTURE.md §8: put p50 at 100,000 secrets
+"""Put latency against store size (target: put p50 at 100,000 secrets
 within 1.5x of put p50 at 100 secrets).
 
 For each size N a fresh state directory (SQLite store + real audit log) is filled with

@@ -12,7 +12,7 @@ Configurations, all in the same run: the Store polling one secret at a time (Go'
 Store: ``poll_concurrency=1``), our default (4 in flight), and the baseline a program
 without conditional gets would use: a plain ``get`` of every secret.
 
-Target (issue 4, ARCHITECTURE.md §8): exactly one value travels per poll: the secret
+Target: exactly one value travels per poll: the secret
 that changed. Prints the figures and ratios; exits 1 if the target is missed.
 
     python bench/store_poll.py                # 1,000 secrets, 10 polls per Store

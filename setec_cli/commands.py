@@ -1,5 +1,5 @@
 """The ``setec`` commands that call one API method each: list, info, get, put,
-create-version, activate, delete-version, delete (SPEC.md §7).
+create-version, activate, delete-version, delete, as Go's CLI has them.
 
 Output and messages are Go setec's, byte for byte, where Go has the command; each
 difference is listed in docs/cli.md.
@@ -100,7 +100,7 @@ def get_command(ctx: click.Context, version: int, if_changed: bool, args: tuple[
 
 
 def _value_options(f: Any) -> Any:
-    # The value sources of put and create-version (SPEC.md §7.4).
+    # The value sources of put and create-version, as in Go's CLI.
     f = click.option(
         "--trim-space",
         is_flag=True,
@@ -158,8 +158,8 @@ def put_command(
 
 def _is_active(client: Any, name: str, version: int) -> bool:
     # A put of the value the latest version already holds returns that version; if it
-    # is the active one, Go's hint to activate it would be wrong (SPEC.md §12 item
-    # 24). Without info permission, print the hint as Go does.
+    # is the active one, Go's hint to activate it would be wrong (Go
+    # prints it anyway). Without info permission, print the hint as Go does.
     try:
         return bool(client.info(name).active_version == version)
     except SetecError:

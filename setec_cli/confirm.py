@@ -1,4 +1,4 @@
-"""Confirmation tokens for ``setec delete`` and ``setec delete-version`` (SPEC.md §7.6).
+"""Confirmation tokens for ``setec delete`` and ``setec delete-version`` (Go's algorithm).
 
 A token is not a security feature: it ties a deletion to one request and to the current
 minute, so that a command pasted from old history or a script does not delete anything.
@@ -41,7 +41,7 @@ def confirmation_token(request: str, now: float | None = None) -> str:
 
 def check_confirmation(request: str, token: str, now: float | None = None) -> str | None:
     """Return ``None`` if ``token`` confirms ``request`` now, otherwise the message that
-    tells the user which token to use (Go's wording, SPEC.md §7.6)."""
+    tells the user which token to use (Go's wording)."""
     want = confirmation_token(request, now)
     if not token:
         return f"confirmation required for {go_quote(request)}, use token {go_quote(want)}"

@@ -1,5 +1,5 @@
 """How the ``setec`` command prints things: Go's ``%q`` quoting, Go's tab-aligned tables,
-Go's ``strconv.ParseUint`` messages, and the ``--json`` shapes (SPEC.md §7).
+Go's ``strconv.ParseUint`` messages, and the ``--json`` shapes.
 
 Go's CLI output is reproduced byte for byte, because people parse it in scripts; these
 functions are pure so that the tests can check each rule directly.
@@ -145,7 +145,7 @@ def _write_lines(
 
 
 def list_table(secrets: Sequence[SecretInfo]) -> str:
-    """The output of ``setec list`` (SPEC.md §7.1)."""
+    """The output of ``setec list``, as Go prints it."""
     rows = ["NAME\tACTIVE\tVERSIONS\n"]
     for info in secrets:
         versions = ",".join(str(v) for v in info.versions)
@@ -154,7 +154,7 @@ def list_table(secrets: Sequence[SecretInfo]) -> str:
 
 
 def info_table(info: SecretInfo) -> str:
-    """The output of ``setec info NAME`` (SPEC.md §7.2)."""
+    """The output of ``setec info NAME``, as Go prints it."""
     versions = ", ".join(str(v) for v in info.versions)
     return tabwrite(
         f"Name:\t{info.name}\nActive version:\t{info.active_version}\nVersions:\t{versions}\n"

@@ -207,7 +207,7 @@ def stdout_is_terminal() -> bool:
 
 def version_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
     """Convert a ``--version N`` option: a uint32, refused rather than truncated when
-    larger (Go's CLI silently truncates 4294967297 to 1, SPEC.md §12 item 24).
+    larger (Go's CLI silently truncates 4294967297 to 1).
 
     :raises click.BadParameter: for anything but a decimal number from 0 to 2^32-1.
     """

@@ -1,4 +1,4 @@
-"""Reading the value of ``setec put`` and ``setec create-version`` (SPEC.md §7.4).
+"""Reading the value of ``setec put`` and ``setec create-version``, as Go's CLI reads it.
 
 Three sources, in this order: ``--from-file``, a hidden prompt when standard input is a
 terminal, or all of standard input when it is a pipe. Text from a file or a pipe goes
@@ -61,7 +61,7 @@ def read_secret_value(
     verbatim: bool = False,
     trim_space: bool = False,
 ) -> bytes:
-    """Read the value to store, from ``from_file``, the terminal or a pipe (SPEC.md §7.4).
+    """Read the value to store, from ``from_file``, the terminal or a pipe.
 
     :raises CommandError: with Go's messages (``empty secret value``, ``no secret
         provided, aborting``, ``secrets do not match, aborting``, ``read from stdin:

@@ -1,4 +1,4 @@
-"""setec_core: the setec library (SPEC.md, ARCHITECTURE.md).
+"""setec_core: the setec library (docs/library.md, docs/architecture.md).
 
 Open a database, act on secrets as a caller, plug in key providers, storage backends,
 authorizers and backup sinks. Importing this package loads no HTTP framework, no cloud

@@ -1,7 +1,7 @@
 """The errors setec raises.
 
 Every error a caller can act on is a :class:`SetecError` subclass. The four wire
-sentinels keep the names and messages of Go setec's client (SPEC.md §0); the rest end
+sentinels keep the names and messages of Go setec's client; the rest end
 in ``Error``. Status codes are not decided here: one table at the HTTP edge maps these
 classes to the wire.
 
@@ -16,10 +16,10 @@ class SetecError(Exception):
     """Base class of every error setec raises on purpose."""
 
 
-# --- The wire sentinels (SPEC.md §0, §8.1) -------------------------------------------
+# --- The wire sentinels (docs/protocol.md §2) ----------------------------------------
 
 
-class NotFound(SetecError):  # noqa: N818 - the wire sentinel names are fixed by SPEC.md
+class NotFound(SetecError):  # noqa: N818 - the wire sentinel names are Go setec's
     """The secret, or the requested version of it, does not exist."""
 
     def __init__(self, message: str = "not found") -> None:

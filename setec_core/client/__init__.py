@@ -1,4 +1,4 @@
-"""setec's client side: fetch secrets from a setec server at runtime (SPEC.md §8).
+"""setec's client side: fetch secrets from a setec server at runtime (docs/client.md).
 
 - :class:`Client`: every API call, typed errors.
 - :class:`Store`: the secrets a program needs, fetched at start, kept fresh by a

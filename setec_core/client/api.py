@@ -1,4 +1,4 @@
-"""``Client``: the setec HTTP API from Python (SPEC.md §8.1).
+"""``Client``: the setec HTTP API from Python, as Go's ``setec.Client`` speaks it.
 
 Works against this project's server and Go setec's unchanged: every call is a POST of
 compact JSON with all request fields present, ``Content-Type: application/json`` and

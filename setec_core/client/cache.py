@@ -1,4 +1,4 @@
-"""Where a :class:`~setec_core.client.Store` keeps its values between runs (SPEC.md §8.3).
+"""Where a :class:`~setec_core.client.Store` keeps its values between runs, in Go's cache format.
 
 A cache holds one blob: the Store's JSON (``{"name": {"secret": {"Value", "Version"},
 "versions": {...}, "lastAccess": "unix-seconds"}}``), which is also valid
@@ -6,7 +6,7 @@ A cache holds one blob: the Store's JSON (``{"name": {"secret": {"Value", "Versi
 with mode 0600, so a crash leaves the old blob or the new one, never half of one.
 
 Unlike Go's FileCache, reading a cache file that does not exist yet is not an error: it
-is an empty cache (SPEC.md §12 item 22).
+is an empty cache.
 """
 
 from __future__ import annotations

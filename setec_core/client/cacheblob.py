@@ -1,4 +1,4 @@
-"""The Store's cache blob, byte-compatible with Go setec's (SPEC.md §8.3).
+"""The Store's cache blob, byte-compatible with Go setec's.
 
 ``{"<name>":{"secret":{"Value":"<b64>","Version":<n>},"versions":{"<v>":"<b64>"},
 "lastAccess":"<unix seconds>"}, ...}``: names sorted, members in that order,
@@ -6,7 +6,7 @@
 explicit versions, ``lastAccess`` an integer written as a JSON string.
 
 Go discards a whole cache that holds a ``null`` secret, and panics on a blob that is
-the literal ``null`` (SPEC.md §12 item 22); here the first is valid and the second is an
+the literal ``null``; here the first is valid and the second is an
 invalid cache, discarded with a warning like any other.
 """
 

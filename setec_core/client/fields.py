@@ -1,4 +1,4 @@
-"""Dataclass fields filled with secrets by a Store (SPEC.md §8.9; Go's ``setec:"..."`` tags).
+"""Dataclass fields filled with secrets by a Store (Go's ``setec:"..."`` struct tags).
 
 Mark fields with :func:`secret_field` and hand the instance to a Store; it fetches the
 secrets with the others it declares and fills the fields in::

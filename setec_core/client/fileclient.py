@@ -1,4 +1,4 @@
-"""``FileClient``: secrets from a JSON file instead of a server (SPEC.md §8.2).
+"""``FileClient``: secrets from a JSON file instead of a server, as Go's ``FileClient``.
 
 For bootstrapping, tests and machines that cannot reach a setec server. The file is read
 once, when the FileClient is made; later changes to it are not seen. A
@@ -12,8 +12,8 @@ The file is a JSON object of secret name -> entry::
      "svc/ignored":  {"note": "no secret key, skipped"}}
 
 Member names match case-insensitively (``"secret"``, ``"Secret"``, ``"version"`` ...),
-as Go's decoder does; other members are ignored, so a Store's cache file (SPEC.md §8.3)
-is valid input. ``Version`` must be an integer in 0..4294967295, ``Value`` padded
+as Go's decoder does; other members are ignored, so a Store's cache file is valid
+input. ``Version`` must be an integer in 0..4294967295, ``Value`` padded
 standard base64 (line breaks inside it are ignored), ``TextValue`` a string; any entry
 breaking these rules makes the whole file an error, even one that would be skipped.
 
@@ -22,7 +22,7 @@ one (a cache entry holding only explicit versions); ``Version`` 0 or absent; and
 with neither a ``Value`` nor a non-empty ``TextValue``. A non-empty ``TextValue`` wins
 over ``Value``.
 
-Difference from Go (SPEC.md §12 item 22): Go skips an entry whose value is empty, so an
+Difference from Go: Go skips an entry whose value is empty, so an
 empty secret cannot be written down. Here an entry that *has* a ``Value`` member, even
 ``""``, holds that value: ``{"secret": {"Version": 1, "Value": ""}}`` is an empty
 secret. That is also how a Store's cache records an empty secret, so a cache file reads

@@ -1,10 +1,10 @@
-"""``Keyring``: every version of one secret, for key rotation (SPEC.md §8.11).
+"""``Keyring``: every version of one secret, for key rotation, as Go's ``Keyring``.
 
 A program that signs with the active version of a key and verifies with any version
 keeps a Keyring: :meth:`Keyring.active` to sign, :meth:`Keyring.get` to verify, and
 :meth:`Keyring.update` now and then to learn new versions and which one is active.
 
-Differences from Go (SPEC.md §12 item 23): Go's Keyring never forgets a version deleted
+Differences from Go: Go's Keyring never forgets a version deleted
 on the server. Here too by default (a token signed with a retired key can still be
 verified), but ``prune=True`` drops such versions at each update. And where Go would
 crash if the active version were missing, :meth:`Keyring.active` raises

@@ -1,4 +1,4 @@
-"""``Secret``: a handle to a secret's current value (SPEC.md §8.6)."""
+"""``Secret``: a handle to a secret's current value, as Go's ``setec.Secret``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Fixed secrets where code expects a :class:`~setec_core.client.Secret` handle
-(SPEC.md §8.12): for tests, and for programs that take a secret either from a Store or
+(Go's static helpers): for tests, and for programs that take a secret either from a Store or
 from a file or flag.
 
     key = static_secret(b"test-key")            # key() == b"test-key", forever

@@ -1,4 +1,4 @@
-"""``Store``: the secrets a program needs, always at hand (SPEC.md §8.4-8.10).
+"""``Store``: the secrets a program needs, always at hand (docs/client.md).
 
 A Store fetches its declared secrets when it is built (blocking until each one is
 available, unless a cache already holds it), then keeps them fresh from a background
@@ -10,7 +10,7 @@ them across restarts.
     store = Store(client, ["prod/app/db-pass"], cache=FileCache("/data/secrets.cache"))
     db_pass = store.secret("prod/app/db-pass")   # a handle: db_pass() -> current bytes
 
-Differences from Go's Store (SPEC.md §12 item 22), each a fix:
+Differences from Go's Store, each a fix:
 
 - a cache entry holding only explicit versions (``"secret": null``) is valid, not a
   reason to discard the whole cache; a cache of literal ``null`` is discarded, not a
@@ -610,7 +610,7 @@ class Store:
 
 
 class VersionedSecret:
-    """Explicit versions of one secret held by a Store (SPEC.md §8.10): fetched once,
+    """Explicit versions of one secret held by a Store (Go's ``VersionedSecret``): fetched once,
     kept in the Store (and its cache), pruned when deleted on the server."""
 
     def __init__(self, store: Store, name: str) -> None:

@@ -1,4 +1,4 @@
-"""``Updater``: a value built from a secret, rebuilt when the secret changes (SPEC.md §8.8).
+"""``Updater``: a value built from a secret, rebuilt when the secret changes.
 
     client = Updater(store, "prod/api-key", lambda key: ApiClient(key.decode()))
     client.get().call(...)      # the ApiClient of the current key

@@ -1,6 +1,6 @@
-"""The WSGI application: Go setec's HTTP API (SPEC.md §1) over a :class:`Database`.
+"""The WSGI application: Go setec's HTTP API (docs/protocol.md) over a :class:`Database`.
 
-Every ``/api/*`` request goes through the pipeline of SPEC.md §1.2 in order, and the
+Every ``/api/*`` request goes through the pipeline of docs/protocol.md §2 in order, and the
 first failure decides the answer:
 
 0. the ``Host`` header must name this server (421; :mod:`setec_core.http.hosts`, the
@@ -74,7 +74,7 @@ Handler = Callable[[Database, Caller, Any], object]
 
 
 def _get(db: Database, caller: Caller, req: wire.GetRequest) -> object:
-    # SPEC.md §1.4.2: version 0 is the active version, whatever UpdateIfChanged says.
+    # docs/protocol.md §4.2: version 0 is the active version, whatever UpdateIfChanged says.
     if req.version == 0:
         return db.get(caller, req.name)
     if req.update_if_changed:
@@ -315,7 +315,7 @@ class SetecApp:
         stream = environ["wsgi.input"]
         if raw_length:
             if environ.get("HTTP_TRANSFER_ENCODING"):
-                # RFC 9112 §6.1: the two framings disagree; guessing invites smuggling.
+                # RFC 9112, section 6.1: the two framings disagree; guessing invites smuggling.
                 raise _Reply(400, "request has both Transfer-Encoding and Content-Length")
             if not raw_length.isdigit():
                 raise _Reply(400, "invalid Content-Length")

@@ -1,4 +1,4 @@
-"""The ``setec`` client commands (SPEC.md §7): the pure rules in process (Go's quoting,
+"""The ``setec`` client commands, as Go's CLI has them: the pure rules in process (Go's quoting,
 tables, version parsing, whitespace rule, confirmation tokens), then the console script
 as a subprocess against a real server on loopback, through pipes and a pseudo-terminal.
 """
@@ -140,7 +140,7 @@ def wait_clear_of_token_boundary() -> None:
     ],
 )
 def test_go_quote(text: str, quoted: str) -> None:
-    """§7.4: names are quoted as Go's %q (strconv.Quote)."""
+    """Names are quoted as Go's %q (strconv.Quote)."""
     assert go_quote(text) == quoted
 
 
@@ -166,7 +166,7 @@ def test_go_quote(text: str, quoted: str) -> None:
     ],
 )
 def test_tabwrite(text: str, table: str) -> None:
-    """§7.1: tables are Go's text/tabwriter with padding 1 and spaces."""
+    """Tables are Go's text/tabwriter with padding 1 and spaces."""
     assert tabwrite(text) == table
 
 
@@ -191,7 +191,7 @@ def test_tabwrite(text: str, table: str) -> None:
     ],
 )
 def test_parse_uint32(text: str, result: int | str) -> None:
-    """§7.5: versions are parsed as Go's strconv.ParseUint(s, 10, 32), with its messages."""
+    """Versions are parsed as Go's strconv.ParseUint(s, 10, 32), with its messages."""
     if isinstance(result, int):
         assert parse_uint32(text) == result
     else:
@@ -231,7 +231,7 @@ def test_parse_uint32(text: str, result: int | str) -> None:
     ],
 )
 def test_whitespace_rule(value: bytes, flags: dict[str, bool], result: bytes | None) -> None:
-    """§7.4: Go's checkPutText, case by case."""
+    """Go's checkPutText, case by case."""
     if result is None:
         with pytest.raises(CommandError) as info:
             check_put_text(value, **flags)
@@ -241,7 +241,7 @@ def test_whitespace_rule(value: bytes, flags: dict[str, bool], result: bytes | N
 
 
 def test_confirmation_token_worked_example() -> None:
-    """§11: at Unix time 1700000000 the token for deleting dev/hello-world is
+    """At Unix time 1700000000 the token for deleting dev/hello-world is
     1b05517.f7683e7862887fe5."""
     assert confirmation_token("delete-secret:dev/hello-world", 1700000000) == (
         "1b05517.f7683e7862887fe5"
@@ -249,7 +249,7 @@ def test_confirmation_token_worked_example() -> None:
 
 
 def test_confirmation_token_window() -> None:
-    """§7.6: the window moves on when Unix time reaches 1 mod 60 (1700000041 here)."""
+    """The window moves on when Unix time reaches 1 mod 60 (1700000041 here)."""
     request = "delete-secret:dev/hello-world"
     token = confirmation_token(request, 1700000000)
     assert confirmation_token(request, 1699999981) == token  # 1 mod 60: first second
@@ -271,7 +271,7 @@ def test_confirmation_token_window() -> None:
 
 
 def test_put_from_pipe(server: LocalServer, name: str) -> None:
-    """§7.4, §11: a pipe is read whole; "Read N bytes" on stderr, the version on stdout."""
+    """A pipe is read whole; "Read N bytes" on stderr, the version on stdout."""
     proc = setec("put", name, server=server.url, stdin=b"hello, world")
     assert (proc.returncode, proc.stdout, proc.stderr) == (
         0,
@@ -282,7 +282,7 @@ def test_put_from_pipe(server: LocalServer, name: str) -> None:
 
 
 def test_put_new_version_prints_activation_hint(server: LocalServer, name: str) -> None:
-    """§7.4: a version other than 1 gets the two-space activation hint."""
+    """A version other than 1 gets the two-space activation hint."""
     server.client().put(name, b"one")
     proc = setec("put", name, server=server.url, stdin=b"two")
     assert (
@@ -296,7 +296,7 @@ def test_put_new_version_prints_activation_hint(server: LocalServer, name: str) 
 
 
 def test_put_deduplicated_to_active_version_has_no_hint(server: LocalServer, name: str) -> None:
-    """§12 item 24 fixed: no hint to activate a version that is already active."""
+    """Unlike Go, no hint to activate a version that is already active."""
     client = server.client()
     client.put(name, b"one")
     client.put(name, b"two")
@@ -323,7 +323,7 @@ def test_put_pipe_whitespace_rule(
     stored: bytes | None,
     stderr: str,
 ) -> None:
-    """§7.4: the whitespace rule and the empty check on a pipe, end to end."""
+    """The whitespace rule and the empty check on a pipe, end to end."""
     proc = setec("put", *flags, name, server=server.url, stdin=stdin)
     assert proc.stderr.decode() == stderr
     if stored is None:
@@ -335,7 +335,7 @@ def test_put_pipe_whitespace_rule(
 
 
 def test_put_from_file(server: LocalServer, name: str, tmp_path: Path) -> None:
-    """§7.4: --from-file gets the whitespace rule and prints no "Read" line."""
+    """--from-file gets the whitespace rule and prints no "Read" line."""
     path = tmp_path / "value"
     path.write_bytes(SECRET + b"\n")
     refused = setec("put", "--from-file", str(path), name, server=server.url)
@@ -366,7 +366,7 @@ def test_put_from_unreadable_file_names_it(server: LocalServer, name: str, tmp_p
 
 
 def test_put_prompts_on_a_terminal(server: LocalServer, name: str) -> None:
-    """§7.4: on a terminal, two hidden prompts on stdout; the value is not echoed and
+    """On a terminal, two hidden prompts on stdout; the value is not echoed and
     the whitespace rule does not apply."""
     code, out, err = in_pty(
         ["put", name],
@@ -390,7 +390,7 @@ def test_put_prompts_on_a_terminal(server: LocalServer, name: str) -> None:
 def test_put_prompt_errors(
     server: LocalServer, name: str, first: bytes, second: bytes | None, message: bytes
 ) -> None:
-    """§7.4: an empty first entry or a different confirmation aborts, storing nothing."""
+    """An empty first entry or a different confirmation aborts, storing nothing."""
     replies = [(b"Enter secret: ", first)]
     if second is not None:
         replies.append((b"Confirm secret: ", second))
@@ -412,21 +412,21 @@ def test_put_interrupted_at_the_prompt(server: LocalServer, name: str) -> None:
 
 
 def test_get_to_a_pipe_is_raw_bytes(server: LocalServer, name: str) -> None:
-    """§7.3: to a pipe, the exact bytes, no newline."""
+    """To a pipe, the exact bytes, no newline."""
     server.client().put(name, b"\x00\xffbinary\n")
     proc = setec("get", name, server=server.url)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"\x00\xffbinary\n", b"")
 
 
 def test_get_to_a_terminal_adds_a_newline(server: LocalServer, name: str) -> None:
-    """§7.3: to a terminal, the value and a newline."""
+    """To a terminal, the value and a newline."""
     server.client().put(name, SECRET)
     code, out, err = in_pty(["get", name], server.url, stdin_tty=False)
     assert (code, out, err) == (0, SECRET + b"\n", b"")
 
 
 def test_get_versions_and_if_changed(server: LocalServer, name: str) -> None:
-    """§7.3: --version N gets that version; with --if-changed, the active one only if
+    """--version N gets that version; with --if-changed, the active one only if
     it is not N, else exit 1 "value not changed"."""
     client = server.client()
     client.put(name, b"v1")
@@ -443,7 +443,7 @@ def test_get_versions_and_if_changed(server: LocalServer, name: str) -> None:
 
 
 def test_get_version_beyond_uint32_is_refused(server: LocalServer, name: str) -> None:
-    """§12 item 24 fixed: 2^32+1 is a usage error, not version 1."""
+    """2^32+1 is a usage error, not version 1 (Go truncates it to 32 bits)."""
     server.client().put(name, SECRET)
     proc = setec("get", "--version", "4294967297", name, server=server.url)
     assert (proc.returncode, proc.stdout) == (2, b"")
@@ -468,7 +468,7 @@ def test_get_version_beyond_uint32_is_refused(server: LocalServer, name: str) ->
 def test_not_found_and_bad_versions(
     server: LocalServer, args: tuple[str, ...], message: str
 ) -> None:
-    """§7: Go's messages for a missing secret and a version that does not parse."""
+    """Go's messages for a missing secret and a version that does not parse."""
     proc = setec(*args, server=server.url)
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, b"", f"Error: {message}\n".encode())
 
@@ -477,7 +477,7 @@ def test_not_found_and_bad_versions(
 
 
 def test_list_and_info_tables() -> None:
-    """§7.1, §7.2: Go's tab-aligned tables, exact to the byte."""
+    """Go's tab-aligned tables, exact to the byte."""
     with new_server() as fresh:
         empty = setec("list", server=fresh.url)
         assert (empty.returncode, empty.stdout) == (0, b"NAME ACTIVE VERSIONS\n")
@@ -516,7 +516,7 @@ def test_list_and_info_json() -> None:
 
 
 def test_activate(server: LocalServer, name: str) -> None:
-    """§7.5: no output on success; a leading-zero version is the same number."""
+    """No output on success; a leading-zero version is the same number."""
     client = server.client()
     client.put(name, b"1")
     client.put(name, b"2")
@@ -546,7 +546,7 @@ def test_create_version(server: LocalServer, name: str) -> None:
 
 
 def test_delete_needs_the_confirmation_token(server: LocalServer, name: str) -> None:
-    """§7.7: no token or a wrong one deletes nothing and names the right token; the
+    """No token or a wrong one deletes nothing and names the right token; the
     right one deletes."""
     server.client().put(name, SECRET)
     wait_clear_of_token_boundary()
@@ -570,7 +570,7 @@ def test_delete_needs_the_confirmation_token(server: LocalServer, name: str) -> 
 
 
 def test_delete_version(server: LocalServer, name: str) -> None:
-    """§7.6: the request names the version in canonical decimal; the active version
+    """The request names the version in canonical decimal; the active version
     cannot be deleted (the server's reason is shown)."""
     client = server.client()
     client.put(name, b"1")
@@ -606,7 +606,7 @@ def test_delete_version(server: LocalServer, name: str) -> None:
     ],
 )
 def test_usage_errors_exit_2(server: LocalServer, args: tuple[str, ...], message: str) -> None:
-    """§7: usage errors print usage and "Error: <msg>" and exit 2."""
+    """Usage errors print usage and "Error: <msg>" and exit 2."""
     proc = setec(*args, server=server.url)
     assert proc.returncode == 2
     assert proc.stderr.startswith(b"Usage: setec ")
@@ -614,13 +614,13 @@ def test_usage_errors_exit_2(server: LocalServer, args: tuple[str, ...], message
 
 
 def test_no_server_address() -> None:
-    """§7: an empty server address (no -s, SETEC_SERVER empty) is Go's message, exit 1."""
+    """An empty server address (no -s, SETEC_SERVER empty) is Go's message, exit 1."""
     proc = setec("list", env={"SETEC_SERVER": ""})
     assert (proc.returncode, proc.stderr) == (1, b"Error: no server address is set\n")
 
 
 def test_server_flag_before_or_after_the_command(server: LocalServer, name: str) -> None:
-    """§7: -s works before or after the subcommand, and overrides SETEC_SERVER."""
+    """-s works before or after the subcommand, and overrides SETEC_SERVER."""
     server.client().put(name, SECRET)
     dead = f"http://127.0.0.1:{closed_port()}"
     assert setec("-s", server.url, "get", name, server=dead).stdout == SECRET
@@ -724,7 +724,7 @@ def test_every_command_is_documented() -> None:
 
 
 def test_access_denied_messages() -> None:
-    """§7: a 403 is "access denied" after Go's prefix; no value is printed."""
+    """A 403 is "access denied" after Go's prefix; no value is printed."""
     caller = make_caller((["get", "info"], ["allowed/*"]))
     with new_server(caller=caller) as limited:
         limited.db.put(make_caller((["put"], ["*"])), "other/x", SECRET)

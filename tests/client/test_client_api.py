@@ -1,4 +1,4 @@
-"""The Client, exact to the wire (SPEC.md §8.1, §10.2 D20).
+"""The Client, exact to the wire, as Go's ``setec.Client`` (docs/protocol.md §2, §4).
 
 Two kinds of peer: a loopback recorder that keeps each request byte for byte and answers
 what the test set, for the wire rules; and a real server (``new_server``), for the round
@@ -209,7 +209,7 @@ CALLS: list[Any] = [
 def test_request_on_the_wire(
     recorder: Recorder, call: Callable[[Client], Any], path: str, body: bytes, reply: bytes
 ) -> None:
-    """§8.1: every method POSTs compact JSON with all fields present to /api/<method>,
+    """Every method POSTs compact JSON with all fields present to /api/<method>,
     with the JSON content type and the browser guard, and no Authorization header
     when no token is given."""
     recorder.reply(200, reply)
@@ -233,7 +233,7 @@ def test_request_on_the_wire(
     ],
 )
 def test_url_joining(recorder: Recorder, suffix: str, path: str) -> None:
-    """§8.1: the URL is the server address less one trailing slash, "/", the path."""
+    """The URL is the server address less one trailing slash, "/", the path."""
     recorder.reply(200, b'{"Value":"","Version":1}')
     Client(recorder.url + suffix, timeout=5).get("x")
     assert recorder.last.path == path
@@ -310,7 +310,7 @@ def test_value_must_be_bytes(recorder: Recorder) -> None:
     ],
 )
 def test_sentinel_statuses(recorder: Recorder, status: int, error: type[SetecError]) -> None:
-    """§8.1, D20: 404, 403, 304 and 412 are the wire sentinels, with Go's messages."""
+    """404, 403, 304 and 412 are the wire sentinels, with Go's messages."""
     recorder.reply(status, b"" if status == 304 else b"some text\n", "text/plain")
     with pytest.raises(error) as caught:
         client_of(recorder).get_if_changed("x", 1)
@@ -335,7 +335,7 @@ def test_sentinel_statuses(recorder: Recorder, status: int, error: type[SetecErr
 def test_other_statuses_are_request_errors(
     recorder: Recorder, status: int, body: bytes, message: str
 ) -> None:
-    """§8.1, D20: any other status, other 2xx included, is a RequestError carrying the
+    """Any other status, other 2xx included, is a RequestError carrying the
     status and the trimmed body, quoted Go-style."""
     recorder.reply(status, body, "text/plain")
     with pytest.raises(RequestError) as caught:
@@ -371,7 +371,7 @@ BAD_200_BODIES = [
 
 @pytest.mark.parametrize(("method", "body"), BAD_200_BODIES)
 def test_undecodable_200_is_a_response_error(recorder: Recorder, method: str, body: bytes) -> None:
-    """§8.1: a 200 whose body does not decode (an empty one too) is a ResponseError
+    """A 200 whose body does not decode (an empty one too) is a ResponseError
     ("unmarshaling response"), and its message does not quote the body."""
     recorder.reply(200, body)
     args: dict[str, tuple[Any, ...]] = {
@@ -425,7 +425,7 @@ def test_value_decoding(recorder: Recorder, body: bytes, expected: SecretValue) 
     ],
 )
 def test_list_decoding(recorder: Recorder, body: bytes, expected: list[SecretInfo]) -> None:
-    """§8.1: a ``null`` list is an empty list; SecretInfo keys are case-insensitive and
+    """A ``null`` list is an empty list; SecretInfo keys are case-insensitive and
     its versions come back sorted."""
     recorder.reply(200, body)
     assert client_of(recorder).list() == expected
@@ -471,7 +471,7 @@ def silent_url() -> Iterator[str]:
 
 
 def test_closed_port_is_unavailable(closed_port_url: str) -> None:
-    """§8.1: a transport failure is ``making HTTP request: <err>`` (UnavailableError)."""
+    """A transport failure is ``making HTTP request: <err>`` (UnavailableError)."""
     with pytest.raises(UnavailableError, match=r"^making HTTP request: "):
         Client(closed_port_url, timeout=5).get("x")
 
@@ -563,7 +563,7 @@ def client() -> Iterator[Client]:
 
 
 def test_round_trip_of_every_method(client: Client) -> None:
-    """§1.4, §8.1: each method against a real server, in the order a program meets
+    """Each method against a real server, in the order a program meets
     them."""
     assert client.list() == []
     assert client.put("app/key", b"one") == 1
@@ -604,7 +604,7 @@ def test_round_trip_of_every_method(client: Client) -> None:
 
 
 def test_server_refusals(client: Client) -> None:
-    """D9-D11: what the server refuses surfaces as a RequestError with its reason, or a
+    """What the server refuses surfaces as a RequestError with its reason, or a
     sentinel."""
     client.put("app/key", b"one")
     with pytest.raises(RequestError, match="invalid version") as zero:
@@ -620,7 +620,7 @@ def test_server_refusals(client: Client) -> None:
 
 
 def test_restricted_caller_is_denied() -> None:
-    """§2: a caller allowed get and info on ``app/*`` only is denied elsewhere (403 →
+    """A caller allowed get and info on ``app/*`` only is denied elsewhere (403 →
     AccessDenied) and lists only what it may see."""
     with new_database() as db:
         db.put(SUPERUSER, "app/key", b"app")

@@ -1,4 +1,4 @@
-"""Dataclass fields filled with secrets (SPEC.md §8.9, §10.1 items 94-97): which fields
+"""Dataclass fields filled with secrets (Go's ``setec:"..."`` struct tags): which fields
 and types parse_fields accepts, the names it derives, and how Fields.apply fills them
 from a real Store over a local server, all or nothing, without quoting a value.
 
@@ -113,11 +113,11 @@ GO_SECRETS = {
 }
 
 
-# --- Go's tests (items 94-97) -----------------------------------------------------------
+# --- Go's tests -------------------------------------------------------------------------
 
 
 def test_apply_populates_every_kind_of_field(server: LocalServer, client: Client) -> None:
-    """§10.1 item 94: a Store fills str, from_bytes, Optional[from_bytes], bytes,
+    """A Store fills str, from_bytes, Optional[from_bytes], bytes,
     Secret, JSON dataclass and JSON int fields; the untagged field is untouched."""
     put_all(server, {f"test/{k}": v for k, v in GO_SECRETS.items()})
     obj = Target()
@@ -134,7 +134,7 @@ def test_apply_populates_every_kind_of_field(server: LocalServer, client: Client
 
 
 def test_secrets_are_prefixed_in_field_order() -> None:
-    """§10.1 item 95: secrets() lists the prefixed names in field order."""
+    """secrets() lists the prefixed names in field order."""
     assert parse_fields(Target(), "test").secrets() == [
         "test/apple",
         "test/bin-value",
@@ -168,7 +168,7 @@ class FloatField:
     ids=["object", "str", "dataclass-type", "no-tags", "unsupported"],
 )
 def test_parse_errors(obj: object, error: type[Exception], message: str) -> None:
-    """§10.1 item 96: not a dataclass instance, a dataclass type, no tagged fields
+    """Not a dataclass instance, a dataclass type, no tagged fields
     (NoFieldsError, by class), an unsupported type without json: each a clear
     ConfigError."""
     with pytest.raises(error, match=message) as info:
@@ -177,7 +177,7 @@ def test_parse_errors(obj: object, error: type[Exception], message: str) -> None
 
 
 def test_example(server: LocalServer, client: Client) -> None:
-    """§10.1 item 97: Go's example: with prefix "dev", bytes, str, Secret and a JSON
+    """Go's example: with prefix "dev", bytes, str, Secret and a JSON
     time fill in; the untagged int keeps its value."""
     put_all(
         server,
@@ -221,7 +221,7 @@ class EmptyName:
 
 
 def test_empty_name_names_the_field() -> None:
-    """§8.9: an empty base name is an error naming the field."""
+    """An empty base name is an error naming the field."""
     with pytest.raises(FieldsError, match='empty secret name for tagged field "blank"'):
         parse_fields(EmptyName())
 
@@ -245,7 +245,7 @@ class One:
     ],
 )
 def test_names_join_like_go_path_join(prefix: str, base: str, full: str) -> None:
-    """§8.9: the full name is Go's path.Join(prefix, base): empty parts dropped, the
+    """The full name is Go's path.Join(prefix, base): empty parts dropped, the
     result cleaned (a leading "//" too, unlike posixpath)."""
 
     @dataclass
@@ -267,7 +267,7 @@ class Derived(Base):
 
 
 def test_inherited_fields_count_base_first() -> None:
-    """§8.9: fields inherited from dataclass bases count, and come first."""
+    """Fields inherited from dataclass bases count, and come first."""
     assert parse_fields(Derived(), "p").secrets() == ["p/first", "p/second"]
 
 
@@ -406,7 +406,7 @@ class Mixed:
 
 
 def test_apply_collects_every_error_and_sets_nothing(server: LocalServer, client: Client) -> None:
-    """§8.9: apply reports every failing field as apply "<name>" to field "<f>": <cause>,
+    """apply reports every failing field as apply "<name>" to field "<f>": <cause>,
     with causes by kind (lookup, unmarshal, json), never quoting a value; and no field
     is set, not even the good one."""
     put_all(
@@ -447,7 +447,7 @@ def test_apply_collects_every_error_and_sets_nothing(server: LocalServer, client
 def test_lookup_needs_allow_lookup_for_undeclared_names(
     server: LocalServer, client: Client
 ) -> None:
-    """§8.9: apply uses lookup_secret, so a name the Store did not declare needs
+    """apply uses lookup_secret, so a name the Store did not declare needs
     allow_lookup; the Store's error is the cause."""
     put_all(server, {"other": b"x", "alpha": b"y"})
     with (
@@ -458,7 +458,7 @@ def test_lookup_needs_allow_lookup_for_undeclared_names(
 
 
 def test_store_fails_when_a_struct_cannot_be_filled(server: LocalServer, client: Client) -> None:
-    """§8.5 step 7: a struct whose secret does not fit its field fails the Store's
+    """A struct whose secret does not fit its field fails the Store's
     construction; a struct that does not parse is a ConfigError."""
     put_all(server, {"port": b"8080", "z/int-value": f"[{LEAK}]".encode()})
     with pytest.raises(FieldsApplyError, match='apply "z/int-value" to field "z"'):

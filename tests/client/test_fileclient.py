@@ -1,6 +1,5 @@
-"""FileClient: secrets from a JSON file (SPEC.md §8.2, §10.1 items 48-53), its strict
-decoding, its errors (which name the file and the entry, never a value), and reading a
-Store's cache blob (§8.3)."""
+"""FileClient: secrets from a JSON file, as Go's, with its strict decoding, its errors
+(which name the file and the entry, never a value), and reading a Store's cache blob."""
 
 from __future__ import annotations
 
@@ -78,7 +77,7 @@ def decode_error(tmp_path: Path, text: str | bytes) -> ConfigError:
     return error
 
 
-# --- Go's tests (items 48-53) ------------------------------------------------------------
+# --- Go's tests --------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -87,31 +86,31 @@ def go_client(tmp_path: Path) -> FileClient:
 
 
 def test_get_decodes_base64_value(go_client: FileClient) -> None:
-    """§10.1 item 48: a base64 Value entry yields the decoded bytes."""
+    """A base64 Value entry yields the decoded bytes."""
     assert go_client.get("big/bad/apple") == SecretValue(b"sauce", 1)
 
 
 def test_entry_without_secret_is_not_found(go_client: FileClient) -> None:
-    """§10.1 item 49: an entry with no "secret" member is skipped: NotFound."""
+    """An entry with no "secret" member is skipped: NotFound."""
     with pytest.raises(NotFound):
         go_client.get("pear")
 
 
 def test_entry_with_version_zero_is_not_found(go_client: FileClient) -> None:
-    """§10.1 item 50: an entry with Version 0 is skipped: NotFound."""
+    """An entry with Version 0 is skipped: NotFound."""
     with pytest.raises(NotFound):
         go_client.get("durian")
 
 
 def test_entry_with_empty_name_is_ignored(go_client: FileClient) -> None:
-    """§10.1 item 51: the entry named "" is ignored."""
+    """The entry named "" is ignored."""
     with pytest.raises(NotFound):
         go_client.get("")
     assert go_client.names() == ["big/bad/apple", "little/tasty/cherry", "plum"]
 
 
 def test_get_if_changed(go_client: FileClient) -> None:
-    """§10.1 item 52: the stored version is ValueNotChanged; another version (or 0)
+    """The stored version is ValueNotChanged; another version (or 0)
     gets the value; an absent name is NotFound."""
     with pytest.raises(ValueNotChanged):
         go_client.get_if_changed("little/tasty/cherry", 3)
@@ -122,12 +121,12 @@ def test_get_if_changed(go_client: FileClient) -> None:
 
 
 def test_text_value(go_client: FileClient) -> None:
-    """§10.1 item 53: a TextValue entry yields the text's bytes."""
+    """A TextValue entry yields the text's bytes."""
     assert go_client.get("plum") == SecretValue(b"tartlet", 2)
 
 
 def test_is_a_store_client(go_client: FileClient) -> None:
-    """§8.1: FileClient provides StoreClient (get, get_if_changed) and nothing more."""
+    """FileClient provides StoreClient (get, get_if_changed) and nothing more."""
     assert isinstance(go_client, StoreClient)
     assert not hasattr(go_client, "get_version")
 
@@ -138,11 +137,11 @@ def test_not_found_names_the_file(go_client: FileClient) -> None:
         go_client.get("red/cabbage")
 
 
-# --- the entry rules (§8.2) -------------------------------------------------------------
+# --- the entry rules ---------------------------------------------------------------------
 
 
 def test_text_value_wins_over_value(tmp_path: Path) -> None:
-    """§8.2: a non-empty TextValue wins over Value; an empty one does not."""
+    """A non-empty TextValue wins over Value; an empty one does not."""
     fc = load(
         tmp_path,
         {
@@ -157,8 +156,9 @@ def test_text_value_wins_over_value(tmp_path: Path) -> None:
 
 
 def test_member_names_match_case_insensitively(tmp_path: Path) -> None:
-    """§8.2, §1.3: "secret", "VERSION", "value", "textvalue" match as Go's decoder
-    does; of repeated members the last wins; unknown members are ignored."""
+    """Members "secret", "VERSION", "value", "textvalue" match as Go's decoder does
+    (docs/protocol.md §3.1); of repeated members the last wins; unknown members are
+    ignored."""
     fc = load(
         tmp_path,
         {
@@ -191,7 +191,7 @@ def test_member_names_match_case_insensitively(tmp_path: Path) -> None:
     ids=repr,
 )
 def test_skipped_entries(tmp_path: Path, entry: object) -> None:
-    """§8.2: null entries, no or null secret, Version 0 or absent, and no Value nor
+    """Null entries, no or null secret, Version 0 or absent, and no Value nor
     non-empty TextValue: skipped, silently."""
     fc = load(tmp_path, {"skipped": entry, "kept": {"secret": {"Version": 1, "Value": SAUCE}}})
     with pytest.raises(NotFound):
@@ -200,7 +200,7 @@ def test_skipped_entries(tmp_path: Path, entry: object) -> None:
 
 
 def test_explicit_empty_value_is_an_empty_secret(tmp_path: Path) -> None:
-    """§12 item 22 fix: an entry with a "Value" member of "" holds the empty secret
+    """Unlike Go, an entry with a "Value" member of "" holds the empty secret
     (Go cannot represent one); Version 0 still skips it."""
     fc = load(
         tmp_path,
@@ -215,7 +215,7 @@ def test_explicit_empty_value_is_an_empty_secret(tmp_path: Path) -> None:
 
 
 def test_largest_version_and_line_breaks_in_base64(tmp_path: Path) -> None:
-    """§1.3: Version 4294967295 is a uint32; \\r and \\n inside base64 are ignored;
+    """Version 4294967295 is a uint32; \\r and \\n inside base64 are ignored;
     non-zero trailing bits are accepted, as Go's (non-strict) StdEncoding does."""
     fc = load(
         tmp_path,
@@ -231,7 +231,7 @@ def test_largest_version_and_line_breaks_in_base64(tmp_path: Path) -> None:
 
 
 def test_file_is_read_once(tmp_path: Path) -> None:
-    """§8.2: later changes to the file are not observed."""
+    """Later changes to the file are not observed."""
     path = write(tmp_path, json.dumps({"a": {"secret": {"Version": 1, "Value": SAUCE}}}))
     fc = FileClient(path)
     path.write_text(json.dumps({"a": {"secret": {"Version": 2, "TextValue": "new"}}}))
@@ -254,11 +254,11 @@ def test_repr_shows_no_names_or_values(go_client: FileClient) -> None:
         assert hidden not in text
 
 
-# --- a Store's cache blob is valid input (§8.3) -----------------------------------------
+# --- a Store's cache blob is valid input ------------------------------------------------
 
 
 def test_reads_a_store_cache_blob(tmp_path: Path) -> None:
-    """§8.2/§8.3: a cache blob is FileClient input: active values are served, entries
+    """A cache blob is FileClient input: active values are served, entries
     holding only explicit versions ("secret": null) are skipped, an empty secret in the
     cache reads back empty."""
     blob = cacheblob.encode(
@@ -280,7 +280,7 @@ def test_reads_a_store_cache_blob(tmp_path: Path) -> None:
 
 
 def test_reads_the_exact_go_cache_example(tmp_path: Path) -> None:
-    """§8.3: the cache example from Go's tests, verbatim."""
+    """The cache example from Go's tests, verbatim."""
     path = write(
         tmp_path, '{"alpha":{"secret":{"Value":"YmF6cXV1eA==","Version":2},"lastAccess":"1"}}'
     )
@@ -295,7 +295,7 @@ def test_reads_the_exact_go_cache_example(tmp_path: Path) -> None:
     ["-1", "1.5", "1.0", "1e2", "4294967296", '"5"', "true", "[]", "{}", "1E400"],
 )
 def test_version_must_be_a_uint32(tmp_path: Path, version: str) -> None:
-    """§1.3: Version must be an integer in 0..4294967295; anything else fails the whole
+    """Version must be an integer in 0..4294967295; anything else fails the whole
     file, naming the entry."""
     text = f'{{"svc/key": {{"secret": {{"Version": {version}, "Value": "{LEAK_B64}"}}}}}}'
     error = decode_error(tmp_path, text)
@@ -319,7 +319,7 @@ def test_version_must_be_a_uint32(tmp_path: Path, version: str) -> None:
     ],
 )
 def test_value_must_be_padded_standard_base64(tmp_path: Path, value: str) -> None:
-    """§1.3, §8.2: Value is padded standard base64; the error names the entry and
+    """Value is padded standard base64; the error names the entry and
     suggests TextValue, without echoing the value."""
     error = decode_error(
         tmp_path, json.dumps({"svc/key": {"secret": {"Version": 1, "Value": value}}})
@@ -343,7 +343,7 @@ def test_value_must_be_padded_standard_base64(tmp_path: Path, value: str) -> Non
     ],
 )
 def test_malformed_entries(tmp_path: Path, doc: object, expected: str) -> None:
-    """§8.2: a member of the wrong JSON type fails the whole file, naming the entry."""
+    """A member of the wrong JSON type fails the whole file, naming the entry."""
     error = decode_error(tmp_path, json.dumps(doc))
     assert 'entry "k": ' in str(error)
     assert expected in str(error)
@@ -358,7 +358,7 @@ def test_malformed_entries(tmp_path: Path, doc: object, expected: str) -> None:
     ],
 )
 def test_entries_that_would_be_skipped_are_still_checked(tmp_path: Path, doc: object) -> None:
-    """§8.2: Go decodes the whole file first, so bad base64 or a bad version fails it
+    """Go decodes the whole file first, so bad base64 or a bad version fails it
     even in an entry that would then be skipped."""
     decode_error(tmp_path, json.dumps(doc))
 

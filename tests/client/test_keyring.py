@@ -1,6 +1,6 @@
-"""Keyring: every version of one secret, over real HTTP to a local server (SPEC.md
-§8.11, §10.1 items 98-101), with the §12 item 23 fixes: optional pruning of versions
-deleted on the server, and a clear error when the active version is not held."""
+"""Keyring: every version of one secret, over real HTTP to a local server, as Go's, with
+two fixes: optional pruning of versions deleted on the server, and a clear error when
+the active version is not held."""
 
 from __future__ import annotations
 
@@ -55,12 +55,12 @@ class FailingReader:
         return self.client.get_version(name, version)
 
 
-# --- Go's tests (items 98-101) ----------------------------------------------------------
+# --- Go's tests -------------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("three_versions")
 def test_get_keyring(client: Client) -> None:
-    """§10.1 item 98: Active() is (3, "a3"); Get(1) and Get(2) are "a1" and "a2"."""
+    """Active() is (3, "a3"); Get(1) and Get(2) are "a1" and "a2"."""
     keyring = client.get_keyring(NAME)
     assert keyring.active() == SecretValue(b"a3", 3)
     assert keyring.get(1) == b"a1"
@@ -72,7 +72,7 @@ def test_get_keyring(client: Client) -> None:
 
 @pytest.mark.usefixtures("three_versions")
 def test_unseen_versions_are_none(client: Client) -> None:
-    """§10.1 item 99: versions the keyring does not hold (4, 999) are None."""
+    """Versions the keyring does not hold (4, 999) are None."""
     keyring = client.get_keyring(NAME)
     assert keyring.get(4) is None
     assert keyring.get(999) is None
@@ -82,7 +82,7 @@ def test_unseen_versions_are_none(client: Client) -> None:
 def test_new_version_visible_after_update_but_not_active(
     server: LocalServer, client: Client
 ) -> None:
-    """§10.1 item 100: a new server-side version is not seen until update(); then it is
+    """A new server-side version is not seen until update(); then it is
     held but not active."""
     keyring = client.get_keyring(NAME)
     server.db.put(SU, NAME, b"a4")
@@ -94,7 +94,7 @@ def test_new_version_visible_after_update_but_not_active(
 
 @pytest.mark.usefixtures("three_versions")
 def test_activation_visible_after_update(server: LocalServer, client: Client) -> None:
-    """§10.1 item 101: after a server-side activate and update(), active() follows."""
+    """After a server-side activate and update(), active() follows."""
     keyring = client.get_keyring(NAME)
     server.db.activate(SU, NAME, 1)
     assert keyring.active().version == 3
@@ -107,7 +107,7 @@ def test_activation_visible_after_update(server: LocalServer, client: Client) ->
 
 @pytest.mark.usefixtures("three_versions")
 def test_update_fetches_only_missing_versions(server: LocalServer, client: Client) -> None:
-    """§8.11: update() asks info once and fetches only the versions not held; each
+    """update() asks info once and fetches only the versions not held; each
     fetch is one audited get."""
     reader = FailingReader(client)
     keyring = Keyring.fetch(reader, NAME)
@@ -127,7 +127,7 @@ def test_update_fetches_only_missing_versions(server: LocalServer, client: Clien
 
 @pytest.mark.usefixtures("three_versions")
 def test_update_is_all_or_nothing(server: LocalServer, client: Client) -> None:
-    """§8.11: if one version fails to fetch, the keyring is left exactly as it was (no
+    """If one version fails to fetch, the keyring is left exactly as it was (no
     new versions, same active), and the error names the secret and the version."""
     reader = FailingReader(client)
     keyring = Keyring.fetch(reader, NAME)
@@ -146,14 +146,14 @@ def test_update_is_all_or_nothing(server: LocalServer, client: Client) -> None:
 
 
 def test_fetch_of_missing_secret(client: Client) -> None:
-    """§8.11: get_keyring of a secret that does not exist is NotFound naming it."""
+    """get_keyring of a secret that does not exist is NotFound naming it."""
     with pytest.raises(NotFound, match=r'info "kr/missing": not found'):
         client.get_keyring("kr/missing")
 
 
 @pytest.mark.usefixtures("three_versions")
 def test_needs_info_and_get(server: LocalServer) -> None:
-    """§8.11: without info, fetching fails at info; with info but not get, it fails at
+    """Without info, fetching fails at info; with info but not get, it fails at
     the first version, naming it; both are AccessDenied."""
     with (
         new_server(server.db, caller=make_caller((["get"], ["*"]))) as s,
@@ -177,12 +177,12 @@ def test_errors_keep_the_original_as_cause(client: Client) -> None:
     assert isinstance(info.value.__cause__, UnavailableError)
 
 
-# --- deleted versions (§12 item 23) -----------------------------------------------------
+# --- deleted versions ------------------------------------------------------------------
 
 
 @pytest.mark.usefixtures("three_versions")
 def test_deleted_versions_are_kept_by_default(server: LocalServer, client: Client) -> None:
-    """§8.11: as in Go, versions deleted on the server stay in the keyring (old
+    """As in Go, versions deleted on the server stay in the keyring (old
     signatures still verify)."""
     keyring = client.get_keyring(NAME)
     server.db.delete_version(SU, NAME, 1)
@@ -193,7 +193,7 @@ def test_deleted_versions_are_kept_by_default(server: LocalServer, client: Clien
 
 @pytest.mark.usefixtures("three_versions")
 def test_prune_forgets_deleted_versions(server: LocalServer, client: Client) -> None:
-    """§12 item 23 fix: with prune=True, update() forgets versions the server no longer
+    """A fix over Go: with prune=True, update() forgets versions the server no longer
     lists; the active one is always kept."""
     keyring = Keyring.fetch(client, NAME, prune=True)
     server.db.delete_version(SU, NAME, 1)
@@ -205,7 +205,7 @@ def test_prune_forgets_deleted_versions(server: LocalServer, client: Client) -> 
 
 
 def test_active_without_the_active_version(client: Client) -> None:
-    """§12 item 23 fix: active() of a keyring that does not hold its active version
+    """A fix over Go: active() of a keyring that does not hold its active version
     raises NotFound naming the secret, rather than crashing."""
     keyring = Keyring(client, NAME)
     assert keyring.versions() == []
@@ -241,7 +241,7 @@ def test_active_version_not_listed_is_fetched_too(client: Client) -> None:
 
 @pytest.mark.usefixtures("three_versions")
 def test_thread_safety(server: LocalServer, client: Client) -> None:
-    """§8.11: concurrent updates and reads never fail or see a half-applied update: the
+    """Concurrent updates and reads never fail or see a half-applied update: the
     active version is always held."""
     keyring = client.get_keyring(NAME)
     stop = threading.Event()

@@ -1,5 +1,5 @@
 """The pytest plugin (``setec_core.testing.pytest_plugin``) and docs/testing.md's
-examples, run through pytest itself with ``pytester`` (SPEC.md §9)."""
+examples, run through pytest itself with ``pytester``."""
 
 from __future__ import annotations
 

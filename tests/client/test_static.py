@@ -1,4 +1,4 @@
-"""Static helpers: fixed secrets as Secret handles (SPEC.md §8.12)."""
+"""Static helpers: fixed secrets as Secret handles, as Go's."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ LEAK = b"static-secret-2e6f"
 
 
 def test_static_secret_bytes_and_text() -> None:
-    """§8.12: static_secret returns a handle that always gives the same bytes; text is
+    """static_secret returns a handle that always gives the same bytes; text is
     encoded as UTF-8."""
     key = static_secret(b"test-key")
     assert isinstance(key, Secret)
@@ -42,7 +42,7 @@ def test_static_secret_rejects_other_types() -> None:
 
 
 def test_static_file_exact_bytes_read_once(tmp_path: Path) -> None:
-    """§8.12: static_file gives the file's exact bytes (whitespace included), read once."""
+    """static_file gives the file's exact bytes (whitespace included), read once."""
     path = tmp_path / "secret.bin"
     path.write_bytes(b"  \x00\xffkey\n")
     secret = static_file(path)
@@ -55,7 +55,7 @@ def test_static_file_exact_bytes_read_once(tmp_path: Path) -> None:
 
 
 def test_static_text_file_trims_whitespace(tmp_path: Path) -> None:
-    """§8.12: static_text_file trims leading and trailing whitespace (not inner)."""
+    """static_text_file trims leading and trailing whitespace (not inner)."""
     path = tmp_path / "password.txt"
     path.write_bytes(b"\r\n\t hunter 2 \n\n")
     assert static_text_file(path)() == b"hunter 2"
@@ -65,7 +65,7 @@ def test_static_text_file_trims_whitespace(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("helper", [static_file, static_text_file])
 def test_unreadable_file_names_the_path(tmp_path: Path, helper: Callable[[Path], Secret]) -> None:
-    """§8.12: a file that cannot be read (missing, a directory) is a ConfigError naming
+    """A file that cannot be read (missing, a directory) is a ConfigError naming
     the path, with the reason."""
     with pytest.raises(
         ConfigError, match=r"reading static secret .*missing.txt: No such file or directory"

@@ -1,4 +1,4 @@
-"""The Store over a real server on loopback (SPEC.md §8.4-8.10, §10.1 items 54-93): startup,
+"""The Store over a real server on loopback, against Go's Store's behaviour: startup,
 handles, polling, the cache, lookups, watchers, updaters, versioned secrets, expiry, and
 the faults a program must survive (server down, 500s, corrupt caches, deleted secrets)."""
 
@@ -56,7 +56,7 @@ def open_store(client: Client, names: list[str], **kw: object) -> tuple[Store, F
     return Store(client, names, ticker=ticker, **kw), ticker  # type: ignore[arg-type]
 
 
-# --- construction (items 57-60, 63, 64, 70, 74) ----------------------------------------
+# --- construction ----------------------------------------------------------------------
 
 
 def test_configuration_errors(client: Client) -> None:
@@ -95,7 +95,7 @@ def test_existing_secrets_are_served_duplicates_allowed(
 
 
 def test_startup_blocks_until_every_secret_exists(server: LocalServer, client: Client) -> None:
-    """Item 70: puts of one secret or of unrelated ones do not unblock it; the last does."""
+    """Puts of one secret or of unrelated ones do not unblock it; the last does."""
     built: list[Store] = []
     thread = threading.Thread(
         target=lambda: built.append(Store(client, ["a", "b"], poll_interval=None))
@@ -113,7 +113,8 @@ def test_startup_blocks_until_every_secret_exists(server: LocalServer, client: C
 
 
 def test_allow_lookup_without_secrets(server: LocalServer, client: Client) -> None:
-    """Items 74-76."""
+    """With allow_lookup and no declared secrets, lookups fetch on demand; a missing one
+    is NotFound."""
     server.db.put(SU, "known", b"k")
     with Store(client, allow_lookup=True, poll_interval=None) as store:
         assert store.secret("known") is None  # not held yet: None, not an error
@@ -125,7 +126,8 @@ def test_allow_lookup_without_secrets(server: LocalServer, client: Client) -> No
 
 
 def test_undeclared_without_lookup(server: LocalServer, client: Client) -> None:
-    """Items 61-62."""
+    """Without allow_lookup, an undeclared name is not found, and cannot be looked up or
+    watched."""
     server.db.put(SU, "a", b"1")
     server.db.put(SU, "other", b"2")
     with Store(client, ["a"], poll_interval=None) as store:
@@ -137,13 +139,14 @@ def test_undeclared_without_lookup(server: LocalServer, client: Client) -> None:
             store.watcher("other")
 
 
-# --- polling and the cache (items 65-69, 89, 93) ---------------------------------------
+# --- polling and the cache ------------------------------------------------------------
 
 
 def test_stale_cache_first_then_poll_updates_and_writes_exact_cache(
     server: LocalServer, client: Client
 ) -> None:
-    """Items 65-68, with the exact cache bytes of Go's test."""
+    """A cached value starts the Store without a fetch, and polls update it, with the
+    exact cache bytes of Go's test."""
     server.db.put(SU, "alpha", b"foobar")
     cache = MemCache()
     clock = FakeClock(1)
@@ -207,7 +210,7 @@ def test_server_down_at_start_without_cache_is_a_clear_error() -> None:
 def test_a_bad_cache_is_discarded_and_the_server_used(
     server: LocalServer, client: Client, blob: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Item 69, and caches Go would crash on."""
+    """An invalid cache is discarded with a warning, caches Go would crash on included."""
     server.db.put(SU, "alpha", b"from-server")
     with Store(client, ["alpha"], cache=MemCache(blob), poll_interval=None) as store:
         assert store.secret("alpha")() == b"from-server"  # type: ignore[misc]
@@ -236,7 +239,7 @@ def test_missing_cache_file_is_an_empty_cache(server: LocalServer, tmp_path: Pat
 
 
 def test_file_cache_refuses_symlinks_and_non_directories(tmp_path: Path) -> None:
-    """Items 86-88."""
+    """A cache file must be a regular file (not a symlink) in a directory it can create."""
     (tmp_path / "real").write_bytes(b"")
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(ConfigError, match="not a regular file"):
@@ -264,7 +267,7 @@ def test_unchanged_values_never_travel(server: LocalServer, client: Client) -> N
 def test_a_deleted_secret_keeps_its_last_value_and_others_update(
     server: LocalServer, client: Client
 ) -> None:
-    """Item 89: the poll reports the failure and still applies the other update."""
+    """The poll reports the failure and still applies the other update."""
     server.db.put(SU, "gone", SECRET)
     server.db.put(SU, "stays", b"1")
     store, _ = open_store(client, ["gone", "stays"])
@@ -311,7 +314,8 @@ def test_access_revoked_keeps_the_value(server: LocalServer) -> None:
 
 
 def test_negative_or_none_interval_disables_polling(server: LocalServer, client: Client) -> None:
-    """Item 93, and the fix: a ticker polls even when the interval is None."""
+    """A negative or None interval disables polling, and the fix: a ticker polls even
+    when the interval is None."""
     server.db.put(SU, "a", b"1")
     for interval in (None, -1):
         with Store(client, ["a"], poll_interval=interval) as store:
@@ -364,7 +368,7 @@ def test_close_is_idempotent_and_flushes(server: LocalServer, client: Client) ->
     assert b'"a"' in cache.read()
 
 
-# --- expiry (item 85) ---------------------------------------------------------------
+# --- expiry ------------------------------------------------------------------------
 
 
 def test_unused_undeclared_secrets_expire(server: LocalServer, client: Client) -> None:
@@ -387,7 +391,7 @@ def test_unused_undeclared_secrets_expire(server: LocalServer, client: Client) -
 
 
 def test_expiry_removes_undeclared_cached_entries(server: LocalServer, client: Client) -> None:
-    """Item 85 with Go's shape: entries loaded from a cache, last used long ago."""
+    """Expiry in Go's shape: entries loaded from a cache, last used long ago."""
     for name in ("apple", "pear", "plum", "cherry"):
         server.db.put(SU, name, name.encode())
     blob = json.dumps(
@@ -407,7 +411,7 @@ def test_expiry_removes_undeclared_cached_entries(server: LocalServer, client: C
         assert store.secret("pear") is None
 
 
-# --- watchers and updaters (items 71-73, 91, 92) -----------------------------------------
+# --- watchers and updaters --------------------------------------------------------------
 
 
 class Closable:
@@ -469,7 +473,7 @@ def test_watcher_signals_once_per_change(server: LocalServer, client: Client) ->
         assert not watcher.wait(0.1)
 
 
-# --- versioned secrets (items 77-84) ---------------------------------------------------
+# --- versioned secrets ---------------------------------------------------------------
 
 
 def test_versioned_secret_lifecycle(server: LocalServer, client: Client) -> None:
@@ -505,7 +509,7 @@ def test_versioned_secret_lifecycle(server: LocalServer, client: Client) -> None
 
 
 def test_versioned_secret_requirements(server: LocalServer, tmp_path: Path) -> None:
-    """Items 83-84."""
+    """A versioned secret needs allow_lookup and a client that reads versions."""
     server.db.put(SU, "a", b"1")
     with (
         Store(server.client(), ["a"], poll_interval=None) as store,
@@ -522,7 +526,7 @@ def test_versioned_secret_requirements(server: LocalServer, tmp_path: Path) -> N
 
 
 def test_versions_only_cache_entries_survive_restart(server: LocalServer, client: Client) -> None:
-    """Go discards the whole cache when an entry holds only versions (§12 item 22)."""
+    """Go discards the whole cache when an entry holds only versions; we keep it."""
     server.db.put(SU, "a", b"1")
     server.db.put(SU, "v", b"x1")
     cache = MemCache()
@@ -536,7 +540,7 @@ def test_versions_only_cache_entries_survive_restart(server: LocalServer, client
         assert store.versioned_secret("v").get_version(1) == b"x1"  # from the cache
 
 
-# --- FileClient under a Store (items 54-56) -------------------------------------------
+# --- FileClient under a Store ---------------------------------------------------------
 
 
 def test_store_over_a_file_client(tmp_path: Path) -> None:
@@ -559,7 +563,7 @@ def test_store_over_a_file_client(tmp_path: Path) -> None:
 def test_a_store_cache_is_file_client_input(
     server: LocalServer, client: Client, tmp_path: Path
 ) -> None:
-    """Item 56: with a versions-only entry present, the active values are served."""
+    """With a versions-only entry present, the active values are served."""
     put_active(server, "apple", b"a1")
     put_active(server, "pear", b"p1")
     server.db.put(SU, "cherry", b"c1")

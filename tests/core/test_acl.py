@@ -1,4 +1,4 @@
-"""Access rules and star-only patterns (SPEC.md §2.2-2.3, §10.1 items 1-4)."""
+"""Access rules and star-only patterns (docs/protocol.md §6.1-6.2)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from setec_core import ALL_ACTIONS, Action, InvalidRequestError, Rule, make_call
     ],
 )
 def test_match(pattern: str, name: str, expected: bool) -> None:
-    """§2.3: only * is special; it matches any run of characters, / included."""
+    """Only * is special; it matches any run of characters, / included (docs/protocol.md §6.2)."""
     assert match(pattern, name) is expected
 
 
@@ -48,20 +48,20 @@ RULE_DELETE = Rule(["delete"], ["dev/*"])
 @pytest.mark.parametrize(
     ("rule", "action", "name", "expected"),
     [
-        # item 1
+        # Go's first case: get on control/*
         (RULE_GET, "get", "control/foo", True),
         (RULE_GET, "get", "control/bar", True),
         (RULE_GET, "get", "control/quux", False),
         (RULE_GET, "get", "something/else", False),
         (RULE_GET, "get", "dev/foo", False),
         (RULE_GET, "info", "control/foo", False),
-        # item 2
+        # Go's second case: every action but get, on *
         (RULE_STAR, "info", "x", True),
         (RULE_STAR, "put", "control/foo", True),
         (RULE_STAR, "create-version", "dev/bar/quux", True),
         (RULE_STAR, "activate", "", True),
         (RULE_STAR, "get", "x", False),
-        # item 3
+        # Go's third case: delete on dev/*
         (RULE_DELETE, "delete", "dev/foo", True),
         (RULE_DELETE, "delete", "dev/bar/quux", True),
         (RULE_DELETE, "delete", "control/foo", False),
@@ -71,12 +71,12 @@ RULE_DELETE = Rule(["delete"], ["dev/*"])
     ],
 )
 def test_rule_allows(rule: Rule, action: str, name: str, expected: bool) -> None:
-    """§10.1 items 1-3: a rule allows its actions on names its patterns match."""
+    """A rule allows its actions on names its patterns match."""
     assert rule.allows(action, name) is expected
 
 
 def test_any_rule_allows() -> None:
-    """§10.1 item 4: a caller is allowed iff some rule allows; get is not in RULE_STAR."""
+    """A caller is allowed iff some rule allows; get is not in RULE_STAR."""
     caller = make_caller(RULE_GET, RULE_STAR, RULE_DELETE)
     assert caller.allows("get", "control/foo")
     assert caller.allows("put", "anything")
@@ -86,19 +86,19 @@ def test_any_rule_allows() -> None:
 
 
 def test_no_rules_deny_everything() -> None:
-    """§2.2: an empty rule set denies every action."""
+    """An empty rule set denies every action (docs/protocol.md §6.1)."""
     caller = make_caller()
     assert not any(caller.allows(a, "x") for a in ALL_ACTIONS)
 
 
 def test_unknown_actions_match_nothing() -> None:
-    """§2.2: unknown action strings are harmless; actions have no wildcard."""
+    """Unknown action strings are harmless; actions have no wildcard (docs/protocol.md §6.1)."""
     rule = Rule(["read", "*"], ["*"])
     assert not any(rule.allows(a, "x") for a in ALL_ACTIONS)
 
 
 def test_actions_are_the_six_of_the_spec() -> None:
-    """§2.2: exactly these six action strings."""
+    """Exactly these six action strings (docs/protocol.md §6.1)."""
     assert [a.value for a in Action] == [
         "get",
         "info",
@@ -121,7 +121,7 @@ def test_actions_are_the_six_of_the_spec() -> None:
     ],
 )
 def test_rule_from_json(doc: object, actions: set[str], secrets: tuple[str, ...]) -> None:
-    """§2.1: rules decode Go-style: case-insensitive keys, unknown keys ignored."""
+    """Rules decode Go-style: case-insensitive keys, unknown keys ignored."""
     rule = Rule.from_json(doc)
     assert rule.actions == actions
     assert rule.secrets == secrets
@@ -138,7 +138,7 @@ def test_rule_from_json(doc: object, actions: set[str], secrets: tuple[str, ...]
     ],
 )
 def test_malformed_rule_is_an_error(doc: object) -> None:
-    """§2.1: a rule that does not decode is an error, never an empty grant."""
+    """A rule that does not decode is an error, never an empty grant (docs/protocol.md §6.1)."""
     with pytest.raises(InvalidRequestError, match="rule"):
         Rule.from_json(doc)
 

@@ -51,7 +51,7 @@ def entry(**kw: object) -> AuditEntry:
 
 
 def test_ids_and_times_assigned(tmp_path: Path) -> None:
-    """Item 5: every written entry has a non-zero id and a non-zero time."""
+    """Every written entry has a non-zero id and a non-zero time."""
     log = AuditLog.open(tmp_path / "audit.log")
     log.write(entry(), entry(secret="x"))
     log.close()
@@ -65,7 +65,7 @@ def test_ids_and_times_assigned(tmp_path: Path) -> None:
 
 
 def test_key_order_and_omissions(tmp_path: Path) -> None:
-    """§3.1 / D15: Go's keys in Go's order, secret and secretVersion omitted when
+    """Go's keys in Go's order, secret and secretVersion omitted when
     empty, user or tags in the principal, then our own keys."""
     log = AuditLog.open(tmp_path / "audit.log")
     tagged = Principal(hostname="ci.tail1234.ts.net.", ip="100.64.0.9", tags=("tag:ci",))
@@ -101,7 +101,7 @@ def test_key_order_and_omissions(tmp_path: Path) -> None:
 
 
 def test_entries_round_trip(tmp_path: Path) -> None:
-    """Item 7: written entries decode back to what was written."""
+    """Written entries decode back to what was written."""
     log = AuditLog.open(tmp_path / "audit.log")
     written = [entry(secret=f"s{i}", secret_version=i, authorized=i % 2 == 0) for i in range(1, 6)]
     log.write(*written)
@@ -117,14 +117,14 @@ def test_entries_round_trip(tmp_path: Path) -> None:
 
 
 def test_format_time() -> None:
-    """§3.1: RFC 3339 in UTC with the fraction's trailing zeros trimmed, as Go does."""
+    """RFC 3339 in UTC with the fraction's trailing zeros trimmed, as Go does."""
     assert format_time(1714912496_123456789) == "2024-05-05T12:34:56.123456789Z"
     assert format_time(1714912496_120000000) == "2024-05-05T12:34:56.12Z"
     assert format_time(1714912496_000000000) == "2024-05-05T12:34:56Z"
 
 
 def test_file_mode_0600(tmp_path: Path) -> None:
-    """§3.1: the log file is created with mode 0600, and a looser one is tightened."""
+    """The log file is created with mode 0600, and a looser one is tightened."""
     path = tmp_path / "audit.log"
     AuditLog.open(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -134,7 +134,7 @@ def test_file_mode_0600(tmp_path: Path) -> None:
 
 
 def test_close_syncs_then_closes_even_if_sync_fails() -> None:
-    """Item 6: close calls sync and then close on the sink, even if sync fails."""
+    """Close calls sync and then close on the sink, even if sync fails."""
     sink = FailingAuditSink(fail_syncs=True)
     log = AuditLog(sink)
     with pytest.raises(AuditError, match="sync"):
@@ -425,11 +425,11 @@ def test_lone_surrogate_in_an_entry_is_escaped_not_fatal(tmp_path: Path) -> None
     assert verify(tmp_path / "audit.log").ok
 
 
-# --- what the Database writes (§3.2) -------------------------------------------------
+# --- what the Database writes (docs/protocol.md §7.2) --------------------------------
 
 
 def test_database_audit_table(db: Database) -> None:
-    """§3.2: which entry each operation writes, with secretVersion as Go sets it, plus
+    """Which entry each operation writes, with secretVersion as Go sets it, plus
     our outcome and servedVersion."""
     db.put(SU, "s", b"a")  # put, version not recorded
     db.put(SU, "s", b"b")
@@ -464,7 +464,7 @@ def test_database_audit_table(db: Database) -> None:
 
 
 def test_conditional_get_audit(db: Database) -> None:
-    """D8: a conditional get writes nothing when unchanged or missing, one denied entry
+    """A conditional get writes nothing when unchanged or missing, one denied entry
     when denied, and one entry (secretVersion 0) when it returns a value."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
@@ -492,7 +492,7 @@ def test_conditional_get_audit(db: Database) -> None:
 
 
 def test_list_audit_for_caller_without_rules(db: Database) -> None:
-    """D14: list writes one info entry, authorized, no secret, even with no rules."""
+    """List writes one info entry, authorized, no secret, even with no rules."""
     db.put(SU, "s", b"a")
     db.list(make_caller(user="nobody@example.com"))
     last = audit_entries(db)[-1]
@@ -501,7 +501,7 @@ def test_list_audit_for_caller_without_rules(db: Database) -> None:
 
 
 def test_denied_and_missing_are_audited(db: Database) -> None:
-    """§3.2: attempts are recorded: a denied get and a permitted get of a missing secret."""
+    """Attempts are recorded: a denied get and a permitted get of a missing secret."""
     with pytest.raises(AccessDenied):
         db.get(make_caller(), "s")
     with pytest.raises(NotFound):

@@ -1,4 +1,4 @@
-"""Database operations at library level (SPEC.md §1.4, §10.1 items 9-36, fixes of §12)."""
+"""Database operations at library level (docs/protocol.md §4), with our fixes over Go."""
 
 from __future__ import annotations
 
@@ -28,18 +28,18 @@ SU = SUPERUSER
 
 
 def test_empty_list(db: Database) -> None:
-    """Item 9: listing an empty database gives nothing."""
+    """Listing an empty database gives nothing."""
     assert db.list(SU) == []
 
 
 def test_first_put_creates_version_one(db: Database) -> None:
-    """Item 10: after one put the list shows version 1, active."""
+    """After one put the list shows version 1, active."""
     assert db.put(SU, "test", b"foo") == 1
     assert db.list(SU) == [SecretInfo("test", (1,), 1)]
 
 
 def test_second_put_does_not_activate(db: Database) -> None:
-    """Item 11: a second put adds version 2; version 1 stays active."""
+    """A second put adds version 2; version 1 stays active."""
     db.put(SU, "test", b"foo")
     assert db.put(SU, "test", b"bar") == 2
     assert db.list(SU) == [SecretInfo("test", (1, 2), 1)]
@@ -47,14 +47,14 @@ def test_second_put_does_not_activate(db: Database) -> None:
 
 
 def test_list_sorted_by_name(db: Database) -> None:
-    """Item 12: list is sorted by name (byte order), versions ascending."""
+    """List is sorted by name (byte order), versions ascending."""
     for name in ["zeta", "alpha", "Beta", "alpha/x", "ünïcode"]:
         db.put(SU, name, b"v")
     assert [i.name for i in db.list(SU)] == ["Beta", "alpha", "alpha/x", "zeta", "ünïcode"]
 
 
 def test_activate_changes_active(db: Database) -> None:
-    """Item 13: activate moves the active version."""
+    """Activate moves the active version."""
     db.put(SU, "test", b"foo")
     db.put(SU, "test", b"bar")
     db.activate(SU, "test", 2)
@@ -63,7 +63,7 @@ def test_activate_changes_active(db: Database) -> None:
 
 
 def test_ten_puts_all_versions_retrievable(db: Database) -> None:
-    """Items 15-16: ten distinct puts give ten versions; each is retrievable and,
+    """Ten distinct puts give ten versions; each is retrievable and,
     once activated, is what get returns."""
     versions = [db.put(SU, "s", str(i).encode()) for i in range(10)]
     assert versions == list(range(1, 11))
@@ -75,7 +75,7 @@ def test_ten_puts_all_versions_retrievable(db: Database) -> None:
 
 
 def test_put_dedups_against_latest(db: Database) -> None:
-    """Items 18-20: an equal value returns the latest version; dedup compares with the
+    """An equal value returns the latest version; dedup compares with the
     latest version, not any or the active one."""
     assert db.put(SU, "s", b"a") == 1
     assert db.put(SU, "s", b"a") == 1
@@ -86,7 +86,7 @@ def test_put_dedups_against_latest(db: Database) -> None:
 
 
 def test_values_do_not_alias(db: Database) -> None:
-    """Item 21: the stored value does not alias the caller's buffer."""
+    """The stored value does not alias the caller's buffer."""
     buf = bytearray(b"hello")
     db.put(SU, "s", buf)
     buf[0] = ord("J")
@@ -96,7 +96,7 @@ def test_values_do_not_alias(db: Database) -> None:
 
 
 def test_create_version_on_new_secret(db: Database) -> None:
-    """Items 22, 26: create-version makes a new secret with exactly that version, active."""
+    """create-version makes a new secret with exactly that version, active."""
     db.create_version(SU, "a", 1, b"one")
     assert db.info(SU, "a") == SecretInfo("a", (1,), 1)
     db.create_version(SU, "b", 100, b"hundred")
@@ -104,14 +104,14 @@ def test_create_version_on_new_secret(db: Database) -> None:
 
 
 def test_create_version_timestamp(db: Database) -> None:
-    """Item 23: a Unix-timestamp version (2100-01-01) is accepted and activated."""
+    """A Unix-timestamp version (2100-01-01) is accepted and activated."""
     db.put(SU, "s", b"x")
     db.create_version(SU, "s", 4102448460, b"future")
     assert db.get(SU, "s") == SecretValue(b"future", 4102448460)
 
 
 def test_create_existing_version_is_claimed(db: Database) -> None:
-    """Item 24: creating an existing version fails; value and active are unchanged."""
+    """Creating an existing version fails; value and active are unchanged."""
     db.put(SU, "s", b"one")
     db.put(SU, "s", b"two")
     with pytest.raises(VersionClaimed):
@@ -121,20 +121,20 @@ def test_create_existing_version_is_claimed(db: Database) -> None:
 
 
 def test_create_in_between_version(db: Database) -> None:
-    """Item 25: an unused lower version can be created and becomes active."""
+    """An unused lower version can be created and becomes active."""
     db.create_version(SU, "s", 200, b"x")
     db.create_version(SU, "s", 100, b"y")
     assert db.info(SU, "s") == SecretInfo("s", (100, 200), 100)
 
 
 def test_create_version_zero(db: Database) -> None:
-    """Item 27: create-version 0 is an invalid version."""
+    """create-version 0 is an invalid version."""
     with pytest.raises(InvalidVersionError, match="version > 0"):
         db.create_version(SU, "s", 0, b"x")
 
 
 def test_version_history_scenario(db: Database) -> None:
-    """Items 28-31: put->1; create 100, 10 (each active); put -> 101 inactive; delete 101
+    """put->1; create 100, 10 (each active); put -> 101 inactive; delete 101
     and 100; 100 stays claimed; the next put is 102."""
     assert db.put(SU, "s", b"p1") == 1
     db.create_version(SU, "s", 100, b"c100")
@@ -152,13 +152,13 @@ def test_version_history_scenario(db: Database) -> None:
 
 
 def test_delete_missing_secret_succeeds(db: Database) -> None:
-    """Item 32: deleting a secret that does not exist succeeds."""
+    """Deleting a secret that does not exist succeeds."""
     db.delete(SU, "nothing")
     assert db.list(SU) == []
 
 
 def test_delete_secret(db: Database) -> None:
-    """Item 33: after delete, every version is gone."""
+    """After delete, every version is gone."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
     db.delete(SU, "s")
@@ -169,14 +169,14 @@ def test_delete_secret(db: Database) -> None:
 
 
 def test_delete_missing_version(db: Database) -> None:
-    """Item 34: deleting a version that never existed is not found."""
+    """Deleting a version that never existed is not found."""
     db.put(SU, "s", b"a")
     with pytest.raises(NotFound):
         db.delete_version(SU, "s", 1000)
 
 
 def test_delete_active_version_refused(db: Database) -> None:
-    """Items 35-36: the active version cannot be deleted; an inactive one can, and the
+    """The active version cannot be deleted; an inactive one can, and the
     active one still exists afterwards."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
@@ -189,7 +189,7 @@ def test_delete_active_version_refused(db: Database) -> None:
 
 
 def test_delete_then_put_restarts_history(db: Database) -> None:
-    """D12: after delete, put starts at 1 and deleted numbers are creatable again."""
+    """After delete, put starts at 1 and deleted numbers are creatable again."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
     db.delete_version(SU, "s", 2)
@@ -203,7 +203,7 @@ def test_delete_then_put_restarts_history(db: Database) -> None:
 
 
 def test_get_missing(db: Database) -> None:
-    """§1.4.2: a get of a missing secret or version is not found."""
+    """A get of a missing secret or version is not found (docs/protocol.md §4.2)."""
     with pytest.raises(NotFound):
         db.get(SU, "nope")
     db.put(SU, "s", b"a")
@@ -212,7 +212,7 @@ def test_get_missing(db: Database) -> None:
 
 
 def test_get_if_changed(db: Database) -> None:
-    """§1.4.2 case B, items 41-42: unchanged raises ValueNotChanged; after activate, the
+    """Unchanged raises ValueNotChanged; after activate, the
     new active value comes back."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
@@ -223,21 +223,21 @@ def test_get_if_changed(db: Database) -> None:
 
 
 def test_get_if_changed_returns_lower_active(db: Database) -> None:
-    """§1.4.2: the test is 'different', not 'newer'."""
+    """The test is 'different', not 'newer' (docs/protocol.md §4.2)."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
     assert db.get_if_changed(SU, "s", 2) == SecretValue(b"a", 1)
 
 
 def test_get_if_changed_version_zero_is_plain_get(db: Database) -> None:
-    """D7: version 0 with UpdateIfChanged is a plain get of the active value, audited."""
+    """Version 0 with UpdateIfChanged is a plain get of the active value, audited."""
     db.put(SU, "s", b"a")
     assert db.get_if_changed(SU, "s", 0) == SecretValue(b"a", 1)
     assert audit_entries(db)[-1]["action"] == "get"
 
 
 def test_get_if_changed_missing(db: Database) -> None:
-    """§1.4.2: a conditional get of a missing secret is not found."""
+    """A conditional get of a missing secret is not found (docs/protocol.md §4.2)."""
     with pytest.raises(NotFound):
         db.get_if_changed(SU, "nope", 3)
 
@@ -252,21 +252,21 @@ def ok_caller() -> object:
 
 
 def test_acl_get_denied(db: Database, ok_caller: object) -> None:
-    """Item 43: get outside the granted names is denied."""
+    """Get outside the granted names is denied."""
     db.put(SU, "no/test", b"x")
     with pytest.raises(AccessDenied):
         db.get(ok_caller, "no/test", 1)  # type: ignore[arg-type]
 
 
 def test_acl_missing_version_is_not_found(db: Database, ok_caller: object) -> None:
-    """Item 44: a granted get of a missing version is not found."""
+    """A granted get of a missing version is not found."""
     db.put(SU, "ok/test", b"x")
     with pytest.raises(NotFound):
         db.get(ok_caller, "ok/test", 7)  # type: ignore[arg-type]
 
 
 def test_acl_put_denied(db: Database, ok_caller: object) -> None:
-    """Item 45: put without put permission is denied and writes nothing."""
+    """Put without put permission is denied and writes nothing."""
     db.put(SU, "ok/test", b"x")
     with pytest.raises(AccessDenied):
         db.put(ok_caller, "ok/test", b"y")  # type: ignore[arg-type]
@@ -274,7 +274,7 @@ def test_acl_put_denied(db: Database, ok_caller: object) -> None:
 
 
 def test_acl_delete_version(db: Database, ok_caller: object) -> None:
-    """Items 46-47: delete-version of the active version fails; of another succeeds."""
+    """delete-version of the active version fails; of another succeeds."""
     db.put(SU, "ok/test", b"x")
     db.put(SU, "ok/test", b"y")
     with pytest.raises(InvalidRequestError):
@@ -299,7 +299,7 @@ def test_acl_delete_version(db: Database, ok_caller: object) -> None:
 def test_each_action_needs_its_grant(
     db: Database, method: str, args: tuple[object, ...], action: str
 ) -> None:
-    """§2.2: each operation needs its own action; all other grants are not enough."""
+    """Each operation needs its own action; all other grants are not enough."""
     db.put(SU, "s", b"a")
     others = [
         a for a in ["get", "info", "put", "create-version", "activate", "delete"] if a != action
@@ -317,7 +317,7 @@ def test_each_action_needs_its_grant(
 
 
 def test_list_filters_by_info(db: Database) -> None:
-    """§1.4.1: list shows only names the caller may info; never raises."""
+    """List shows only names the caller may info; never raises (docs/protocol.md §4.1)."""
     for name in ["a/1", "a/2", "b/1"]:
         db.put(SU, name, b"v")
     assert [i.name for i in db.list(make_caller((["info"], ["a/*"])))] == ["a/1", "a/2"]
@@ -325,7 +325,7 @@ def test_list_filters_by_info(db: Database) -> None:
     assert db.list(make_caller()) == []
 
 
-# --- client mistakes (SPEC.md preface: 400, not 500) ------------------------------------
+# --- client mistakes (400 on the wire, where Go answers 500) ----------------------------
 
 
 @pytest.mark.parametrize(
@@ -339,14 +339,14 @@ def test_list_filters_by_info(db: Database) -> None:
 def test_empty_name_refused_before_access(
     db: Database, method: str, args: tuple[object, ...]
 ) -> None:
-    """D9: an empty name is refused before the access check and not audited."""
+    """An empty name is refused before the access check and not audited."""
     with pytest.raises(InvalidRequestError, match="empty"):
         getattr(db, method)(make_caller(), *args)
     assert audit_entries(db) == []
 
 
 def test_create_version_zero_before_access(db: Database) -> None:
-    """D9: create-version 0 is invalid even for a caller with no rights, unaudited."""
+    """create-version 0 is invalid even for a caller with no rights, unaudited."""
     with pytest.raises(InvalidVersionError):
         db.create_version(make_caller(), "s", 0, b"v")
     assert audit_entries(db) == []
@@ -354,7 +354,7 @@ def test_create_version_zero_before_access(db: Database) -> None:
 
 @pytest.mark.parametrize("method", ["activate", "delete_version"])
 def test_version_zero_is_invalid(db: Database, method: str) -> None:
-    """D10-D11: activate and delete-version of version 0 are client mistakes (audited)."""
+    """Activate and delete-version of version 0 are client mistakes (audited)."""
     db.put(SU, "s", b"v")
     with pytest.raises(InvalidVersionError):
         getattr(db, method)(SU, "s", 0)
@@ -363,7 +363,7 @@ def test_version_zero_is_invalid(db: Database, method: str) -> None:
 
 @pytest.mark.parametrize("version", [-1, MAX_VERSION + 1, 2**64, True, 1.0, "1"])
 def test_version_out_of_range(db: Database, version: object) -> None:
-    """§1.3: versions are uint32; anything else is a client mistake naming the value."""
+    """Versions are uint32; anything else is a client mistake naming the value."""
     db.put(SU, "s", b"v")
     with pytest.raises(InvalidRequestError, match="version"):
         db.get(SU, "s", version)  # type: ignore[arg-type]
@@ -380,8 +380,8 @@ def test_version_out_of_range(db: Database, version: object) -> None:
     ],
 )
 def test_internal_names_reserved(db: Database, method: str, args: tuple[object, ...]) -> None:
-    """D13 and §12 item 10: every write of an _internal/ name is refused, create-version
-    included; the refusal is audited."""
+    """Every write of an _internal/ name is refused, create-version included (Go lets
+    create-version through); the refusal is audited."""
     with pytest.raises(InvalidRequestError, match="reserved"):
         getattr(db, method)(SU, *args)
     assert audit_entries(db)[-1]["outcome"] == "invalid"
@@ -400,12 +400,12 @@ def test_lone_surrogate_name_refused(db: Database) -> None:
         db.put(SU, "bad\ud800", b"v")
 
 
-# --- fixes of SPEC.md §12 item 11 -------------------------------------------------------
+# --- fixes of Go's put ------------------------------------------------------------------
 
 
 def test_put_empty_after_deleted_latest_makes_new_version(db: Database) -> None:
-    """§12 item 11: put of an empty value after the latest version was deleted creates
-    a real version, not a phantom deleted one."""
+    """Put of an empty value after the latest version was deleted creates a real
+    version, not a phantom deleted one as in Go."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
     db.delete_version(SU, "s", 2)
@@ -415,7 +415,7 @@ def test_put_empty_after_deleted_latest_makes_new_version(db: Database) -> None:
 
 
 def test_put_at_max_version_refused(db: Database) -> None:
-    """§12 item 11: a put after version 4294967295 is refused, never wrapped to 0."""
+    """A put after version 4294967295 is refused, never wrapped to 0 as in Go."""
     db.create_version(SU, "s", MAX_VERSION, b"last")
     with pytest.raises(InvalidRequestError, match="4294967295"):
         db.put(SU, "s", b"more")
@@ -423,7 +423,7 @@ def test_put_at_max_version_refused(db: Database) -> None:
 
 
 def test_empty_value_allowed(db: Database) -> None:
-    """§1.4.4: empty values are stored like any other."""
+    """Empty values are stored like any other (docs/protocol.md §4.4)."""
     assert db.put(SU, "s", b"") == 1
     assert db.get(SU, "s") == SecretValue(b"", 1)
 
@@ -432,7 +432,7 @@ def test_empty_value_allowed(db: Database) -> None:
 
 
 def test_noops_do_not_commit() -> None:
-    """§4.3: a deduplicated put, re-activating the active version and deleting a missing
+    """A deduplicated put, re-activating the active version and deleting a missing
     secret do not write to storage."""
     with new_database() as db:
         db.put(SU, "s", b"a")

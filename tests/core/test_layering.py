@@ -1,4 +1,4 @@
-"""One-way layering: setec_core loads no HTTP framework, SDK or plugin (STYLE.md §1)."""
+"""One-way layering: setec_core loads no HTTP framework, SDK or plugin."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Restore and key rotation in the library (issue 5 §3): every secret and version
+"""Restore and key rotation in the library: every secret and version
 survives, the right keys open the result, and a failed step changes nothing."""
 
 from __future__ import annotations

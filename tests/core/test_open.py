@@ -1,5 +1,5 @@
 """Opening a database on disk: persistence, modes, wrong keys, corruption and crashes
-(SPEC.md §4, §10.1 items 8, 14, 17; the issue's "Bad input")."""
+(wrong keys and bad input fail with a message saying what to do)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_loose_state_dir_is_tightened(tmp_path: Path) -> None:
 
 
 def test_reopen_keeps_everything(state: Path) -> None:
-    """Items 14 and 17: reopening with the same key gives the same secrets, versions,
+    """Reopening with the same key gives the same secrets, versions,
     values and history."""
     with Database.open(state, key=KEY) as db:
         assert [(i.name, i.versions, i.active_version) for i in db.list(SU)] == [
@@ -83,7 +83,7 @@ def test_reopen_keeps_everything(state: Path) -> None:
 
 
 def test_open_does_not_change_the_store(state: Path) -> None:
-    """Item 8: opening (and closing) an existing store without writes leaves the store
+    """Opening (and closing) an existing store without writes leaves the store
     file's bytes unchanged."""
     before = hashlib.sha256((state / "secrets.db").read_bytes()).hexdigest()
     with Database.open(state, key=KEY):

@@ -1,4 +1,4 @@
-"""The plugin system: loading, registries, selection by URI scheme (ARCHITECTURE.md §3)."""
+"""The plugin system: loading, registries, selection by URI scheme (docs/plugins.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Property-based checks: pattern matching against a regex oracle, and the Database
-against a small reference model of SPEC.md §1.4's version rules."""
+against a small reference model of the version rules (docs/protocol.md §4)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ ALPHABET = st.sampled_from(list("ab/*?[."))
 
 @given(st.text(ALPHABET, max_size=8), st.text(ALPHABET.filter(lambda c: c != "*"), max_size=10))
 def test_match_agrees_with_regex_oracle(pattern: str, name: str) -> None:
-    """§2.3: match() is a full match where only * is special (any run of characters)."""
+    """match() is a full match where only * is special (any run of characters)."""
     oracle = re.fullmatch(".*".join(re.escape(p) for p in pattern.split("*")), name, re.S)
     assert match(pattern, name) is (oracle is not None)
 

@@ -1,4 +1,4 @@
-"""The backup round trip of issue 5's "Done when", run through the console script for
+"""The backup round trip, run through the console script for
 each key provider: serve with a backup sink, write secrets, wait for the loop's backup,
 stop, wipe the state directory, ``setec-serve restore``, serve again and compare every
 secret and version over HTTP."""

@@ -1,5 +1,5 @@
 """``setec-serve --kms-key-name arn:aws:kms:...`` end to end: the console script against
-moto's KMS server on loopback (issue 5, "Done when", the aws-kms part)."""
+moto's KMS server on loopback."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def test_disabled_key_exits_at_once(tmp_path: Path) -> None:
 
 
 def test_backs_up_to_s3_and_restores(moto: MotoServer, tmp_path: Path) -> None:
-    """Issue 5 "Done when": setec-serve --kms-key-name ARN with Go's --backup-bucket
+    """setec-serve --kms-key-name ARN with Go's --backup-bucket
     flags backs up to S3 (moto); after a wipe, restore (naming the sink as
     --backup s3://BUCKET --backup-region) brings back every secret and version."""
     key = moto.new_kms_key()

@@ -1,5 +1,5 @@
-"""``setec`` against a real ``setec-serve --dev`` subprocess: the SPEC.md §11 session and
-a secret's whole life, every step through the console scripts."""
+"""``setec`` against a real ``setec-serve --dev`` subprocess: Go's worked example session
+and a secret's whole life, every step through the console scripts."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def setec(
 
 
 def test_secret_lifecycle_against_setec_serve(tmp_path: Path) -> None:
-    """§11's put session, then get, a second version, activate, list, info, run, export,
+    """Go's worked put session, then get, a second version, activate, list, info, run, export,
     and delete with its confirmation token, against ``setec-serve --dev``."""
     state = tmp_path / "state"
     with ServeProcess(

@@ -1,4 +1,4 @@
-"""The Client against the real ``setec-serve --dev`` console script (SPEC.md §8.1)."""
+"""The Client against the real ``setec-serve --dev`` console script."""
 
 from __future__ import annotations
 

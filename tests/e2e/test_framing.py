@@ -116,7 +116,7 @@ def test_chunked_body_over_the_limit_is_413(server: ServeProcess) -> None:
 
 
 def test_both_framings_are_refused(server: ServeProcess) -> None:
-    # RFC 9112 §6.1: with both, a proxy and the server may split the stream differently.
+    # RFC 9112, section 6.1: with both, a proxy and the server may split the stream differently.
     body = chunked(put_body("framing/both", SECRET))
     request = (
         b"POST /api/put HTTP/1.1\r\n"

@@ -1,5 +1,5 @@
 """``setec-serve --kms-key-name gcp-kms://projects/...`` end to end: the console script
-against the loopback gRPC fake of Cloud KMS (issue 5, "Done when", the gcp-kms part)."""
+against the loopback gRPC fake of Cloud KMS."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_transient_unavailable_is_ridden_out(kms: FakeKmsServer, tmp_path: Path)
 
 
 def test_backs_up_to_a_dir_and_restores(kms: FakeKmsServer, tmp_path: Path) -> None:
-    """Issue 5 "Done when": serve under a Cloud KMS key with a dir:// sink, back up,
+    """Serve under a Cloud KMS key with a dir:// sink, back up,
     wipe, restore through the console script, and every secret and version is back."""
     key = "gcp-kms://" + kms.kms.add_key(key_name("e2e-backup"))
     sink = ("--backup", f"dir://{tmp_path / 'backups'}")

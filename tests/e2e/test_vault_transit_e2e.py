@@ -1,6 +1,5 @@
 """``setec-serve --kms-key-name vault-transit://...`` end to end: the console script
-against the loopback fake of Vault's Transit API (issue 5, "Done when", the
-vault-transit part)."""
+against the loopback fake of Vault's Transit API."""
 
 from __future__ import annotations
 
@@ -109,7 +108,7 @@ def test_unreachable_vault_exits_after_the_bounded_retry(tmp_path: Path) -> None
 
 
 def test_backs_up_to_a_dir_and_restores(vault: FakeVault, tmp_path: Path) -> None:
-    """Issue 5 "Done when": serve under a Transit key with a dir:// sink, back up,
+    """Serve under a Transit key with a dir:// sink, back up,
     wipe, restore through the console script, and every secret and version is back."""
     key = key_name(vault, vault.create_key("setec-backup"))
     sink = ("--backup", f"dir://{tmp_path / 'backups'}")

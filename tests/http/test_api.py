@@ -1,5 +1,5 @@
-"""The HTTP API through the WSGI app: the request pipeline of SPEC.md §1.2 as a table of
-cases, the endpoints of §1.4 (§10.1 items 37-47, D1, D6-D13), the status table, and what
+"""The HTTP API through the WSGI app: the request pipeline (docs/protocol.md §2) as a
+table of cases, the endpoints (docs/protocol.md §4), the status table, and what
 the server sends besides the body (headers, request ids, logs without values)."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def b64(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
-# --- the pipeline, in order (SPEC.md §1.2) ----------------------------------------------
+# --- the pipeline, in order (docs/protocol.md §2) --------------------------------------
 
 PIPELINE = [
     # (id, kwargs for api(), status, body)
@@ -123,7 +123,7 @@ PIPELINE = [
     [pytest.param(k, s, b, id=i) for i, k, s, b in PIPELINE],
 )
 def test_pipeline(client: Client, kwargs: dict[str, Any], status: int, body: str | None) -> None:
-    """Each step of the pipeline refuses with its own status, in SPEC order."""
+    """Each step of the pipeline refuses with its own status, in Go's order."""
     kwargs = {"body": {"Name": "x"}, **kwargs}
     resp = api(client, "get", **kwargs)
     assert resp.status_code == status
@@ -192,7 +192,7 @@ def test_unknown_paths_are_404(client: Client, path: str) -> None:
     assert (resp.status_code, resp.get_data(as_text=True)) == (404, "not found\n")
 
 
-# --- the endpoints (SPEC.md §1.4) ------------------------------------------------------
+# --- the endpoints (docs/protocol.md §4) ----------------------------------------------
 
 
 def test_put_get_round_trip_exact_bytes(client: Client) -> None:
@@ -204,7 +204,7 @@ def test_put_get_round_trip_exact_bytes(client: Client) -> None:
 
 
 def test_conditional_get_304_then_new_version(client: Client, db: Database) -> None:
-    """§10.1 items 41-42 and D8."""
+    """A conditional get of the active version is 304, empty; after activate, the new one."""
     db.put(SUPERUSER, "a", b"one")
     db.put(SUPERUSER, "a", b"two")
     resp = api(client, "get", {"Name": "a", "Version": 1, "UpdateIfChanged": True})
@@ -217,14 +217,14 @@ def test_conditional_get_304_then_new_version(client: Client, db: Database) -> N
 def test_get_version_zero_with_update_if_changed_is_a_plain_get(
     client: Client, db: Database
 ) -> None:
-    """D7."""
+    """Version 0 with UpdateIfChanged is the active value (docs/protocol.md §4.2)."""
     db.put(SUPERUSER, "a", b"one")
     resp = api(client, "get", {"Name": "a", "Version": 0, "UpdateIfChanged": True})
     assert json.loads(resp.data) == {"Value": b64(b"one"), "Version": 1}
 
 
 def test_acl_and_not_found(client: Client, db: Database, authz: FixedAuthorizer) -> None:
-    """§10.1 items 43-47 with the server test's caller."""
+    """Go's server test: a caller allowed get, info and delete on ok/* only."""
     db.put(SUPERUSER, "ok/test", b"v1")
     db.put(SUPERUSER, "ok/test", b"v2")
     db.put(SUPERUSER, "no/test", b"v1")
@@ -239,7 +239,7 @@ def test_acl_and_not_found(client: Client, db: Database, authz: FixedAuthorizer)
 
 
 def test_list_empty_is_null_and_sorted(client: Client, db: Database) -> None:
-    """D6 and §1.4.1."""
+    """An empty list is null; names are sorted (docs/protocol.md §4.1)."""
     assert api(client, "list", {}).data == b"null"
     db.put(SUPERUSER, "b", b"1")
     db.put(SUPERUSER, "a", b"1")
@@ -251,7 +251,7 @@ def test_list_empty_is_null_and_sorted(client: Client, db: Database) -> None:
 
 
 def test_create_version_rules(client: Client, db: Database, authz: FixedAuthorizer) -> None:
-    """D9 (version 0 is 400 even for a caller who may not create) and 412."""
+    """Version 0 is 400 even for a caller who may not create; a claimed version is 412."""
     authz.caller = make_caller(user="nobody@example.com")
     resp = api(client, "create-version", {"Name": "a", "Version": 0, "Value": "eA=="})
     assert resp.status_code == 400
@@ -276,8 +276,8 @@ def test_create_version_rules(client: Client, db: Database, authz: FixedAuthoriz
 def test_client_mistakes_go_answers_with_500_are_400(
     client: Client, db: Database, method: str, body: dict[str, Any]
 ) -> None:
-    """SPEC.md preface: empty names, version 0 and reserved names are the client's
-    mistake, so 400 with a reason."""
+    """Empty names, version 0 and reserved names are the client's mistake: 400 with a
+    reason, where Go answers 500."""
     db.put(SUPERUSER, "a", b"v")
     resp = api(client, method, body)
     assert resp.status_code == 400
@@ -401,7 +401,7 @@ def test_bugs_are_500_and_their_messages_never_logged(caplog: pytest.LogCaptureF
 def test_dashboard_rows_escaped_and_no_values(
     client: Client, db: Database, authz: FixedAuthorizer
 ) -> None:
-    """§1.6 and D18, for two callers with different rules."""
+    """The dashboard (docs/protocol.md §1.4), for two callers with different rules."""
     db.put(SUPERUSER, "team/<script>alert(1)</script>", SECRET)
     db.put(SUPERUSER, "team/app", b"1")
     db.put(SUPERUSER, "team/app", b"2")
@@ -422,7 +422,7 @@ def test_dashboard_rows_escaped_and_no_values(
     assert "other/x" in page
     assert "team/app" not in page
     assert client.post("/").status_code == 400
-    head = client.head("/")  # HEAD is GET without the body (RFC 9110 §9.3.2)
+    head = client.head("/")  # HEAD is GET without the body (RFC 9110, section 9.3.2)
     get = client.get("/")
     assert (head.status_code, head.get_data()) == (200, b"")
     assert head.headers["Content-Length"] == get.headers["Content-Length"] != "0"
@@ -520,7 +520,7 @@ FIELDS = st.fixed_dictionaries(
 )
 def test_fuzz_bodies_never_cause_a_server_error(endpoint: str, body: bytes) -> None:
     """Random bytes and random field values to every endpoint get a 2xx, 304 or a 4xx
-    with a one-line reason, never a 5xx (SPEC.md preface: client mistakes are 4xx)."""
+    with a one-line reason, never a 5xx (client mistakes are 4xx)."""
     with new_database() as db:
         db.put(SUPERUSER, "a", b"1")
         db.put(SUPERUSER, "a", b"2")

@@ -1,4 +1,4 @@
-"""Request decoding and response encoding, rule by rule (SPEC.md §1.3)."""
+"""Request decoding and response encoding, rule by rule (docs/protocol.md §3)."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ ACCEPTED = [
 
 @pytest.mark.parametrize(("body", "expected"), ACCEPTED)
 def test_decode_accepts(body: bytes, expected: object) -> None:
-    """§1.3: Go's decoder accepts this body and yields exactly these fields."""
+    """Go's decoder accepts this body and yields exactly these fields (docs/protocol.md §3)."""
     assert decode(body, type(expected)) == expected
 
 
@@ -231,7 +231,7 @@ REJECTED = [
 
 @pytest.mark.parametrize(("body", "kind", "fragment"), REJECTED)
 def test_decode_rejects(body: bytes, kind: type[Any], fragment: str) -> None:
-    """§1.3: Go's decoder refuses this body (400); the reason is one line and says why."""
+    """Go's decoder refuses this body (400); the reason is one line and says why."""
     with pytest.raises(BadRequestError) as info:
         decode(body, kind)
     message = str(info.value)
@@ -278,7 +278,7 @@ def test_errors_never_carry_the_body(body: bytes) -> None:
     "request_", [PutRequest("n", b"hunter2"), CreateVersionRequest("n", 1, b"hunter2")]
 )
 def test_request_repr_hides_value(request_: object) -> None:
-    """A request holding a value never shows it in its repr (STYLE.md anti-patterns)."""
+    """A request holding a value never shows it in its repr."""
     assert "hunter2" not in repr(request_)
     assert "'n'" in repr(request_)
 
@@ -336,7 +336,7 @@ ENCODED = [
 
 @pytest.mark.parametrize(("result", "expected"), ENCODED)
 def test_encode(result: object, expected: bytes) -> None:
-    """§1.3: responses are Go's compact JSON, byte for byte, without a trailing newline."""
+    """Responses are Go's compact JSON, byte for byte, without a trailing newline."""
     assert encode(result) == expected
 
 
@@ -348,7 +348,7 @@ def test_encode(result: object, expected: bytes) -> None:
     ],
 )
 def test_encode_key_order(result: object, keys: list[str]) -> None:
-    """§1.3: object keys come in Go's struct declaration order."""
+    """Object keys come in Go's struct declaration order (docs/protocol.md §3)."""
     assert list(json.loads(encode(result))) == keys
 
 

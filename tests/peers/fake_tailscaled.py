@@ -1,6 +1,6 @@
 """A fake tailscaled LocalAPI (whois and status) on a unix socket, for tests.
 
-It follows TESTING.md Appendix C, which mirrors tailscale's ``ipn/localapi/localapi.go``:
+It mirrors tailscale's ``ipn/localapi/localapi.go``:
 the Host must be ``local-tailscaled.sock`` (or empty), a request with ``Referer`` or
 ``Origin`` is 403 ``invalid localapi request``, a missing ``addr`` is 400, a bad one 400,
 and an unknown peer 404 ``no match for IP:port``. Answers are tab-indented JSON shaped

@@ -1,5 +1,5 @@
 """A fake of HashiCorp Vault's Transit secrets engine HTTP API on loopback, for tests
-driven by the real hvac client (TESTING.md Appendix B).
+driven by the real hvac client.
 
 It serves the subset hvac's ``client.secrets.transit`` uses for keys (create, read,
 rotate, config) and ``encrypt``/``decrypt``, with real AES-256-GCM per key version, so a

@@ -1,5 +1,4 @@
-"""moto's AWS server on loopback, for tests that drive real boto3 over real HTTP
-(TESTING.md §1).
+"""moto's AWS server on loopback, for tests that drive real boto3 over real HTTP.
 
 :class:`MotoServer` starts :class:`moto.server.ThreadedMotoServer` on 127.0.0.1 at a free
 port, gives its :attr:`~MotoServer.url` (for ``AWS_ENDPOINT_URL_*``) and admin clients

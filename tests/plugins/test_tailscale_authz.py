@@ -1,4 +1,4 @@
-"""The tailscale and tailscale-serve authorizers against a fake tailscaled (SPEC.md §2)."""
+"""The tailscale and tailscale-serve authorizers against a fake tailscaled (docs/protocol.md §6)."""
 
 from __future__ import annotations
 
@@ -85,11 +85,11 @@ def rules_json(authorizer: Authorizer, request: Request) -> list[dict[str, list[
     return [rule.to_json() for rule in authorizer.identify(request).rules]
 
 
-# --- tailscale: identity (§2.4) --------------------------------------------------------
+# --- tailscale: identity (docs/protocol.md §6.3) ---------------------------------------
 
 
 def test_user_peer(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
-    """§2.4: an untagged node is its user's login; hostname is Node.Name, ip the peer's."""
+    """An untagged node is its user's login; hostname is Node.Name, ip the peer's."""
     caller = authz.identify(request_from(ALICE))
     assert caller.principal.to_json() == {
         "hostname": "alice-laptop.tail1234.ts.net.",
@@ -107,7 +107,7 @@ def test_user_peer(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
 
 
 def test_tagged_peer_tags_win(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
-    """§2.4 step 4: a tagged node is its tags; the UserProfile is ignored even if real."""
+    """A tagged node is its tags; the UserProfile is ignored even if real."""
     fake.peers[CI]["UserProfile"]["LoginName"] = "bob@example.com"
     caller = authz.identify(request_from(CI))
     assert caller.principal.tags == ("tag:ci",)
@@ -156,23 +156,23 @@ def test_unknown_peer_is_denied(
 def test_peer_without_user_or_tags_is_denied(
     authz: TailscaleAuthorizer, fake: FakeTailscaled
 ) -> None:
-    """§2.4: neither tags nor a login name is an identity failure (403 here)."""
+    """Neither tags nor a login name is an identity failure (403 here; docs/protocol.md §6.3)."""
     fake.add_peer("127.0.0.4", "")
     with pytest.raises(AccessDenied, match="no user or tags"):
         authz.identify(request_from("127.0.0.4"))
 
 
 def test_peer_address_must_be_an_ip(authz: TailscaleAuthorizer) -> None:
-    """§2.4 step 1: a remote address that is not an IP cannot be identified."""
+    """A remote address that is not an IP cannot be identified (docs/protocol.md §6.3, step 1)."""
     with pytest.raises(AccessDenied, match="no IP address"):
         authz.identify(request_from("", port=None))
 
 
-# --- tailscale: capabilities (§2.1) ----------------------------------------------------
+# --- tailscale: capabilities (docs/protocol.md §6.3) -----------------------------------
 
 
 def test_legacy_cap_is_the_fallback(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
-    """§2.1: with no primary capability, the legacy https:// one gives the rules."""
+    """With no primary capability, the legacy https:// one gives the rules."""
     fake.add_peer("127.0.0.4", "dave@example.com", caps={LEGACY_CAP_SECRETS: [CI_RULE]})
     assert rules_json(authz, request_from("127.0.0.4")) == [CI_RULE]
 
@@ -180,7 +180,7 @@ def test_legacy_cap_is_the_fallback(authz: TailscaleAuthorizer, fake: FakeTailsc
 def test_legacy_cap_used_when_primary_is_empty(
     authz: TailscaleAuthorizer, fake: FakeTailscaled
 ) -> None:
-    """§2.1: an empty primary list counts as zero rules, so the legacy one is read."""
+    """An empty primary list counts as zero rules, so the legacy one is read."""
     fake.add_peer(
         "127.0.0.4", "dave@example.com", caps={CAP_SECRETS: [], LEGACY_CAP_SECRETS: [CI_RULE]}
     )
@@ -190,7 +190,7 @@ def test_legacy_cap_used_when_primary_is_empty(
 def test_legacy_cap_ignored_when_primary_has_rules(
     authz: TailscaleAuthorizer, fake: FakeTailscaled
 ) -> None:
-    """§2.1: the legacy capability is not consulted when the primary gives rules."""
+    """The legacy capability is not consulted when the primary gives rules."""
     fake.add_peer(
         "127.0.0.4",
         "dave@example.com",
@@ -208,7 +208,7 @@ def test_no_capabilities_means_no_rules(authz: TailscaleAuthorizer, fake: FakeTa
 
 
 def test_rules_decode_like_go(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
-    """§2.1: each value is one rule; keys are case-insensitive, unknown keys ignored, null
+    """Each value is one rule; keys are case-insensitive, unknown keys ignored, null
     is an empty rule."""
     caps = {CAP_SECRETS: [{"Action": ["get"], "SECRET": ["a/*"], "note": 1}, None]}
     fake.add_peer("127.0.0.4", "dave@example.com", caps=caps)
@@ -228,7 +228,7 @@ def test_malformed_rule_is_denied_and_logged(
     caplog: pytest.LogCaptureFixture,
     bad_rule: Any,
 ) -> None:
-    """§2.1: a value that is not a rule refuses the caller (403 with a generic message) and
+    """A value that is not a rule refuses the caller (403 with a generic message) and
     logs an error naming the rule and the peer."""
     fake.add_peer("127.0.0.4", "dave@example.com", caps={CAP_SECRETS: [ALICE_RULE, bad_rule]})
     with caplog.at_level(logging.ERROR, logger="setec.authz"), pytest.raises(AccessDenied) as info:
@@ -529,7 +529,7 @@ def test_go_q_encode_matches_go() -> None:
 
 
 def test_serve_legacy_cap(serve_authz: TailscaleServeAuthorizer) -> None:
-    """§2.1 applies to the header too: the legacy name is the fallback."""
+    """As with whois, the legacy capability name is the fallback in the header too."""
     caps = json.dumps({LEGACY_CAP_SECRETS: [CI_RULE]})
     headers = {"Tailscale-User-Login": "a@b", "Tailscale-App-Capabilities": caps}
     assert rules_json(serve_authz, request_from("127.0.0.1", headers=headers)) == [CI_RULE]
