@@ -21,7 +21,12 @@ The rules, each answered with a one-line plain-text reason where an answer is po
   (a declared ``Content-Length`` before any of the body is read);
 * llhttp is strict: duplicate ``Content-Length`` headers, ``Transfer-Encoding`` with
   ``Content-Length``, obsolete line folding, a space before a header's colon and bare
-  LF line ends are all 400;
+  LF line ends are all 400, and so are a second ``Host`` and a target that is neither a
+  path nor a URL; a transfer coding other than ``chunked`` is 501. Trailers are dropped
+  (and over ``max_header_bytes``, 431);
+* answers go out in order: a request the front refuses is answered after those before
+  it, and nothing after a ``Connection: close`` request is read. A connection the server
+  closes stays counted until its answer is sent, for at most ``write_timeout``;
 * header names containing ``_`` are dropped. WSGI spells ``Tailscale-User-Login`` and
   ``Tailscale_User_Login`` the same way (``HTTP_TAILSCALE_USER_LOGIN``), and proxies
   such as ``tailscale serve`` strip only the hyphenated spelling of the headers they
@@ -58,7 +63,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
-from setec_core.http.connection import BUSY, IDLE, READING, Connection, Request
+from setec_core.http.connection import BUSY, CLOSING, IDLE, READING, Connection, Request
 
 log = logging.getLogger("setec.http.front")
 
@@ -132,13 +137,13 @@ class FrontStats:
 
 
 class Tracker:
-    """Connections by state (idle, reading, busy), each group oldest first (dicts keep
-    insertion order), for one source or for the whole server."""
+    """Connections by state (idle, reading, busy, closing), each group oldest first
+    (dicts keep insertion order), for one source or for the whole server."""
 
     __slots__ = ("groups",)
 
     def __init__(self) -> None:
-        self.groups: tuple[dict[Connection, None], ...] = ({}, {}, {})
+        self.groups: tuple[dict[Connection, None], ...] = ({}, {}, {}, {})
 
     def __len__(self) -> int:
         return sum(len(group) for group in self.groups)
@@ -149,9 +154,10 @@ class Tracker:
         return self.groups[BUSY]
 
     def victim(self) -> Connection | None:
-        """The connection to close to make room: the longest idle, else the one reading
-        its request (or doing its TLS handshake) the longest; never a busy one."""
-        for state in (IDLE, READING):
+        """The connection to close to make room: one we are closing anyway, else the
+        longest idle, else the one reading its request (or doing its TLS handshake) the
+        longest; never a busy one."""
+        for state in (CLOSING, IDLE, READING):
             for conn in self.groups[state]:
                 return conn
         return None
@@ -287,8 +293,9 @@ class Front:
     def _begin_stop(self) -> None:
         self.stopping = True
         self._close_listeners()
-        for conn in [*self.all.groups[IDLE], *self.all.groups[READING]]:
-            conn.abort("stopping")
+        for state in (IDLE, READING, CLOSING):
+            for conn in list(self.all.groups[state]):
+                conn.abort("stopping")
         self._check_drained()
 
     def _check_drained(self) -> None:
@@ -349,11 +356,16 @@ class Front:
             len(self.all) >= self.max_connections
         ):
             # Room is made in this source if it is at its cap, else in the source that
-            # holds the most connections: one hog cannot push everyone else out.
+            # holds the most connections (one hog cannot push everyone else out), or,
+            # if all of that one's are busy, in the next biggest that has room to give.
             if len(tracker) >= self.limits.max_connections_per_source:
                 victim = tracker.victim()
             else:
-                victim = max(self._sources.values(), key=len).victim()
+                victim = None
+                for other in sorted(self._sources.values(), key=len, reverse=True):
+                    victim = other.victim()
+                    if victim is not None:
+                        break
             if victim is None:
                 # Every connection there has a request with the app: this one waits its
                 # turn in the client's retry, as at any full server.
@@ -385,6 +397,8 @@ class Front:
                 server_side=True,
                 # typeshed says int; asyncio takes any positive number of seconds.
                 ssl_handshake_timeout=self.limits.read_timeout,  # type: ignore[arg-type]
+                # A TLS close waits for the peer's close_notify at most this long.
+                ssl_shutdown_timeout=self.limits.write_timeout,
             )
             loop._make_socket_transport(sock, protocol)  # type: ignore[attr-defined]
             transport = protocol._app_transport
@@ -573,8 +587,11 @@ def _listen_unix(path: str) -> socket.socket:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(path)
-        except OSError:
+        except ConnectionRefusedError:
             os.unlink(path)  # a stale socket left by a server that is gone
+        except OSError as e:
+            # Not "refused": someone may be serving there whom we may not reach.
+            raise OSError(e.errno, f"{path} exists and cannot be probed: {e.strerror}") from None
         else:
             raise OSError(errno.EADDRINUSE, f"another server answers on {path}")
         finally:

@@ -23,6 +23,7 @@ browsers never speak).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 #: The names every server answers to, besides IP literals.
@@ -64,11 +65,15 @@ class HostCheck:
         return verdict
 
     def _decide(self, host: str) -> bool:
-        name = _strip_port(host.strip()).lower().rstrip(".")
+        match = _HOST.fullmatch(host.strip())
+        if match is None:
+            return False  # not "name", "IP" or "[IPv6]", each with an optional ":port"
+        bracketed = match.group("v6")
+        if bracketed is not None:
+            return ":" in bracketed and _is_ip(bracketed)
+        name = match.group("name").lower().rstrip(".")
         if not name:
             return False
-        if name.startswith("[") and name.endswith("]"):
-            return _is_ip(name[1:-1])
         if _is_ip(name):
             return True
         return name in self.exact or any(
@@ -76,19 +81,18 @@ class HostCheck:
         )
 
 
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    name, sep, port = host.rpartition(":")
-    if sep and port.isdigit() and ":" not in name:
-        return name
-    return host
+#: A Host header: a host name or an IPv4 address, or an IPv6 address (with a zone) in
+#: brackets, each with an optional port. Anything else (user info, a path, a second
+#: host joined by a comma) names nothing the server answers to.
+_HOST = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.~-]+)?)\]|(?P<name>[A-Za-z0-9_.-]*))"
+    r"(?::[0-9]{1,5})?"
+)
 
 
 def _is_ip(text: str) -> bool:
     try:
-        ipaddress.ip_address(text.split("%", 1)[0])
+        ipaddress.ip_address(text)
     except ValueError:
         return False
     return True

@@ -4,15 +4,22 @@ and a graceful stop."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
+import os
 import socket
 import threading
 import time
+import tracemalloc
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from setec_core.http import connection
 from setec_core.http.front import Front, Limits, Listener
 
 Environ = dict[str, Any]
@@ -343,3 +350,235 @@ def test_unix_socket_listener(tmp_path: Any, app: Recorder) -> None:
     finally:
         front.stop()
     assert not path.exists()
+
+
+# --- found by attacking the front ------------------------------------------------------
+
+BIG = 8 << 20  # more than the kernel's socket buffers hold on loopback
+
+
+def big_answer(environ: Environ, start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", str(BIG))])
+    return [b"x" * BIG]
+
+
+def open_sockets() -> int:
+    """Sockets this process holds (the server's ends, and the test's)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # an fd closed while we look
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"\r\n", b"Connection: close\r\n\r\n", b"\r\nGET /next HTTP/1.1\r\n"],
+    ids=["keep-alive", "connection-close", "keep-alive-then-half-a-request"],
+)
+def test_an_unread_answer_is_abandoned_after_the_write_timeout(tail: bytes) -> None:
+    """A client that never reads a large answer holds its socket for write_timeout, not
+    forever, also when the server closes the connection after that answer (before, a
+    closing connection left every tracker and waited for the client with no deadline:
+    uncounted sockets, and the caps did not see them)."""
+    front = serve(big_answer, read_timeout=1, write_timeout=1, idle_timeout=1)
+    try:
+        before = open_sockets()
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port_of(front)))
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n" + tail)
+        time.sleep(0.5)
+        assert front.stats.open == 1  # still counted while it closes
+        time.sleep(3)
+        lingering = open_sockets() - before - 1  # less the test's own end
+        assert front.stats.open == 0
+        client.close()
+        assert lingering == 0
+        assert front.stats.closed.get("write-timeout") == 1
+    finally:
+        front.stop(1)
+
+
+def test_trailers_never_become_headers(app: Recorder, front: Front) -> None:
+    """Trailers of a chunked body are dropped: merged into the headers (as they were), a
+    proxy that strips identity headers but forwards trailers would let a client set
+    them. A trailer section over the header limit is 431 at once."""
+    with connect(front) as sock:
+        sock.sendall(
+            b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Trailer: Tailscale-User-Login\r\n\r\n3\r\nabc\r\n0\r\n"
+            b"Tailscale-User-Login: admin@example.com\r\n\r\n"
+        )
+        assert read_answer(sock)[2] == b"POST /t 3"
+    assert not any("TAILSCALE" in key for key in app.seen[-1])
+    with connect(front) as sock:
+        sock.sendall(b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ")
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for _ in range(32):
+                sock.sendall(b"a" * 65536)
+        status, _, body = read_answer(sock)
+        assert (status, body) == (431, b"request trailers or chunk headers too large\n")
+        assert time.monotonic() - started < 2
+
+
+def test_trailers_cannot_forge_a_serve_identity() -> None:
+    """End to end with the tailscale-serve authorizer: identity in trailers is ignored."""
+    from setec_core.http import make_app
+    from setec_core.testing import new_database
+    from setec_plugins.tailscale_authz import TailscaleServeAuthorizer
+
+    rules = b'{"tailscale.com/cap/secrets": [{"action": ["put"], "secret": ["*"]}]}'
+    body = b'{"Name": "prod/db", "Value": "eA=="}'
+    with new_database() as db:
+        app = make_app(db, TailscaleServeAuthorizer.from_options({"listen": "127.0.0.1:0"}))
+        front = serve(app)
+        try:
+            with connect(front) as sock:
+                sock.sendall(
+                    b"POST /api/put HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nSec-X-Tailscale-No-Browsers: setec\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                    + b"%x\r\n" % len(body)
+                    + body
+                    + b"\r\n0\r\nTailscale-User-Login: admin@example.com\r\n"
+                    + b"Tailscale-App-Capabilities: "
+                    + rules
+                    + b"\r\n\r\n"
+                )
+                assert read_answer(sock)[0] == 403
+        finally:
+            front.stop(1)
+        assert len(db) == 0
+
+
+SLOW = b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "then"),
+    [
+        (SLOW.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"), GET, []),
+        (SLOW, b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", [413]),
+        (SLOW, b"\x00garbage\r\n\r\n", [400]),
+    ],
+    ids=["data-after-close", "413", "400"],
+)
+def test_the_front_never_answers_ahead_of_the_app(
+    app: Recorder, front: Front, first: bytes, second: bytes, then: list[int]
+) -> None:
+    """While a request is with the app, a second one that the front refuses (or that
+    follows a Connection: close) is answered after it, never in its place: the first
+    answer used to be overtaken by the refusal and lost."""
+    app.gate.clear()
+    with connect(front) as sock:
+        sock.sendall(first)
+        assert app.entered.wait(5)
+        sock.sendall(second)
+        time.sleep(0.3)
+        app.gate.set()
+        assert read_answer(sock)[:1] == (200,)
+        assert [read_answer(sock)[0] for _ in then] == then
+        assert closed_by_server(sock)
+
+
+def test_100_continue_waits_for_its_turn(app: Recorder, front: Front) -> None:
+    """A pipelined request that asks for 100 Continue is told so only once the answer
+    before it has been written."""
+    app.gate.clear()
+    with connect(front) as sock:
+        sock.sendall(SLOW)
+        assert app.entered.wait(5)
+        sock.sendall(
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        time.sleep(0.3)
+        app.gate.set()
+        assert read_answer(sock)[2] == b"POST /slow 3"
+        assert sock.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"ok")
+        assert read_answer(sock)[2] == b"POST /b 2"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET example.com HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+        (b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ],
+    ids=["bad-url", "not-a-path", "two-hosts", "gzip", "te-in-1.0"],
+)
+def test_targets_hosts_and_codings_the_front_refuses(
+    front: Front, request_bytes: bytes, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Targets that are neither a path nor a URL, a second Host header, and a transfer
+    coding other than chunked are refused by the front (before, an unparsable URL was a
+    500 and a logged traceback per request)."""
+    with connect(front) as sock:
+        sock.sendall(request_bytes)
+        assert read_answer(sock)[0] == code
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_pipelining_is_parsed_only_as_far_as_the_queue_allows(app: Recorder, front: Front) -> None:
+    """Thousands of tiny pipelined requests behind a slow one: only a bounded number is
+    parsed (the rest waits as bytes, and the connection stops reading), then all are
+    answered in order."""
+    app.gate.clear()
+    with connect(front) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert app.entered.wait(5)
+        sock.sendall(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n" * 5000)
+        time.sleep(0.5)
+        queued = max(len(conn.queue) for group in front.all.groups for conn in group)
+        assert queued <= connection.MAX_QUEUED + connection.FEED_PIECE // 18
+        app.gate.set()
+        assert read_answer(sock)[2] == b"GET /slow 0"
+        for _ in range(5000):
+            assert read_answer(sock)[2] == b"GET /p 0"
+
+
+def test_a_body_in_tiny_chunks_is_held_as_one_buffer(app: Recorder, front: Front) -> None:
+    """Each chunk used to be kept as its own bytes object (a 1 MiB body in 2-byte chunks
+    held about 20 MiB); the body is one buffer, and framing beyond four times the
+    content is refused."""
+    payload = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + (
+        b"2\r\naa\r\n" * 4096 + b"0\r\n\r\n"
+    )
+    tracemalloc.start()
+    try:
+        with connect(front) as sock:
+            sock.sendall(payload)
+            assert read_answer(sock)[2] == b"POST /x 8192"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * len(payload) + (256 << 10)
+    framing = b"1\r\na\r\n" * 40_000  # 6 bytes of framing a byte of content
+    with connect(front) as sock:
+        sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        with contextlib.suppress(OSError):
+            sock.sendall(framing)
+        assert read_answer(sock)[0] == 413
+
+
+def test_a_closed_connection_is_freed_without_the_cyclic_collector(front: Front) -> None:
+    """A connection and its parser refer to each other: the parser is dropped when the
+    connection closes, so its buffers go at once, not at the next cyclic collection."""
+    before = {id(c) for group in front.all.groups for c in group}
+    gc.disable()
+    try:
+        with connect(front) as sock:
+            time.sleep(0.2)  # accepted
+            refs = [weakref.ref(c) for g in front.all.groups for c in g if id(c) not in before]
+            assert len(refs) == 1
+            sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
+            assert read_answer(sock)[0] == 413
+        time.sleep(0.3)
+        assert refs[0]() is None
+    finally:
+        gc.enable()
