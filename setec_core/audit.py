@@ -32,6 +32,7 @@ a log whose file already ends in keyed lines refuses to write until it has its k
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import logging
@@ -41,7 +42,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,6 +211,61 @@ class _Waiter:
         return self.outcome
 
 
+class _Deferred:
+    """A writer that does not wait for its lines (see :meth:`AuditLog.deferred`): the
+    thread that syncs them tells its :class:`Deferral` the outcome instead."""
+
+    __slots__ = ("deferral",)
+
+    def __init__(self, deferral: Deferral) -> None:
+        self.deferral = deferral
+
+
+class Deferral:
+    """The audit entries a thread wrote inside :meth:`AuditLog.deferred`, on their way
+    to disk. :meth:`then` runs a callback once all of them are durable, or as soon as
+    one of them cannot be made so (with the reason)."""
+
+    __slots__ = ("_lock", "_outstanding", "_then", "failure")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._then: Callable[[str], None] | None = None
+        #: Why an entry could not be made durable (``""`` while none has failed).
+        self.failure = ""
+
+    def _add(self) -> None:
+        with self._lock:
+            self._outstanding += 1
+
+    def _resolve(self, failure: str) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            if failure and not self.failure:
+                self.failure = failure
+            then = self._then if self._outstanding == 0 else None
+            if then is not None:
+                self._then = None
+        if then is not None:
+            then(self.failure)
+
+    @property
+    def pending(self) -> bool:
+        """Whether some entry is not durable yet."""
+        return self._outstanding > 0
+
+    def then(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(failure)`` once every entry is durable (``failure`` is
+        ``""``) or could not be made so (the reason): at once if that is already so,
+        else from the thread that syncs them. Call it once."""
+        with self._lock:
+            if self._outstanding:
+                self._then = callback
+                return
+        callback(self.failure)
+
+
 _DONE = "done"
 _LEAD = "lead"
 # Entry ids tell entries apart, as Go setec's do (which come from math/rand): drawn
@@ -263,7 +319,13 @@ class AuditLog:
         self._lock = threading.Lock()
         self._syncing = False  # somebody holds the baton
         self._pending: list[str] = []  # stamped lines, up to their "prev" value
-        self._queue: list[_Waiter] = []  # owners of pending lines, in order
+        self._queue: list[_Waiter | _Deferred] = []  # owners of pending lines, in order
+        # Deferred writers (deferred()) do not lead: a flusher thread, made on the first
+        # one, syncs for them, woken by whoever hands it the baton.
+        self._local = threading.local()
+        self._flusher: threading.Thread | None = None
+        self._flusher_go = threading.Lock()
+        self._flusher_go.acquire()
         self._broken = ""
         self._closed = False
         #: Number of fsyncs done, entries written to the sink, and the last fsync's
@@ -390,8 +452,27 @@ class AuditLog:
             )
         return ""
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[Deferral]:
+        """Within this block, this thread's :meth:`write` returns as soon as its entries
+        are stamped, without waiting for them to be durable; the :class:`Deferral` it
+        yields says when they are (:meth:`Deferral.then`).
+
+        For reads served over HTTP: the HTTP front sends the answer, whose value the
+        entries record, only once they are durable (or a 500 if they cannot be made
+        so), so nothing leaves before its audit entry is on disk, and no app thread
+        waits for an fsync.
+        """
+        deferral = Deferral()
+        self._local.deferral = deferral
+        try:
+            yield deferral
+        finally:
+            self._local.deferral = None
+
     def write(self, *entries: AuditEntry) -> None:
-        """Append ``entries`` and return once they are durable.
+        """Append ``entries`` and return once they are durable (inside
+        :meth:`deferred`: once they are stamped).
 
         :raises AuditError: if they could not be written and synced; the caller must
             refuse the operation they record.
@@ -399,7 +480,9 @@ class AuditLog:
         if not entries:
             return
         bodies = [e._body() for e in entries]
-        waiter = None
+        deferral: Deferral | None = getattr(self._local, "deferral", None)
+        waiter: _Waiter | None = None
+        wake_flusher = False
         with self._lock:
             if self._broken:
                 raise AuditError(self._broken)
@@ -417,11 +500,21 @@ class AuditLog:
                     f'{body}{claim},"prev":"'
                 )
             self._pending_claim = self._claim_value
-            if self._syncing:
+            if deferral is not None:
+                deferral._add()
+                self._queue.append(_Deferred(deferral))
+                if not self._syncing:
+                    self._syncing = True
+                    wake_flusher = True
+            elif self._syncing:
                 waiter = _Waiter()
                 self._queue.append(waiter)
             else:
                 self._syncing = True
+        if deferral is not None:
+            if wake_flusher:
+                self._wake_flusher()
+            return
         if waiter is not None:
             outcome = waiter.park()
             if outcome == _DONE:
@@ -430,9 +523,31 @@ class AuditLog:
                 raise AuditError(outcome)
         self._lead()
 
-    def _lead(self) -> None:
+    def _wake_flusher(self) -> None:
+        # Hand the baton to the flusher thread (made the first time).
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush, name="setec-audit-flusher", daemon=True
+            )
+            self._flusher.start()
+        self._flusher_go.release()
+
+    def _flush(self) -> None:
+        # The flusher: leads whenever it is handed the baton, until the log closes.
+        while True:
+            self._flusher_go.acquire()
+            if self._closed and not self._syncing:
+                return
+            try:
+                self._lead(own=False)
+            except BaseException as e:  # _lead has told everyone; the thread goes on
+                log.error("the audit flusher failed: %s", type(e).__name__)
+
+    def _lead(self, *, own: bool = True) -> None:
         # The caller holds the baton. Everything pending now belongs to it and to the
-        # writers queued so far; one write and one fsync cover them all.
+        # writers queued so far; one write and one fsync cover them all. ``own``: the
+        # caller has entries of its own in the batch (the flusher has none), and so
+        # hears of a failure by an exception.
         with self._lock:
             pending, self._pending = self._pending, []
             batch, self._queue = self._queue, []
@@ -497,7 +612,8 @@ class AuditLog:
                 if not self._observer_failed:
                     self._observer_failed = True  # once: it would fail on every sync
                     log.error("the audit sync observer failed: %s", type(e).__name__)
-        successor = None
+        successor: _Waiter | None = None
+        to_flusher = False
         with self._lock:
             if not failure:
                 self.entries_written += len(lines)
@@ -511,27 +627,43 @@ class AuditLog:
                 self._queue, self._pending = [], []
                 self._syncing = False
             elif self._queue:
-                successor = self._queue.pop(0)
+                first = self._queue[0]
+                if isinstance(first, _Waiter):
+                    successor = first
+                    self._queue.pop(0)
+                else:
+                    to_flusher = True  # a deferred writer cannot lead: the flusher does
             else:
                 self._syncing = False
-        # Wake the next holder first so its write overlaps with the wake-ups below.
+        # Hand the baton on first, so that the next write overlaps with the wake-ups.
         if successor is not None:
             successor.outcome = _LEAD
             successor.lock.release()
-        # Wake the batch as a chain, each writer waking the next, so that they do not
-        # all become runnable at once and fight over the GIL.
-        for i, waiter in enumerate(batch):
+        elif to_flusher:
+            self._wake_flusher()
+        # Wake the parked writers as a chain, each waking the next, so that they do not
+        # all become runnable at once and fight over the GIL; then tell the deferred.
+        waiters = [w for w in batch if isinstance(w, _Waiter)]
+        for i, waiter in enumerate(waiters):
             waiter.outcome = failure or _DONE
-            waiter.next = batch[i + 1] if i + 1 < len(batch) else None
-        if batch:
-            batch[0].wake()
+            waiter.next = waiters[i + 1] if i + 1 < len(waiters) else None
+        if waiters:
+            waiters[0].wake()
+        for item in batch:
+            if isinstance(item, _Deferred):
+                try:
+                    item.deferral._resolve(failure)
+                except Exception as e:  # a callback's bug must not strand the others
+                    log.error("an audit deferral callback failed: %s", type(e).__name__)
         if unexpected is not None:
             log.error("%s", failure)
-            raise unexpected
+            if own:
+                raise unexpected
         if failure:
             if broken:
                 log.error("%s", failure)
-            raise AuditError(failure)
+            if own:
+                raise AuditError(failure)
 
     def close(self) -> None:
         """Sync and close the sink; both are attempted even if the sync fails.
@@ -564,5 +696,8 @@ class AuditLog:
                 except OSError as e:
                     problems.append(f"{step.__name__}: {e.strerror or e}")
             self._syncing = False
+        if self._flusher is not None:
+            self._flusher_go.release()  # it sees the log closed and ends
+            self._flusher.join(5)
         if problems:
             raise AuditError("closing the audit log failed: " + "; ".join(problems))

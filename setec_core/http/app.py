@@ -55,6 +55,16 @@ DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 SMALL_BODY_BYTES = 16 * 1024
 #: The API methods whose bodies carry a secret value, up to ``max_request_bytes``.
 VALUE_ROUTES = frozenset({"/api/put", "/api/create-version"})
+#: The API methods that only read: their audit entries may be made durable after the
+#: app returns, by a server that holds the answer back until they are (DEFER_AUDIT).
+READ_ROUTES = frozenset({"/api/list", "/api/get", "/api/info"})
+#: Set (true) in the environ by a server that sends an answer only once the
+#: :class:`~setec_core.audit.Deferral` the app leaves under :data:`AUDIT_DEFERRAL` says
+#: its audit entries are durable, and a 500 instead if they cannot be made so (the HTTP
+#: front does). Under any other server every audit entry is durable before the app
+#: returns, as always.
+DEFER_AUDIT = "setec.defer_audit"
+AUDIT_DEFERRAL = "setec.audit_deferral"
 #: Secret names in access-log lines are cut to this many characters.
 LOGGED_NAME_CHARS = 256
 
@@ -265,7 +275,14 @@ class SetecApp:
         try:
             decoded = wire.decode(body, kind)
             facts["secret"] = getattr(decoded, "name", None)
-            result = operation(self.db, caller, decoded)
+            if path in READ_ROUTES and environ.get(DEFER_AUDIT):
+                # The front sends the answer only once its audit entries are durable
+                # (DEFER_AUDIT), so this thread need not wait for their fsync.
+                with self.db.audit_log.deferred() as deferral:
+                    environ[AUDIT_DEFERRAL] = deferral
+                    result = operation(self.db, caller, decoded)
+            else:
+                result = operation(self.db, caller, decoded)
         except Exception as e:
             return self._failure(e, facts)
         return Response(200, wire.encode(result))

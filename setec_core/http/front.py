@@ -61,9 +61,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from setec_core.http.connection import BUSY, CLOSING, IDLE, READING, Connection, Request
+
+if TYPE_CHECKING:
+    from setec_core.audit import Deferral
 
 log = logging.getLogger("setec.http.front")
 
@@ -461,15 +464,41 @@ class Front:
         # An app thread: run requests until told to stop (a None job).
         while (job := self._jobs.get()) is not None:
             conn, request = job
-            data = self._answer(conn, request)
-            self._answers.append((conn, data, request.keep_alive))
-            if not self._drain_scheduled:
-                # One wake-up of the loop carries every answer ready by then.
-                self._drain_scheduled = True
-                loop = self._loop
-                if loop is not None:
-                    with contextlib.suppress(RuntimeError):  # the server stopped
-                        loop.call_soon_threadsafe(self._drain)
+            data, deferral = self._answer(conn, request)
+            if deferral is None or not deferral.pending:
+                if deferral is not None and deferral.failure:
+                    data = self._audit_failed(request)
+                self._deliver(conn, data, request.keep_alive)
+            else:
+                # The answer waits for its audit entries: the thread that makes them
+                # durable delivers it (a 500 instead, if it cannot).
+                deferral.then(self._deliver_when_durable(conn, request, data))
+
+    def _deliver(self, conn: Connection, data: bytes, keep_alive: bool) -> None:
+        # From any thread: queue an answer for the loop to write.
+        self._answers.append((conn, data, keep_alive))
+        if not self._drain_scheduled:
+            # One wake-up of the loop carries every answer ready by then.
+            self._drain_scheduled = True
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the server stopped
+                    loop.call_soon_threadsafe(self._drain)
+
+    def _deliver_when_durable(
+        self, conn: Connection, request: Request, data: bytes
+    ) -> Callable[[str], None]:
+        def deliver(failure: str) -> None:
+            self._deliver(
+                conn, self._audit_failed(request) if failure else data, request.keep_alive
+            )
+
+        return deliver
+
+    def _audit_failed(self, request: Request) -> bytes:
+        # The answer's audit entries could not be made durable: it must not leave.
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        return self._encode(request, 500, headers, b"internal error\n")
 
     def _drain(self) -> None:
         self._drain_scheduled = False
@@ -478,19 +507,20 @@ class Front:
             conn, data, keep_alive = answers.popleft()
             conn.respond(data, keep_alive)
 
-    def _answer(self, conn: Connection, request: Request) -> bytes:
+    def _answer(self, conn: Connection, request: Request) -> tuple[bytes, Deferral | None]:
+        deferral = None
         try:
-            code, headers, body = self._call_app(conn, request)
+            code, headers, body, deferral = self._call_app(conn, request)
         except Exception as e:  # a bug in the app: the client gets a bare 500
             frames = "".join(traceback.format_tb(e.__traceback__)).rstrip()
             log.error("the app failed: %s (message withheld)\n%s", type(e).__name__, frames)
             code, headers = 500, [("Content-Type", "text/plain; charset=utf-8")]
             body = b"internal error\n"
-        return self._encode(request, code, headers, body)
+        return self._encode(request, code, headers, body), deferral
 
     def _call_app(
         self, conn: Connection, request: Request
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    ) -> tuple[int, list[tuple[str, str]], bytes, Deferral | None]:
         started: list[Any] = []
 
         def start_response(
@@ -501,7 +531,8 @@ class Front:
             started[:] = [status, headers]
             return _no_write
 
-        result = self.app(conn.environ(request), start_response)
+        environ = conn.environ(request)
+        result = self.app(environ, start_response)
         try:
             body = b"".join(result)
         finally:
@@ -510,7 +541,8 @@ class Front:
                 close()
         if not started:
             raise RuntimeError("the app returned without calling start_response")
-        return int(str(started[0]).split(" ", 1)[0]), started[1], body
+        deferral = environ.get("setec.audit_deferral")
+        return int(str(started[0]).split(" ", 1)[0]), started[1], body, deferral
 
     def _encode(
         self, request: Request, code: int, headers: list[tuple[str, str]], body: bytes

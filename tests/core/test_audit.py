@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from setec_core.audit import (
     AuditHead,
     AuditLog,
     FileAuditSink,
+    MemoryAuditSink,
     format_time,
     verify,
 )
@@ -808,3 +810,98 @@ def test_an_entry_stays_small_whatever_the_identity_claims() -> None:
     assert doc["principal"]["tags"][-1] == "...[436 more tags cut]"
     assert len(doc["principal"]["tags"]) == 65
     assert doc["request"].startswith("r" * 1024 + "...[")
+
+
+class GatedAuditSink(MemoryAuditSink):
+    """An in-memory sink whose fsync waits for :attr:`gate` and fails while
+    :attr:`fail` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.fail = False
+
+    def sync(self) -> None:
+        assert self.gate.wait(10)
+        if self.fail:
+            raise OSError(5, "injected sync failure")
+        super().sync()
+
+
+def test_deferred_writes_return_at_once_and_report_when_durable() -> None:
+    """Inside deferred(), write() returns once the entry is stamped; the flusher thread
+    syncs it and then calls the Deferral back, with no failure."""
+    sink = GatedAuditSink()
+    log = AuditLog(sink)
+    told: list[str] = []
+    with log.deferred() as deferral:
+        log.write(AuditEntry(ALICE, "get", True, "s"))
+    assert deferral.pending
+    deferral.then(told.append)
+    assert told == []
+    sink.gate.set()
+    deadline = time.monotonic() + 5
+    while not told and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert told == [""]
+    assert not deferral.pending
+    assert [e["secret"] for e in sink.entries()] == ["s"]
+    log.write(AuditEntry(ALICE, "get", True, "t"))  # outside deferred(): durable on return
+    assert sink.syncs == 2
+    log.close()
+
+
+def test_a_deferred_write_that_cannot_be_synced_is_reported() -> None:
+    """Fail-closed for deferred writes too: a failed fsync reaches the Deferral as a
+    reason, and the log refuses every later write."""
+    sink = GatedAuditSink()
+    sink.fail = True
+    log = AuditLog(sink)
+    told: list[str] = []
+    with log.deferred() as deferral:
+        log.write(AuditEntry(ALICE, "get", True, "s"))
+    deferral.then(told.append)
+    sink.gate.set()
+    deadline = time.monotonic() + 5
+    while not told and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(told) == 1
+    assert "could not be synced" in told[0]
+    with pytest.raises(AuditError):
+        log.write(AuditEntry(ALICE, "get", True, "t"))
+
+
+def test_deferred_and_waiting_writers_share_fsyncs(tmp_path: Path) -> None:
+    """Many deferred writers and a waiting one: every entry is written once, in one
+    chain, every deferral is told, and fsyncs are shared."""
+    log = AuditLog.open(tmp_path / "audit.log")
+    told: list[str] = []
+    lock = threading.Lock()
+
+    def deferred_worker(n: int) -> None:
+        for i in range(50):
+            with log.deferred() as deferral:
+                log.write(AuditEntry(ALICE, "get", True, f"d{n}-{i}"))
+            deferral.then(lambda failure: (lock.acquire(), told.append(failure), lock.release()))
+
+    def waiting_worker() -> None:
+        for i in range(50):
+            log.write(AuditEntry(ALICE, "put", True, f"w{i}"))
+
+    threads = [threading.Thread(target=deferred_worker, args=(n,)) for n in range(4)]
+    threads.append(threading.Thread(target=waiting_worker))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 5
+    while len(told) < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert told == [""] * 200
+    fsyncs = log.fsyncs
+    log.close()
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert len(lines) == 250
+    assert len({json.loads(line)["secret"] for line in lines}) == 250
+    assert fsyncs < 250
+    assert verify(tmp_path / "audit.log").ok

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from setec_core.audit import MemoryAuditSink
 from setec_core.http import connection
 from setec_core.http.front import Front, Limits, Listener
 
@@ -582,3 +583,77 @@ def test_a_closed_connection_is_freed_without_the_cyclic_collector(front: Front)
         assert refs[0]() is None
     finally:
         gc.enable()
+
+
+class GatedSink(MemoryAuditSink):
+    """An in-memory audit sink whose fsync waits for :attr:`gate`, then fails if
+    :attr:`fail` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def sync(self) -> None:
+        assert self.gate.wait(10)
+        if self.fail:
+            raise OSError(5, "injected sync failure")
+        super().sync()
+
+
+@pytest.fixture
+def gated() -> Iterator[tuple[Front, GatedSink]]:
+    from setec_core.http import make_app
+    from setec_core.testing import SUPERUSER, FixedAuthorizer, new_database
+
+    sink = GatedSink()
+    with new_database(audit_sink=sink) as db:
+        db.put(SUPERUSER, "app/key", b"gated-secret-value")
+        front = serve(make_app(db, FixedAuthorizer(SUPERUSER)))
+        yield front, sink
+        sink.gate.set()
+        front.stop(1)
+
+
+GET_KEY = (
+    b"POST /api/get HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Sec-X-Tailscale-No-Browsers: setec\r\nContent-Length: 18\r\n\r\n"
+    b'{"Name":"app/key"}'
+)
+
+
+def test_a_value_leaves_only_once_its_audit_entry_is_durable(
+    gated: tuple[Front, GatedSink],
+) -> None:
+    """The app's threads do not wait for a get's audit fsync, but the front holds the
+    answer until the entry is on disk."""
+    front, sink = gated
+    sink.gate.clear()
+    with connect(front) as sock:
+        sock.sendall(GET_KEY)
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        sock.settimeout(10)
+        sink.gate.set()
+        status, _, body = read_answer(sock)
+    assert status == 200
+    assert b"Z2F0ZWQtc2VjcmV0LXZhbHVl" in body  # base64 of the value
+
+
+def test_a_value_whose_audit_entry_cannot_be_synced_never_leaves(
+    gated: tuple[Front, GatedSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail-closed: the fsync fails, the client gets 500, never the value, and every
+    later request is refused."""
+    front, sink = gated
+    sink.fail = True
+    with connect(front) as sock:
+        sock.sendall(GET_KEY)
+        status, _, body = read_answer(sock)
+    assert (status, body) == (500, b"internal error\n")
+    with connect(front) as sock:
+        sock.sendall(GET_KEY)
+        assert read_answer(sock)[0] == 500
+    assert "gated-secret-value" not in caplog.text
