@@ -76,7 +76,7 @@ SWEEP_INTERVAL = 0.25
 #: KMS clients, tailscaled's socket) when the connection cap comes from the limit.
 RESERVED_FDS = 128
 #: The default cap on connections, whatever the open-file limit allows: an idle TLS
-#: connection holds about 90 KB (OpenSSL's buffers), a plain one about 2 KB.
+#: connection holds about 95 KB (OpenSSL's buffers), a plain one about 2 KB.
 DEFAULT_MAX_CONNECTIONS = 8192
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
