@@ -118,12 +118,17 @@ class MemoryBackupSink(BackupSink):
 
 class FailingAuditSink(MemoryAuditSink):
     """An in-memory audit sink whose writes or syncs fail (``EIO``) while
-    :attr:`fail_writes` or :attr:`fail_syncs` is set. A failed write keeps nothing."""
+    :attr:`fail_writes` or :attr:`fail_syncs` is set. A failed write keeps nothing.
+
+    Each sync first waits (up to 10 s) for the event :attr:`gate`, which is set until
+    you clear it: to hold entries between written and durable."""
 
     def __init__(self, *, fail_writes: bool = False, fail_syncs: bool = False) -> None:
         super().__init__()
         self.fail_writes = fail_writes
         self.fail_syncs = fail_syncs
+        self.gate = threading.Event()
+        self.gate.set()
 
     def write(self, data: bytes) -> None:
         if self.fail_writes:
@@ -131,6 +136,7 @@ class FailingAuditSink(MemoryAuditSink):
         super().write(data)
 
     def sync(self) -> None:
+        self.gate.wait(10)
         if self.fail_syncs:
             raise OSError(errno.EIO, "injected sync failure")
         super().sync()

@@ -7,7 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
-import click
+from serve_commands import flags_of, resolve
 
 from setec_cli.serve import cli
 
@@ -20,22 +20,6 @@ def command_lines() -> list[list[str]]:
     found = re.findall(r"`setec-serve ([^`]+)`", text)
     found += re.findall(r"^\$ setec-serve (.+)$", text, re.M)
     return [shlex.split(line) for line in found]
-
-
-def resolve(tokens: list[str]) -> tuple[click.Command, set[str]]:
-    command: click.Command = cli
-    known = flags_of(cli)
-    for token in tokens:
-        if token.startswith("--"):
-            assert token.split("=")[0] in known, (token, tokens)
-        elif isinstance(command, click.Group) and token in command.commands:
-            command = command.commands[token]
-            known |= flags_of(command)
-    return command, known
-
-
-def flags_of(command: click.Command) -> set[str]:
-    return {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
 
 
 def test_every_command_the_page_names_is_real() -> None:

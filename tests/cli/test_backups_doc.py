@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-import click
+from serve_commands import flags_of, resolve
 
 from setec_cli.serve import cli
 
@@ -32,10 +32,6 @@ def command_lines() -> list[list[str]]:
     return lines
 
 
-def flags_of(command: click.Command) -> set[str]:
-    return {opt for param in command.params for opt in getattr(param, "opts", [])}
-
-
 def test_doc_shows_the_admin_commands() -> None:
     """The page shows each admin command at least once."""
     text = "\n".join(" ".join(line) for line in command_lines())
@@ -54,14 +50,7 @@ def test_every_command_line_uses_real_flags() -> None:
     """Each `setec-serve ...` line resolves to commands whose flags include every
     flag the line uses."""
     for tokens in command_lines():
-        command: click.Command = cli
-        known = flags_of(cli)
-        for token in tokens:
-            if token.startswith("--"):
-                assert token.split("=")[0] in known, (token, tokens)
-            elif isinstance(command, click.Group) and token in command.commands:
-                command = command.commands[token]
-                known |= flags_of(command)
+        resolve(tokens)
 
 
 def test_every_backup_flag_is_documented() -> None:

@@ -33,7 +33,6 @@ from setec_core.audit import (
     AuditHead,
     AuditLog,
     FileAuditSink,
-    MemoryAuditSink,
     format_time,
     verify,
 )
@@ -812,26 +811,11 @@ def test_an_entry_stays_small_whatever_the_identity_claims() -> None:
     assert doc["request"].startswith("r" * 1024 + "...[")
 
 
-class GatedAuditSink(MemoryAuditSink):
-    """An in-memory sink whose fsync waits for :attr:`gate` and fails while
-    :attr:`fail` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.fail = False
-
-    def sync(self) -> None:
-        assert self.gate.wait(10)
-        if self.fail:
-            raise OSError(5, "injected sync failure")
-        super().sync()
-
-
 def test_deferred_writes_return_at_once_and_report_when_durable() -> None:
     """Inside deferred(), write() returns once the entry is stamped; the flusher thread
     syncs it and then calls the Deferral back, with no failure."""
-    sink = GatedAuditSink()
+    sink = FailingAuditSink()
+    sink.gate.clear()
     log = AuditLog(sink)
     told: list[str] = []
     with log.deferred() as deferral:
@@ -854,8 +838,8 @@ def test_deferred_writes_return_at_once_and_report_when_durable() -> None:
 def test_a_deferred_write_that_cannot_be_synced_is_reported() -> None:
     """Fail-closed for deferred writes too: a failed fsync reaches the Deferral as a
     reason, and the log refuses every later write."""
-    sink = GatedAuditSink()
-    sink.fail = True
+    sink = FailingAuditSink(fail_syncs=True)
+    sink.gate.clear()
     log = AuditLog(sink)
     told: list[str] = []
     with log.deferred() as deferral:

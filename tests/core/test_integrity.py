@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from refusals import refused_to_open
 
-from setec_core import CorruptStoreError, Database, SecretValue
+from setec_core import Database, SecretValue
 from setec_core.audit import AuditEntry, AuditLog, MemoryAuditSink
 from setec_core.authz import Principal
 from setec_core.database import unwrap_data_key
@@ -74,14 +75,8 @@ def state(tmp_path: Path) -> Path:
 
 
 def refused(state: Path, *needles: str) -> str:
-    """Open ``state`` and expect a one-line integrity refusal holding every needle."""
-    with pytest.raises(CorruptStoreError) as info:
-        Database.open(state, key=KEY)
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
+    """Open ``state`` and expect a one-line refusal holding every needle."""
+    return refused_to_open(state, KEY, *needles)
 
 
 # --- records rolled back, put back or removed behind setec's back ---------------------

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from refusals import refused_to_open
 
 from setec_core import (
     ConfigError,
@@ -222,13 +223,8 @@ def _lines(state: Path) -> list[bytes]:
 
 
 def _refused(state: Path, *needles: str) -> str:
-    with pytest.raises(CorruptStoreError) as info:
-        Database.open(state, key=KEY)
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
+    """Open ``state`` and expect a one-line refusal holding every needle."""
+    return refused_to_open(state, KEY, *needles)
 
 
 def test_cut_audit_tail_is_refused_at_open(state: Path) -> None:

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from setec_core.audit import MemoryAuditSink
 from setec_core.http import connection
 from setec_core.http.front import Front, Limits, Listener
+from setec_core.testing import FailingAuditSink
 
 Environ = dict[str, Any]
 
@@ -585,29 +585,12 @@ def test_a_closed_connection_is_freed_without_the_cyclic_collector(front: Front)
         gc.enable()
 
 
-class GatedSink(MemoryAuditSink):
-    """An in-memory audit sink whose fsync waits for :attr:`gate`, then fails if
-    :attr:`fail` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.gate.set()
-        self.fail = False
-
-    def sync(self) -> None:
-        assert self.gate.wait(10)
-        if self.fail:
-            raise OSError(5, "injected sync failure")
-        super().sync()
-
-
 @pytest.fixture
-def gated() -> Iterator[tuple[Front, GatedSink]]:
+def gated() -> Iterator[tuple[Front, FailingAuditSink]]:
     from setec_core.http import make_app
     from setec_core.testing import SUPERUSER, FixedAuthorizer, new_database
 
-    sink = GatedSink()
+    sink = FailingAuditSink()
     with new_database(audit_sink=sink) as db:
         db.put(SUPERUSER, "app/key", b"gated-secret-value")
         front = serve(make_app(db, FixedAuthorizer(SUPERUSER)))
@@ -624,7 +607,7 @@ GET_KEY = (
 
 
 def test_a_value_leaves_only_once_its_audit_entry_is_durable(
-    gated: tuple[Front, GatedSink],
+    gated: tuple[Front, FailingAuditSink],
 ) -> None:
     """The app's threads do not wait for a get's audit fsync, but the front holds the
     answer until the entry is on disk."""
@@ -643,12 +626,12 @@ def test_a_value_leaves_only_once_its_audit_entry_is_durable(
 
 
 def test_a_value_whose_audit_entry_cannot_be_synced_never_leaves(
-    gated: tuple[Front, GatedSink], caplog: pytest.LogCaptureFixture
+    gated: tuple[Front, FailingAuditSink], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Fail-closed: the fsync fails, the client gets 500, never the value, and every
     later request is refused."""
     front, sink = gated
-    sink.fail = True
+    sink.fail_syncs = True
     with connect(front) as sock:
         sock.sendall(GET_KEY)
         status, _, body = read_answer(sock)
