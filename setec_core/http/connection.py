@@ -424,6 +424,7 @@ class Connection(asyncio.Protocol):
             return
         transport.close()
         self.enter(CLOSING, self.front.limits.write_timeout)
+        self.front.check_drained()  # no longer busy: a stop may go on
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:

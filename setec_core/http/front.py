@@ -299,15 +299,17 @@ class Front:
         for state in (IDLE, READING, CLOSING):
             for conn in list(self.all.groups[state]):
                 conn.abort("stopping")
-        self._check_drained()
+        self.check_drained()
 
-    def _check_drained(self) -> None:
+    def check_drained(self) -> None:
+        """Let a stop go on once no request is with the app any more."""
         if self.stopping and not self.all.busy:
             self._drained.set()
 
     def _finish_stop(self) -> None:
-        for conn in list(self.all.busy):
-            conn.abort("stopping")
+        for group in self.all.groups:  # busy, and closing with an answer unread
+            for conn in list(group):
+                conn.abort("stopping")
         assert self._loop is not None
         self._loop.stop()
 
@@ -431,7 +433,7 @@ class Front:
         tracker = conn.tracker
         if not tracker and self._sources.get(conn.source) is tracker:
             del self._sources[conn.source]
-        self._check_drained()
+        self.check_drained()
 
     # --- housekeeping ------------------------------------------------------------
 
