@@ -10,7 +10,6 @@ caller is a superuser). Every flag can also be set by an environment variable
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 from collections.abc import Callable

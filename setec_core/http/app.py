@@ -26,7 +26,6 @@ import logging
 import random
 import secrets
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -42,7 +41,7 @@ from setec_core.errors import SetecError
 from setec_core.http import dashboard
 from setec_core.http.hosts import HostCheck
 from setec_core.http.metrics import ServerMetrics
-from setec_core.http.status import one_line, status_for
+from setec_core.http.status import log_bug, one_line, status_for, too_large
 
 log = logging.getLogger("setec.http")
 access_log = logging.getLogger("setec.http.access")
@@ -138,16 +137,6 @@ def new_request_id() -> str:
     return f"{_ids.getrandbits(64):016x}"
 
 
-def _log_bug(what: str, error: BaseException) -> None:
-    """Log an unexpected exception: its type and where it was raised, not its message.
-
-    A bug's message may quote whatever it was handling, a secret value included, and so
-    may the exceptions chained to it; the frames are enough to find the bug.
-    """
-    frames = "".join(traceback.format_tb(error.__traceback__)).rstrip()
-    log.error("%s: %s (message withheld)\n%s", what, type(error).__name__, frames)
-
-
 class _Reply(Exception):  # noqa: N818 - control flow inside the app, never escapes it
     """Ends a request early with a status and a one-line reason."""
 
@@ -213,7 +202,7 @@ class SetecApp:
         try:
             response = self._respond(request, path, facts)
         except Exception as e:  # the last line of defence: no traceback reaches the client
-            _log_bug(f"request {facts['request']} to {route} failed", e)
+            log_bug(log, f"request {facts['request']} to {route} failed", e)
             response = self._error(500, "internal error")
         finally:
             del in_flight[ticket]
@@ -310,7 +299,7 @@ class SetecApp:
             if code >= 500:
                 # Whatever went wrong, the client learns only that it was not identified.
                 if not isinstance(e, SetecError):
-                    _log_bug(f"cannot identify the caller of request {facts['request']}", e)
+                    log_bug(log, f"cannot identify the caller of request {facts['request']}", e)
                 elif loud:
                     log.error("cannot identify the caller of request %s: %s", facts["request"], e)
                 reason = reason if code == 503 else "unable to identify caller"
@@ -338,7 +327,7 @@ class SetecApp:
                 raise _Reply(400, "invalid Content-Length")
             length = int(raw_length)
             if length > limit:
-                raise _Reply(413, self._too_large(limit))
+                raise _Reply(413, too_large(limit))
             wanted, chunked = length, False
         elif environ.get("wsgi.input_terminated"):
             # Chunked: the server ends the stream; read one byte past the limit to know.
@@ -358,17 +347,13 @@ class SetecApp:
             # cheroot enforces its own copy of the limit on chunked bodies and says so
             # only in the message (MaxSizeExceeded, or a bare OSError).
             if "Too Large" in str(e):
-                raise _Reply(413, self._too_large(limit)) from None
+                raise _Reply(413, too_large(limit)) from None
             raise _Reply(400, "could not read the request body") from None
         if chunked and got > limit:
-            raise _Reply(413, self._too_large(limit))
+            raise _Reply(413, too_large(limit))
         if not chunked and got < wanted:
             raise _Reply(400, "request body shorter than its Content-Length")
         return b"".join(parts)
-
-    @staticmethod
-    def _too_large(limit: int) -> str:
-        return f"request body too large: the limit is {limit} bytes"
 
     def _failure(self, error: Exception, facts: dict[str, Any]) -> Response:
         code, reason, loud = status_for(error)
@@ -377,7 +362,7 @@ class SetecApp:
             # 9110 and send none, and Go clients only read the status.
             return Response(304, b"")
         if not isinstance(error, SetecError):
-            _log_bug(f"request {facts['request']} failed", error)
+            log_bug(log, f"request {facts['request']} failed", error)
         elif loud:
             # Our own messages name secrets, never values.
             log.error(

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from setec_core.http.status import too_large
+
 if TYPE_CHECKING:
     from setec_core.http.front import Front, Listener, Tracker
 
@@ -316,7 +318,7 @@ class Connection(asyncio.Protocol):
             if lower == b"content-length":
                 # llhttp has checked it is digits, and is the only one.
                 if int(value) > request.limit:
-                    raise Refusal(413, _too_large(request.limit))
+                    raise Refusal(413, too_large(request.limit))
             elif lower == b"transfer-encoding":
                 if request.http10:
                     raise Refusal(400, "malformed request: Transfer-Encoding in HTTP/1.0")
@@ -334,7 +336,7 @@ class Connection(asyncio.Protocol):
         request = self.current
         assert request is not None
         if len(request.body) + len(body) > request.limit:
-            raise Refusal(413, _too_large(request.limit))
+            raise Refusal(413, too_large(request.limit))
         request.body += body
         self.raw_at_body = self.raw
 
@@ -503,10 +505,6 @@ class Connection(asyncio.Protocol):
 #: Header name (as sent) -> environ key, filled as names are seen.
 _ENVIRON_KEYS: dict[bytes, str] = {}
 _FRAMING = frozenset({"HTTP_CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"})
-
-
-def _too_large(limit: int) -> str:
-    return f"request body too large: the limit is {limit} bytes"
 
 
 def _check_target(request: Request) -> None:

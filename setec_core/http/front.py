@@ -56,7 +56,6 @@ import ssl
 import stat
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -64,6 +63,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from setec_core.http.connection import BUSY, CLOSING, IDLE, READING, Connection, Request
+from setec_core.http.status import log_bug
 
 if TYPE_CHECKING:
     from setec_core.audit import Deferral
@@ -467,13 +467,11 @@ class Front:
         while (job := self._jobs.get()) is not None:
             conn, request = job
             data, deferral = self._answer(conn, request)
-            if deferral is None or not deferral.pending:
-                if deferral is not None and deferral.failure:
-                    data = self._audit_failed(request)
+            if deferral is None:
                 self._deliver(conn, data, request.keep_alive)
             else:
-                # The answer waits for its audit entries: the thread that makes them
-                # durable delivers it (a 500 instead, if it cannot).
+                # The answer waits for its audit entries: delivered once they are
+                # durable (at once if they already are), a 500 instead if they cannot be.
                 deferral.then(self._deliver_when_durable(conn, request, data))
 
     def _deliver(self, conn: Connection, data: bytes, keep_alive: bool) -> None:
@@ -514,8 +512,7 @@ class Front:
         try:
             code, headers, body, deferral = self._call_app(conn, request)
         except Exception as e:  # a bug in the app: the client gets a bare 500
-            frames = "".join(traceback.format_tb(e.__traceback__)).rstrip()
-            log.error("the app failed: %s (message withheld)\n%s", type(e).__name__, frames)
+            log_bug(log, "the app failed", e)
             code, headers = 500, [("Content-Type", "text/plain; charset=utf-8")]
             body = b"internal error\n"
         return self._encode(request, code, headers, body), deferral

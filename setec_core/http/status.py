@@ -8,6 +8,8 @@ difference is that client mistakes Go answers with 500 get 400 with a one-line r
 
 from __future__ import annotations
 
+import logging
+import traceback
 from dataclasses import dataclass
 
 from setec_core.errors import (
@@ -66,3 +68,18 @@ def status_for(error: BaseException) -> tuple[int, str, bool]:
 def one_line(text: str) -> str:
     """Collapse ``text`` to one line (a reason must never split a response body)."""
     return " ".join(text.split()) or "error"
+
+
+def too_large(limit: int) -> str:
+    """The reason of a 413: the body's limit, the same from the front and the app."""
+    return f"request body too large: the limit is {limit} bytes"
+
+
+def log_bug(logger: logging.Logger, what: str, error: BaseException) -> None:
+    """Log an unexpected exception: its type and where it was raised, not its message.
+
+    A bug's message may quote whatever it was handling, a secret value included, and so
+    may the exceptions chained to it; the frames are enough to find the bug.
+    """
+    frames = "".join(traceback.format_tb(error.__traceback__)).rstrip()
+    logger.error("%s: %s (message withheld)\n%s", what, type(error).__name__, frames)
