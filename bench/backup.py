@@ -44,11 +44,11 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from setec_core import Database
-from setec_core.backups import take_backup
+from setec_core.backup.loop import take_backup
+from setec_core.backup.snapshot import BackupInfo, open_backup
 from setec_core.keys import KeyProvider
 from setec_core.maintenance import DekRotation, restore_backup, rotate_dek
 from setec_core.plugins import Plugins
-from setec_core.snapshot import BackupInfo, open_backup
 from setec_core.testing import SUPERUSER
 from setec_plugins.dir_backup import DirBackupSink
 

@@ -172,7 +172,7 @@ def _locked(settings: dict[str, Any], action: str) -> Iterator[Any]:
 def _resolve_name(sink: Any, name: str, keys: Any, *, strict: bool = False) -> str:
     # 'latest' is the newest genuine backup (its head authenticated by the data key
     # that ``keys`` unwraps, its name its own); files it skips are said on stderr.
-    from setec_core.backups import BackupCatalog
+    from setec_core.backup.loop import BackupCatalog
 
     if name != "latest":
         return name
@@ -192,7 +192,7 @@ def _fetch(sink: Any, name: str) -> bytes:
 def _open_chosen(sink: Any, name: str, keys: Any, *, strict: bool = False) -> tuple[str, Any]:
     """Choose backup NAME (or 'latest'), fetch it and check all of it with ``keys`` (a
     BackupKeys); refuse it if its name is not the one its own header gives it."""
-    from setec_core.backups import check_backup_name
+    from setec_core.backup.loop import check_backup_name
 
     chosen = _resolve_name(sink, name, keys, strict=strict)
     opened = keys.open(_fetch(sink, chosen))
@@ -227,8 +227,8 @@ def backup_group() -> None:
 @click.pass_context
 def backup_now(ctx: click.Context, /, **given: Any) -> None:
     """Take a backup now (beside a running server, too) and print its name."""
-    from setec_core.backups import BackupCatalog, take_backup
-    from setec_core.snapshot import BackupKeys
+    from setec_core.backup.loop import BackupCatalog, take_backup
+    from setec_core.backup.snapshot import BackupKeys
 
     settings = _settings(ctx, given)
 
@@ -256,7 +256,7 @@ def backup_now(ctx: click.Context, /, **given: Any) -> None:
 @click.pass_context
 def backup_list(ctx: click.Context, /, **given: Any) -> None:
     """List the backups, oldest first."""
-    from setec_core.backups import list_backups
+    from setec_core.backup.loop import list_backups
 
     settings = _settings(ctx, given)
 
@@ -277,7 +277,7 @@ def backup_verify(ctx: click.Context, /, name: str, **given: Any) -> None:
     """Check that backup NAME (or 'latest') is whole and named for itself: unwrap its
     data key, check its header and tag, decrypt every record, and check that NAME is
     the name of the time it was taken."""
-    from setec_core.snapshot import BackupKeys
+    from setec_core.backup.snapshot import BackupKeys
 
     settings = _settings(ctx, given)
 
@@ -317,8 +317,8 @@ def restore_command(ctx: click.Context, /, name: str, force: bool, **given: Any)
 
 
 def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: bool) -> None:
+    from setec_core.backup.snapshot import BackupKeys
     from setec_core.maintenance import restore_opened
-    from setec_core.snapshot import BackupKeys
 
     state_dir = _require(settings, "state_dir", "the state directory to restore into")
     key_uri = _require(settings, "kms_key_name", "the key the restored store will use")

@@ -204,7 +204,7 @@ def check_command(ctx: click.Context, /, against: str | None, **given: Any) -> N
     """Check the store without changing it (safe beside a running server): that its
     integrity entry is authentic and vouches for exactly its records, that every record
     opens under its own key, and that the audit log holds what the store recorded."""
-    from setec_core.snapshot import BackupKeys
+    from setec_core.backup.snapshot import BackupKeys
     from setec_core.store_check import check_store, compare_with_backup
 
     settings = _settings(ctx, given)

@@ -242,8 +242,8 @@ def serve(
     :param ready: called with the URL once the server listens (tests use it).
     :raises SetecError: if the database, key or authorizer cannot be set up.
     """
-    from setec_cli.runner import Runner
-    from setec_core.backups import BackupLoop
+    from setec_cli.http_server import Runner
+    from setec_core.backup.loop import BackupLoop
     from setec_core.database import Database
     from setec_core.http import make_app
     from setec_core.plugins import Plugins

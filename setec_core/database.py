@@ -39,6 +39,7 @@ from typing import Any
 from setec_core.acl import Action
 from setec_core.audit import AuditEntry, AuditLog
 from setec_core.authz import Caller
+from setec_core.backup.snapshot import BackupHead, check_head, seal_snapshot
 from setec_core.crypto import DEK_CONTEXT, DataKey
 from setec_core.errors import (
     AccessDenied,
@@ -58,7 +59,6 @@ from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
 from setec_core.integrity_keeper import IntegrityKeeper, check_new_store, new_store_meta
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
-from setec_core.snapshot import BackupHead, check_head, seal_snapshot
 from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
 
 log = logging.getLogger("setec.database")
@@ -273,7 +273,7 @@ class Database:
         return self._audit_log
 
     def backup(self, *, created: datetime.datetime | None = None) -> tuple[bytes, int]:
-        """Return a sealed backup of the whole store (:mod:`setec_core.snapshot`) and
+        """Return a sealed backup of the whole store (:mod:`setec_core.backup.snapshot`) and
         the store revision it holds. Writes wait while the store is read.
 
         :raises StorageError: if the store cannot be read, or its data key was rotated
@@ -294,7 +294,7 @@ class Database:
 
     def check_backup_head(self, head: bytes) -> BackupHead:
         """Authenticate the first bytes of a backup with this store's data key and
-        return what its header says (:func:`~setec_core.snapshot.check_head`), for the
+        return what its header says (:func:`~setec_core.backup.snapshot.check_head`), for the
         backup loop's retention, which makes no KMS call.
 
         :raises CorruptStoreError: if the head does not authenticate under this data

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from setec_core.audit import AuditEntry, AuditLog, local_principal
 from setec_core.audit_sink import FileAuditSink, replace_audit_file
+from setec_core.backup.snapshot import BackupInfo, OpenedBackup, open_backup, seal_snapshot
 from setec_core.crypto import DEK_CONTEXT, DataKey
 from setec_core.database import SCHEMA_VERSION, unwrap_data_key
 from setec_core.errors import (
@@ -60,7 +61,6 @@ from setec_core.integrity import (
 )
 from setec_core.keys import KeyProvider
 from setec_core.model import SecretState
-from setec_core.snapshot import BackupInfo, OpenedBackup, open_backup, seal_snapshot
 from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
 
 log = logging.getLogger("setec.maintenance")
@@ -142,7 +142,7 @@ def restore_backup(
 def restore_opened(
     opened: OpenedBackup, storage: StorageBackend, *, key: KeyProvider
 ) -> BackupInfo:
-    """Write a backup already checked by :func:`~setec_core.snapshot.open_backup` into
+    """Write a backup already checked by :func:`~setec_core.backup.snapshot.open_backup` into
     the empty store ``storage``, in one commit, its data key wrapped by ``key``.
 
     :raises StorageError: if ``storage`` is not empty; nothing is written.

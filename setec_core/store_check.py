@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from setec_core.audit_chain import AuditReport, verify
+from setec_core.backup.snapshot import OpenedBackup, secrets_of
 from setec_core.database import unwrap_data_key
 from setec_core.errors import CorruptStoreError, IntegrityCheckError
 from setec_core.integrity import (
@@ -29,7 +30,6 @@ from setec_core.integrity import (
 )
 from setec_core.keys import KeyProvider
 from setec_core.model import SecretState
-from setec_core.snapshot import OpenedBackup, secrets_of
 from setec_core.storage import StorageBackend
 
 

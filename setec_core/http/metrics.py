@@ -58,7 +58,7 @@ class _DatabaseCollector(Collector):
 
 
 class _BackupCollector(Collector):
-    """Reads a :class:`~setec_core.backups.BackupLoop`'s counters at scrape time."""
+    """Reads a :class:`~setec_core.backup.loop.BackupLoop`'s counters at scrape time."""
 
     def __init__(self, loop: Any) -> None:
         self._loop = loop
@@ -231,7 +231,7 @@ class ServerMetrics:
         db.audit_log.on_sync = self.audit_sync.observe
 
     def watch_backups(self, loop: Any) -> None:
-        """Export the counters of a :class:`~setec_core.backups.BackupLoop`:
+        """Export the counters of a :class:`~setec_core.backup.loop.BackupLoop`:
         ``setec_backups_total``, ``setec_backup_failures_total``,
         ``setec_backup_last_success_timestamp_seconds``, ``setec_backup_last_size_bytes``
         and ``setec_backup_last_duration_seconds``."""

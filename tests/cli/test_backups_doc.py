@@ -63,6 +63,6 @@ def test_every_backup_flag_is_documented() -> None:
 
 def test_doc_shows_the_format_setec_writes() -> None:
     """The page's format block starts with the magic line of the format setec writes."""
-    from setec_core.snapshot import MAGIC
+    from setec_core.backup.snapshot import MAGIC
 
     assert f"```\n{MAGIC.decode()}" in DOC.read_text()

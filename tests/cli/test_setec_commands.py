@@ -704,14 +704,14 @@ def test_a_bug_is_one_line_without_its_text() -> None:
 def test_invoked_command(args: list[str], command: str | None) -> None:
     """main() finds the subcommand past the global options, to skip loading plugins for
     built-in client commands."""
-    from setec_cli.client import invoked_command
+    from setec_cli.setec import invoked_command
 
     assert invoked_command(args) == command
 
 
 def test_every_command_is_documented() -> None:
     """docs/cli.md has a section for every client command, and lists it in its table."""
-    from setec_cli.client import CLIENT_COMMANDS
+    from setec_cli.setec import CLIENT_COMMANDS
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     headings = {line[3:] for line in doc.splitlines() if line.startswith("## ")}

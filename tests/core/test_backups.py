@@ -15,7 +15,7 @@ import pytest
 from setec_core import CorruptStoreError, NotFound, StorageError
 from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.backup import BackupSink
-from setec_core.backups import (
+from setec_core.backup.loop import (
     FUTURE_SLACK,
     BackupCatalog,
     BackupLoop,
@@ -26,9 +26,9 @@ from setec_core.backups import (
     read_head,
     take_backup,
 )
+from setec_core.backup.snapshot import BackupKeys, open_backup
 from setec_core.database import Database
 from setec_core.maintenance import rotate_dek
-from setec_core.snapshot import BackupKeys, open_backup
 from setec_core.testing import SUPERUSER, MemoryBackupSink, new_database
 from setec_plugins.dir_backup import DirBackupSink
 

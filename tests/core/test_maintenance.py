@@ -13,6 +13,7 @@ import pytest
 
 from setec_core import KeyMismatchError, StorageError
 from setec_core.audit import AuditLog, MemoryAuditSink
+from setec_core.backup.snapshot import open_backup, seal_snapshot
 from setec_core.database import Database, unwrap_data_key
 from setec_core.errors import IntegrityCheckError
 from setec_core.maintenance import (
@@ -22,7 +23,6 @@ from setec_core.maintenance import (
     rotate_dek,
     rotate_kek,
 )
-from setec_core.snapshot import open_backup, seal_snapshot
 from setec_core.storage import Snapshot, StorageBackend
 from setec_core.store_check import check_store
 from setec_core.testing import SUPERUSER, FaultyStorage, new_database

@@ -14,10 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from setec_core import CorruptStoreError, KeyMismatchError, StorageError
-from setec_core.crypto import DataKey
-from setec_core.database import Database
-from setec_core.maintenance import rotate_dek, rotate_kek
-from setec_core.snapshot import (
+from setec_core.backup.snapshot import (
     MAGIC,
     MAGIC_V1,
     MAX_HEAD_SIZE,
@@ -28,6 +25,9 @@ from setec_core.snapshot import (
     open_backup,
     secrets_of,
 )
+from setec_core.crypto import DataKey
+from setec_core.database import Database
+from setec_core.maintenance import rotate_dek, rotate_kek
 from setec_core.storage import MetaWrite, Snapshot
 from setec_core.testing import SUPERUSER, new_database
 from setec_plugins.dev_key import DevKeyProvider

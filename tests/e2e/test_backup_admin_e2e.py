@@ -23,7 +23,7 @@ from serve_process import ServeProcess, call, refused, run_serve
 
 from setec_core import Database, KeyMismatchError
 from setec_core.audit import AuditLog, MemoryAuditSink
-from setec_core.backups import backup_name, taken_at
+from setec_core.backup.loop import backup_name, taken_at
 from setec_core.testing import SUPERUSER
 
 VALUE = b"admin-e2e-value-7a1c"

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from setec_cli.config import ServerConfig
-from setec_cli.runner import Runner
+from setec_cli.http_server import Runner
 from setec_core.errors import ConfigError
 
 

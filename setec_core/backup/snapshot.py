@@ -351,7 +351,7 @@ def open_backup(data: bytes, key: KeyProvider | BackupKeys) -> OpenedBackup:
     The data key is unwrapped with ``key``, the head MAC and the tag are checked, and
     every record is decrypted and parsed, so a backup that opens here restores
     completely. Whether its name fits it is for the caller to check
-    (:func:`setec_core.backups.check_backup_name`).
+    (:func:`setec_core.backup.loop.check_backup_name`).
 
     :param key: the key provider that wrapped the backup's data key, or
         :class:`BackupKeys` around it (to reuse what it already unwrapped).

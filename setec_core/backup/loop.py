@@ -12,7 +12,7 @@ sorting names sorts backups oldest first, whatever the server's time zone.
 
 A name is only a claim: anyone who may add or rename files where the backups are can
 make one up. A backup is *genuine* when its head authenticates
-(:func:`~setec_core.snapshot.check_head`) and its name is exactly the one
+(:func:`~setec_core.backup.snapshot.check_head`) and its name is exactly the one
 :func:`backup_name` gives the time its head says it was taken. Retention and
 ``latest`` (:class:`BackupCatalog`) go by genuine backups and their authenticated time
 only, and leave everything else alone.
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from setec_core.backup import BackupSink
+from setec_core.backup.snapshot import MAX_HEAD_SIZE, BackupHead, head_needs_more, rfc3339
 from setec_core.errors import (
     CorruptStoreError,
     KeyMismatchError,
@@ -38,7 +39,6 @@ from setec_core.errors import (
     SetecError,
     StorageError,
 )
-from setec_core.snapshot import MAX_HEAD_SIZE, BackupHead, head_needs_more, rfc3339
 
 log = logging.getLogger("setec.backup")
 
@@ -99,7 +99,7 @@ _AHEAD = f"more than {FUTURE_SLACK.total_seconds() / 60:g} minutes after this ma
 
 HEAD_READ = 4096
 """The bytes read first to check a backup's head (more, up to
-:data:`~setec_core.snapshot.MAX_HEAD_SIZE`, only for a longer head)."""
+:data:`~setec_core.backup.snapshot.MAX_HEAD_SIZE`, only for a longer head)."""
 
 HeadCheck = Callable[[bytes], BackupHead]
 """Authenticates the first bytes of a backup and returns its head, or raises
@@ -107,7 +107,7 @@ HeadCheck = Callable[[bytes], BackupHead]
 :class:`~setec_core.errors.KeyMismatchError`) if they do not authenticate:
 :meth:`Database.check_backup_head <setec_core.Database.check_backup_head>` (the
 server, with its data key) or :meth:`BackupKeys.check_head
-<setec_core.snapshot.BackupKeys.check_head>` (admin commands, with the KMS key)."""
+<setec_core.backup.snapshot.BackupKeys.check_head>` (admin commands, with the KMS key)."""
 
 
 def _misnamed(name: str, head: BackupHead) -> str | None:

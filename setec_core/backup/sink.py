@@ -61,7 +61,7 @@ class BackupSink(ABC):
 
     A sink stores what it is given and vouches for nothing: whoever can write where
     the backups are can add, rename or replace them. The core authenticates what it
-    reads (:mod:`setec_core.snapshot`).
+    reads (:mod:`setec_core.backup.snapshot`).
 
     Every method that takes a backup name refuses an invalid one (see
     :func:`check_name`) with :class:`StorageError`, before touching the storage.
