@@ -1,4 +1,4 @@
-"""Access rules: actions, star-only patterns and rule sets (docs/protocol.md §6.1-6.2).
+"""Access rules: actions, star-only patterns and rule sets (docs/api.md §6.1-6.2).
 
 A :class:`Rule` allows ``(action, name)`` when the action is one of its actions and one
 of its patterns matches the whole name. A caller is allowed when any of its rules

@@ -19,7 +19,7 @@ from setec_core.acl import Rule, rules_allow
 
 @dataclass(frozen=True)
 class Principal:
-    """The identity recorded in audit entries (docs/protocol.md §7.1).
+    """The identity recorded in audit entries (docs/api.md §7.1).
 
     A tagged node has ``tags`` and no ``user``; a user login has ``user`` and no tags.
     """

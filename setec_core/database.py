@@ -404,7 +404,7 @@ class Database:
         """Return the active value of ``name`` unless its active version is ``version``
         (a conditional get, for polling). ``version`` 0 means a plain :meth:`get`.
 
-        Audited only when denied or when a value is returned (docs/protocol.md §7.2), so polls
+        Audited only when denied or when a value is returned (docs/api.md §7.2), so polls
         that find nothing new leave no trace.
 
         :raises AccessDenied: if the caller may not ``get`` it (audited).

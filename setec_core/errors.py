@@ -16,7 +16,7 @@ class SetecError(Exception):
     """Base class of every error setec raises on purpose."""
 
 
-# --- The wire sentinels (docs/protocol.md §2) ----------------------------------------
+# --- The wire sentinels (docs/api.md §2) ----------------------------------------
 
 
 class NotFound(SetecError):  # noqa: N818 - the wire sentinel names are Go setec's

@@ -42,7 +42,7 @@ class SecretInfo:
 
 @dataclass(frozen=True, slots=True, repr=False)
 class SecretState:
-    """Everything the Database knows about one secret (docs/protocol.md §4).
+    """Everything the Database knows about one secret (docs/api.md §4).
 
     :param versions: version -> value; never mutated once built.
     :param latest: the highest version ever assigned, even if deleted since.

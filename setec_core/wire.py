@@ -1,6 +1,6 @@
 """The JSON of the setec API, decoded and encoded the way Go's ``encoding/json`` does.
 
-Request bodies are decoded leniently, exactly as Go setec decodes them (docs/protocol.md §3):
+Request bodies are decoded leniently, exactly as Go setec decodes them (docs/api.md §3):
 keys match field names case-insensitively (Go's Unicode simple folding, so ``"name"``
 and ``"NAME"`` both set ``Name``), every key is applied in order so the last one that
 matches a field wins, unknown keys are ignored, ``null`` leaves a field at its zero
@@ -253,7 +253,7 @@ def _parse(body: bytes) -> object:
 
 
 def decode(body: bytes, kind: type[T]) -> T:
-    """Decode a request body as Go setec's server does (docs/protocol.md §3.1).
+    """Decode a request body as Go setec's server does (docs/api.md §3.1).
 
     :param body: the raw request body.
     :param kind: one of the request classes of this module.
@@ -323,7 +323,7 @@ def go_escape(text: str) -> str:
 
 
 def encode(result: object) -> bytes:
-    """Encode an operation's result as Go setec's server does (docs/protocol.md §3.2).
+    """Encode an operation's result as Go setec's server does (docs/api.md §3.2).
 
     :param result: a :class:`SecretValue`, a :class:`SecretInfo`, a list of
         :class:`SecretInfo` (empty encodes as ``null``), an ``int`` (put's new version)

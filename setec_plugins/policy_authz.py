@@ -28,7 +28,7 @@ token to a principal and its rules::
 - exactly one of ``user`` (a non-empty string, like a login name) and ``tags`` (a
   non-empty list of non-empty strings, like ``"tag:ci"``): the principal written to the
   audit log. As with Tailscale, a user is a person and tags are a machine's role.
-- ``rules`` (required, may be empty): rules exactly as in a tailnet grant (docs/protocol.md §6.1):
+- ``rules`` (required, may be empty): rules exactly as in a tailnet grant (docs/api.md §6.1):
   ``{"action": [...], "secret": [...]}``, keys matched case-insensitively.
 - ``hostname`` (optional): the hostname written to the audit log (default empty).
 - ``comment`` (optional): ignored; say whose token it is.

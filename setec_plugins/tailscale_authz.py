@@ -1,6 +1,6 @@
 """The ``tailscale`` and ``tailscale-serve`` authorizers: callers and rules from Tailscale.
 
-``tailscale`` (docs/protocol.md §6.3) does what Go setec does through tsnet: for every
+``tailscale`` (docs/api.md §6.3) does what Go setec does through tsnet: for every
 request it asks tailscaled who the peer is, with ``GET /localapi/v0/whois?addr=IP:PORT``
 over tailscaled's LocalAPI unix socket (option ``tailscale_socket``, default
 ``/var/run/tailscale/tailscaled.sock``). A tagged node is identified by its tags, any
@@ -72,7 +72,7 @@ _MALFORMED_GRANT = (
 
 
 class TailscaleAuthorizer(Authorizer):
-    """Identifies callers with tailscaled's whois, as Go setec does (docs/protocol.md §6.3).
+    """Identifies callers with tailscaled's whois, as Go setec does (docs/api.md §6.3).
 
     :param socket_path: tailscaled's LocalAPI unix socket.
     :param timeout: seconds to wait for tailscaled on each request.
@@ -357,7 +357,7 @@ def _caller_from_whois(answer: Mapping[str, Any], ip: str) -> Caller:
 
 def _select_grants(cap_map: Mapping[str, Any]) -> tuple[str, list[Any]]:
     """Return the capability name and values to use: the primary one, or the legacy one
-    if the primary gives no rules (docs/protocol.md §6.3)."""
+    if the primary gives no rules (docs/api.md §6.3)."""
     for cap in (CAP_SECRETS, LEGACY_CAP_SECRETS):
         values = cap_map.get(cap)
         if values is None:

@@ -95,7 +95,7 @@ _WORKING_MATERIAL = re.compile(
     )
 )
 _SECTION_NUMBER = re.compile(_SECTION + r"\s?[0-9]")
-_PROTOCOL = "protocol" + ".md"
+_PROTOCOL = "api" + ".md"
 _PROTOCOL_CITE = re.compile(_SECTION + r"([0-9]+(?:\.[0-9]+)*)(?:-([0-9]+(?:\.[0-9]+)*))?")
 
 
@@ -119,7 +119,7 @@ def _product_lines() -> list[tuple[str, int, str]]:
 def test_the_product_cites_no_working_material() -> None:
     """Code, docs, tests and benchmarks never point at the team's working material (its
     files, their section numbers, issue numbers): where a rule matters, the product
-    states it or cites its own documentation, e.g. docs/protocol.md's numbered sections."""
+    states it or cites its own documentation, e.g. docs/api.md's numbered sections."""
     bad = []
     for rel, n, line in _product_lines():
         if _WORKING_MATERIAL.search(line):
@@ -130,7 +130,7 @@ def test_the_product_cites_no_working_material() -> None:
 
 
 def test_protocol_citations_name_real_sections() -> None:
-    """Every section a line cites next to docs/protocol.md exists there."""
+    """Every section a line cites next to docs/api.md exists there."""
     text = (DOCS / _PROTOCOL).read_text()
     sections = set(re.findall(r"^#{2,4} ([0-9]+(?:\.[0-9]+)*) ", text, re.M))
     assert {"1", "2", "3", "4", "8"} <= sections

@@ -1,6 +1,6 @@
-"""The WSGI application: Go setec's HTTP API (docs/protocol.md) over a :class:`Database`.
+"""The WSGI application: Go setec's HTTP API (docs/api.md) over a :class:`Database`.
 
-Every ``/api/*`` request goes through the pipeline of docs/protocol.md §2 in order, and the
+Every ``/api/*`` request goes through the pipeline of docs/api.md §2 in order, and the
 first failure decides the answer:
 
 0. the ``Host`` header must name this server (421; :mod:`setec_core.http.hosts`, the
@@ -83,7 +83,7 @@ Handler = Callable[[Database, Caller, Any], object]
 
 
 def _get(db: Database, caller: Caller, req: wire.GetRequest) -> object:
-    # docs/protocol.md §4.2: version 0 is the active version, whatever UpdateIfChanged says.
+    # docs/api.md §4.2: version 0 is the active version, whatever UpdateIfChanged says.
     if req.version == 0:
         return db.get(caller, req.name)
     if req.update_if_changed:

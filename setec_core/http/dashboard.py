@@ -1,4 +1,4 @@
-"""The read-only HTML dashboard at ``GET /`` (docs/protocol.md §1.4).
+"""The read-only HTML dashboard at ``GET /`` (docs/api.md §1.4).
 
 It shows the caller the secrets it may ``info``: each name, HTML-escaped, and its
 versions in ascending order with the active one in bold. It never shows a value. The

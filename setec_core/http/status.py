@@ -1,9 +1,9 @@
 """The one table that maps setec errors to HTTP status codes and reasons.
 
-Go setec's clients only look at the status code (docs/protocol.md §2): 403, 404, 304
+Go setec's clients only look at the status code (docs/api.md §2): 403, 404, 304
 and 412 carry the wire sentinels, so their bodies keep Go's texts. Our deliberate
 difference is that client mistakes Go answers with 500 get 400 with a one-line reason
-(docs/protocol.md §8.2), and an identity service that is down gets 503 instead of 500.
+(docs/api.md §8.2), and an identity service that is down gets 503 instead of 500.
 """
 
 from __future__ import annotations

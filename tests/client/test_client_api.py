@@ -1,4 +1,4 @@
-"""The Client, exact to the wire, as Go's ``setec.Client`` (docs/protocol.md §2, §4).
+"""The Client, exact to the wire, as Go's ``setec.Client`` (docs/api.md §2, §4).
 
 Two kinds of peer: a loopback recorder that keeps each request byte for byte and answers
 what the test set, for the wire rules; and a real server (``new_server``), for the round

@@ -157,7 +157,7 @@ def test_text_value_wins_over_value(tmp_path: Path) -> None:
 
 def test_member_names_match_case_insensitively(tmp_path: Path) -> None:
     """Members "secret", "VERSION", "value", "textvalue" match as Go's decoder does
-    (docs/protocol.md §3.1); of repeated members the last wins; unknown members are
+    (docs/api.md §3.1); of repeated members the last wins; unknown members are
     ignored."""
     fc = load(
         tmp_path,

@@ -1,4 +1,4 @@
-"""Access rules and star-only patterns (docs/protocol.md §6.1-6.2)."""
+"""Access rules and star-only patterns (docs/api.md §6.1-6.2)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from setec_core import ALL_ACTIONS, Action, InvalidRequestError, Rule, make_call
     ],
 )
 def test_match(pattern: str, name: str, expected: bool) -> None:
-    """Only * is special; it matches any run of characters, / included (docs/protocol.md §6.2)."""
+    """Only * is special; it matches any run of characters, / included (docs/api.md §6.2)."""
     assert match(pattern, name) is expected
 
 
@@ -86,19 +86,19 @@ def test_any_rule_allows() -> None:
 
 
 def test_no_rules_deny_everything() -> None:
-    """An empty rule set denies every action (docs/protocol.md §6.1)."""
+    """An empty rule set denies every action (docs/api.md §6.1)."""
     caller = make_caller()
     assert not any(caller.allows(a, "x") for a in ALL_ACTIONS)
 
 
 def test_unknown_actions_match_nothing() -> None:
-    """Unknown action strings are harmless; actions have no wildcard (docs/protocol.md §6.1)."""
+    """Unknown action strings are harmless; actions have no wildcard (docs/api.md §6.1)."""
     rule = Rule(["read", "*"], ["*"])
     assert not any(rule.allows(a, "x") for a in ALL_ACTIONS)
 
 
 def test_actions_are_the_six_of_the_spec() -> None:
-    """Exactly these six action strings (docs/protocol.md §6.1)."""
+    """Exactly these six action strings (docs/api.md §6.1)."""
     assert [a.value for a in Action] == [
         "get",
         "info",
@@ -138,7 +138,7 @@ def test_rule_from_json(doc: object, actions: set[str], secrets: tuple[str, ...]
     ],
 )
 def test_malformed_rule_is_an_error(doc: object) -> None:
-    """A rule that does not decode is an error, never an empty grant (docs/protocol.md §6.1)."""
+    """A rule that does not decode is an error, never an empty grant (docs/api.md §6.1)."""
     with pytest.raises(InvalidRequestError, match="rule"):
         Rule.from_json(doc)
 

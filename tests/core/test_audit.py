@@ -426,7 +426,7 @@ def test_lone_surrogate_in_an_entry_is_escaped_not_fatal(tmp_path: Path) -> None
     assert verify(tmp_path / "audit.log").ok
 
 
-# --- what the Database writes (docs/protocol.md §7.2) --------------------------------
+# --- what the Database writes (docs/api.md §7.2) --------------------------------
 
 
 def test_database_audit_table(db: Database) -> None:

@@ -1,4 +1,4 @@
-"""Database operations at library level (docs/protocol.md §4), with our fixes over Go."""
+"""Database operations at library level (docs/api.md §4), with our fixes over Go."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_delete_then_put_restarts_history(db: Database) -> None:
 
 
 def test_get_missing(db: Database) -> None:
-    """A get of a missing secret or version is not found (docs/protocol.md §4.2)."""
+    """A get of a missing secret or version is not found (docs/api.md §4.2)."""
     with pytest.raises(NotFound):
         db.get(SU, "nope")
     db.put(SU, "s", b"a")
@@ -223,7 +223,7 @@ def test_get_if_changed(db: Database) -> None:
 
 
 def test_get_if_changed_returns_lower_active(db: Database) -> None:
-    """The test is 'different', not 'newer' (docs/protocol.md §4.2)."""
+    """The test is 'different', not 'newer' (docs/api.md §4.2)."""
     db.put(SU, "s", b"a")
     db.put(SU, "s", b"b")
     assert db.get_if_changed(SU, "s", 2) == SecretValue(b"a", 1)
@@ -237,7 +237,7 @@ def test_get_if_changed_version_zero_is_plain_get(db: Database) -> None:
 
 
 def test_get_if_changed_missing(db: Database) -> None:
-    """A conditional get of a missing secret is not found (docs/protocol.md §4.2)."""
+    """A conditional get of a missing secret is not found (docs/api.md §4.2)."""
     with pytest.raises(NotFound):
         db.get_if_changed(SU, "nope", 3)
 
@@ -317,7 +317,7 @@ def test_each_action_needs_its_grant(
 
 
 def test_list_filters_by_info(db: Database) -> None:
-    """List shows only names the caller may info; never raises (docs/protocol.md §4.1)."""
+    """List shows only names the caller may info; never raises (docs/api.md §4.1)."""
     for name in ["a/1", "a/2", "b/1"]:
         db.put(SU, name, b"v")
     assert [i.name for i in db.list(make_caller((["info"], ["a/*"])))] == ["a/1", "a/2"]
@@ -423,7 +423,7 @@ def test_put_at_max_version_refused(db: Database) -> None:
 
 
 def test_empty_value_allowed(db: Database) -> None:
-    """Empty values are stored like any other (docs/protocol.md §4.4)."""
+    """Empty values are stored like any other (docs/api.md §4.4)."""
     assert db.put(SU, "s", b"") == 1
     assert db.get(SU, "s") == SecretValue(b"", 1)
 

@@ -1,5 +1,5 @@
 """Property-based checks: pattern matching against a regex oracle, and the Database
-against a small reference model of the version rules (docs/protocol.md §4)."""
+against a small reference model of the version rules (docs/api.md §4)."""
 
 from __future__ import annotations
 

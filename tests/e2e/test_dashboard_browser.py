@@ -1,6 +1,6 @@
 """The dashboard in a real browser: headless Chromium driven by Playwright loads ``/``
 from a real HTTP server on loopback, as two callers with different rules
-(docs/protocol.md §1.4)."""
+(docs/api.md §1.4)."""
 
 from __future__ import annotations
 

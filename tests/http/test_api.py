@@ -1,5 +1,5 @@
-"""The HTTP API through the WSGI app: the request pipeline (docs/protocol.md §2) as a
-table of cases, the endpoints (docs/protocol.md §4), the status table, and what
+"""The HTTP API through the WSGI app: the request pipeline (docs/api.md §2) as a
+table of cases, the endpoints (docs/api.md §4), the status table, and what
 the server sends besides the body (headers, request ids, logs without values)."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def b64(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
-# --- the pipeline, in order (docs/protocol.md §2) --------------------------------------
+# --- the pipeline, in order (docs/api.md §2) --------------------------------------
 
 PIPELINE = [
     # (id, kwargs for api(), status, body)
@@ -192,7 +192,7 @@ def test_unknown_paths_are_404(client: Client, path: str) -> None:
     assert (resp.status_code, resp.get_data(as_text=True)) == (404, "not found\n")
 
 
-# --- the endpoints (docs/protocol.md §4) ----------------------------------------------
+# --- the endpoints (docs/api.md §4) ----------------------------------------------
 
 
 def test_put_get_round_trip_exact_bytes(client: Client) -> None:
@@ -217,7 +217,7 @@ def test_conditional_get_304_then_new_version(client: Client, db: Database) -> N
 def test_get_version_zero_with_update_if_changed_is_a_plain_get(
     client: Client, db: Database
 ) -> None:
-    """Version 0 with UpdateIfChanged is the active value (docs/protocol.md §4.2)."""
+    """Version 0 with UpdateIfChanged is the active value (docs/api.md §4.2)."""
     db.put(SUPERUSER, "a", b"one")
     resp = api(client, "get", {"Name": "a", "Version": 0, "UpdateIfChanged": True})
     assert json.loads(resp.data) == {"Value": b64(b"one"), "Version": 1}
@@ -239,7 +239,7 @@ def test_acl_and_not_found(client: Client, db: Database, authz: FixedAuthorizer)
 
 
 def test_list_empty_is_null_and_sorted(client: Client, db: Database) -> None:
-    """An empty list is null; names are sorted (docs/protocol.md §4.1)."""
+    """An empty list is null; names are sorted (docs/api.md §4.1)."""
     assert api(client, "list", {}).data == b"null"
     db.put(SUPERUSER, "b", b"1")
     db.put(SUPERUSER, "a", b"1")
@@ -401,7 +401,7 @@ def test_bugs_are_500_and_their_messages_never_logged(caplog: pytest.LogCaptureF
 def test_dashboard_rows_escaped_and_no_values(
     client: Client, db: Database, authz: FixedAuthorizer
 ) -> None:
-    """The dashboard (docs/protocol.md §1.4), for two callers with different rules."""
+    """The dashboard (docs/api.md §1.4), for two callers with different rules."""
     db.put(SUPERUSER, "team/<script>alert(1)</script>", SECRET)
     db.put(SUPERUSER, "team/app", b"1")
     db.put(SUPERUSER, "team/app", b"2")

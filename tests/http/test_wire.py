@@ -1,4 +1,4 @@
-"""Request decoding and response encoding, rule by rule (docs/protocol.md §3)."""
+"""Request decoding and response encoding, rule by rule (docs/api.md §3)."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ ACCEPTED = [
 
 @pytest.mark.parametrize(("body", "expected"), ACCEPTED)
 def test_decode_accepts(body: bytes, expected: object) -> None:
-    """Go's decoder accepts this body and yields exactly these fields (docs/protocol.md §3)."""
+    """Go's decoder accepts this body and yields exactly these fields (docs/api.md §3)."""
     assert decode(body, type(expected)) == expected
 
 
@@ -348,7 +348,7 @@ def test_encode(result: object, expected: bytes) -> None:
     ],
 )
 def test_encode_key_order(result: object, keys: list[str]) -> None:
-    """Object keys come in Go's struct declaration order (docs/protocol.md §3)."""
+    """Object keys come in Go's struct declaration order (docs/api.md §3)."""
     assert list(json.loads(encode(result))) == keys
 
 

@@ -1,4 +1,4 @@
-"""The tailscale and tailscale-serve authorizers against a fake tailscaled (docs/protocol.md §6)."""
+"""The tailscale and tailscale-serve authorizers against a fake tailscaled (docs/api.md §6)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def rules_json(authorizer: Authorizer, request: Request) -> list[dict[str, list[
     return [rule.to_json() for rule in authorizer.identify(request).rules]
 
 
-# --- tailscale: identity (docs/protocol.md §6.3) ---------------------------------------
+# --- tailscale: identity (docs/api.md §6.3) ---------------------------------------
 
 
 def test_user_peer(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
@@ -156,19 +156,19 @@ def test_unknown_peer_is_denied(
 def test_peer_without_user_or_tags_is_denied(
     authz: TailscaleAuthorizer, fake: FakeTailscaled
 ) -> None:
-    """Neither tags nor a login name is an identity failure (403 here; docs/protocol.md §6.3)."""
+    """Neither tags nor a login name is an identity failure (403 here; docs/api.md §6.3)."""
     fake.add_peer("127.0.0.4", "")
     with pytest.raises(AccessDenied, match="no user or tags"):
         authz.identify(request_from("127.0.0.4"))
 
 
 def test_peer_address_must_be_an_ip(authz: TailscaleAuthorizer) -> None:
-    """A remote address that is not an IP cannot be identified (docs/protocol.md §6.3, step 1)."""
+    """A remote address that is not an IP cannot be identified (docs/api.md §6.3, step 1)."""
     with pytest.raises(AccessDenied, match="no IP address"):
         authz.identify(request_from("", port=None))
 
 
-# --- tailscale: capabilities (docs/protocol.md §6.3) -----------------------------------
+# --- tailscale: capabilities (docs/api.md §6.3) -----------------------------------
 
 
 def test_legacy_cap_is_the_fallback(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
