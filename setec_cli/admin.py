@@ -27,10 +27,11 @@ from typing import Any
 import click
 
 from setec_cli.config import DEV_KEY, DEV_STATE_DIR, backup_uri
+from setec_cli.plugin_flags import ListingOption, PluginFlagsCommand, plugins_of, uri_forms
 from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, NotFound, SetecError
 
-# The names setec_core.database gives them (not imported: that module is heavy, and
+# The names setec_core.state_dir gives them (not imported: that module is heavy, and
 # `setec-serve --help` should not pay for it).
 STORE_FILE = "secrets.db"
 AUDIT_FILE = "audit.log"
@@ -43,12 +44,13 @@ _STORE_OPTIONS = (
     click.option("--kms-key-name", help="The key that wraps the data key (as for the server)."),
     click.option("--storage", help="Storage URI, if not the state directory's secrets.db."),
 )
+# The options of the plugins these select (the s3 sink's --backup-region, say) come
+# from the plugins: the commands that take these are PluginFlagsCommands.
 _BACKUP_OPTIONS = (
-    click.option("--backup", help="Where backups are: s3://BUCKET[/PREFIX] or dir:///PATH."),
+    click.option(
+        "--backup", cls=ListingOption, metavar="URI", help="Where backups are ({backup_sinks})."
+    ),
     click.option("--backup-bucket", help="Go setec's flag: the same as --backup s3://BUCKET."),
-    click.option("--backup-region", help="The S3 bucket's region."),
-    click.option("--backup-bucket-region", help="Go setec's name for --backup-region."),
-    click.option("--backup-role", help="IAM role ARN to assume for S3."),
 )
 
 
@@ -66,7 +68,7 @@ def _settings(ctx: click.Context, given: dict[str, Any]) -> dict[str, Any]:
     # SETEC_* variables, which only the top-level options read).
     root = ctx.find_root().params
     merged = {k: v for k, v in root.items() if v is not None}
-    merged.update({k: v for k, v in given.items() if v is not None})
+    merged.update({k: v for k, v in given.items() if v is not None and v != ()})
     if merged.get("dev"):
         merged.setdefault("state_dir", DEV_STATE_DIR)
         merged.setdefault("kms_key_name", DEV_KEY)
@@ -74,11 +76,8 @@ def _settings(ctx: click.Context, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plugins(ctx: click.Context) -> Any:
-    if ctx.find_root().obj is not None:
-        return ctx.find_root().obj
-    from setec_core.plugins import Plugins
-
-    return Plugins.load()
+    # Each plugin is built with the values of its own options on this command line.
+    return plugins_of(ctx).with_options(_settings(ctx, ctx.params))
 
 
 def _require(settings: dict[str, Any], name: str, why: str) -> str:
@@ -94,11 +93,11 @@ def _require(settings: dict[str, Any], name: str, why: str) -> str:
 def _sink(
     ctx: click.Context, settings: dict[str, Any], *, read_only: bool = False
 ) -> Iterator[Any]:
-    uri = backup_uri(settings)
+    uri = backup_uri(settings, plugins_of(ctx))
     if uri is None:
         raise ConfigError(
             "--backup (or SETEC_BACKUP) must be given: where the backups are "
-            "(s3://BUCKET[/PREFIX] or dir:///PATH)"
+            f"({uri_forms(plugins_of(ctx).backup_sinks)})"
         )
     sink = _plugins(ctx).backup_sink(uri, read_only=read_only)
     try:
@@ -153,8 +152,8 @@ def _locked(settings: dict[str, Any], action: str) -> Iterator[Any]:
     action checks the log with before changing the store, and records its entry with
     after (keyed, with the log's new head recorded in the store); a failure is recorded
     as an ``error`` entry where the log can take one."""
-    from setec_core.database import prepare_state_dir
     from setec_core.maintenance import AdminAudit
+    from setec_core.state_dir import prepare_state_dir
 
     state = prepare_state_dir(_require(settings, "state_dir", "the server's state directory"))
     audit = AdminAudit(state / AUDIT_FILE)
@@ -221,7 +220,7 @@ def backup_group() -> None:
     """Take, list and check backups."""
 
 
-@backup_group.command("now")
+@backup_group.command("now", cls=PluginFlagsCommand)
 @_with(_STORE_OPTIONS + _BACKUP_OPTIONS)
 @click.option("--backup-keep", type=click.IntRange(min=1), help="Then keep only the newest N.")
 @click.pass_context
@@ -251,7 +250,7 @@ def backup_now(ctx: click.Context, /, **given: Any) -> None:
     _run(act)
 
 
-@backup_group.command("list")
+@backup_group.command("list", cls=PluginFlagsCommand)
 @_with(_BACKUP_OPTIONS)
 @click.pass_context
 def backup_list(ctx: click.Context, /, **given: Any) -> None:
@@ -268,7 +267,7 @@ def backup_list(ctx: click.Context, /, **given: Any) -> None:
     _run(act)
 
 
-@backup_group.command("verify")
+@backup_group.command("verify", cls=PluginFlagsCommand)
 @click.argument("name")
 @_with(_STORE_OPTIONS[1:2] + _BACKUP_OPTIONS)
 @click.option("--backup-key", help="The key that wrapped the backup, if not --kms-key-name.")
@@ -300,7 +299,7 @@ def backup_verify(ctx: click.Context, /, name: str, **given: Any) -> None:
 # --- restore -------------------------------------------------------------------------
 
 
-@click.command("restore")
+@click.command("restore", cls=PluginFlagsCommand)
 @click.argument("name")
 @_with(_STORE_OPTIONS + _BACKUP_OPTIONS)
 @click.option("--backup-key", help="The key that wrapped the backup, if not --kms-key-name.")
@@ -420,7 +419,7 @@ def _checkpoint(path: Path, plugins: Any) -> None:
 # --- rotation ------------------------------------------------------------------------
 
 
-@click.command("rotate-kek")
+@click.command("rotate-kek", cls=PluginFlagsCommand)
 @click.option("--to", "to", required=True, help="The new key's URI (as for --kms-key-name).")
 @_with(_STORE_OPTIONS)
 @click.pass_context
@@ -455,7 +454,7 @@ def rotate_kek_command(ctx: click.Context, /, to: str, **given: Any) -> None:
     _run(act)
 
 
-@click.command("rotate-dek")
+@click.command("rotate-dek", cls=PluginFlagsCommand)
 @_with(_STORE_OPTIONS)
 @click.pass_context
 def rotate_dek_command(ctx: click.Context, /, **given: Any) -> None:

@@ -38,6 +38,7 @@ from setec_cli.admin import (
     _storage_uri,
     _with,
 )
+from setec_cli.plugin_flags import PluginFlagsCommand
 from setec_cli.say import fail
 
 
@@ -66,7 +67,7 @@ def _in_use(path: Path) -> bool:
     return False
 
 
-@audit_group.command("verify")
+@audit_group.command("verify", cls=PluginFlagsCommand)
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @_with(_STORE_OPTIONS)
 @click.pass_context
@@ -78,7 +79,7 @@ def audit_verify(ctx: click.Context, /, files: tuple[Path, ...], **given: Any) -
     before the state directory's audit.log, and each must end where the next one says
     it continues from."""
     from setec_core.audit_chain import verify
-    from setec_core.database import unwrap_data_key
+    from setec_core.data_key import unwrap_data_key
     from setec_core.integrity import StoreKeys, open_audit_key, read_seal
 
     settings = _settings(ctx, given)
@@ -160,7 +161,7 @@ def _summary(report: Any) -> str:
     return ", ".join(parts)
 
 
-@audit_group.command("rotate")
+@audit_group.command("rotate", cls=PluginFlagsCommand)
 @_with(_STORE_OPTIONS)
 @click.pass_context
 def audit_rotate(ctx: click.Context, /, **given: Any) -> None:
@@ -190,7 +191,7 @@ def audit_rotate(ctx: click.Context, /, **given: Any) -> None:
     _run(act)
 
 
-@click.command("check")
+@click.command("check", cls=PluginFlagsCommand)
 @_with(_STORE_OPTIONS + _BACKUP_OPTIONS)
 @click.option(
     "--against",

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from setec_core.authz import listen_is_local
 from setec_core.errors import ConfigError
+from setec_core.options import ServerInfo
 from setec_core.uris import redact
+
+if TYPE_CHECKING:
+    from setec_core.options import DeclaredOption
+    from setec_core.plugins import Plugins
 
 DEV_STATE_DIR = "setec-dev.state"
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 DEV_KEY = "dev://"
-DEFAULT_LISTEN = "127.0.0.1:8080"
+#: ``--listen`` when it is not given: :class:`~setec_core.options.ServerInfo`'s default.
+DEFAULT_LISTEN = ServerInfo().listen
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,6 @@ class ServerConfig:
     authorizer: str
     host: str
     port: int
-    tailscale_socket: str
-    policy_file: str | None
     max_request_bytes: int
     tls_cert: str | None
     tls_key: str | None
@@ -50,7 +52,10 @@ class ServerConfig:
     max_connections: int = 0
     max_connections_per_source: int = 2048
     allowed_hosts: tuple[str, ...] = ()
-    insecure_http: bool = False
+    #: The values of the plugins' options (``--policy-file``, ``--backup-region``, ...)
+    #: by their ``dest``; each plugin is given its own. Not in the repr: a plugin's
+    #: option may be a credential.
+    plugin_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def tls(self) -> bool:
@@ -58,11 +63,20 @@ class ServerConfig:
         return self.tls_cert is not None
 
     @property
+    def server(self) -> ServerInfo:
+        """What the authorizer is told about the server: where it listens, TLS, dev."""
+        return ServerInfo(
+            host=self.host,
+            port=self.port,
+            unix_socket=self.unix_socket,
+            tls=self.tls,
+            dev=self.dev,
+        )
+
+    @property
     def listen(self) -> str:
-        """The listen address as given to authorizers: ``HOST:PORT`` or ``unix:PATH``."""
-        if self.unix_socket is not None:
-            return "unix:" + self.unix_socket
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        """The listen address, for messages: ``HOST:PORT`` or ``unix:PATH``."""
+        return self.server.listen
 
     def host_names(self) -> list[str]:
         """The names the ``Host`` header may carry besides IP literals and ``localhost``:
@@ -76,17 +90,6 @@ class ServerConfig:
         if self.tls_cert is not None:
             names += certificate_names(self.tls_cert)
         return names
-
-    def authorizer_options(self) -> dict[str, Any]:
-        """The options an :class:`~setec_core.authz.Authorizer` is built from."""
-        return {
-            "listen": self.listen,
-            "tailscale_socket": self.tailscale_socket,
-            "policy_file": self.policy_file,
-            "dev": self.dev,
-            "tls": self.tls,
-            "insecure_http": self.insecure_http,
-        }
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -115,12 +118,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def backup_uri(options: Mapping[str, Any]) -> str | None:
+def backup_uri(options: Mapping[str, Any], plugins: Plugins) -> str | None:
     """Return the backup sink URI the flags name, or ``None`` if backups are off.
 
     ``--backup URI`` names any sink; Go setec's ``--backup-bucket B`` means
-    ``--backup s3://B``. ``--backup-region`` (or Go's ``--backup-bucket-region``) and
-    ``--backup-role`` become the ``region`` and ``role`` parameters of an ``s3://`` URI.
+    ``--backup s3://B``. The options backup sinks declare (the ``s3`` sink's
+    ``--backup-region`` and ``--backup-role``) reach the sink itself; here they are only
+    checked to go with a ``--backup`` of their sink.
 
     :raises ConfigError: naming the flags that do not go together.
     """
@@ -137,31 +141,47 @@ def backup_uri(options: Mapping[str, Any]) -> str | None:
                 "--backup s3://BUCKET/PREFIX"
             )
         uri = f"s3://{bucket}"
-    region = options.get("backup_region") or options.get("backup_bucket_region")
-    role = options.get("backup_role")
+    given = [d for d in plugins.declared_options("backup sink") if _given(options, d)]
     if not uri:
-        extra = [flag for flag, v in (("--backup-region", region), ("--backup-role", role)) if v]
-        if extra or options.get("backup_keep"):
-            flags = " and ".join(extra or ["--backup-keep"])
-            raise ConfigError(f"{flags} need --backup (or --backup-bucket) to say where backups go")
+        if given or options.get("backup_keep"):
+            named = " and ".join([d.option.flag for d in given] or ["--backup-keep"])
+            raise ConfigError(f"{named} need --backup (or --backup-bucket) to say where backups go")
         return None
-    if region or role:
-        if not uri.lower().startswith("s3://"):
+    uri = str(uri)
+    if given:
+        sink = plugins.backup_sinks.by_uri(uri)
+        stray = [d for d in given if not d.applies_to(sink)]
+        if stray:
+            # Name every option of the sinks they belong to, and those sinks' schemes.
+            owners = [cls for d in stray for _, cls in d.owners]
+            flags = [
+                d.option.flag
+                for d in plugins.declared_options("backup sink")
+                if any(d.applies_to(cls) for cls in owners)
+            ]
+            schemes = sorted({f"{s}://" for cls in owners for s in cls.schemes})
+            verb = "apply" if len(flags) > 1 else "applies"
             raise ConfigError(
-                f"--backup-region and --backup-role apply to s3:// backups, not {redact(uri)!r}"
+                f"{' and '.join(flags)} {verb} to {' or '.join(schemes)} backups, not "
+                f"{redact(uri)!r}"
             )
-        parts = urllib.parse.urlsplit(uri)
-        query = urllib.parse.parse_qsl(parts.query)
-        query += [(k, v) for k, v in (("region", region), ("role", role)) if v]
-        uri = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-    return str(uri)
+    return uri
 
 
-def resolve(options: Mapping[str, Any]) -> ServerConfig:
+def _given(options: Mapping[str, Any], declared: DeclaredOption) -> bool:
+    value = options.get(declared.option.dest)
+    return value is not None and value != declared.option.default
+
+
+def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
     """Check the flag values ``options`` (by underscore name) and fill in defaults.
 
+    :param plugins: the installed plugins: what the messages list, and whose options
+        ``options`` holds values for.
     :raises ConfigError: naming the flag that is missing, invalid or not allowed.
     """
+    from setec_cli.plugin_flags import uri_forms
+
     dev = bool(options.get("dev"))
     state_dir = options.get("state_dir") or (DEV_STATE_DIR if dev else None)
     key = options.get("kms_key_name") or (DEV_KEY if dev else None)
@@ -174,8 +194,8 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
     if key is None:
         raise ConfigError(
             "--kms-key-name (or SETEC_KMS_KEY_NAME) must be given: the KMS key that wraps "
-            "the data key (aws-kms://ARN or a bare ARN, gcp-kms://..., vault-transit://...); "
-            "or run with --dev to use the public dev key"
+            f"the data key ({uri_forms(plugins.key_providers)}); or run with --dev to use "
+            "the public dev key"
         )
     listen = str(options.get("listen") or DEFAULT_LISTEN)
     unix_socket = None
@@ -194,7 +214,7 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
         host, port = "localhost", 0
     else:
         host, port = parse_listen(listen)
-    if dev and unix_socket is None and not listen_is_local(host):
+    if dev and unix_socket is None and not ServerInfo(host=host, port=port).is_local:
         raise ConfigError(
             f"--dev serves only on loopback, and --listen {host!r} is not a loopback "
             "address; use 127.0.0.1:PORT, or drop --dev and configure a real key and "
@@ -213,15 +233,13 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
         authorizer=str(authorizer),
         host=host,
         port=port,
-        tailscale_socket=str(options.get("tailscale_socket") or ""),
-        policy_file=options.get("policy_file") or None,
         max_request_bytes=int(options.get("max_request_bytes") or 1 << 20),
         tls_cert=tls_cert or None,
         tls_key=tls_key or None,
         threads=int(options.get("threads") or 32),
         read_timeout=float(options.get("read_timeout") or 10.0),
         dev=dev,
-        backup=backup_uri(options),
+        backup=backup_uri(options, plugins),
         backup_keep=options.get("backup_keep") or None,
         backup_interval=float(options.get("backup_interval") or 60.0),
         unix_socket=unix_socket,
@@ -229,7 +247,9 @@ def resolve(options: Mapping[str, Any]) -> ServerConfig:
         max_connections=int(options.get("max_connections") or 0),
         max_connections_per_source=int(options.get("max_connections_per_source") or 2048),
         allowed_hosts=allowed_hosts(options.get("allowed_host") or ()),
-        insecure_http=bool(options.get("insecure_http")),
+        plugin_options={
+            d.option.dest: options.get(d.option.dest) for d in plugins.declared_options()
+        },
     )
 
 

@@ -4,7 +4,9 @@
 ``setec-serve --dev`` needs no setup: the public dev key, SQLite in
 ``./setec-dev.state``, ``127.0.0.1:8080``, and the ``dev`` authorizer (every loopback
 caller is a superuser). Every flag can also be set by an environment variable
-``SETEC_<FLAG>`` (``--state-dir`` is ``SETEC_STATE_DIR``), as Go setec does.
+``SETEC_<FLAG>`` (``--state-dir`` is ``SETEC_STATE_DIR``), as Go setec does. Besides
+its own flags it takes those the installed plugins declare (``--policy-file``,
+``--backup-region``, ...; see :mod:`setec_cli.plugin_flags`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import click
 
 from setec_cli import logs
 from setec_cli.admin import add_admin_commands
-from setec_cli.config import ServerConfig, resolve
+from setec_cli.config import DEFAULT_LISTEN, ServerConfig, resolve
+from setec_cli.plugin_flags import ListingOption, PluginFlagsGroup, plugins_of
 from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, SetecError
 
@@ -28,24 +31,28 @@ log = logging.getLogger("setec.serve")
 
 @click.group(
     name="setec-serve",
+    cls=PluginFlagsGroup,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option(
     "--state-dir",
     envvar="SETEC_STATE_DIR",
+    show_envvar=True,
     help="Directory for the database and audit.log (created 0700). Default with --dev: "
     "./setec-dev.state.",
 )
 @click.option(
     "--listen",
     envvar="SETEC_LISTEN",
-    help="HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free port), or "
+    show_envvar=True,
+    help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN}; port 0 picks a free port), or "
     "unix:PATH for a unix socket (created 0600).",
 )
 @click.option(
     "--allowed-host",
     envvar="SETEC_ALLOWED_HOST",
+    show_envvar=True,
     multiple=True,
     metavar="NAME",
     help="A name clients reach the server by (repeatable; *.DOMAIN for any name under "
@@ -54,46 +61,54 @@ log = logging.getLogger("setec.serve")
 )
 @click.option(
     "--kms-key-name",
+    cls=ListingOption,
     envvar="SETEC_KMS_KEY_NAME",
-    help="Key that wraps the data key: a URI (aws-kms://ARN, gcp-kms://..., "
-    "vault-transit://..., dev://) or a bare AWS KMS ARN. Default with --dev: dev://.",
+    show_envvar=True,
+    metavar="URI",
+    help="Key that wraps the data key ({key_providers}). Default with --dev: dev://.",
 )
 @click.option(
     "--storage",
+    cls=ListingOption,
     envvar="SETEC_STORAGE",
-    help="Storage URI (default sqlite:///STATE_DIR/secrets.db).",
+    show_envvar=True,
+    metavar="URI",
+    help="Storage URI ({storage_backends}; default sqlite:///STATE_DIR/secrets.db).",
 )
 @click.option(
     "--authorizer",
+    cls=ListingOption,
     envvar="SETEC_AUTHORIZER",
-    help="Who may do what: tailscale (default), tailscale-serve, policy, or dev (--dev only; "
-    "its default).",
-)
-@click.option(
-    "--tailscale-socket",
-    envvar="SETEC_TAILSCALE_SOCKET",
-    default="/var/run/tailscale/tailscaled.sock",
-    show_default=True,
-    help="tailscaled's LocalAPI socket (tailscale authorizer).",
-)
-@click.option(
-    "--policy-file",
-    envvar="SETEC_POLICY_FILE",
-    help="JSON policy of bearer tokens and rules (policy authorizer); reloaded on SIGHUP.",
+    show_envvar=True,
+    metavar="NAME",
+    help="Who may do what: one of {authorizers}. Default: tailscale; with --dev, dev "
+    "(which only --dev allows).",
 )
 @click.option(
     "--max-request-bytes",
     envvar="SETEC_MAX_REQUEST_BYTES",
+    show_envvar=True,
     type=click.IntRange(min=1),
     default=1 << 20,
     show_default=True,
     help="Larger request bodies get 413.",
 )
-@click.option("--tls-cert", envvar="SETEC_TLS_CERT", help="PEM certificate chain for HTTPS.")
-@click.option("--tls-key", envvar="SETEC_TLS_KEY", help="PEM private key for HTTPS.")
+@click.option(
+    "--tls-cert",
+    envvar="SETEC_TLS_CERT",
+    show_envvar=True,
+    help="PEM certificate chain for HTTPS.",
+)
+@click.option(
+    "--tls-key",
+    envvar="SETEC_TLS_KEY",
+    show_envvar=True,
+    help="PEM private key for HTTPS.",
+)
 @click.option(
     "--threads",
     envvar="SETEC_THREADS",
+    show_envvar=True,
     type=click.IntRange(1, 1024),
     default=16,
     show_default=True,
@@ -102,6 +117,7 @@ log = logging.getLogger("setec.serve")
 @click.option(
     "--read-timeout",
     envvar="SETEC_READ_TIMEOUT",
+    show_envvar=True,
     type=click.FloatRange(min=0.1),
     default=10.0,
     show_default=True,
@@ -111,6 +127,7 @@ log = logging.getLogger("setec.serve")
 @click.option(
     "--idle-timeout",
     envvar="SETEC_IDLE_TIMEOUT",
+    show_envvar=True,
     type=click.FloatRange(min=0.1),
     default=60.0,
     show_default=True,
@@ -119,6 +136,7 @@ log = logging.getLogger("setec.serve")
 @click.option(
     "--max-connections",
     envvar="SETEC_MAX_CONNECTIONS",
+    show_envvar=True,
     type=click.IntRange(min=0),
     default=0,
     help="Connections open at once (0, the default: 8192, or the open-file limit, raised "
@@ -127,6 +145,7 @@ log = logging.getLogger("setec.serve")
 @click.option(
     "--max-connections-per-source",
     envvar="SETEC_MAX_CONNECTIONS_PER_SOURCE",
+    show_envvar=True,
     type=click.IntRange(min=1),
     default=2048,
     show_default=True,
@@ -136,60 +155,46 @@ log = logging.getLogger("setec.serve")
 @click.option(
     "--log-level",
     envvar="SETEC_LOG_LEVEL",
+    show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
 )
 @click.option(
     "--backup",
+    cls=ListingOption,
     envvar="SETEC_BACKUP",
-    help="Where backups go: s3://BUCKET[/PREFIX] or dir:///PATH. A backup is taken at "
-    "start, then each --backup-interval if the store changed (docs/backups.md).",
+    show_envvar=True,
+    metavar="URI",
+    help="Where backups go ({backup_sinks}). A backup is taken at start, then each "
+    "--backup-interval if the store changed (docs/backups.md).",
 )
 @click.option(
     "--backup-bucket",
     envvar="SETEC_BACKUP_BUCKET",
+    show_envvar=True,
     help="Go setec's flag: the same as --backup s3://BUCKET.",
-)
-@click.option(
-    "--backup-region",
-    envvar="SETEC_BACKUP_REGION",
-    help="The S3 bucket's region (default: the AWS SDK's own resolution).",
-)
-@click.option(
-    "--backup-bucket-region",
-    envvar="SETEC_BACKUP_BUCKET_REGION",
-    help="Go setec's name for --backup-region.",
-)
-@click.option(
-    "--backup-role",
-    envvar="SETEC_BACKUP_ROLE",
-    help="IAM role ARN to assume (STS) for S3 backups.",
 )
 @click.option(
     "--backup-keep",
     envvar="SETEC_BACKUP_KEEP",
+    show_envvar=True,
     type=click.IntRange(min=1),
     help="Keep only the newest N backups (default: keep all).",
 )
 @click.option(
     "--backup-interval",
     envvar="SETEC_BACKUP_INTERVAL",
+    show_envvar=True,
     type=click.FloatRange(min=1),
     default=60.0,
     show_default=True,
     help="Seconds between checks for changes to back up.",
 )
 @click.option(
-    "--insecure-http",
-    envvar="SETEC_INSECURE_HTTP",
-    is_flag=True,
-    help="Let the policy authorizer take bearer tokens over plain HTTP on a non-loopback "
-    "address (they travel in clear; use TLS instead).",
-)
-@click.option(
     "--dev",
     envvar="SETEC_DEV",
+    show_envvar=True,
     is_flag=True,
     help="Development mode: dev key, ./setec-dev.state, loopback only, every local caller "
     "is a superuser. NOT FOR PRODUCTION.",
@@ -200,23 +205,19 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     access_lines = logs.configure(options["log_level"])
+    plugins = plugins_of(ctx)
     try:
-        config = resolve(options)
-        serve(config, plugins=ctx.obj, access_lines=access_lines)
+        config = resolve(options, plugins)
+        serve(config, plugins=plugins, access_lines=access_lines)
     except (ConfigError, SetecError) as e:
         fail(str(e))
 
 
 @cli.command("plugins")
-def plugins_command() -> None:
+@click.pass_context
+def plugins_command(ctx: click.Context) -> None:
     """List the installed plugins: key providers, storage, authorizers, backup sinks."""
-    from setec_core.plugins import Plugins
-
-    try:
-        plugins = Plugins.load()
-    except SetecError as e:
-        fail(str(e))
-    rows = plugins.describe()
+    rows = plugins_of(ctx).describe()
     width = max((len(name) for _, name, _, _ in rows), default=4)
     for kind, name, plugin, schemes in sorted(rows):
         uri = " ".join(f"{s}://" for s in schemes)
@@ -253,12 +254,15 @@ def serve(
         say(f"dev mode: state dir is {config.state_dir!r}")
         if config.key.startswith("dev://"):
             say("dev mode: using the public dev key (dev://); anyone can decrypt this store")
-    plugins = plugins if plugins is not None else Plugins.load()
+    # Each plugin is built with the values of its own options.
+    plugins = (plugins if plugins is not None else Plugins.load()).with_options(
+        config.plugin_options
+    )
     # A sink that cannot be built stops the start, as in Go setec: a server that
     # silently takes no backups is worse than one that does not start.
     sink = plugins.backup_sink(config.backup) if config.backup else None
     try:
-        authorizer = plugins.authorizer(config.authorizer, config.authorizer_options())
+        authorizer = plugins.authorizer(config.authorizer, server=config.server)
     except BaseException:
         _close_all(sink)
         raise

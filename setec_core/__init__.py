@@ -6,7 +6,14 @@ SDK and no plugin; plugins are loaded when a :class:`Plugins` facade is built.
 """
 
 from setec_core.acl import ALL_ACTIONS, Action, Rule, match
-from setec_core.audit import AuditEntry, AuditLog, AuditSink, FileAuditSink, MemoryAuditSink
+from setec_core.audit import (
+    AuditEntry,
+    AuditLog,
+    AuditSink,
+    FileAuditSink,
+    MemoryAuditSink,
+    Outcome,
+)
 from setec_core.authz import Authorizer, Caller, Principal, make_caller
 from setec_core.backup import BackupSink
 from setec_core.database import Database
@@ -32,6 +39,7 @@ from setec_core.errors import (
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
+from setec_core.peer import Peer
 from setec_core.plugins import Plugins, Registry, get_plugin_manager
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
 
@@ -45,6 +53,7 @@ __all__ = [
     "ALL_ACTIONS",
     "Action",
     "Caller",
+    "Peer",
     "Principal",
     "Rule",
     "make_caller",
@@ -55,6 +64,7 @@ __all__ = [
     "AuditSink",
     "FileAuditSink",
     "MemoryAuditSink",
+    "Outcome",
     # interfaces
     "Authorizer",
     "BackupSink",

@@ -4,9 +4,9 @@ Each line carries Go setec's keys in Go's order: ``id``, ``time``, ``principal``
 {``hostname``, ``ip``, ``user`` | ``tags``}, ``action``, ``authorized``, ``secret``
 (omitted when empty) and ``secretVersion`` (omitted when 0). Ours follow:
 
-* ``outcome``: what the Database did: ``ok``, ``denied``, ``not-found``,
-  ``unchanged``, ``version-claimed``, ``invalid`` or ``error`` (a write the storage
-  refused after it was audited);
+* ``outcome``: what the Database did, an :class:`Outcome`: ``ok``, ``denied``,
+  ``not-found``, ``unchanged``, ``version-claimed``, ``invalid`` or ``error`` (a write
+  the storage refused after it was audited);
 * ``servedVersion``: the version whose value a get returned (omitted otherwise);
 * ``request``: the caller's request id, when it has one;
 * ``commits``: how many commits the store had made when the line was written (lines
@@ -33,6 +33,7 @@ a log whose file already ends in keyed lines refuses to write until it has its k
 from __future__ import annotations
 
 import contextlib
+import enum
 import getpass
 import hashlib
 import logging
@@ -73,12 +74,29 @@ __all__ = [
     "AuditSink",
     "FileAuditSink",
     "MemoryAuditSink",
+    "Outcome",
     "format_time",
     "local_principal",
     "verify",
 ]
 
 log = logging.getLogger("setec.audit")
+
+
+class Outcome(enum.StrEnum):
+    """What the Database did with a request: the ``outcome`` of its audit entry. A
+    ``str``, written as its value."""
+
+    OK = "ok"
+    DENIED = "denied"
+    NOT_FOUND = "not-found"
+    UNCHANGED = "unchanged"
+    """A write that changed nothing: a put of the latest value, an activate of the
+    active version."""
+    VERSION_CLAIMED = "version-claimed"
+    INVALID = "invalid"
+    ERROR = "error"
+    """A write audited ``ok`` that the store then refused: the operation failed."""
 
 
 @dataclass(frozen=True, slots=True)

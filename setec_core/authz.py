@@ -2,19 +2,21 @@
 
 A :class:`Caller` is what every :class:`~setec_core.Database` operation takes: the
 principal recorded in the audit log and the rules that decide what it may do. An
-:class:`Authorizer` plugin builds one per request (from Tailscale's whois, from
-``tailscale serve`` headers, from a bearer token, ...).
+:class:`Authorizer` plugin builds one per request from its :class:`~setec_core.peer.Peer`
+(with Tailscale's whois, from ``tailscale serve`` headers, from a bearer token, ...).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from setec_core.acl import Rule, rules_allow
+from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.peer import Peer
 
 
 @dataclass(frozen=True)
@@ -63,28 +65,46 @@ class Authorizer(ABC):
     """Identifies the caller of an HTTP request. Registered by plugins through
     ``setec_register_authorizers`` and selected by :attr:`name`.
 
-    Subclasses set :attr:`name` (kebab-case, e.g. ``"tailscale"``) and implement
-    :meth:`from_options` and :meth:`identify`.
+    Subclasses set :attr:`name` (kebab-case, e.g. ``"tailscale"``), may declare
+    :attr:`options`, and implement :meth:`from_options` and :meth:`identify`.
     """
 
     name: ClassVar[str]
+    #: The ``setec-serve`` options this authorizer takes (docs/plugins.md, "Plugin
+    #: options"); :meth:`from_options` gets their values.
+    options: ClassVar[Sequence[Option]] = ()
 
     @classmethod
     @abstractmethod
-    def from_options(cls, options: Mapping[str, Any]) -> Authorizer:
-        """Build the authorizer from server options (flag values by name).
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> Authorizer:
+        """Build the authorizer.
 
-        :raises ConfigError: if a required option is missing or invalid; the message
-            names the option and says what to set.
+        :param options: the values of the declared :attr:`options`, by their ``dest``
+            (``setec-serve`` gives every one, defaults filled in; other callers may
+            leave some out).
+        :param server: where the server listens, whether it speaks TLS, whether it
+            runs in dev mode; by default ``setec-serve``'s defaults.
+        :raises ConfigError: if a required option is missing or invalid, or the
+            server is one this authorizer must not guard; the message names the flag
+            and says what to set.
         """
 
     @abstractmethod
-    def identify(self, request: Any) -> Caller:
-        """Return the caller of ``request`` (the HTTP front's request object).
+    def identify(self, peer: Peer) -> Caller:
+        """Return the caller who sent a request; the server calls this once per request
+        that needs one (every API call and the dashboard), from many threads at once.
 
-        :raises AccessDenied: if the caller is unknown or its rules are malformed.
+        :param peer: who sent it: address and port, TLS or unix socket, and the
+            request's headers (:class:`~setec_core.peer.Peer`).
+        :returns: the caller; the server fills in its request id.
+        :raises AccessDenied: if the caller is unknown or its rules are malformed (403;
+            the message goes to the client, so it never quotes a credential).
         :raises SetecError: another subclass if identity could not be determined
-            (for example, the identity service is unreachable).
+            (for example :class:`~setec_core.errors.UnavailableError`, 503, when the
+            identity service is unreachable). Any other exception is a bug: the client
+            gets 500 and the log its type and frames.
         """
 
     def reload(self) -> None:  # noqa: B027 - optional hook, most authorizers hold nothing

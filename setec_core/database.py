@@ -18,37 +18,36 @@ durable head, with a compare-and-swap on its old value, and every open checks re
 entry and audit log against each other. The audit log is keyed with the store's audit
 key from the first line this Database writes. That bookkeeping is the Database's
 :class:`~setec_core.integrity_keeper.IntegrityKeeper`.
+
+Opening one (the state directory, URIs turned into parts) is
+:mod:`setec_core.state_dir`, and making or unwrapping the store's data key
+:mod:`setec_core.data_key`.
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import datetime
 import hmac
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from setec_core.acl import Action
-from setec_core.audit import AuditEntry, AuditLog
+from setec_core.audit import AuditEntry, AuditLog, Outcome
 from setec_core.authz import Caller
 from setec_core.backup.snapshot import BackupHead, check_head, seal_snapshot
-from setec_core.crypto import DEK_CONTEXT, DataKey
+from setec_core.data_key import open_data_key
 from setec_core.errors import (
     AccessDenied,
-    ConfigError,
     ConflictError,
     CorruptStoreError,
     InvalidRequestError,
     InvalidVersionError,
-    KeyMismatchError,
     NotFound,
     SetecError,
     StorageError,
@@ -56,31 +55,21 @@ from setec_core.errors import (
     VersionClaimed,
 )
 from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
-from setec_core.integrity_keeper import IntegrityKeeper, check_new_store, new_store_meta
+from setec_core.integrity_keeper import IntegrityKeeper
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
-from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
+from setec_core.state_dir import close_quietly, open_parts
+from setec_core.storage import Record, RecordWrite, StorageBackend
+
+if TYPE_CHECKING:
+    from setec_core.plugins import Plugins
 
 log = logging.getLogger("setec.database")
 
-SCHEMA_VERSION = b"1"
 RESERVED_PREFIX = "_internal/"
-STORE_FILE = "secrets.db"
-AUDIT_FILE = "audit.log"
 
-# Outcomes recorded in the audit log's "outcome" key.
 # (old state or None, new state or None for a deletion)
 _Change = tuple[SecretState | None, SecretState | None]
-
-OK, DENIED, NOT_FOUND, UNCHANGED, CLAIMED, INVALID, ERROR = (
-    "ok",
-    "denied",
-    "not-found",
-    "unchanged",
-    "version-claimed",
-    "invalid",
-    "error",
-)
 
 
 class Database:
@@ -107,7 +96,7 @@ class Database:
         self._sorted: list[str] | None = None
         self._closed = False
         started = time.perf_counter()
-        self._dek = self._unlock()
+        self._dek = open_data_key(storage, key, audit)
         self._integrity = IntegrityKeeper(storage, self._dek, audit)
         self._load()
         log.info(
@@ -128,7 +117,7 @@ class Database:
         key: str | KeyProvider,
         storage: str | StorageBackend | None = None,
         audit: AuditLog | None = None,
-        plugins: Any = None,
+        plugins: Plugins | None = None,
     ) -> Database:
         """Open (creating if needed) a database.
 
@@ -148,80 +137,8 @@ class Database:
         :raises KeyMismatchError: if the store was created under another key.
         :raises CorruptStoreError: if the store cannot be read as a setec store.
         """
-        if state_dir is None and (storage is None or audit is None):
-            raise ConfigError("no state directory: give state_dir, or both storage and audit")
-        if plugins is None and (
-            isinstance(key, str) or isinstance(storage, str) or storage is None
-        ):
-            from setec_core.plugins import Plugins
-
-            plugins = Plugins.load()
-        opened: list[Any] = []
-        try:
-            if state_dir is not None:
-                state = prepare_state_dir(state_dir)
-                if storage is None:
-                    storage = f"sqlite://{(state / STORE_FILE).resolve()}"
-                if audit is None:
-                    audit = AuditLog.open(state / AUDIT_FILE)
-                    opened.append(audit)
-            assert audit is not None  # checked above
-            provider = plugins.key_provider(key) if isinstance(key, str) else key
-            if provider is not key:
-                opened.append(provider)
-            backend = plugins.storage(storage) if isinstance(storage, str) else storage
-            if backend is not storage:
-                opened.append(backend)
-            assert isinstance(backend, StorageBackend)
-            return cls(backend, provider, audit)
-        except BaseException:
-            for thing in reversed(opened):
-                _close_quietly(thing)
-            raise
-
-    def _unlock(self) -> DataKey:
-        wrapped = self._storage.get_meta("dek")
-        if wrapped is None:
-            return self._initialise()
-        dek = unwrap_data_key(self._storage, self._key, wrapped)
-        check = self._storage.get_meta("dek-check")
-        if check is None:
-            # A store made before the check value existed: add it, so that a later
-            # rotate-kek cannot be mistaken for a rotate-dek (see backup()). A conflict
-            # means another process added it a moment ago.
-            with contextlib.suppress(ConflictError):
-                self._storage.commit(meta=[MetaWrite("dek-check", dek.check_value, None)])
-        elif not hmac.compare_digest(check, dek.check_value):
-            raise CorruptStoreError(
-                f"store {self._storage.uri}: the unwrapped data key does not match the "
-                "store's check value; its metadata is damaged: restore it from a backup"
-            )
-        return dek
-
-    def _initialise(self) -> DataKey:
-        if self._storage.revision() != 0:
-            raise CorruptStoreError(
-                f"store {self._storage.uri} has records but no data key; its metadata "
-                "was lost: restore it from a backup"
-            )
-        check_new_store(self._storage.uri, self._audit_log)
-        dek = DataKey.generate()
-        wrapped = self._key.wrap(dek.material, DEK_CONTEXT)
-        try:
-            self._storage.commit(
-                meta=[
-                    MetaWrite("schema", SCHEMA_VERSION, None),
-                    MetaWrite("dek", wrapped, None),
-                    MetaWrite("dek-check", dek.check_value, None),
-                    MetaWrite("kek", self._key.uri.encode(), None),
-                    *new_store_meta(dek),
-                ]
-            )
-        except ConflictError:
-            # Another process initialised the same store a moment ago: use its key.
-            return self._unlock()
-        log.info("created a new store %s under key %s", self._storage.uri, self._key.uri)
-        return dek
+        with open_parts(state_dir, key=key, storage=storage, audit=audit, plugins=plugins) as parts:
+            return cls(parts.storage, parts.key, parts.audit)
 
     def _load(self) -> None:
         # Records, metadata and revision from one consistent snapshot. The list of
@@ -323,10 +240,10 @@ class Database:
                 return
             self._closed = True
             self._integrity.checkpoint()
-            _close_quietly(self._audit_log)
+            close_quietly(self._audit_log)
             self._integrity.record_head(self._reload)
             for thing in (self._storage, self._key):
-                _close_quietly(thing)
+                close_quietly(thing)
 
     def __enter__(self) -> Database:
         return self
@@ -342,7 +259,7 @@ class Database:
         Writes one audit entry (action ``info``, no secret) whatever the caller may
         see, and never raises :class:`AccessDenied`.
         """
-        self._audit(caller, Action.INFO, "", 0, True, OK)
+        self._audit(caller, Action.INFO, Outcome.OK, "")
         with self._index_lock:
             if self._sorted is None:
                 self._sorted = sorted(self._secrets)
@@ -361,14 +278,13 @@ class Database:
         :raises NotFound: if there is no such secret (audited).
         """
         _check_name(name, empty_ok=True)
-        allowed = caller.allows(Action.INFO, name)
+        action = Action.INFO
+        if not caller.allows(action, name):
+            self._refuse(AccessDenied(), caller, action, Outcome.DENIED, name)
         state = self._secrets.get(name)
-        outcome = DENIED if not allowed else OK if state else NOT_FOUND
-        self._audit(caller, Action.INFO, name, 0, allowed, outcome)
-        if not allowed:
-            raise AccessDenied()
         if state is None:
-            raise NotFound()
+            self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name)
+        self._audit(caller, action, Outcome.OK, name)
         return state.info()
 
     def get(self, caller: Caller, name: str, version: int = 0) -> SecretValue:
@@ -380,24 +296,14 @@ class Database:
         """
         _check_name(name, empty_ok=True)
         _check_version(version, zero_ok=True)
-        allowed = caller.allows(Action.GET, name)
+        action = Action.GET
+        if not caller.allows(action, name):
+            self._refuse(AccessDenied(), caller, action, Outcome.DENIED, name, version=version)
         state = self._secrets.get(name)
-        served = 0
-        if not allowed:
-            outcome = DENIED
-        elif state is None:
-            outcome = NOT_FOUND
-        else:
-            served = version or state.active
-            outcome = OK if served in state.versions else NOT_FOUND
-        self._audit(
-            caller, Action.GET, name, version, allowed, outcome, served if outcome == OK else 0
-        )
-        if not allowed:
-            raise AccessDenied()
-        if outcome != OK:
-            raise NotFound()
-        assert state is not None
+        served = (version or state.active) if state is not None else 0
+        if state is None or served not in state.versions:
+            self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name, version=version)
+        self._audit(caller, action, Outcome.OK, name, version=version, served=served)
         return SecretValue(state.versions[served], served)
 
     def get_if_changed(self, caller: Caller, name: str, version: int) -> SecretValue:
@@ -416,14 +322,13 @@ class Database:
         _check_name(name, empty_ok=True)
         _check_version(version, zero_ok=False)
         if not caller.allows(Action.GET, name):
-            self._audit(caller, Action.GET, name, 0, False, DENIED)
-            raise AccessDenied()
+            self._refuse(AccessDenied(), caller, Action.GET, Outcome.DENIED, name)
         state = self._secrets.get(name)
         if state is None:
             raise NotFound()
         if state.active == version:
             raise ValueNotChanged()
-        self._audit(caller, Action.GET, name, 0, True, OK, state.active)
+        self._audit(caller, Action.GET, Outcome.OK, name, served=state.active)
         return SecretValue(state.versions[state.active], state.active)
 
     # --- writes ----------------------------------------------------------------------
@@ -454,19 +359,15 @@ class Database:
         for name, value in items.items():
             _check_name(name, empty_ok=False)
             values[name] = _as_bytes(value)
+        action = Action.PUT
         # All or nothing: refuse the batch before touching anything, auditing the
         # items that were refused.
-        denied = [n for n in values if not caller.allows(Action.PUT, n)]
+        denied = [n for n in values if not caller.allows(action, n)]
         if denied:
-            self._audit_many(caller, Action.PUT, [(n, 0, False, DENIED) for n in denied])
-            raise AccessDenied()
+            self._refuse(AccessDenied(), caller, action, Outcome.DENIED, *denied)
         reserved = [n for n in values if n.startswith(RESERVED_PREFIX)]
         if reserved:
-            self._audit_many(caller, Action.PUT, [(n, 0, True, INVALID) for n in reserved])
-            raise InvalidRequestError(
-                f"secret name {reserved[0]!r} is reserved: names starting with "
-                f"{RESERVED_PREFIX!r} cannot be written"
-            )
+            self._refuse(_reserved(reserved[0]), caller, action, Outcome.INVALID, *reserved)
         with self._write_lock:
             result: dict[str, int] = {}
             changes: builtins.list[_Change] = []
@@ -478,10 +379,15 @@ class Database:
                     result[name] = old.latest
                     continue
                 elif old.latest >= MAX_VERSION:
-                    self._audit(caller, Action.PUT, name, 0, True, INVALID)
-                    raise InvalidRequestError(
-                        f"secret {name!r} has used every version up to {MAX_VERSION}; "
-                        "delete it and put it again to start over at 1"
+                    self._refuse(
+                        InvalidRequestError(
+                            f"secret {name!r} has used every version up to {MAX_VERSION}; "
+                            "delete it and put it again to start over at 1"
+                        ),
+                        caller,
+                        action,
+                        Outcome.INVALID,
+                        name,
                     )
                 else:
                     latest = old.latest + 1
@@ -489,12 +395,13 @@ class Database:
                 changes.append((old, new))
                 result[name] = new.latest
             changed = {new.name for _, new in changes if new is not None}
-            self._audit_many(
-                caller,
-                Action.PUT,
-                [(n, 0, True, OK if n in changed else UNCHANGED) for n in values],
+            self._audit_log.write(
+                *[
+                    _entry(caller, action, Outcome.OK if n in changed else Outcome.UNCHANGED, n)
+                    for n in values
+                ]
             )
-            self._commit(caller, Action.PUT, changes)
+            self._commit(caller, action, changes)
             return result
 
     def create_version(self, caller: Caller, name: str, version: int, value: bytes) -> None:
@@ -510,9 +417,7 @@ class Database:
         _check_name(name, empty_ok=False)
         value = _as_bytes(value)
         if version == 0:
-            raise InvalidVersionError(
-                f"invalid version, please specify a version > 0 (secret {name!r})"
-            )
+            raise _version_zero(name)
         _check_version(version, zero_ok=False)
         action = Action.CREATE_VERSION
         self._check_write(caller, action, name, version, needs_version=False)
@@ -521,8 +426,9 @@ class Database:
             if old is None:
                 new = SecretState(name, {version: value}, version, version, frozenset())
             elif version in old.versions or version in old.deleted:
-                self._audit(caller, action, name, version, True, CLAIMED)
-                raise VersionClaimed()
+                self._refuse(
+                    VersionClaimed(), caller, action, Outcome.VERSION_CLAIMED, name, version=version
+                )
             else:
                 new = replace(
                     old,
@@ -530,7 +436,7 @@ class Database:
                     active=version,
                     latest=max(old.latest, version),
                 )
-            self._audit(caller, action, name, version, True, OK)
+            self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, new)], version)
 
     def activate(self, caller: Caller, name: str, version: int) -> None:
@@ -548,12 +454,11 @@ class Database:
         with self._write_lock:
             old = self._secrets.get(name)
             if old is None or version not in old.versions:
-                self._audit(caller, action, name, version, True, NOT_FOUND)
-                raise NotFound()
+                self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name, version=version)
             if old.active == version:
-                self._audit(caller, action, name, version, True, UNCHANGED)
+                self._audit(caller, action, Outcome.UNCHANGED, name, version=version)
                 return
-            self._audit(caller, action, name, version, True, OK)
+            self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, replace(old, active=version))], version)
 
     def delete_version(self, caller: Caller, name: str, version: int) -> None:
@@ -572,20 +477,24 @@ class Database:
         with self._write_lock:
             old = self._secrets.get(name)
             if old is None:
-                self._audit(caller, action, name, version, True, NOT_FOUND)
-                raise NotFound()
+                self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name, version=version)
             if version == old.active:
-                self._audit(caller, action, name, version, True, INVALID)
-                raise InvalidRequestError(
-                    f"cannot delete version {version} of secret {name!r}: it is the active "
-                    "version; activate another version first"
+                self._refuse(
+                    InvalidRequestError(
+                        f"cannot delete version {version} of secret {name!r}: it is the "
+                        "active version; activate another version first"
+                    ),
+                    caller,
+                    action,
+                    Outcome.INVALID,
+                    name,
+                    version=version,
                 )
             if version not in old.versions:
-                self._audit(caller, action, name, version, True, NOT_FOUND)
-                raise NotFound()
+                self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name, version=version)
             versions = {v: b for v, b in old.versions.items() if v != version}
             new = replace(old, versions=versions, deleted=old.deleted | {version})
-            self._audit(caller, action, name, version, True, OK)
+            self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, new)], version)
 
     def delete(self, caller: Caller, name: str) -> None:
@@ -601,9 +510,9 @@ class Database:
         with self._write_lock:
             old = self._secrets.get(name)
             if old is None:
-                self._audit(caller, action, name, 0, True, NOT_FOUND)
+                self._audit(caller, action, Outcome.NOT_FOUND, name)
                 return
-            self._audit(caller, action, name, 0, True, OK)
+            self._audit(caller, action, Outcome.OK, name)
             self._commit(caller, action, [(old, None)])
 
     # --- machinery -------------------------------------------------------------------
@@ -613,61 +522,38 @@ class Database:
     ) -> None:
         # Go setec's order after the access check: reserved names, then version 0.
         if not caller.allows(action, name):
-            self._audit(caller, action, name, version, False, DENIED)
-            raise AccessDenied()
+            self._refuse(AccessDenied(), caller, action, Outcome.DENIED, name, version=version)
         if name.startswith(RESERVED_PREFIX):
-            self._audit(caller, action, name, version, True, INVALID)
-            raise InvalidRequestError(
-                f"secret name {name!r} is reserved: names starting with "
-                f"{RESERVED_PREFIX!r} cannot be written"
-            )
+            self._refuse(_reserved(name), caller, action, Outcome.INVALID, name, version=version)
         if needs_version and version == 0:
-            self._audit(caller, action, name, version, True, INVALID)
-            raise InvalidVersionError(
-                f"invalid version, please specify a version > 0 (secret {name!r})"
+            self._refuse(
+                _version_zero(name), caller, action, Outcome.INVALID, name, version=version
             )
 
     def _audit(
         self,
         caller: Caller,
         action: Action,
-        name: str,
-        version: int,
-        authorized: bool,
-        outcome: str,
+        outcome: Outcome,
+        *names: str,
+        version: int = 0,
         served: int = 0,
     ) -> None:
-        self._audit_log.write(
-            AuditEntry(
-                caller.principal,
-                action.value,
-                authorized,
-                name,
-                version,
-                outcome,
-                served,
-                caller.request_id,
-            )
-        )
+        # One entry per name, made durable together (one sync).
+        self._audit_log.write(*[_entry(caller, action, outcome, n, version, served) for n in names])
 
-    def _audit_many(
-        self, caller: Caller, action: Action, items: Sequence[tuple[str, int, bool, str]]
-    ) -> None:
-        self._audit_log.write(
-            *(
-                AuditEntry(
-                    caller.principal,
-                    action.value,
-                    authorized,
-                    name,
-                    version,
-                    outcome,
-                    0,
-                    caller.request_id,
-                )
-                for name, version, authorized, outcome in items
-            )
-        )
+    def _refuse(
+        self,
+        error: SetecError,
+        caller: Caller,
+        action: Action,
+        outcome: Outcome,
+        *names: str,
+        version: int = 0,
+    ) -> NoReturn:
+        # An audited refusal: the entries are durable before the caller hears why.
+        self._audit(caller, action, outcome, *names, version=version)
+        raise error
 
     def _commit(
         self, caller: Caller, action: Action, changes: Sequence[_Change], version: int = 0
@@ -720,11 +606,38 @@ class Database:
     def _audit_failure(
         self, caller: Caller, action: Action, changes: Sequence[_Change], version: int
     ) -> None:
-        items = [(_name_of(old, new), version, True, ERROR) for old, new in changes]
+        names = [_name_of(old, new) for old, new in changes]
         try:
-            self._audit_many(caller, action, items)
+            self._audit(caller, action, Outcome.ERROR, *names, version=version)
         except SetecError:
             log.exception("could not audit a failed %s", action.value)
+
+
+def _entry(
+    caller: Caller, action: Action, outcome: Outcome, name: str, version: int = 0, served: int = 0
+) -> AuditEntry:
+    # ``authorized`` is false exactly when the caller's rules refused the action.
+    return AuditEntry(
+        caller.principal,
+        action.value,
+        outcome != Outcome.DENIED,
+        name,
+        version,
+        outcome,
+        served,
+        caller.request_id,
+    )
+
+
+def _reserved(name: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"secret name {name!r} is reserved: names starting with "
+        f"{RESERVED_PREFIX!r} cannot be written"
+    )
+
+
+def _version_zero(name: str) -> InvalidVersionError:
+    return InvalidVersionError(f"invalid version, please specify a version > 0 (secret {name!r})")
 
 
 def _name_of(old: SecretState | None, new: SecretState | None) -> str:
@@ -781,61 +694,3 @@ def _as_bytes(value: Any) -> bytes:
         f"secret value must be bytes, not {type(value).__name__}"
         + ("; encode it first, e.g. value.encode()" if isinstance(value, str) else "")
     )
-
-
-def unwrap_data_key(storage: StorageBackend, key: KeyProvider, wrapped: bytes) -> DataKey:
-    """Unwrap ``wrapped``, the data key of ``storage``, with ``key`` (for the Database
-    and the offline maintenance commands alike).
-
-    :raises CorruptStoreError: if the store's schema version is not the one this code
-        reads.
-    :raises KeyMismatchError: if ``key`` cannot unwrap it; the message names the key the
-        store was made with.
-    """
-    schema = storage.get_meta("schema")
-    if schema != SCHEMA_VERSION:
-        raise CorruptStoreError(
-            f"store {storage.uri} has schema version {schema!r}, this setec "
-            f"reads {SCHEMA_VERSION.decode()}; upgrade setec or restore a backup"
-        )
-    try:
-        return DataKey(key.unwrap(wrapped, DEK_CONTEXT))
-    except KeyMismatchError as e:
-        made_with = (storage.get_meta("kek") or b"an unknown key").decode(errors="replace")
-        raise KeyMismatchError(
-            f"cannot unlock store {storage.uri} with key {key.uri}: it was "
-            f"created with {made_with} ({e}); open it with that key. Nothing was changed."
-        ) from None
-
-
-def prepare_state_dir(path: str | os.PathLike[str]) -> Path:
-    """Create the state directory (mode 0700) or tighten an existing one to 0700.
-
-    :raises ConfigError: if it cannot be created or is not a directory.
-    """
-    state = Path(path)
-    try:
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = state.stat()
-        if not stat.S_ISDIR(st.st_mode):
-            raise ConfigError(f"state directory {str(state)!r} is not a directory")
-        if st.st_mode & 0o077:
-            log.warning("state directory %s was readable by others; setting mode 0700", state)
-            state.chmod(0o700)
-    except FileExistsError:
-        raise ConfigError(
-            f"state directory {str(state)!r} exists and is not a directory; choose another path"
-        ) from None
-    except OSError as e:
-        raise ConfigError(
-            f"cannot create state directory {str(state)!r}: {e.strerror}; "
-            "choose a writable location"
-        ) from None
-    return state
-
-
-def _close_quietly(thing: Any) -> None:
-    try:
-        thing.close()
-    except Exception:
-        log.exception("error while closing %r", thing)

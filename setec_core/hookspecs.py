@@ -1,9 +1,12 @@
 """The plugin hooks of setec (pluggy project name ``setec``).
 
 Each hook is called once per plugin when a :class:`~setec_core.plugins.Plugins` facade
-is built, with a ``register`` callback that the plugin calls with each class it
-provides. All results count; hooks return nothing. Plugins implement them with
-:data:`hookimpl`::
+is built, through pluggy (hook wrappers and hook-call monitoring apply), with a
+``register`` callback of that plugin's own, which it calls with each class it provides.
+All results count; hooks return nothing. A registered class may declare the
+``setec-serve`` options it takes in its ``options`` attribute
+(:class:`~setec_core.options.Option`; docs/plugins.md, "Plugin options"). Plugins
+implement the hooks with :data:`hookimpl`::
 
     from setec_core import hookimpl
 
@@ -35,8 +38,9 @@ def setec_register_key_providers(register: Callable[[type[Any]], None]) -> None:
     registrations count; a scheme or name registered twice is an error naming both
     plugins.
 
-    :param register: call it with each provider class; the class's ``name`` and
-        ``schemes`` decide how ``--kms-key-name`` URIs select it.
+    :param register: call it with each provider class; the class's ``name``,
+        ``schemes`` and ``bare_prefixes`` decide how ``--kms-key-name`` values select
+        it, and its ``options`` become flags.
     :returns: nothing.
     """
 
@@ -51,7 +55,7 @@ def setec_register_storage_backends(register: Callable[[type[Any]], None]) -> No
     plugins.
 
     :param register: call it with each backend class; its ``schemes`` decide which
-        ``--storage`` URIs select it.
+        ``--storage`` URIs select it, and its ``options`` become flags.
     :returns: nothing.
     """
 
@@ -64,7 +68,7 @@ def setec_register_authorizers(register: Callable[[type[Any]], None]) -> None:
     registrations count; a name registered twice is an error naming both plugins.
 
     :param register: call it with each authorizer class; its ``name`` is what
-        ``--authorizer`` selects.
+        ``--authorizer`` selects, and its ``options`` become flags.
     :returns: nothing.
     """
 
@@ -78,7 +82,7 @@ def setec_register_backup_sinks(register: Callable[[type[Any]], None]) -> None:
     plugins.
 
     :param register: call it with each sink class; its ``schemes`` decide which
-        ``--backup`` URIs select it.
+        ``--backup`` URIs select it, and its ``options`` become flags.
     :returns: nothing.
     """
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from setec_core.audit import AuditEntry, AuditLog, local_principal
+from setec_core.audit import AuditEntry, AuditLog, Outcome, local_principal
 from setec_core.audit_chain import AuditHead
 from setec_core.crypto import DataKey
 from setec_core.errors import ConflictError, IntegrityCheckError, SetecError, StorageError
@@ -348,8 +348,7 @@ class IntegrityKeeper:
         if self._seal.commits <= (log_.last_claim or 0):
             return
         try:
-            # "ok" is the Database's OK outcome (not imported: database imports this).
-            log_.write(AuditEntry(local_principal(), "checkpoint", True, outcome="ok"))
+            log_.write(AuditEntry(local_principal(), "checkpoint", True, outcome=Outcome.OK))
         except SetecError as e:
             log.warning("could not write the audit checkpoint at close: %s", e)
 

@@ -35,11 +35,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from setec_core.audit import AuditEntry, AuditLog, local_principal
+from setec_core.audit import AuditEntry, AuditLog, Outcome, local_principal
 from setec_core.audit_sink import FileAuditSink, replace_audit_file
 from setec_core.backup.snapshot import BackupInfo, OpenedBackup, open_backup, seal_snapshot
 from setec_core.crypto import DEK_CONTEXT, DataKey
-from setec_core.database import SCHEMA_VERSION, unwrap_data_key
+from setec_core.data_key import SCHEMA_VERSION, unwrap_data_key
 from setec_core.errors import (
     ConflictError,
     IntegrityCheckError,
@@ -382,7 +382,7 @@ class AdminAudit:
         if view.audit_key is None:
             # A store of an earlier version, never opened by this one: no key yet, so
             # the entry is written as that version would have.
-            self._log.write(AuditEntry(self.principal, action, True, outcome="ok"))
+            self._log.write(AuditEntry(self.principal, action, True, outcome=Outcome.OK))
             self.recorded = True
             return
         self._log.use_key(view.audit_key)
@@ -430,7 +430,7 @@ class AdminAudit:
         if self._log.ends_keyed and not self._log.keyed:
             return
         try:
-            self._log.write(AuditEntry(self.principal, action, True, outcome="error"))
+            self._log.write(AuditEntry(self.principal, action, True, outcome=Outcome.ERROR))
         except SetecError as e:
             log.warning("could not audit the failed %s: %s", action, e)
 
@@ -460,7 +460,7 @@ class AdminAudit:
     def _write_and_record(self, storage: StorageBackend, view: _StoreView, action: str) -> None:
         seal = view.seal or StoreSeal(0, 0, 0)
         self._log.claim_commits(seal.commits)
-        self._log.write(AuditEntry(self.principal, action, True, outcome="ok"))
+        self._log.write(AuditEntry(self.principal, action, True, outcome=Outcome.OK))
         self.recorded = True
         head = self._log.durable_head
         if head is None or view.blob is None:

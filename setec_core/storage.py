@@ -18,14 +18,21 @@ applies all of its writes or none.
 Metadata names are shared with the Database layer, which uses ``schema``, ``dek`` and
 ``kek``; a backend keeping its own bookkeeping there must use names the Database does
 not (the SQLite backend hides its ``sqlite_schema`` row from :meth:`get_meta`).
+
+Two helpers do the checks every :meth:`StorageBackend.commit` must make, with the
+messages the built-in backends give: :func:`check_unique` (no key or metadata name
+twice in one commit) and :func:`check_expected` (the compare-and-swap).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
+
+from setec_core.errors import ConflictError, StorageError
+from setec_core.options import Option
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +91,16 @@ class StorageBackend(ABC):
 
     name: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]]
+    #: The ``setec-serve`` options this backend takes (docs/plugins.md, "Plugin
+    #: options"). A backend that declares any is opened as ``from_uri(uri,
+    #: options=VALUES)``, ``VALUES`` holding each option's value by its ``dest``.
+    options: ClassVar[Sequence[Option]] = ()
 
     @classmethod
     @abstractmethod
     def from_uri(cls, uri: str) -> StorageBackend:
-        """Open (creating if needed) the store named by ``uri``.
+        """Open (creating if needed) the store named by ``uri``. A backend that
+        declares :attr:`options` takes them as a keyword argument too.
 
         :raises ConfigError: if the URI is malformed or the location is unusable
             (for example, its directory cannot be created).
@@ -177,3 +189,75 @@ class StorageBackend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- helpers for backends --------------------------------------------------------------
+
+
+def check_unique(writes: Sequence[RecordWrite], meta: Sequence[MetaWrite]) -> None:
+    """Refuse a commit that writes one record key, or one metadata name, twice.
+
+    Call it first thing in :meth:`StorageBackend.commit`, before taking a lock or
+    starting a transaction: it needs nothing from the store.
+
+    :param writes: the commit's record writes.
+    :param meta: the commit's metadata writes.
+    :raises StorageError: naming the first key (by the start of its hex) or name that
+        appears twice; the caller must then change nothing.
+    """
+    keys: set[bytes] = set()
+    for w in writes:
+        if w.key in keys:
+            raise StorageError(
+                f"a commit may write each record once, but {w.key.hex()[:16]}... is written twice"
+            )
+        keys.add(w.key)
+    names: set[str] = set()
+    for m in meta:
+        if m.name in names:
+            raise StorageError(
+                f"a commit may write each meta entry once, but {m.name!r} is written twice"
+            )
+        names.add(m.name)
+
+
+def check_expected(
+    writes: Sequence[RecordWrite],
+    meta: Sequence[MetaWrite],
+    *,
+    revision_of: Callable[[bytes], int],
+    meta_of: Callable[[str], bytes | None],
+) -> None:
+    """The compare-and-swap of a commit: check that every record and metadata entry
+    the commit writes is still as its writer expects, before anything is written.
+
+    Call it inside the commit, where no other commit can interleave (under the lock or
+    in the transaction that then applies the writes), so that nothing changes between
+    the check and the write.
+
+    :param writes: the commit's record writes; each ``expect`` is compared with
+        ``revision_of(key)``.
+    :param meta: the commit's metadata writes; each ``expect`` is compared with
+        ``meta_of(name)``.
+    :param revision_of: return the revision of the live record at a key, and 0 if
+        there is none or it is a tombstone (``expect=0`` means "absent or deleted").
+    :param meta_of: return the current value of a metadata entry, or ``None`` if it was
+        never set.
+    :raises ConflictError: at the first mismatch; the message names the record (by the
+        start of its key's hex) or the metadata name, never a value. The caller must
+        then change nothing.
+    """
+    for w in writes:
+        have = revision_of(w.key)
+        if have != w.expect:
+            raise ConflictError(
+                f"record {w.key.hex()[:16]}... was changed by another writer: "
+                f"expected revision {w.expect}, found {have}"
+            )
+    for m in meta:
+        have_meta = meta_of(m.name)
+        if have_meta != m.expect:
+            state = "absent" if have_meta is None else "a different value"
+            raise ConflictError(
+                f"meta entry {m.name!r} was changed by another writer: found {state}"
+            )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from setec_core.audit_chain import AuditReport, verify
 from setec_core.backup.snapshot import OpenedBackup, secrets_of
-from setec_core.database import unwrap_data_key
+from setec_core.data_key import unwrap_data_key
 from setec_core.errors import CorruptStoreError, IntegrityCheckError
 from setec_core.integrity import (
     StoreKeys,

@@ -19,24 +19,13 @@ imported only when a key is built, so setec works without it until one is asked 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from setec_core.errors import (
-    ConfigError,
-    KeyMismatchError,
-    KeyProviderError,
-    UnavailableError,
-)
+from setec_core.errors import ConfigError, KeyMismatchError, KeyProviderError
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
-from setec_core.uris import redact
-from setec_plugins.kms_retry import RETRY_ENV, Backoff, retry_budget
-
-log = logging.getLogger("setec.keys.aws_kms")
-
-T = TypeVar("T")
+from setec_core.kms import KmsRetry, key_name_from_uri
+from setec_core.sdk import import_sdk
 
 CONTEXT_KEY = "associatedData"
 _FORM = "aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID (or ...:alias/NAME)"
@@ -55,20 +44,6 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _MISMATCH_CODES = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
-
-
-def _import_aws() -> tuple[Any, Any, Any]:
-    """Return ``(boto3, botocore.config, botocore.exceptions)``, or say how to get them."""
-    try:
-        import boto3
-        import botocore.config
-        import botocore.exceptions
-    except ImportError as e:
-        raise ConfigError(
-            f"the aws-kms key provider needs boto3, which is not installed ({e}); "
-            "install it with: pip install 'pysetec[aws]'"
-        ) from None
-    return boto3, botocore.config, botocore.exceptions
 
 
 def parse_arn(arn: str) -> tuple[str, str]:
@@ -98,46 +73,53 @@ class AwsKmsKeyProvider(KeyProvider):
 
     name = "aws-kms"
     schemes = ("aws-kms",)
+    # Go setec's --kms-key-name takes a bare ARN: "arn:..." means "aws-kms://arn:...".
+    bare_prefixes = ("arn:",)
 
     def __init__(self, arn: str, *, retry_seconds: float | None = None) -> None:
         self._region, resource = parse_arn(arn)
         self._arn = arn
         self._is_key_arn = resource.startswith("key/")
-        self._retry_seconds = retry_budget() if retry_seconds is None else retry_seconds
-        boto3, config, self._errors = _import_aws()
-        # One attempt per call and short timeouts: _call retries against its own
+        self._kms = KmsRetry(
+            service="AWS KMS",
+            key=arn,
+            reach=f"the network path to KMS in {self._region}",
+            classify=self._classify,
+            seconds=retry_seconds,
+        )
+        boto3, config, self._errors = import_sdk(
+            ["boto3", "botocore.config", "botocore.exceptions"],
+            user="the aws-kms key provider",
+            packages=["boto3"],
+            install="pysetec[aws]",
+        )
+        # One attempt per call and short timeouts: self._kms retries against its own
         # deadline, which botocore's retries and default 60 s timeouts would overrun.
-        cap = max(1.0, self._retry_seconds)
+        timeout = self._kms.attempt_timeout
         self._client = boto3.session.Session().client(
             "kms",
             region_name=self._region,
             config=config.Config(
                 retries={"total_max_attempts": 1, "mode": "standard"},
-                connect_timeout=min(5.0, cap),
-                read_timeout=min(20.0, cap),
+                connect_timeout=min(5.0, timeout),
+                read_timeout=timeout,
             ),
         )
 
     @classmethod
     def from_uri(cls, uri: str) -> AwsKmsKeyProvider:
         """Build from ``aws-kms://ARN`` (a key or alias ARN)."""
-        scheme, sep, arn = uri.partition("://")
-        if scheme != "aws-kms" or not sep:
-            raise ConfigError(f"not an aws-kms URI: {redact(uri)!r}; expected {_FORM}")
-        return cls(arn)
+        return cls(key_name_from_uri(uri, "aws-kms", _FORM))
 
     @property
     def uri(self) -> str:
         return f"aws-kms://{self._arn}"
 
-    def __repr__(self) -> str:
-        return f"AwsKmsKeyProvider({self.uri!r})"
-
     def _context(self, context: bytes) -> dict[str, str]:
         return {CONTEXT_KEY: context.hex()}
 
     def wrap(self, plaintext: bytes, context: bytes) -> bytes:
-        out = self._call(
+        out = self._kms.call(
             "Encrypt",
             lambda: self._client.encrypt(
                 KeyId=self._arn, Plaintext=plaintext, EncryptionContext=self._context(context)
@@ -146,7 +128,7 @@ class AwsKmsKeyProvider(KeyProvider):
         return bytes(out["CiphertextBlob"])
 
     def unwrap(self, blob: bytes, context: bytes) -> bytes:
-        out = self._call(
+        out = self._kms.call(
             "Decrypt",
             lambda: self._client.decrypt(
                 KeyId=self._arn, CiphertextBlob=blob, EncryptionContext=self._context(context)
@@ -165,37 +147,31 @@ class AwsKmsKeyProvider(KeyProvider):
 
     # --- calling KMS -------------------------------------------------------------
 
-    def _call(self, operation: str, call: Callable[[], T]) -> T:
-        backoff = Backoff(self._retry_seconds)
-        while True:
-            try:
-                return call()
-            except self._errors.ClientError as e:
-                error = e.response.get("Error", {})
-                code = str(error.get("Code", "Unknown"))
-                message = str(error.get("Message") or "").strip()
-                status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                if code not in _TRANSIENT_CODES and status < 500:
-                    raise self._refusal(operation, code, message) from None
-                last = f"{code}: {message}" if message else code
-            except self._errors.NoCredentialsError:
-                raise KeyProviderError(
-                    f"no AWS credentials found for KMS key {self._arn}: configure the "
-                    "standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/"
-                    "AWS_SECRET_ACCESS_KEY, an instance or task role)"
-                ) from None
-            except (self._errors.ConnectionError, self._errors.HTTPClientError) as e:
-                last = f"{type(e).__name__}: {e}"
-            except self._errors.BotoCoreError as e:
-                raise KeyProviderError(
-                    f"AWS KMS {operation} with key {self._arn} failed: {type(e).__name__}: {e}"
-                ) from None
-            if not backoff.pause(f"AWS KMS {operation} with key {self._arn}", last):
-                raise UnavailableError(
-                    f"AWS KMS key {self._arn} could not be reached in {self._retry_seconds:g} s "
-                    f"({operation}); last error: {last}. Check the network path to KMS in "
-                    f"{self._region}, or raise {RETRY_ENV}"
-                )
+    def _classify(self, operation: str, e: Exception) -> str | KeyProviderError | None:
+        """What a failed call means, for :class:`KmsRetry`: a transient failure's text,
+        a refusal to raise, or None for an exception botocore did not raise."""
+        errors = self._errors
+        if isinstance(e, errors.ClientError):
+            error = e.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            message = str(error.get("Message") or "").strip()
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code not in _TRANSIENT_CODES and status < 500:
+                return self._refusal(operation, code, message)
+            return f"{code}: {message}" if message else code
+        if isinstance(e, errors.NoCredentialsError):
+            return KeyProviderError(
+                f"no AWS credentials found for KMS key {self._arn}: configure the "
+                "standard AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, an instance or task role)"
+            )
+        if isinstance(e, (errors.ConnectionError, errors.HTTPClientError)):
+            return f"{type(e).__name__}: {e}"
+        if isinstance(e, errors.BotoCoreError):
+            return KeyProviderError(
+                f"AWS KMS {operation} with key {self._arn} failed: {type(e).__name__}: {e}"
+            )
+        return None
 
     def _refusal(self, operation: str, code: str, message: str) -> KeyProviderError:
         said = f" (AWS: {code}: {message})" if message else f" (AWS: {code})"

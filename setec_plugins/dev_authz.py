@@ -16,6 +16,8 @@ from setec_core.acl import ALL_ACTIONS, Rule
 from setec_core.authz import Authorizer, Caller, Principal
 from setec_core.errors import AccessDenied, ConfigError
 from setec_core.hookspecs import hookimpl
+from setec_core.options import DEFAULT_SERVER, ServerInfo
+from setec_core.peer import Peer
 
 #: The rules every loopback caller gets: everything.
 SUPERUSER_RULES = (Rule(ALL_ACTIONS, ["*"]),)
@@ -31,30 +33,29 @@ class DevAuthorizer(Authorizer):
         self._callers: dict[str, Caller] = {}
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> DevAuthorizer:
-        """:raises ConfigError: unless ``options["dev"]`` is true."""
-        if not options.get("dev"):
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> DevAuthorizer:
+        """:raises ConfigError: unless the server runs in dev mode."""
+        if not server.dev:
             raise ConfigError(
                 "the 'dev' authorizer grants everything to every local caller and is only "
                 "available with --dev; choose --authorizer tailscale, tailscale-serve or policy"
             )
         return cls()
 
-    def identify(self, request: Any) -> Caller:
+    def identify(self, peer: Peer) -> Caller:
         """:raises AccessDenied: if the peer is not on a loopback address or a unix
         socket."""
-        environ = request.environ
-        peer = environ.get("REMOTE_ADDR") or ""
-        if environ.get("setec.transport") == "unix":
-            peer = "unix"
-        elif not _is_loopback(peer):
-            raise AccessDenied(f"access denied: the dev server only serves loopback, not {peer}")
-        caller = self._callers.get(peer)
+        address = "unix" if peer.unix else peer.address
+        if not peer.unix and not _is_loopback(address):
+            raise AccessDenied(f"access denied: the dev server only serves loopback, not {address}")
+        caller = self._callers.get(address)
         if caller is None:
-            principal = Principal(hostname="localhost", ip=peer, user="dev@localhost")
+            principal = Principal(hostname="localhost", ip=address, user="dev@localhost")
             caller = Caller(principal, SUPERUSER_RULES)
             if len(self._callers) < 256:
-                self._callers[peer] = caller
+                self._callers[address] = caller
         return caller
 
 

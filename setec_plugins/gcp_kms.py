@@ -29,23 +29,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from setec_core.errors import (
-    ConfigError,
-    KeyMismatchError,
-    KeyProviderError,
-    UnavailableError,
-)
+from setec_core.errors import ConfigError, KeyMismatchError, KeyProviderError
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
-from setec_core.uris import redact
-from setec_plugins.kms_retry import RETRY_ENV, Backoff, retry_budget
+from setec_core.kms import KmsRetry, key_name_from_uri
+from setec_core.sdk import import_sdk
 
 log = logging.getLogger("setec.keys.gcp_kms")
-
-T = TypeVar("T")
 
 ENDPOINT_ENV = "SETEC_GCP_KMS_ENDPOINT"
 _FORM = "gcp-kms://projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY"
@@ -55,23 +47,6 @@ _NAME = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^
 _TRANSIENT = frozenset(
     {"ServiceUnavailable", "DeadlineExceeded", "ResourceExhausted", "InternalServerError"}
 )
-
-
-def _import_gcp() -> tuple[Any, Any, Any, Any, Any]:
-    """Return ``(kms_v1, api_core.exceptions, auth.exceptions, google_crc32c, grpc)``,
-    or say how to get them."""
-    try:
-        import google.api_core.exceptions as api_exceptions
-        import google.auth.exceptions as auth_exceptions
-        import google.cloud.kms_v1 as kms_v1
-        import google_crc32c
-        import grpc
-    except ImportError as e:
-        raise ConfigError(
-            f"the gcp-kms key provider needs google-cloud-kms and google-crc32c, which are "
-            f"not installed ({e}); install them with: pip install 'pysetec[gcp]'"
-        ) from None
-    return kms_v1, api_exceptions, auth_exceptions, google_crc32c, grpc
 
 
 class GcpKmsKeyProvider(KeyProvider):
@@ -84,12 +59,28 @@ class GcpKmsKeyProvider(KeyProvider):
         if not _NAME.fullmatch(key_name):
             raise ConfigError(f"not a GCP KMS CryptoKey name: {key_name!r}; expected {_FORM}")
         self._key = key_name
-        self._retry_seconds = retry_budget() if retry_seconds is None else retry_seconds
-        kms_v1, self._errors, self._auth_errors, crc, grpc = _import_gcp()
-        self._crc = crc
-        # One attempt per call and a bounded timeout: _call retries against its own
+        self._kms = KmsRetry(
+            service="GCP KMS",
+            key=key_name,
+            reach="the network path to cloudkms.googleapis.com",
+            classify=self._classify,
+            seconds=retry_seconds,
+        )
+        kms_v1, self._errors, self._auth_errors, self._crc, grpc = import_sdk(
+            [
+                "google.cloud.kms_v1",
+                "google.api_core.exceptions",
+                "google.auth.exceptions",
+                "google_crc32c",
+                "grpc",
+            ],
+            user="the gcp-kms key provider",
+            packages=["google-cloud-kms", "google-crc32c"],
+            install="pysetec[gcp]",
+        )
+        # One attempt per call and a bounded timeout: self._kms retries against its own
         # deadline, which google-api-core's default retry (up to 60 s) would overrun.
-        self._timeout = min(20.0, max(1.0, self._retry_seconds))
+        self._timeout = self._kms.attempt_timeout
         endpoint = os.environ.get(ENDPOINT_ENV)
         if endpoint:
             from google.cloud.kms_v1.services.key_management_service.transports import (
@@ -115,17 +106,11 @@ class GcpKmsKeyProvider(KeyProvider):
     @classmethod
     def from_uri(cls, uri: str) -> GcpKmsKeyProvider:
         """Build from ``gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K``."""
-        scheme, sep, name = uri.partition("://")
-        if scheme != "gcp-kms" or not sep:
-            raise ConfigError(f"not a gcp-kms URI: {redact(uri)!r}; expected {_FORM}")
-        return cls(name)
+        return cls(key_name_from_uri(uri, "gcp-kms", _FORM))
 
     @property
     def uri(self) -> str:
         return f"gcp-kms://{self._key}"
-
-    def __repr__(self) -> str:
-        return f"GcpKmsKeyProvider({self.uri!r})"
 
     def _checksum(self, data: bytes) -> int:
         return int(self._crc.value(data))
@@ -138,7 +123,7 @@ class GcpKmsKeyProvider(KeyProvider):
             "additional_authenticated_data": context,
             "additional_authenticated_data_crc32c": self._checksum(context),
         }
-        out = self._call(
+        out = self._kms.call(
             "Encrypt",
             lambda: self._client.encrypt(request=request, retry=None, timeout=self._timeout),
         )
@@ -165,7 +150,7 @@ class GcpKmsKeyProvider(KeyProvider):
             "additional_authenticated_data": context,
             "additional_authenticated_data_crc32c": self._checksum(context),
         }
-        out = self._call(
+        out = self._kms.call(
             "Decrypt",
             lambda: self._client.decrypt(request=request, retry=None, timeout=self._timeout),
         )
@@ -180,28 +165,23 @@ class GcpKmsKeyProvider(KeyProvider):
 
     # --- calling KMS -------------------------------------------------------------
 
-    def _call(self, operation: str, call: Callable[[], T]) -> T:
-        backoff = Backoff(self._retry_seconds)
-        while True:
-            try:
-                return call()
-            except self._errors.GoogleAPICallError as e:
-                kind = type(e).__name__
-                message = str(e.message or "").strip()
-                if kind not in _TRANSIENT:
-                    raise self._refusal(operation, kind, message) from None
-                last = f"{kind}: {message}" if message else kind
-            except self._auth_errors.TransportError as e:
-                # Fetching a token failed on the network (the metadata server, oauth2).
-                last = f"{type(e).__name__}: {e}"
-            except (self._auth_errors.DefaultCredentialsError, self._auth_errors.RefreshError):
-                raise self._no_credentials() from None
-            if not backoff.pause(f"GCP KMS {operation} with key {self._key}", last):
-                raise UnavailableError(
-                    f"GCP KMS key {self._key} could not be reached in "
-                    f"{self._retry_seconds:g} s ({operation}); last error: {last}. Check the "
-                    f"network path to cloudkms.googleapis.com, or raise {RETRY_ENV}"
-                )
+    def _classify(self, operation: str, e: Exception) -> str | KeyProviderError | None:
+        """What a failed call means, for :class:`KmsRetry`: a transient failure's text,
+        a refusal to raise, or None for an exception the Google client did not raise."""
+        if isinstance(e, self._errors.GoogleAPICallError):
+            kind = type(e).__name__
+            message = str(e.message or "").strip()
+            if kind not in _TRANSIENT:
+                return self._refusal(operation, kind, message)
+            return f"{kind}: {message}" if message else kind
+        if isinstance(e, self._auth_errors.TransportError):
+            # Fetching a token failed on the network (the metadata server, oauth2).
+            return f"{type(e).__name__}: {e}"
+        if isinstance(
+            e, (self._auth_errors.DefaultCredentialsError, self._auth_errors.RefreshError)
+        ):
+            return self._no_credentials()
+        return None
 
     def _refusal(self, operation: str, kind: str, message: str) -> KeyProviderError:
         said = f" (GCP: {kind}: {message})" if message else f" (GCP: {kind})"

@@ -61,9 +61,11 @@ from typing import Any
 import click
 
 from setec_core.acl import Action, Rule
-from setec_core.authz import Authorizer, Caller, Principal, listen_is_local
+from setec_core.authz import Authorizer, Caller, Principal
 from setec_core.errors import AccessDenied, ConfigError, InvalidRequestError
 from setec_core.hookspecs import hookimpl
+from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.peer import Peer
 
 log = logging.getLogger("setec.authz.policy")
 
@@ -145,6 +147,20 @@ class PolicyAuthorizer(Authorizer):
     """
 
     name = "policy"
+    options = (
+        Option(
+            "--policy-file",
+            "JSON policy of bearer tokens and rules; reloaded on SIGHUP.",
+            metavar="PATH",
+        ),
+        Option(
+            "--insecure-http",
+            "Take bearer tokens over plain HTTP on a non-loopback address (they travel "
+            "in clear; use TLS instead).",
+            type=bool,
+            default=False,
+        ),
+    )
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -157,12 +173,14 @@ class PolicyAuthorizer(Authorizer):
         return f"PolicyAuthorizer({self.path!r})"
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> PolicyAuthorizer:
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> PolicyAuthorizer:
         """Build from ``policy_file``.
 
-        Bearer tokens are credentials: on an address other hosts can reach (``listen``),
-        the server must speak TLS (``tls``), unless ``insecure_http`` says the operator
-        knows the tokens travel in clear (then a warning is logged).
+        Bearer tokens are credentials: on an address other hosts can reach, the server
+        must speak TLS, unless ``insecure_http`` says the operator knows the tokens
+        travel in clear (then a warning is logged).
 
         :raises ConfigError: if ``policy_file`` is not given or the file is invalid, or
             tokens would cross the network in clear without ``insecure_http``.
@@ -173,11 +191,10 @@ class PolicyAuthorizer(Authorizer):
                 "the policy authorizer needs --policy-file (or SETEC_POLICY_FILE): a JSON "
                 "file of token hashes and rules (see setec_plugins.policy_authz)"
             )
-        listen = str(options.get("listen") or "127.0.0.1:8080")
-        if not options.get("tls") and not listen_is_local(listen):
+        if not server.tls and not server.is_local:
             if not options.get("insecure_http"):
                 raise ConfigError(
-                    f"the policy authorizer takes bearer tokens, and --listen {listen!r} "
+                    f"the policy authorizer takes bearer tokens, and --listen {server.listen!r} "
                     "is reachable from other hosts without TLS, so tokens would cross "
                     "the network in clear; give --tls-cert and --tls-key, listen on "
                     "loopback behind a TLS proxy, or add --insecure-http if the network "
@@ -186,19 +203,19 @@ class PolicyAuthorizer(Authorizer):
             log.warning(
                 "INSECURE: bearer tokens are accepted over plain HTTP on %s "
                 "(--insecure-http); anyone on the network path can read and reuse them",
-                listen,
+                server.listen,
             )
         return cls(str(path))
 
-    def identify(self, request: Any) -> Caller:
-        """Return the caller whose token ``request`` bears.
+    def identify(self, peer: Peer) -> Caller:
+        """Return the caller whose token ``peer``'s ``Authorization`` header bears.
 
         :raises AccessDenied: if there is no bearer token or it is not in the policy.
         """
-        peer = str(request.remote_addr or "")
-        token = _bearer_token(request.headers.get("Authorization", ""))
+        address = peer.address
+        token = _bearer_token(peer.headers.get("Authorization", ""))
         if token is None:
-            log.info("request from %s has no bearer token", peer)
+            log.info("request from %s has no bearer token", address)
             raise AccessDenied(_DENIED)
         digest = hashlib.sha256(token).digest()
         found = None
@@ -208,9 +225,9 @@ class PolicyAuthorizer(Authorizer):
             if hmac.compare_digest(entry.digest, digest) and found is None:
                 found = entry
         if found is None:
-            log.warning("request from %s presented an unknown bearer token", peer)
+            log.warning("request from %s presented an unknown bearer token", address)
             raise AccessDenied(_DENIED)
-        return Caller(replace(found.principal, ip=peer), found.rules)
+        return Caller(replace(found.principal, ip=address), found.rules)
 
     def reload(self) -> None:
         """Re-read the policy file.
@@ -327,7 +344,8 @@ def _bearer_token(header: str) -> bytes | None:
     try:
         return credentials.encode("latin-1")
     except UnicodeEncodeError:
-        return credentials.encode("utf-8")
+        # Not from WSGI; a lone surrogate hashes to what no token in the policy has.
+        return credentials.encode("utf-8", "surrogatepass")
 
 
 def _describe(value: Any) -> str:

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from setec_core.backup import BackupSink, check_name, is_valid_name
 from setec_core.errors import ConfigError, NotFound, SetecError, StorageError
 from setec_core.hookspecs import hookimpl
+from setec_core.options import Option
 from setec_core.uris import redact
 
 _FORM = "s3://BUCKET[/PREFIX][?region=REGION&role=arn:aws:iam::ACCOUNT:role/NAME]"
@@ -142,6 +143,20 @@ class S3BackupSink(BackupSink):
 
     name = "s3"
     schemes = ("s3",)
+    # The flags are the URI's region= and role= under Go setec's names.
+    options = (
+        Option(
+            "--backup-region",
+            "The S3 bucket's region (default: the AWS SDK's own resolution); the URI's region=.",
+            metavar="REGION",
+            aliases=("--backup-bucket-region",),
+        ),
+        Option(
+            "--backup-role",
+            "IAM role ARN to assume (STS) for S3 backups; the URI's role=.",
+            metavar="ARN",
+        ),
+    )
 
     def __init__(
         self,
@@ -253,13 +268,30 @@ class S3BackupSink(BackupSink):
         }
 
     @classmethod
-    def from_uri(cls, uri: str, *, read_only: bool = False) -> S3BackupSink:
+    def from_uri(
+        cls, uri: str, *, read_only: bool = False, options: Mapping[str, Any] | None = None
+    ) -> S3BackupSink:
         """Build from ``s3://BUCKET[/PREFIX][?region=REGION&role=ROLE-ARN]``
         (``read_only`` changes nothing: building an S3 sink creates nothing).
 
-        :raises ConfigError: if the URI is malformed or boto3 is not installed.
+        :param options: ``backup_region`` and ``backup_role`` (``--backup-region``,
+            ``--backup-role``): the URI's ``region`` and ``role``, if it has none.
+        :raises ConfigError: if the URI is malformed, it and a flag both give the region
+            or the role, or boto3 is not installed.
         """
         bucket, prefix, region, role = parse_uri(uri)
+        flags = options or {}
+        for key, flag, in_uri in (
+            ("region", "--backup-region", region),
+            ("role", "--backup-role", role),
+        ):
+            if in_uri and flags.get(f"backup_{key}"):
+                raise ConfigError(
+                    f"the s3 backup URI for bucket {bucket!r} gives {key}= and {flag} gives "
+                    "it too; give one"
+                )
+        region = region or flags.get("backup_region") or None
+        role = role or flags.get("backup_role") or None
         return cls(bucket, prefix, region=region, role=role)
 
     @property

@@ -41,9 +41,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from setec_core.acl import Rule
-from setec_core.authz import Authorizer, Caller, Principal, listen_is_local
+from setec_core.authz import Authorizer, Caller, Principal
 from setec_core.errors import AccessDenied, ConfigError, InvalidRequestError, UnavailableError
 from setec_core.hookspecs import hookimpl
+from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.peer import Peer
 
 log = logging.getLogger("setec.authz.tailscale")
 serve_log = logging.getLogger("setec.authz.tailscale_serve")
@@ -58,8 +60,6 @@ DEFAULT_SOCKET = "/var/run/tailscale/tailscaled.sock"
 LOCALAPI_HOST = "local-tailscaled.sock"
 #: Seconds to wait for tailscaled before answering 503.
 WHOIS_TIMEOUT = 5.0
-#: setec-serve's default --listen, assumed when no listen option is given.
-DEFAULT_LISTEN = "127.0.0.1:8080"
 
 # A whois answer is a few kilobytes; anything far larger is not tailscaled talking.
 _MAX_WHOIS_BYTES = 1 << 20
@@ -80,6 +80,14 @@ class TailscaleAuthorizer(Authorizer):
     """
 
     name = "tailscale"
+    options = (
+        Option(
+            "--tailscale-socket",
+            "tailscaled's LocalAPI socket.",
+            default=DEFAULT_SOCKET,
+            metavar="PATH",
+        ),
+    )
 
     def __init__(
         self, socket_path: str = DEFAULT_SOCKET, *, timeout: float = WHOIS_TIMEOUT
@@ -96,17 +104,18 @@ class TailscaleAuthorizer(Authorizer):
         return f"TailscaleAuthorizer({self.socket_path!r})"
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> TailscaleAuthorizer:
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> TailscaleAuthorizer:
         """Build from ``tailscale_socket`` (default :data:`DEFAULT_SOCKET`).
 
-        :raises ConfigError: if the socket option is empty, or ``listen`` is a unix
-            socket (whois needs the peer's tailnet IP address).
+        :raises ConfigError: if the socket option is empty, or the server listens on a
+            unix socket (whois needs the peer's tailnet IP address).
         """
-        listen = str(options.get("listen") or "")
-        if listen.startswith("unix:"):
+        if server.unix_socket is not None:
             raise ConfigError(
                 f"the tailscale authorizer identifies callers by their tailnet IP address, "
-                f"which a unix socket ({listen!r}) does not have; listen on the node's "
+                f"which a unix socket ({server.listen!r}) does not have; listen on the node's "
                 "tailnet address, or use --authorizer tailscale-serve behind tailscale serve"
             )
         socket_path = options.get("tailscale_socket")
@@ -120,14 +129,14 @@ class TailscaleAuthorizer(Authorizer):
             )
         return authorizer
 
-    def identify(self, request: Any) -> Caller:
-        """Ask tailscaled who the peer of ``request`` is and return its caller.
+    def identify(self, peer: Peer) -> Caller:
+        """Ask tailscaled who ``peer`` is and return its caller.
 
         :raises AccessDenied: if tailscaled does not know the peer, has no user or tags
             for it, or one of its grants is not a valid rule.
         :raises UnavailableError: if tailscaled cannot be reached or answers nonsense.
         """
-        ip, port = _peer_address(request)
+        ip, port = _peer_address(peer)
         addr = ip if port is None else (f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}")
         answer = self.whois(addr)
         try:
@@ -185,7 +194,7 @@ class TailscaleAuthorizer(Authorizer):
             raise UnavailableError(_UNAVAILABLE)
         try:
             answer = json.loads(body)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             log.error("whois %s: tailscaled's answer is not JSON (%s): %s", addr, e, _snippet(body))
             raise UnavailableError(_UNAVAILABLE) from None
         if not isinstance(answer, dict):
@@ -205,30 +214,31 @@ class TailscaleServeAuthorizer(Authorizer):
         self._warned_no_caps = False
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> TailscaleServeAuthorizer:
-        """Build for the server's ``listen`` address (default :data:`DEFAULT_LISTEN`).
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> TailscaleServeAuthorizer:
+        """Build for a server that listens on a loopback address or a unix socket.
 
-        :raises ConfigError: unless ``listen`` is a loopback address or ``unix:PATH``.
+        :raises ConfigError: if the server is reachable from other hosts.
         """
-        listen = str(options.get("listen") or DEFAULT_LISTEN)
-        if not listen_is_local(listen):
+        if not server.is_local:
             raise ConfigError(
                 "the tailscale-serve authorizer trusts identity headers that anyone who can "
-                f"reach the server could forge, and --listen {listen!r} is not a loopback "
+                f"reach the server could forge, and --listen {server.listen!r} is not a loopback "
                 "address or unix socket; listen on 127.0.0.1:PORT and run `tailscale serve "
                 f"--accept-app-caps={CAP_SECRETS} PORT`, or use --authorizer tailscale to "
                 "serve on the tailnet address directly"
             )
         return cls()
 
-    def identify(self, request: Any) -> Caller:
-        """Return the caller named by the serve headers of ``request``.
+    def identify(self, peer: Peer) -> Caller:
+        """Return the caller named by the serve headers ``peer`` carries.
 
         :raises AccessDenied: if there is no ``Tailscale-User-Login`` (a tagged node, a
             Funnel request, or a request that did not come through serve), or the
             capabilities header or one of its grants is malformed.
         """
-        headers = request.headers
+        headers = peer.headers
         if headers.get("Tailscale-Funnel-Request"):
             raise AccessDenied("access denied: requests through Tailscale Funnel have no identity")
         try:
@@ -244,7 +254,7 @@ class TailscaleServeAuthorizer(Authorizer):
                 "for users' devices, so tagged nodes must use a server with the 'tailscale' "
                 "authorizer"
             )
-        ip = _forwarded_ip(request)
+        ip = _forwarded_ip(peer)
         raw = headers.get("Tailscale-App-Capabilities")
         if raw is None:
             if not self._warned_no_caps:
@@ -257,23 +267,23 @@ class TailscaleServeAuthorizer(Authorizer):
                     CAP_SECRETS,
                 )
             return Caller(Principal(ip=ip, user=login))
-        peer = f"{ip} ({login})"
+        who = f"{ip} ({login})"
         try:
             cap_map = json.loads(_decode_rfc2047(raw))
             if not isinstance(cap_map, dict):
                 raise _MalformedAnswerError("not a JSON object")
             cap, grants = _select_grants(cap_map)
-        except (ValueError, _MalformedAnswerError) as e:
+        except (ValueError, RecursionError, _MalformedAnswerError) as e:
             serve_log.error(
                 "peer %s: the Tailscale-App-Capabilities header is malformed (%s): %.500r",
-                peer,
+                who,
                 e,
                 raw,
             )
             raise AccessDenied(
                 "access denied: the Tailscale-App-Capabilities header is malformed"
             ) from None
-        rules = _decode_rules(cap, grants, peer, serve_log)
+        rules = _decode_rules(cap, grants, who, serve_log)
         return Caller(Principal(ip=ip, user=login), rules)
 
 
@@ -311,8 +321,8 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def _peer_address(request: Any) -> tuple[str, str | None]:
-    raw = request.remote_addr or ""
+def _peer_address(peer: Peer) -> tuple[str, str | None]:
+    raw = peer.address
     try:
         ip = ipaddress.ip_address(raw)
     except ValueError:
@@ -321,8 +331,7 @@ def _peer_address(request: Any) -> tuple[str, str | None]:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; tailscaled knows a.b.c.d.
         ip = ip.ipv4_mapped
-    port = str(request.environ.get("REMOTE_PORT") or "")
-    return str(ip), (port if port.isdigit() else None)
+    return str(ip), (None if peer.port is None else str(peer.port))
 
 
 def _caller_from_whois(answer: Mapping[str, Any], ip: str) -> Caller:
@@ -400,13 +409,13 @@ def _decode_rfc2047(value: str) -> str:
         raise ValueError(f"bad RFC 2047 encoding: {e}") from None
 
 
-def _forwarded_ip(request: Any) -> str:
+def _forwarded_ip(peer: Peer) -> str:
     # Serve sets X-Forwarded-For to exactly the peer IP, replacing any the client sent.
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+    forwarded = peer.headers.get("X-Forwarded-For", "").split(",")[0].strip()
     try:
         return str(ipaddress.ip_address(forwarded))
     except ValueError:
-        return str(request.remote_addr or "")
+        return peer.address
 
 
 def _snippet(body: bytes) -> str:

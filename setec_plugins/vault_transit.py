@@ -28,46 +28,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from setec_core.errors import (
-    ConfigError,
-    KeyMismatchError,
-    KeyProviderError,
-    UnavailableError,
-)
+from setec_core.errors import ConfigError, KeyMismatchError, KeyProviderError
 from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
+from setec_core.kms import KmsRetry, key_name_from_uri
+from setec_core.sdk import import_sdk
 from setec_core.uris import redact
-from setec_plugins.kms_retry import RETRY_ENV, Backoff, retry_budget
-
-log = logging.getLogger("setec.keys.vault_transit")
-
-T = TypeVar("T")
 
 TOKEN_ENV = "VAULT_TOKEN"  # noqa: S105 - the name of the variable, not a token
 CACERT_ENV = "VAULT_CACERT"
 NAMESPACE_ENV = "VAULT_NAMESPACE"
 DEFAULT_PORT = 8200
 _FORM = "vault-transit://HOST[:PORT]/MOUNT/KEY (add ?tls=false for plain http)"
-
-
-def _import_hvac() -> tuple[Any, Any, Any]:
-    """Return ``(hvac, hvac.exceptions, requests.exceptions)``, or say how to get them."""
-    try:
-        import hvac
-        import hvac.exceptions
-        import requests.exceptions
-    except ImportError as e:
-        raise ConfigError(
-            f"the vault-transit key provider needs hvac, which is not installed ({e}); "
-            "install it with: pip install 'pysetec[vault]'"
-        ) from None
-    return hvac, hvac.exceptions, requests.exceptions
 
 
 def parse_uri(uri: str) -> tuple[str, int, str, str, bool]:
@@ -77,8 +53,8 @@ def parse_uri(uri: str) -> tuple[str, int, str, str, bool]:
     :raises ConfigError: if ``uri`` is not of that form.
     """
     bad = ConfigError(f"not a vault-transit key name: {redact(uri)!r}; expected {_FORM}")
-    parts = urlsplit(uri)
-    if parts.scheme != "vault-transit" or parts.fragment or parts.username or parts.password:
+    parts = urlsplit("//" + key_name_from_uri(uri, "vault-transit", _FORM))
+    if parts.fragment or parts.username or parts.password:
         raise bad
     try:
         host, port = parts.hostname, parts.port or DEFAULT_PORT
@@ -115,23 +91,35 @@ class VaultTransitKeyProvider(KeyProvider):
         retry_seconds: float | None = None,
     ) -> None:
         self._host, self._port, self._mount, self._key, self._tls = host, port, mount, key, tls
-        self._retry_seconds = retry_budget() if retry_seconds is None else retry_seconds
+        self._kms = KmsRetry(
+            service="Vault Transit",
+            key=self.uri,
+            reach="the network path to Vault and that it is unsealed",
+            classify=self._classify,
+            seconds=retry_seconds,
+        )
         token = os.environ.get(TOKEN_ENV, "")
         if not token:
             raise ConfigError(
                 f"{TOKEN_ENV} is not set: the vault-transit key {self.uri} needs a Vault "
                 f"token allowed to encrypt and decrypt with it (see docs/keys.md)"
             )
-        hvac, self._errors, self._net_errors = _import_hvac()
+        hvac, self._errors, self._net_errors = import_sdk(
+            ["hvac", "hvac.exceptions", "requests.exceptions"],
+            user="the vault-transit key provider",
+            packages=["hvac"],
+            install="pysetec[vault]",
+        )
         netloc = f"[{host}]" if ":" in host else host
         cacert = os.environ.get(CACERT_ENV) or None
-        # One attempt per call and a short timeout: _call retries against its own deadline.
+        # One attempt per call and a short timeout: self._kms retries against its own
+        # deadline.
         self._client = hvac.Client(
             url=f"{'https' if tls else 'http'}://{netloc}:{port}",
             token=token,
             verify=cacert if (tls and cacert) else True,
             namespace=os.environ.get(NAMESPACE_ENV) or None,
-            timeout=min(20.0, max(1.0, self._retry_seconds)),
+            timeout=self._kms.attempt_timeout,
         )
 
     @classmethod
@@ -146,11 +134,8 @@ class VaultTransitKeyProvider(KeyProvider):
         query = "" if self._tls else "?tls=false"
         return f"vault-transit://{netloc}:{self._port}/{self._mount}/{self._key}{query}"
 
-    def __repr__(self) -> str:
-        return f"VaultTransitKeyProvider({self.uri!r})"
-
     def wrap(self, plaintext: bytes, context: bytes) -> bytes:
-        out = self._call(
+        out = self._kms.call(
             "encrypt",
             lambda: self._client.secrets.transit.encrypt_data(
                 name=self._key,
@@ -169,7 +154,7 @@ class VaultTransitKeyProvider(KeyProvider):
             raise self._mismatch("it is not a Vault ciphertext") from None
         if not ciphertext.startswith("vault:"):
             raise self._mismatch("it is not a Vault ciphertext")
-        out = self._call(
+        out = self._kms.call(
             "decrypt",
             lambda: self._client.secrets.transit.decrypt_data(
                 name=self._key,
@@ -209,8 +194,10 @@ class VaultTransitKeyProvider(KeyProvider):
             f"with another key or context, or it was altered ({said})"
         )
 
-    def _call(self, operation: str, call: Callable[[], T]) -> T:
-        errors = self._errors
+    def _classify(self, operation: str, e: Exception) -> str | KeyProviderError | None:
+        """What a failed call means, for :class:`KmsRetry`: a transient failure's text,
+        a refusal to raise, or None for an exception hvac and requests did not raise."""
+        errors, net = self._errors, self._net_errors
         transient = (
             errors.VaultDown,
             errors.InternalServerError,
@@ -218,27 +205,18 @@ class VaultTransitKeyProvider(KeyProvider):
             errors.RateLimitExceeded,
             errors.VaultNotInitialized,
         )
-        backoff = Backoff(self._retry_seconds)
-        while True:
-            try:
-                return call()
-            except transient as e:
-                last = f"{type(e).__name__}: {_said(e)}"
-            except errors.VaultError as e:
-                raise self._refusal(operation, e) from None
-            except (self._net_errors.ConnectionError, self._net_errors.Timeout) as e:
-                if isinstance(e, self._net_errors.SSLError):
-                    raise KeyProviderError(
-                        f"Vault at {self.uri} failed the TLS handshake ({operation}): {e}. "
-                        f"Set {CACERT_ENV} to the CA that signed Vault's certificate"
-                    ) from None
-                last = f"{type(e).__name__}: {e}"
-            if not backoff.pause(f"Vault Transit {operation} with key {self.uri}", last):
-                raise UnavailableError(
-                    f"Vault Transit key {self.uri} could not be reached in "
-                    f"{self._retry_seconds:g} s ({operation}); last error: {last}. Check the "
-                    f"network path to Vault and that it is unsealed, or raise {RETRY_ENV}"
-                )
+        if isinstance(e, transient):
+            return f"{type(e).__name__}: {_said(e)}"
+        if isinstance(e, errors.VaultError):
+            return self._refusal(operation, e)
+        if isinstance(e, net.SSLError):
+            return KeyProviderError(
+                f"Vault at {self.uri} failed the TLS handshake ({operation}): {e}. "
+                f"Set {CACERT_ENV} to the CA that signed Vault's certificate"
+            )
+        if isinstance(e, (net.ConnectionError, net.Timeout)):
+            return f"{type(e).__name__}: {e}"
+        return None
 
     def _refusal(self, operation: str, e: Exception) -> KeyProviderError:
         errors = self._errors

@@ -1,8 +1,10 @@
 """The documentation's examples run (docs/plugins.md's KMS plugin passes the contract),
-and the product cites only its own documentation."""
+the product cites only its own documentation, and the API reference has every reason
+text the server sends."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import types
@@ -143,3 +145,181 @@ def test_protocol_citations_name_real_sections() -> None:
             if missing:
                 bad.append(f"{rel}:{n}: no section {', '.join(sorted(missing))}")
     assert not bad, "\n".join(bad)
+
+
+# --- every reason the server sends is in the API reference -----------------------------
+
+#: Calls that carry a reason text to the wire, and the position of that argument: the
+#: status table, the app's and the front's early answers, the decoder's 400s, and the
+#: errors the Database and the authorizers raise for the status table to map.
+_REASON_CALLS = {
+    "Status": 1,
+    "Sentinel": 2,
+    "_Reply": 1,
+    "_error": 1,
+    "Refused": 1,
+    "error_answer": 1,
+    "Refusal": 1,
+    "refuse": 1,
+    "_refuse_after_queue": 1,
+    "BadRequestError": 0,
+    "InvalidRequestError": 0,
+    "InvalidVersionError": 0,
+    "AccessDenied": 0,
+    "UnavailableError": 0,
+}
+#: Counted only in authorizer modules: raised elsewhere on the server's side (by a KMS
+#: plugin, say), they stop the server at start-up rather than answer a request.
+_AUTHORIZER_ONLY = {"AccessDenied", "UnavailableError"}
+#: Messages that never reach the wire, by a phrase in them: the Database's checks of
+#: Python types and ranges, which every decoded request passes, and the rule decoder's,
+#: which the authorizers replace with their own 403 (docs/api.md §5.1).
+_NOT_ON_THE_WIRE = (
+    "must be a string, not",
+    "must be an integer, not",
+    "must be bytes",
+    "is out of range",
+    "not valid Unicode",
+    "access rule",
+)
+#: The parts of setec_core that never answer a request: the client and the test helpers.
+_CLIENT_SIDE = {"client", "testing"}
+
+
+def _server_modules() -> list[Path]:
+    core = [
+        path
+        for path in sorted((ROOT / "setec_core").rglob("*.py"))
+        if not _CLIENT_SIDE & set(path.relative_to(ROOT / "setec_core").parts)
+    ]
+    return core + sorted((ROOT / "setec_plugins").glob("*.py"))
+
+
+class _Reasons(ast.NodeVisitor):
+    """Collects the literal pieces of every reason a module passes to a reason call;
+    the ``{...}`` parts of f-strings, being values, are left out."""
+
+    def __init__(self, tree: ast.Module, functions: dict[str, list[ast.expr]]) -> None:
+        self.tree = tree
+        self.functions = functions
+        self.is_authorizer = any(
+            isinstance(node, ast.ClassDef)
+            and any(getattr(base, "id", None) == "Authorizer" for base in node.bases)
+            for node in tree.body
+        )
+        self.scopes: list[ast.AST] = [tree]
+        self.found: list[tuple[str, int, list[str]]] = []
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self.scopes.append(node)
+        self.generic_visit(node)
+        self.scopes.pop()
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        at = _REASON_CALLS.get(name)
+        wanted = name not in _AUTHORIZER_ONLY or self.is_authorizer
+        reason = node.args[at] if at is not None and wanted and len(node.args) > at else None
+        if reason is not None and not isinstance(reason, ast.Starred):
+            pieces = self.pieces(reason, set())
+            if pieces:
+                self.found.append((name, node.lineno, pieces))
+        self.generic_visit(node)
+
+    def pieces(self, node: ast.AST, seen: set[str]) -> list[str]:
+        if isinstance(node, ast.Constant):
+            return [node.value] if isinstance(node.value, str) else []
+        if isinstance(node, ast.JoinedStr):
+            return [str(v.value) for v in node.values if isinstance(v, ast.Constant)]
+        if isinstance(node, ast.BinOp):
+            return self.pieces(node.left, seen) + self.pieces(node.right, seen)
+        if isinstance(node, ast.IfExp):
+            return self.pieces(node.body, seen) + self.pieces(node.orelse, seen)
+        if isinstance(node, ast.BoolOp):
+            return [p for value in node.values for p in self.pieces(value, seen)]
+        if isinstance(node, (ast.Dict, ast.List, ast.Tuple)):
+            items = node.values if isinstance(node, ast.Dict) else node.elts
+            return [p for item in items for p in self.pieces(item, seen)]
+        if isinstance(node, ast.Subscript):
+            return self.pieces(node.value, seen)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            returns = _returns(self.tree).get(node.func.id) or self.functions.get(node.func.id, [])
+            return [p for value in returns for p in self.pieces(value, seen)]
+        if isinstance(node, ast.Name) and node.id not in seen:
+            seen = seen | {node.id}
+            values = self.assigned(self.scopes[-1], node.id) or self.assigned(self.tree, node.id)
+            return [p for value in values for p in self.pieces(value, seen)]
+        return []
+
+    @staticmethod
+    def assigned(scope: ast.AST, name: str) -> list[ast.expr]:
+        nodes = scope.body if isinstance(scope, ast.Module) else list(ast.walk(scope))
+        values = []
+        for node in nodes:
+            targets: list[ast.expr]
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            else:
+                continue
+            named = any(isinstance(t, ast.Name) and t.id == name for t in targets)
+            if named and node.value is not None:
+                values.append(node.value)
+        return values
+
+
+def _returns(tree: ast.Module) -> dict[str, list[ast.expr]]:
+    """What each module-level function of ``tree`` returns, by function name."""
+    functions = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            returns = [n.value for n in ast.walk(node) if isinstance(n, ast.Return)]
+            functions[node.name] = [value for value in returns if value is not None]
+    return functions
+
+
+def _wire_reasons() -> list[tuple[str, str, int, list[str]]]:
+    """``(module, call, line, literal pieces)`` of every reason that reaches the wire."""
+    trees = {path: ast.parse(path.read_text(), str(path)) for path in _server_modules()}
+    functions: dict[str, list[ast.expr]] = {}
+    for tree in trees.values():
+        functions.update(_returns(tree))
+    found = []
+    for path, tree in trees.items():
+        visitor = _Reasons(tree, functions)
+        visitor.visit(tree)
+        rel = path.relative_to(ROOT).as_posix()
+        found += [(rel, name, line, pieces) for name, line, pieces in visitor.found]
+    return [
+        reason
+        for reason in found
+        if not any(phrase in piece for piece in reason[3] for phrase in _NOT_ON_THE_WIRE)
+    ]
+
+
+def test_every_reason_text_is_in_the_api_reference() -> None:
+    """Every reason text the server can send (the status table's, the decoder's, the
+    app's and the front's early answers, the Database's 400s, the authorizers' 403s and
+    503s) appears in docs/api.md, so adding one without documenting it fails here."""
+    from setec_core.http.status import STATUS_TABLE
+
+    doc = " ".join((DOCS / _PROTOCOL).read_text().split())
+    table = [s.reason for _, s in STATUS_TABLE if s.reason]
+    reasons = [("setec_core/http/status.py", "STATUS_TABLE", 0, [r]) for r in table]
+    reasons += _wire_reasons()
+    by_call: dict[str, int] = {}
+    for _, name, _, _ in reasons:
+        by_call[name] = by_call.get(name, 0) + 1
+    # The sources this test must see; too few means a refactoring hid them from it.
+    assert by_call.get("STATUS_TABLE", 0) >= 5, by_call
+    assert by_call.get("BadRequestError", 0) >= 8, by_call
+    missing = []
+    for rel, name, line, pieces in reasons:
+        for piece in pieces:
+            text = " ".join(piece.split())
+            if len(text) >= 4 and text not in doc:
+                missing.append(f"{rel}:{line}: {name}(...) sends {text!r}")
+    where = f"docs/{_PROTOCOL}, section 5.1"
+    assert not missing, f"document these in {where}:\n" + "\n".join(missing)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 from setec_core.errors import StorageError
+from setec_core.options import Option
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._:-]+")
 MAX_NAME_LENGTH = 1000
@@ -69,11 +71,16 @@ class BackupSink(ABC):
 
     name: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]]
+    #: The ``setec-serve`` options this sink takes (docs/plugins.md, "Plugin options").
+    #: A sink that declares any is built as ``from_uri(uri, read_only=...,
+    #: options=VALUES)``, ``VALUES`` holding each option's value by its ``dest``.
+    options: ClassVar[Sequence[Option]] = ()
 
     @classmethod
     @abstractmethod
     def from_uri(cls, uri: str, *, read_only: bool = False) -> BackupSink:
-        """Build the sink for ``uri``.
+        """Build the sink for ``uri``. A sink that declares :attr:`options` takes them
+        as a keyword argument too.
 
         :param read_only: the caller only lists and reads backups (``backup list``,
             ``verify``, ``restore``): create nothing, do not require write access, and

@@ -6,32 +6,43 @@ the browser guard header ``Sec-X-Tailscale-No-Browsers: setec``. Statuses map to
 wire sentinels (404 :class:`NotFound`, 403 :class:`AccessDenied`, 304
 :class:`ValueNotChanged`, 412 :class:`VersionClaimed`); anything else but 200 is a
 :class:`RequestError` carrying the status and the server's one-line reason.
+
+Bodies are encoded and decoded by :mod:`setec_core.wire`, the description of each
+endpoint the server uses too.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import string
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import requests
 
-from setec_core.encoding import decode_base64, encode_base64
-from setec_core.errors import (
-    AccessDenied,
-    InvalidRequestError,
-    NotFound,
-    RequestError,
-    ResponseError,
-    SetecError,
-    UnavailableError,
-    ValueNotChanged,
-    VersionClaimed,
-)
+from setec_core.errors import InvalidRequestError, RequestError, UnavailableError
 from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
+from setec_core.wire import (
+    CreateVersionRequest,
+    Endpoint,
+    GetRequest,
+    ListRequest,
+    NameRequest,
+    PutRequest,
+    Request,
+    VersionRequest,
+    encode_request,
+    sentinel_error,
+)
+from setec_core.wire.endpoint import (
+    ACTIVATE,
+    CREATE_VERSION,
+    DELETE,
+    DELETE_VERSION,
+    GET,
+    INFO,
+    LIST,
+    PUT,
+)
 
 if TYPE_CHECKING:
     from setec_core.client.keyring import Keyring
@@ -44,12 +55,8 @@ GUARD_HEADER = "Sec-X-Tailscale-No-Browsers"
 # Visible ASCII: what an HTTP header value can carry unchanged (RFC 9110 field-vchar).
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
-_SENTINELS: dict[int, Callable[[], SetecError]] = {
-    404: NotFound,
-    403: AccessDenied,
-    304: ValueNotChanged,
-    412: VersionClaimed,
-}
+Q = TypeVar("Q", bound=Request)
+R = TypeVar("R")
 
 
 @runtime_checkable
@@ -139,16 +146,11 @@ class Client:
 
     def list(self) -> list[SecretInfo]:
         """Every secret the caller may ``info``, sorted by name."""
-        doc = self._call("list", {})
-        if doc is None:
-            return []
-        if not isinstance(doc, list):
-            raise ResponseError("unmarshaling response: expected a list of secrets")
-        return [_info(item) for item in doc]
+        return self._call(LIST, ListRequest())
 
     def info(self, name: str) -> SecretInfo:
         """The versions of ``name`` and which one is active."""
-        return _info(self._call("info", {"Name": name}))
+        return self._call(INFO, NameRequest(name))
 
     def get(self, name: str) -> SecretValue:
         """The active version of ``name``."""
@@ -156,8 +158,7 @@ class Client:
 
     def get_version(self, name: str, version: int) -> SecretValue:
         """Version ``version`` of ``name`` (0: the active one)."""
-        body = {"Name": name, "Version": _uint32(version), "UpdateIfChanged": False}
-        return _value(self._call("get", body))
+        return self._call(GET, GetRequest(name, _uint32(version), False))
 
     def get_if_changed(self, name: str, old_version: int) -> SecretValue:
         """The active version of ``name`` if it is not ``old_version`` (0: always).
@@ -167,36 +168,31 @@ class Client:
         """
         if old_version == 0:
             return self.get(name)
-        body = {"Name": name, "Version": _uint32(old_version), "UpdateIfChanged": True}
-        return _value(self._call("get", body))
+        return self._call(GET, GetRequest(name, _uint32(old_version), True))
 
     def put(self, name: str, value: bytes) -> int:
         """Store ``value`` as a new version of ``name`` (or return the latest version's
         number if it already holds this value); the active version does not change."""
-        version = self._call("put", {"Name": name, "Value": _b64(value)})
-        if type(version) is not int or not 0 < version <= MAX_VERSION:
-            raise ResponseError("unmarshaling response: expected a version number")
-        return version
+        return self._call(PUT, PutRequest(name, _bytes(value)))
 
     def create_version(self, name: str, version: int, value: bytes) -> None:
         """Create exactly ``version`` of ``name`` holding ``value`` and activate it.
 
         :raises VersionClaimed: if that version exists or existed.
         """
-        body = {"Name": name, "Version": _uint32(version), "Value": _b64(value)}
-        self._call("create-version", body)
+        self._call(CREATE_VERSION, CreateVersionRequest(name, _uint32(version), _bytes(value)))
 
     def activate(self, name: str, version: int) -> None:
         """Make ``version`` the active version of ``name``."""
-        self._call("activate", {"Name": name, "Version": _uint32(version)})
+        self._call(ACTIVATE, VersionRequest(name, _uint32(version)))
 
     def delete_version(self, name: str, version: int) -> None:
         """Delete one inactive version of ``name``."""
-        self._call("delete-version", {"Name": name, "Version": _uint32(version)})
+        self._call(DELETE_VERSION, VersionRequest(name, _uint32(version)))
 
     def delete(self, name: str) -> None:
         """Delete ``name`` and all its versions (no error if it does not exist)."""
-        self._call("delete", {"Name": name})
+        self._call(DELETE, NameRequest(name))
 
     def get_keyring(self, name: str) -> Keyring:
         """Every version of ``name`` (see :class:`~setec_core.client.Keyring`)."""
@@ -206,9 +202,9 @@ class Client:
 
     # --- the wire --------------------------------------------------------------------
 
-    def _call(self, method: str, body: dict[str, Any]) -> Any:
-        url = f"{self.server}/api/{method}"
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    def _call(self, endpoint: Endpoint[Q, R], request: Q) -> R:
+        url = f"{self.server}{endpoint.path}"
+        data = encode_request(request)
         try:
             response = self._session.post(
                 url, data=data, headers=self._headers, timeout=self.timeout
@@ -222,16 +218,10 @@ class Client:
                 f"server URL {self.server!r} cannot be used: {type(e).__name__}"
             ) from None
         if response.status_code == 200:
-            try:
-                return json.loads(response.content)
-            except (ValueError, RecursionError):
-                # Not the decoder's message: it would quote the body, which holds values.
-                raise ResponseError(
-                    "unmarshaling response: the server's answer is not JSON"
-                ) from None
-        sentinel = _SENTINELS.get(response.status_code)
+            return endpoint.reply.decode(response.content)
+        sentinel = sentinel_error(response.status_code)
         if sentinel is not None:
-            raise sentinel()
+            raise sentinel
         reason = response.content.decode("utf-8", "replace").strip()
         raise RequestError(response.status_code, reason[:500])
 
@@ -273,66 +263,10 @@ def _uint32(version: int) -> int:
     return version
 
 
-def _b64(value: bytes) -> str:
+def _bytes(value: bytes) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise InvalidRequestError(
             f"a secret value must be bytes, not {type(value).__name__}; "
             "encode text first, e.g. value.encode()"
         )
-    return encode_base64(bytes(value))
-
-
-# Go matches keys by Unicode simple folding: ASCII letters, plus the long s (U+017F) and
-# the Kelvin sign (U+212A), whose orbits hold "s" and "k".
-_FOLD = str.maketrans(string.ascii_lowercase + "\u017f\u212a", string.ascii_uppercase + "SK")
-
-# Slices: a null sets them to nil. Any other field keeps its value on a null.
-_NULL_RESETS = frozenset({"VALUE", "VERSIONS"})
-
-
-def _fields(doc: Any, what: str) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise ResponseError(f"unmarshaling response: expected {what}")
-    # Go's decoder matches keys case-insensitively, and the last one wins.
-    fields: dict[str, Any] = {}
-    for key, item in doc.items():
-        folded = key.translate(_FOLD)
-        if item is not None or folded in _NULL_RESETS:
-            fields[folded] = item
-    return fields
-
-
-def _version_of(raw: Any) -> int:
-    if type(raw) is not int or not 0 <= raw <= MAX_VERSION:
-        raise ResponseError("unmarshaling response: a version is not a uint32")
-    return raw
-
-
-def _value(doc: Any) -> SecretValue:
-    fields = _fields(doc, "a secret value")
-    raw = fields.get("VALUE")
-    if raw is None:
-        value = b""
-    elif type(raw) is str:
-        try:
-            value = decode_base64(raw)  # Go's rules (setec_core.encoding)
-        except ValueError:
-            raise ResponseError("unmarshaling response: Value is not base64") from None
-    else:
-        raise ResponseError("unmarshaling response: Value is not base64")
-    return SecretValue(value=value, version=_version_of(fields.get("VERSION", 0)))
-
-
-def _info(doc: Any) -> SecretInfo:
-    fields = _fields(doc, "secret info")
-    name = fields.get("NAME", "")
-    versions = fields.get("VERSIONS")
-    if versions is None:
-        versions = []
-    if type(name) is not str or not isinstance(versions, list):
-        raise ResponseError("unmarshaling response: malformed secret info")
-    return SecretInfo(
-        name=name,
-        versions=tuple(sorted(_version_of(v) for v in versions)),
-        active_version=_version_of(fields.get("ACTIVEVERSION", 0)),
-    )
+    return bytes(value)

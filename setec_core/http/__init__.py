@@ -5,6 +5,12 @@ alone does not.
 
 >>> from setec_core.http import make_app
 >>> app = make_app(db, authorizer)          # any WSGI server can serve it
+>>> app.wsgi_app = Middleware(app.wsgi_app)  # wrap it, as in Flask
+
+The app (:mod:`setec_core.http.app`) routes by one table of
+:class:`~setec_core.http.route.Route` records built from :data:`setec_core.wire.ENDPOINTS`
+and answers with :class:`~setec_core.http.route.Answer` records, not werkzeug's
+``Response`` (docs/architecture.md, "The HTTP layer", says why).
 """
 
 from __future__ import annotations

@@ -1,5 +1,15 @@
 """The WSGI application: Go setec's HTTP API (docs/api.md) over a :class:`Database`.
 
+The shape of werkzeug's Shortly example: one table of :class:`Route` records (path to
+handler), :meth:`SetecApp.dispatch_request` that makes the checks every route shares,
+``on_<name>`` handlers of a few lines that call the Database, and
+:meth:`SetecApp.wsgi_app` apart from ``__call__`` so that middleware can wrap it
+(``app.wsgi_app = Middleware(app.wsgi_app)``, as in Flask). The API routes come from
+:data:`setec_core.wire.ENDPOINTS`, the description of each endpoint the client uses too.
+The records are in :mod:`setec_core.http.route`; the app answers with
+:class:`~setec_core.http.route.Answer`, not werkzeug's ``Response`` (docs/architecture.md,
+"The HTTP layer", says why).
+
 Every ``/api/*`` request goes through the pipeline of docs/api.md §2 in order, and the
 first failure decides the answer:
 
@@ -8,11 +18,11 @@ defence against DNS rebinding, for every route);
 1. count the call; 2. the method must be POST (400); 3. the body must be JSON, by
 ``Content-Type`` (400; parameters such as ``charset`` are accepted); 4. the header
 ``Sec-X-Tailscale-No-Browsers: setec`` must be present (403), because browsers cannot
-set ``Sec-`` headers from script; 5. the authorizer identifies the caller (403 or 503);
-6. the body, at most ``max_request_bytes`` for put and create-version and
-:data:`SMALL_BODY_BYTES` for the rest (413), is decoded with Go's JSON rules (400);
-7. the Database does the work, auditing it, and :mod:`setec_core.http.status` maps its
-errors; 8. the result is encoded as compact JSON.
+set ``Sec-`` headers from script; 5. the authorizer identifies the caller from a
+:class:`~setec_core.peer.Peer` (403 or 503); 6. the body, at most ``max_request_bytes``
+for put and create-version and :data:`SMALL_BODY_BYTES` for the rest (413), is decoded
+with Go's JSON rules (400); 7. the Database does the work, auditing it, and
+:mod:`setec_core.http.status` maps its errors; 8. the result is encoded as compact JSON.
 
 Besides the API: the dashboard at ``GET /`` and its stylesheet, ``/healthz`` and
 ``/metrics``, each answering ``HEAD`` as ``GET`` without the body. Any other path is
@@ -22,16 +32,16 @@ served over TLS).
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from werkzeug.wrappers import Request
+from werkzeug.http import parse_options_header
 
 from setec_core import wire
 from setec_core.authz import Authorizer, Caller
@@ -39,9 +49,22 @@ from setec_core.database import Database
 from setec_core.encoding import json_string, json_text
 from setec_core.errors import SetecError
 from setec_core.http import dashboard
+from setec_core.http.body import read_body
 from setec_core.http.hosts import HostCheck
 from setec_core.http.metrics import ServerMetrics
-from setec_core.http.status import log_bug, one_line, status_for, too_large
+from setec_core.http.route import (
+    JSON,
+    POST,
+    TEXT,
+    Answer,
+    Refused,
+    RequestContext,
+    Route,
+    error_answer,
+)
+from setec_core.http.status import log_bug, one_line, status_for
+from setec_core.model import SecretInfo, SecretValue
+from setec_core.peer import Peer, PeerHeaders
 
 log = logging.getLogger("setec.http")
 access_log = logging.getLogger("setec.http.access")
@@ -52,18 +75,17 @@ DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 #: 6 KiB. A tight cap keeps anyone from making the server decode a megabyte of JSON
 #: just to learn it may not read a secret.
 SMALL_BODY_BYTES = 16 * 1024
-#: The API methods whose bodies carry a secret value, up to ``max_request_bytes``.
-VALUE_ROUTES = frozenset({"/api/put", "/api/create-version"})
-#: The API methods that only read: their audit entries may be made durable after the
-#: app returns, by a server that holds the answer back until they are (DEFER_AUDIT).
-READ_ROUTES = frozenset({"/api/list", "/api/get", "/api/info"})
 #: Set (true) in the environ by a server that sends an answer only once the
 #: :class:`~setec_core.audit.Deferral` the app leaves under :data:`AUDIT_DEFERRAL` says
 #: its audit entries are durable, and a 500 instead if they cannot be made so (the HTTP
-#: front does). Under any other server every audit entry is durable before the app
-#: returns, as always.
+#: front does). Then the endpoints that only read (list, get, info) leave their audit
+#: entries to be made durable after the app returns. Under any other server every
+#: audit entry is durable before the app returns, as always.
 DEFER_AUDIT = "setec.defer_audit"
 AUDIT_DEFERRAL = "setec.audit_deferral"
+#: Set to ``"unix"`` in the environ by a server whose connection is a unix socket (the
+#: HTTP front does); the :class:`~setec_core.peer.Peer` says so to the authorizer.
+TRANSPORT = "setec.transport"
 #: Secret names in access-log lines are cut to this many characters.
 LOGGED_NAME_CHARS = 256
 
@@ -79,52 +101,8 @@ SECURITY_HEADERS = {
 }
 HSTS = "max-age=63072000; includeSubDomains"
 
-Handler = Callable[[Database, Caller, Any], object]
-
-
-def _get(db: Database, caller: Caller, req: wire.GetRequest) -> object:
-    # docs/api.md §4.2: version 0 is the active version, whatever UpdateIfChanged says.
-    if req.version == 0:
-        return db.get(caller, req.name)
-    if req.update_if_changed:
-        return db.get_if_changed(caller, req.name, req.version)
-    return db.get(caller, req.name, req.version)
-
-
-#: route -> (request type, operation). Void operations return None, encoded as ``{}``.
-API: dict[str, tuple[type[Any], Handler]] = {
-    "/api/list": (wire.ListRequest, lambda db, c, r: db.list(c)),
-    "/api/get": (wire.GetRequest, _get),
-    "/api/info": (wire.NameRequest, lambda db, c, r: db.info(c, r.name)),
-    "/api/put": (wire.PutRequest, lambda db, c, r: db.put(c, r.name, r.value)),
-    "/api/create-version": (
-        wire.CreateVersionRequest,
-        lambda db, c, r: db.create_version(c, r.name, r.version, r.value),
-    ),
-    "/api/activate": (wire.VersionRequest, lambda db, c, r: db.activate(c, r.name, r.version)),
-    "/api/delete-version": (
-        wire.VersionRequest,
-        lambda db, c, r: db.delete_version(c, r.name, r.version),
-    ),
-    "/api/delete": (wire.NameRequest, lambda db, c, r: db.delete(c, r.name)),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """What the app answers: status, body and its content type. The app turns it into
-    WSGI headers itself, with the security headers precomputed, because building
-    werkzeug Response headers cost more per request than the database get."""
-
-    status_code: int
-    body: bytes
-    content_type: str = "application/json"
-
-
 #: "200 OK" and friends, computed once.
 STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
-
-TEXT = "text/plain; charset=utf-8"
 
 # Request ids only tell requests apart in logs (they are sent to the client too, so
 # they must not count requests): 64 bits from a generator seeded from the system's
@@ -135,15 +113,6 @@ _ids = random.Random(secrets.token_bytes(32))  # noqa: S311 - an identifier, not
 def new_request_id() -> str:
     """Return a new request id: 16 hex digits."""
     return f"{_ids.getrandbits(64):016x}"
-
-
-class _Reply(Exception):  # noqa: N818 - control flow inside the app, never escapes it
-    """Ends a request early with a status and a one-line reason."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class SetecApp:
@@ -181,254 +150,259 @@ class SetecApp:
         self._security = list(SECURITY_HEADERS.items())
         if tls:
             self._security.append(("Strict-Transport-Security", HSTS))
-        self._routes: dict[str, Callable[[Request, dict[str, Any]], Response]] = {
-            "/": self._dashboard,
-            "/static/style.css": self._style,
-            "/healthz": self._healthz,
-            "/metrics": self._metrics,
+        self._small_body = small = min(SMALL_BODY_BYTES, max_request_bytes)
+        pages = [
+            Route("/", self.on_dashboard, small),
+            Route("/static/style.css", self.on_style, small),
+            Route("/healthz", self.on_healthz, small),
+            Route("/metrics", self.on_metrics, small),
+        ]
+        #: path -> route: every path the app serves.
+        self.url_map: dict[str, Route] = {
+            r.path: r for r in (*pages, *map(self._api_route, wire.ENDPOINTS))
         }
+
+    def _api_route(self, endpoint: wire.Endpoint[Any, Any]) -> Route:
+        # Each endpoint's operation is the method on_<name> (on_create_version, ...).
+        operation = getattr(self, "on_" + endpoint.name.replace("-", "_"))
+        return Route(
+            endpoint.path,
+            functools.partial(self._serve_api, endpoint, operation),
+            self.max_request_bytes if endpoint.carries_value else self._small_body,
+            methods=POST,
+            method_refusal="only POST requests allowed",
+            endpoint=endpoint,
+        )
+
+    # --- WSGI ------------------------------------------------------------------------
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        return self.wsgi_app(environ, start_response)
+
+    def wsgi_app(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """Answer one request (the WSGI entry point, which ``__call__`` calls: wrap this
+        one with middleware)."""
         started = time.perf_counter()
-        request = Request(environ)
-        path = request.path
-        route = path if path in API or path in self._routes else "other"
-        facts: dict[str, Any] = {"request": new_request_id()}
+        method = environ.get("REQUEST_METHOD") or "GET"
+        path = _path(environ)
+        ctx = RequestContext(environ, method, path, self.url_map.get(path), new_request_id())
         in_flight = self.metrics.requests_in_flight
-        ticket = id(facts)  # unique among the requests alive now
+        ticket = id(ctx)  # unique among the requests alive now
         in_flight[ticket] = None
         try:
-            response = self._respond(request, path, facts)
+            answer = self.dispatch_request(ctx)
         except Exception as e:  # the last line of defence: no traceback reaches the client
-            log_bug(log, f"request {facts['request']} to {route} failed", e)
-            response = self._error(500, "internal error")
+            log_bug(log, f"request {ctx.request_id} to {ctx.label} failed", e)
+            answer = error_answer(500, "internal error")
         finally:
             del in_flight[ticket]
-        code, body = response.status_code, response.body
-        headers = [("X-Request-Id", facts["request"]), *self._security]
+        code, body = answer.status, answer.body
+        headers = [("X-Request-Id", ctx.request_id), *self._security]
         if code != 304:  # a 304 has no body and, per RFC 9110, no content headers
-            headers.append(("Content-Type", response.content_type))
+            headers.append(("Content-Type", answer.content_type))
             headers.append(("Content-Length", str(len(body))))
-        if request.method == "HEAD":
+        if method == "HEAD":
             body = b""
         seconds = time.perf_counter() - started
-        self.metrics.observe(route, code, seconds)
-        self._log_access(request, route, code, seconds, facts)
+        self.metrics.observe(ctx.label, code, seconds)
+        self._log_access(ctx, code, seconds)
         start_response(STATUS_LINES.get(code, f"{code} Unknown"), headers)
         return [body]
 
     def body_limit(self, method: str, path: str) -> int:
         """The largest request body ``path`` accepts (the HTTP front asks before it reads
         a body, and answers 413 above it)."""
-        if path in VALUE_ROUTES:
-            return self.max_request_bytes
-        return min(SMALL_BODY_BYTES, self.max_request_bytes)
+        route = self.url_map.get(path)
+        return self._small_body if route is None else route.body_limit
 
-    # --- routing ---------------------------------------------------------------------
+    # --- the checks every route shares -----------------------------------------------
 
-    def _respond(self, request: Request, path: str, facts: dict[str, Any]) -> Response:
-        if path in API:
-            self.metrics.call(path)
-        refusal = self._check_host(request)
+    def dispatch_request(self, ctx: RequestContext) -> Answer:
+        """Make the checks of docs/api.md §2 that come before the route's own work
+        (steps 0 to 4), then run its handler."""
+        route = ctx.route
+        if route is not None and route.endpoint is not None:
+            self.metrics.call(route.path)  # step 1 comes first, before step 0
+        refusal = self._check_host(ctx.environ)
         if refusal is not None:
             return refusal
-        if path in API:
-            try:
-                return self._api(request, path, facts)
-            except _Reply as r:
-                return self._error(r.code, r.reason)
-        handler = self._routes.get(path)
-        if handler is None:
-            return self._error(404, "not found")
+        if route is None:
+            return error_answer(404, "not found")
         try:
-            return handler(request, facts)
-        except _Reply as r:
-            return self._error(r.code, r.reason)
+            if ctx.method not in route.methods:
+                raise Refused(400, route.method_refusal)
+            if route.endpoint is not None:
+                _check_api_request(ctx.environ)
+            return route.handler(ctx)
+        except Refused as r:
+            return error_answer(r.code, r.reason)
 
-    def _api(self, request: Request, path: str, facts: dict[str, Any]) -> Response:
-        environ = request.environ
-        if environ["REQUEST_METHOD"] != "POST":
-            raise _Reply(400, "only POST requests allowed")
-        # The exact value Go requires is the common case; werkzeug parses the rest
-        # (parameters such as charset are accepted).
-        content_type = environ.get("CONTENT_TYPE")
-        if content_type != "application/json" and request.mimetype != "application/json":
-            raise _Reply(400, "request body must be json")
-        if environ.get("HTTP_SEC_X_TAILSCALE_NO_BROWSERS") != "setec":
-            raise _Reply(403, "access denied")
-        caller = self._identify(request, facts)
-        kind, operation = API[path]
-        body = self._read_body(request)
-        try:
-            decoded = wire.decode(body, kind)
-            facts["secret"] = getattr(decoded, "name", None)
-            if path in READ_ROUTES and environ.get(DEFER_AUDIT):
-                # The front sends the answer only once its audit entries are durable
-                # (DEFER_AUDIT), so this thread need not wait for their fsync.
-                with self.db.audit_log.deferred() as deferral:
-                    environ[AUDIT_DEFERRAL] = deferral
-                    result = operation(self.db, caller, decoded)
-            else:
-                result = operation(self.db, caller, decoded)
-        except Exception as e:
-            return self._failure(e, facts)
-        return Response(200, wire.encode(result))
-
-    def _check_host(self, request: Request) -> Response | None:
-        host = request.environ.get("HTTP_HOST")
+    def _check_host(self, environ: dict[str, Any]) -> Answer | None:
+        host = environ.get("HTTP_HOST")
         if host is None:
-            if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+            if environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
                 return None
-            return self._error(400, "missing Host header")
+            return error_answer(400, "missing Host header")
         if self.hosts.allows(host):
             return None
         shown = host if len(host) <= 100 else host[:100] + "..."
-        return self._error(
+        return error_answer(
             421,
             f"host {shown!r} is not a name this server answers to; if it is, start the "
             "server with --allowed-host NAME",
         )
 
-    def _identify(self, request: Request, facts: dict[str, Any]) -> Caller:
+    # --- the API (docs/api.md §4) ----------------------------------------------------
+
+    def _serve_api(
+        self,
+        endpoint: wire.Endpoint[Any, Any],
+        operation: Callable[[Caller, Any], Any],
+        ctx: RequestContext,
+    ) -> Answer:
+        """Steps 5 to 8 of docs/api.md §2 for ``endpoint``."""
+        environ = ctx.environ
+        caller = self._identify(ctx)
+        body = read_body(environ, self.body_limit(ctx.method, ctx.path))
         try:
-            caller = self.authorizer.identify(request)
+            request = wire.decode(body, endpoint.request)
+            ctx.secret = getattr(request, "name", None)
+            if endpoint.read_only and environ.get(DEFER_AUDIT):
+                # The front sends the answer only once its audit entries are durable
+                # (DEFER_AUDIT), so this thread need not wait for their fsync.
+                with self.db.audit_log.deferred() as deferral:
+                    environ[AUDIT_DEFERRAL] = deferral
+                    result = operation(caller, request)
+            else:
+                result = operation(caller, request)
+        except Exception as e:
+            return self._failure(e, ctx)
+        return Answer(200, endpoint.reply.encode(result))
+
+    def on_list(self, caller: Caller, request: wire.ListRequest) -> list[SecretInfo]:
+        """``/api/list`` (docs/api.md §4.1)."""
+        return self.db.list(caller)
+
+    def on_get(self, caller: Caller, request: wire.GetRequest) -> SecretValue:
+        """``/api/get`` (docs/api.md §4.2): version 0 is the active version, whatever
+        UpdateIfChanged says."""
+        if request.version == 0:
+            return self.db.get(caller, request.name)
+        if request.update_if_changed:
+            return self.db.get_if_changed(caller, request.name, request.version)
+        return self.db.get(caller, request.name, request.version)
+
+    def on_info(self, caller: Caller, request: wire.NameRequest) -> SecretInfo:
+        """``/api/info`` (docs/api.md §4.3)."""
+        return self.db.info(caller, request.name)
+
+    def on_put(self, caller: Caller, request: wire.PutRequest) -> int:
+        """``/api/put`` (docs/api.md §4.4)."""
+        return self.db.put(caller, request.name, request.value)
+
+    def on_create_version(self, caller: Caller, request: wire.CreateVersionRequest) -> None:
+        """``/api/create-version`` (docs/api.md §4.5)."""
+        self.db.create_version(caller, request.name, request.version, request.value)
+
+    def on_activate(self, caller: Caller, request: wire.VersionRequest) -> None:
+        """``/api/activate`` (docs/api.md §4.6)."""
+        self.db.activate(caller, request.name, request.version)
+
+    def on_delete_version(self, caller: Caller, request: wire.VersionRequest) -> None:
+        """``/api/delete-version`` (docs/api.md §4.7)."""
+        self.db.delete_version(caller, request.name, request.version)
+
+    def on_delete(self, caller: Caller, request: wire.NameRequest) -> None:
+        """``/api/delete`` (docs/api.md §4.8)."""
+        self.db.delete(caller, request.name)
+
+    def _identify(self, ctx: RequestContext) -> Caller:
+        try:
+            caller = self.authorizer.identify(peer_of(ctx.environ))
         except Exception as e:
             code, reason, loud = status_for(e)
             if code >= 500:
                 # Whatever went wrong, the client learns only that it was not identified.
                 if not isinstance(e, SetecError):
-                    log_bug(log, f"cannot identify the caller of request {facts['request']}", e)
+                    log_bug(log, f"cannot identify the caller of request {ctx.request_id}", e)
                 elif loud:
-                    log.error("cannot identify the caller of request %s: %s", facts["request"], e)
+                    log.error("cannot identify the caller of request %s: %s", ctx.request_id, e)
                 reason = reason if code == 503 else "unable to identify caller"
             elif code == 403:
                 reason = one_line(str(e)) or "access denied"
-            raise _Reply(code, reason) from None
-        caller = Caller(caller.principal, caller.rules, facts["request"])
-        facts["caller"] = caller.principal.user or ",".join(caller.principal.tags)
+            raise Refused(code, reason) from None
+        caller = Caller(caller.principal, caller.rules, ctx.request_id)
+        ctx.caller = caller.principal.user or ",".join(caller.principal.tags)
         return caller
 
-    def _read_body(self, request: Request) -> bytes:
-        # Read the body ourselves rather than through werkzeug's get_data: werkzeug
-        # silently truncates a chunked body at the limit, and a read error's message
-        # (cheroot's bad-chunk errors quote the bytes) could carry a secret value into
-        # a log. Nothing read here reaches an error message or a log line.
-        environ = request.environ
-        limit = self.body_limit(request.method, request.path)
-        raw_length = (environ.get("CONTENT_LENGTH") or "").strip()
-        stream = environ["wsgi.input"]
-        if raw_length:
-            if environ.get("HTTP_TRANSFER_ENCODING"):
-                # RFC 9112, section 6.1: the two framings disagree; guessing invites smuggling.
-                raise _Reply(400, "request has both Transfer-Encoding and Content-Length")
-            if not raw_length.isdigit():
-                raise _Reply(400, "invalid Content-Length")
-            length = int(raw_length)
-            if length > limit:
-                raise _Reply(413, too_large(limit))
-            wanted, chunked = length, False
-        elif environ.get("wsgi.input_terminated"):
-            # Chunked: the server ends the stream; read one byte past the limit to know.
-            wanted, chunked = limit + 1, True
-        else:
-            return b""
-        parts: list[bytes] = []
-        got = 0
-        try:
-            while got < wanted:
-                part = stream.read(min(wanted - got, 1 << 16))
-                if not part:
-                    break
-                parts.append(part)
-                got += len(part)
-        except Exception as e:  # the client's framing or connection failed
-            # cheroot enforces its own copy of the limit on chunked bodies and says so
-            # only in the message (MaxSizeExceeded, or a bare OSError).
-            if "Too Large" in str(e):
-                raise _Reply(413, too_large(limit)) from None
-            raise _Reply(400, "could not read the request body") from None
-        if chunked and got > limit:
-            raise _Reply(413, too_large(limit))
-        if not chunked and got < wanted:
-            raise _Reply(400, "request body shorter than its Content-Length")
-        return b"".join(parts)
-
-    def _failure(self, error: Exception, facts: dict[str, Any]) -> Response:
+    def _failure(self, error: Exception, ctx: RequestContext) -> Answer:
         code, reason, loud = status_for(error)
         if code == 304:
             # Not changed: an empty body. Go sends a JSON content type too; we follow RFC
             # 9110 and send none, and Go clients only read the status.
-            return Response(304, b"")
+            return Answer(304, b"")
         if not isinstance(error, SetecError):
-            log_bug(log, f"request {facts['request']} failed", error)
+            log_bug(log, f"request {ctx.request_id} failed", error)
         elif loud:
             # Our own messages name secrets, never values.
             log.error(
                 "request %s failed: %s: %s",
-                facts["request"],
+                ctx.request_id,
                 type(error).__name__,
                 one_line(str(error)),
             )
-        return self._error(code, reason)
+        return error_answer(code, reason)
 
-    # --- the other routes ------------------------------------------------------------
+    # --- the other pages -------------------------------------------------------------
 
-    def _dashboard(self, request: Request, facts: dict[str, Any]) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise _Reply(400, "invalid method")
-        caller = self._identify(request, facts)
+    def on_dashboard(self, ctx: RequestContext) -> Answer:
+        """The dashboard (docs/api.md §1.4): the caller's secrets, never a value."""
+        caller = self._identify(ctx)
         try:
             infos = self.db.list(caller)
         except Exception as e:
-            return self._failure(e, facts)
+            return self._failure(e, ctx)
         who = caller.principal.user or ", ".join(caller.principal.tags) or "an unnamed caller"
-        return Response(200, dashboard.render(infos, who), "text/html; charset=utf-8")
+        return Answer(200, dashboard.render(infos, who), "text/html; charset=utf-8")
 
-    def _style(self, request: Request, facts: dict[str, Any]) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise _Reply(400, "invalid method")
-        return Response(200, dashboard.STYLE_CSS, "text/css; charset=utf-8")
+    def on_style(self, ctx: RequestContext) -> Answer:
+        """The dashboard's stylesheet."""
+        return Answer(200, dashboard.STYLE_CSS, "text/css; charset=utf-8")
 
-    def _healthz(self, request: Request, facts: dict[str, Any]) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise _Reply(400, "invalid method")
+    def on_healthz(self, ctx: RequestContext) -> Answer:
+        """``ok``, or 503 once the audit log has failed (the server refuses everything)."""
         failure = self.db.audit_log.failure
         if failure:
-            return self._error(503, f"unhealthy: {failure}")
-        return Response(200, b"ok\n", TEXT)
+            return error_answer(503, f"unhealthy: {failure}")
+        return Answer(200, b"ok\n", TEXT)
 
-    def _metrics(self, request: Request, facts: dict[str, Any]) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise _Reply(400, "invalid method")
-        return Response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+    def on_metrics(self, ctx: RequestContext) -> Answer:
+        """The Prometheus metrics (:class:`ServerMetrics`)."""
+        return Answer(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
 
     # --- helpers ---------------------------------------------------------------------
 
-    @staticmethod
-    def _error(code: int, reason: str) -> Response:
-        # Go's http.Error: the reason and a newline, as plain text.
-        return Response(code, (one_line(reason) + "\n").encode(), TEXT)
-
-    def _log_access(
-        self, request: Request, route: str, code: int, seconds: float, facts: dict[str, Any]
-    ) -> None:
+    def _log_access(self, ctx: RequestContext, code: int, seconds: float) -> None:
         sink = self._access_lines
         if sink is None and not access_log.isEnabledFor(logging.INFO):
             return
-        # One JSON object per request, built by hand: only the peer, the caller and the
-        # secret's name come from outside and need JSON's escaping (json.dumps of a
-        # whole dict per request cost more than the database get). Names of secrets are
-        # logged (they are not secret); values never are: the body is not read here.
+        # One JSON object per request, built by hand: only the method, the peer, the
+        # caller and the secret's name come from outside and need JSON's escaping
+        # (json.dumps of a whole dict per request cost more than the database get).
+        # Names of secrets are logged (they are not secret); values never are: the
+        # body is not read here.
         line = (
-            f'{{"request": "{facts["request"]}", "method": {json_string(request.method)}, '
-            f'"path": "{route}", "status": {code}, "ms": {seconds * 1000:.3f}, '
-            f'"peer": {json_text(request.remote_addr)}'
+            f'{{"request": "{ctx.request_id}", "method": {json_string(ctx.method)}, '
+            f'"path": "{ctx.label}", "status": {code}, "ms": {seconds * 1000:.3f}, '
+            f'"peer": {json_text(ctx.environ.get("REMOTE_ADDR"))}'
         )
-        if "caller" in facts:
-            line += f', "caller": {json_string(facts["caller"])}'
-        name = facts.get("secret")
+        if ctx.caller is not None:
+            line += f', "caller": {json_string(ctx.caller)}'
+        name = ctx.secret
         if name:
             # A name can be 1,024 bytes; the log line need not be.
             if len(name) > LOGGED_NAME_CHARS:
@@ -438,3 +412,37 @@ class SetecApp:
             sink(line + "}")
         else:
             access_log.info("%s}", line)
+
+
+def _path(environ: dict[str, Any]) -> str:
+    """The request's path as werkzeug's ``Request.path`` has it: the latin-1 text of
+    WSGI read back as UTF-8 (bad bytes replaced), leading slashes collapsed to one."""
+    raw = environ.get("PATH_INFO") or ""
+    if not raw.isascii():
+        raw = raw.encode("latin-1").decode("utf-8", "replace")
+    return "/" + raw.lstrip("/")
+
+
+def peer_of(environ: dict[str, Any]) -> Peer:
+    """Return the :class:`~setec_core.peer.Peer` of the request ``environ`` describes,
+    as the app gives it to the authorizer: ``REMOTE_ADDR`` and ``REMOTE_PORT``, TLS from
+    the URL scheme, a unix socket from :data:`TRANSPORT`, and a view of its headers."""
+    port = str(environ.get("REMOTE_PORT") or "")
+    return Peer(
+        environ.get("REMOTE_ADDR") or "",
+        int(port) if port.isascii() and port.isdigit() else None,
+        environ.get(TRANSPORT) == "unix",
+        environ.get("wsgi.url_scheme") == "https",
+        PeerHeaders(environ),
+    )
+
+
+def _check_api_request(environ: dict[str, Any]) -> None:
+    """Steps 3 and 4 of docs/api.md §2: a JSON body and the browser guard header."""
+    # The exact value Go requires is the common case; werkzeug parses the rest
+    # (parameters such as charset are accepted, the type matched in any case).
+    content_type = environ.get("CONTENT_TYPE")
+    if content_type != JSON and parse_options_header(content_type)[0].lower() != JSON:
+        raise Refused(400, "request body must be json")
+    if environ.get("HTTP_SEC_X_TAILSCALE_NO_BROWSERS") != "setec":
+        raise Refused(403, "access denied")

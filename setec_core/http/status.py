@@ -1,7 +1,8 @@
 """The one table that maps setec errors to HTTP status codes and reasons.
 
 Go setec's clients only look at the status code (docs/api.md §2): 403, 404, 304
-and 412 carry the wire sentinels, so their bodies keep Go's texts. Our deliberate
+and 412 carry the wire sentinels, so their bodies keep Go's texts; those four rows come
+from :data:`setec_core.wire.SENTINELS`, the table a client reads them back by. Our deliberate
 difference is that client mistakes Go answers with 500 get 400 with a one-line reason
 (docs/api.md §8.2), and an identity service that is down gets 503 instead of 500.
 """
@@ -13,16 +14,13 @@ import traceback
 from dataclasses import dataclass
 
 from setec_core.errors import (
-    AccessDenied,
     AuditError,
     InvalidRequestError,
-    NotFound,
     SetecError,
     StorageError,
     UnavailableError,
-    ValueNotChanged,
-    VersionClaimed,
 )
+from setec_core.wire import SENTINELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +40,7 @@ class Status:
 
 #: First match wins, so subclasses come before their bases.
 STATUS_TABLE: tuple[tuple[type[BaseException], Status], ...] = (
-    (ValueNotChanged, Status(304, "")),
-    (NotFound, Status(404, "not found")),
-    (AccessDenied, Status(403, "access denied")),
-    (VersionClaimed, Status(412, "version already set")),
+    *((s.error, Status(s.status, s.body)) for s in SENTINELS),
     (InvalidRequestError, Status(400, None)),
     (UnavailableError, Status(503, None, log=True)),
     (AuditError, Status(500, "internal error", log=True)),

@@ -1,7 +1,8 @@
 """Helpers for testing programs and plugins that use setec (the Python ``setectest``).
 
 * :func:`new_database`: an in-memory database (``memory://`` storage, a ``dev://`` key,
-  audit lines kept in memory), ready in milliseconds.
+  audit lines kept in memory), ready in milliseconds. Both are built into setec_core
+  (:mod:`setec_core.builtin`), so it needs no plugin installed.
 * :data:`SUPERUSER` and :func:`make_caller`: callers with all or chosen rights.
 * :func:`audit_entries`: the decoded audit lines of a database from :func:`new_database`.
 * Fakes that subclass the real interfaces: :class:`FaultyStorage` and
@@ -17,13 +18,14 @@
 * A pytest plugin with the fixtures ``setec_db``, ``setec_server``, ``setec_client``,
   ``setec_ticker`` and ``setec_clock`` (docs/testing.md).
 * Contract test classes for plugin authors: :class:`StorageBackendContract`,
-  :class:`PersistentStorageContract`, :class:`KeyProviderContract` and
-  :class:`BackupSinkContract` (they need pytest, and are imported on first use).
+  :class:`PersistentStorageContract`, :class:`KeyProviderContract`,
+  :class:`BackupSinkContract` and :class:`AuthorizerContract` (they need pytest, and
+  are imported on first use).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from setec_core.acl import ALL_ACTIONS, Rule
 from setec_core.audit import AuditLog, MemoryAuditSink
@@ -36,6 +38,9 @@ from setec_core.testing.fakes import (
     HeaderAuthorizer,
     MemoryBackupSink,
 )
+
+if TYPE_CHECKING:
+    from setec_core.plugins import Plugins
 
 # The contract classes are left out of __all__ so that a star import does not
 # need pytest; import them by name.
@@ -66,7 +71,7 @@ def new_database(
     key: str = TEST_KEY,
     storage: str = "memory://",
     audit_sink: MemoryAuditSink | None = None,
-    plugins: Any = None,
+    plugins: Plugins | None = None,
 ) -> Database:
     """Return a new, empty, in-memory database. Use it as a context manager or close it.
 
@@ -75,7 +80,8 @@ def new_database(
     :param audit_sink: where audit lines go; a fresh :class:`MemoryAuditSink` by
         default. Read them back with :func:`audit_entries`.
     :param plugins: a :class:`~setec_core.plugins.Plugins` facade, to test with your
-        own plugins registered.
+        own plugins registered; by default the installed plugins (the built-in
+        ``memory://`` and ``dev://`` among them).
     """
     sink = audit_sink if audit_sink is not None else MemoryAuditSink()
     return Database.open(key=key, storage=storage, audit=AuditLog(sink), plugins=plugins)
@@ -108,4 +114,8 @@ def __getattr__(name: str) -> Any:
         from setec_core.testing.backup_contract import BackupSinkContract
 
         return BackupSinkContract
+    if name == "AuthorizerContract":
+        from setec_core.testing.authorizer_contract import AuthorizerContract
+
+        return AuthorizerContract
     raise AttributeError(name)

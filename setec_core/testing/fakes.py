@@ -11,6 +11,8 @@ from setec_core.audit import MemoryAuditSink
 from setec_core.authz import Authorizer, Caller
 from setec_core.backup import BackupSink, check_name
 from setec_core.errors import AccessDenied, NotFound, StorageError
+from setec_core.options import DEFAULT_SERVER, ServerInfo
+from setec_core.peer import Peer
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
 
 
@@ -147,7 +149,8 @@ class FixedAuthorizer(Authorizer):
     front without a Tailscale or a policy file.
 
     Set :attr:`caller` to switch callers between requests, or :attr:`error` to an
-    exception instance that :meth:`identify` should raise instead.
+    exception instance that :meth:`identify` should raise instead. :attr:`identified`
+    counts the calls, and :attr:`peer` is the last :class:`~setec_core.peer.Peer` seen.
     """
 
     name = "fixed"
@@ -156,14 +159,19 @@ class FixedAuthorizer(Authorizer):
         self.caller = caller
         self.error = error
         self.identified = 0
+        self.peer: Peer | None = None
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> FixedAuthorizer:
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> FixedAuthorizer:
         """Not selectable by name: build it with a caller."""
         raise NotImplementedError("build it with a caller: FixedAuthorizer(caller)")
 
-    def identify(self, request: Any) -> Caller:
+    def identify(self, peer: Peer) -> Caller:
+        """Return :attr:`caller`, or raise :attr:`error` if it is set."""
         self.identified += 1
+        self.peer = peer
         if self.error is not None:
             raise self.error
         return self.caller
@@ -183,12 +191,18 @@ class HeaderAuthorizer(Authorizer):
         self.callers = dict(callers)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> HeaderAuthorizer:
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> HeaderAuthorizer:
         """Not selectable by name: build it with callers."""
         raise NotImplementedError("build it with callers: HeaderAuthorizer({name: caller})")
 
-    def identify(self, request: Any) -> Caller:
-        caller = self.callers.get(request.headers.get(self.HEADER, ""))
+    def identify(self, peer: Peer) -> Caller:
+        """Return the caller named by the header.
+
+        :raises AccessDenied: if the header is missing or names no caller.
+        """
+        caller = self.callers.get(peer.headers.get(self.HEADER, ""))
         if caller is None:
             raise AccessDenied("access denied: unknown test caller")
         return caller

@@ -9,8 +9,11 @@ from setec_cli.serve import cli
 
 
 def flags_of(command: click.Command) -> set[str]:
-    """Every flag spelling of ``command``'s own options (not its arguments)."""
-    return {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+    """Every flag spelling of ``command``'s options (not its arguments), with those the
+    installed plugins give it (``--backup-region``, ``--policy-file``, ...)."""
+    with click.Context(command) as ctx:
+        params = command.get_params(ctx)
+    return {opt for p in params if isinstance(p, click.Option) for opt in p.opts}
 
 
 def resolve(tokens: list[str]) -> tuple[click.Command, set[str]]:

@@ -31,8 +31,6 @@ def config(**overrides: Any) -> ServerConfig:
         "authorizer": "dev",
         "host": "127.0.0.1",
         "port": 0,
-        "tailscale_socket": "unused",
-        "policy_file": None,
         "max_request_bytes": 1024,
         "tls_cert": None,
         "tls_key": None,
@@ -67,6 +65,8 @@ def run_in_background(runner: Runner) -> tuple[threading.Thread, list[bool]]:
 def test_sighup_reloads_in_wait_and_a_failed_reload_keeps_serving(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """SIGHUP runs the reload in wait(), on the waiting thread; a failed reload is
+    logged (a bug without its message) and the server keeps serving."""
     caplog.set_level(logging.INFO)
     calls: list[str] = []
     reloaded = threading.Event()
@@ -101,6 +101,8 @@ def test_sighup_reloads_in_wait_and_a_failed_reload_keeps_serving(
 
 
 def test_sigterm_stops_and_wait_reports_a_clean_stop() -> None:
+    """SIGTERM stops the server: wait() reports a clean stop and the port no longer
+    answers."""
     runner = Runner(hello, config())
     url = runner.start()
     waiter, result = run_in_background(runner)
@@ -113,6 +115,8 @@ def test_sigterm_stops_and_wait_reports_a_clean_stop() -> None:
 
 
 def test_a_dead_http_server_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """If the HTTP front stops on its own, wait() reports a failure and the log says it
+    stopped unexpectedly."""
     runner = Runner(hello, config())
     runner.start()
     waiter, result = run_in_background(runner)

@@ -805,6 +805,8 @@ def test_closed_stdin_reads_as_empty(server: LocalServer, name: str) -> None:
 
 
 def test_server_url_with_credentials_is_refused_unquoted() -> None:
+    """A server URL with a user name and password exits 1 saying so, and never prints
+    the password."""
     proc = setec("list", server="http://user:pa55word@127.0.0.1:9")
     assert proc.returncode == 1
     assert b"pa55word" not in proc.stderr + proc.stdout

@@ -402,6 +402,7 @@ def test_undecodable_200_is_a_response_error(recorder: Recorder, method: str, bo
         (b'{"Value":"aG\\nk=","Version":2}', SecretValue(b"hi", 2)),
         (b'{"Value":"aGk=","Version":2,"Extra":[1,2]}', SecretValue(b"hi", 2)),
         (b'{"Value":"aGk=","Version":2}   \n', SecretValue(b"hi", 2)),
+        (b'{"Value":"eA==","value":"eQ==","Value":"aGk=","Version":2}', SecretValue(b"hi", 2)),
     ],
 )
 def test_value_decoding(recorder: Recorder, body: bytes, expected: SecretValue) -> None:

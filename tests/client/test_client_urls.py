@@ -23,12 +23,16 @@ from setec_core.errors import InvalidRequestError
     ],
 )
 def test_bad_server_urls(url: str, message: str) -> None:
+    """A server address that is empty, carries credentials, is not a URL or is not
+    http(s) is an InvalidRequestError saying why, which never shows the password."""
     with pytest.raises(InvalidRequestError, match=message) as info:
         Client(url)
     assert "pa55word" not in str(info.value)
 
 
 def test_unusable_host_is_a_setec_error_not_a_crash() -> None:
+    """A host name the HTTP stack cannot use (a label over 63 characters) is an
+    InvalidRequestError, not a crash."""
     client = Client("http://" + "a" * 70 + ".example")
     with pytest.raises(InvalidRequestError, match="cannot be used"):
         client.list()
@@ -43,4 +47,5 @@ def test_unusable_host_is_a_setec_error_not_a_crash() -> None:
     ],
 )
 def test_good_server_urls(url: str, base: str) -> None:
+    """A good address becomes the base URL, without a trailing slash."""
     assert Client(url).server == base

@@ -13,6 +13,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 
 
 def test_client_md_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Python example of docs/client.md runs, in order, in one module."""
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     assert len(blocks) >= 12

@@ -60,6 +60,8 @@ def open_store(client: Client, names: list[str], **kw: object) -> tuple[Store, F
 
 
 def test_configuration_errors(client: Client) -> None:
+    """A Store without a client, with no secrets, with an empty name, or given a bare
+    string for the list of names is a ConfigError saying which."""
     with pytest.raises(ConfigError, match="no service client"):
         Store(None, ["a"])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no secrets are listed"):
@@ -71,6 +73,8 @@ def test_configuration_errors(client: Client) -> None:
 
 
 def test_missing_secret_times_out_naming_it(client: Client) -> None:
+    """A declared secret the server lacks makes the Store's start time out with
+    UnavailableError naming it and the server's answer."""
     # 0.5 s: long enough for the first request to be answered on a loaded machine (the
     # message then carries the server's answer), short enough to keep the test quick.
     started = time.monotonic()
@@ -82,6 +86,8 @@ def test_missing_secret_times_out_naming_it(client: Client) -> None:
 def test_existing_secrets_are_served_duplicates_allowed(
     server: LocalServer, client: Client
 ) -> None:
+    """Declared secrets are served (a name listed twice included), with one handle per
+    name, and no repr shows a value."""
     server.db.put(SU, "alpha", SECRET)
     server.db.put(SU, "beta", b"b")
     with Store(client, ["alpha", "beta", "alpha"], poll_interval=None) as store:
@@ -173,6 +179,9 @@ def test_stale_cache_first_then_poll_updates_and_writes_exact_cache(
 
 
 def test_cached_values_start_the_store_with_the_server_down(tmp_path: Path) -> None:
+    """The cache file is written 0600 (its directories created), and a later Store
+    starts from it with the server down, keeping the cached value when a refresh
+    fails."""
     cache = FileCache(tmp_path / "nested" / "dir" / "secrets.cache")
     with new_server() as server:
         server.db.put(SU, "alpha", SECRET)
@@ -188,6 +197,8 @@ def test_cached_values_start_the_store_with_the_server_down(tmp_path: Path) -> N
 
 
 def test_server_down_at_start_without_cache_is_a_clear_error() -> None:
+    """With the server down and no cache, the Store's start fails with UnavailableError
+    naming the secret and the connection failure."""
     with new_server() as server:
         url = server.url
     with pytest.raises(UnavailableError, match=r'"alpha": making HTTP request'):
@@ -218,6 +229,8 @@ def test_a_bad_cache_is_discarded_and_the_server_used(
 
 
 def test_unreadable_cache_file_is_a_warning(server: LocalServer, tmp_path: Path) -> None:
+    """A cache file that cannot be read does not stop the Store: it starts from the
+    server."""
     path = tmp_path / "secrets.cache"
     path.write_bytes(b"{}")
     path.chmod(0)
@@ -231,6 +244,8 @@ def test_unreadable_cache_file_is_a_warning(server: LocalServer, tmp_path: Path)
 
 
 def test_missing_cache_file_is_an_empty_cache(server: LocalServer, tmp_path: Path) -> None:
+    """A cache file that does not exist is an empty cache, and the Store writes it with
+    what it fetched."""
     server.db.put(SU, "alpha", b"v")
     path = tmp_path / "absent.cache"
     with Store(server.client(), ["alpha"], cache=FileCache(path), poll_interval=None):
@@ -286,6 +301,8 @@ def test_a_deleted_secret_keeps_its_last_value_and_others_update(
 def test_server_errors_during_polling_keep_the_last_good_value(
     server: LocalServer, client: Client
 ) -> None:
+    """A server error while polling (a 500) is reported by refresh as a RequestError,
+    the last good value is kept, and the next good poll updates it."""
     server.db.put(SU, "alpha", SECRET)
     store, ticker = open_store(client, ["alpha"])
     with store:
@@ -303,6 +320,8 @@ def test_server_errors_during_polling_keep_the_last_good_value(
 
 
 def test_access_revoked_keeps_the_value(server: LocalServer) -> None:
+    """When the caller loses get access, refresh reports AccessDenied for the secret and
+    the Store keeps serving its last value."""
     server.db.put(SU, "alpha", SECRET)
     store, _ = open_store(server.client(), ["alpha"])
     with store:
@@ -332,6 +351,8 @@ def test_negative_or_none_interval_disables_polling(server: LocalServer, client:
 
 
 def test_real_interval_polls_with_jitter(server: LocalServer, client: Client) -> None:
+    """With a real (short) poll interval the background poller picks up a new active
+    version by itself."""
     server.db.put(SU, "a", b"1")
     with Store(client, ["a"], poll_interval=0.05) as store:
         put_active(server, "a", b"2")
@@ -342,6 +363,8 @@ def test_real_interval_polls_with_jitter(server: LocalServer, client: Client) ->
 
 
 def test_concurrent_refreshes_coalesce(server: LocalServer, client: Client) -> None:
+    """Eight refreshes started at once share polls: at least one poll starts, and fewer
+    than eight."""
     server.db.put(SU, "a", b"1")
     store, _ = open_store(client, ["a"])
     with store:
@@ -360,6 +383,7 @@ def test_concurrent_refreshes_coalesce(server: LocalServer, client: Client) -> N
 
 
 def test_close_is_idempotent_and_flushes(server: LocalServer, client: Client) -> None:
+    """close() may be called twice, and writes the cache."""
     server.db.put(SU, "a", b"1")
     cache = MemCache()
     store, _ = open_store(client, ["a"], cache=cache)
@@ -372,6 +396,8 @@ def test_close_is_idempotent_and_flushes(server: LocalServer, client: Client) ->
 
 
 def test_unused_undeclared_secrets_expire(server: LocalServer, client: Client) -> None:
+    """A looked-up secret unused for longer than expiry_age leaves the cache at the next
+    poll; declared secrets and secrets with a handle stay."""
     for name in ("apple", "pear", "plum", "cherry"):
         server.db.put(SU, name, name.encode())
     clock = FakeClock(1000)
@@ -424,6 +450,8 @@ class Closable:
 
 
 def test_updater_rebuilds_and_closes_the_old_value(server: LocalServer, client: Client) -> None:
+    """An Updater rebuilds its value only when the secret changes, and closes the value
+    it replaces; a StaticUpdater returns its value."""
     server.db.put(SU, "key", b"one")
     store, ticker = open_store(client, ["key"])
     with store:
@@ -444,6 +472,8 @@ def test_updater_rebuilds_and_closes_the_old_value(server: LocalServer, client: 
 def test_updater_keeps_the_old_value_when_rebuilding_fails(
     server: LocalServer, client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """When rebuilding fails, the Updater keeps its old value, records the error and
+    logs its type, and takes the next good value."""
     server.db.put(SU, "conf", b'{"port": 1}')
     store, ticker = open_store(client, ["conf"])
     with store:
@@ -460,6 +490,8 @@ def test_updater_keeps_the_old_value_when_rebuilding_fails(
 
 
 def test_watcher_signals_once_per_change(server: LocalServer, client: Client) -> None:
+    """A watcher is not signalled until the secret changes, then once, with the new
+    value."""
     server.db.put(SU, "w", b"1")
     store, ticker = open_store(client, ["w"])
     with store:
@@ -477,6 +509,9 @@ def test_watcher_signals_once_per_change(server: LocalServer, client: Client) ->
 
 
 def test_versioned_secret_lifecycle(server: LocalServer, client: Client) -> None:
+    """A VersionedSecret creates versions (0 is refused, a claimed one is
+    VersionClaimed), reads any version, follows activations and deletions through polls,
+    and signals watchers on create_version (Go does not)."""
     store, ticker = open_store(client, [], allow_lookup=True)
     with store:
         vs = store.versioned_secret("color")
@@ -544,6 +579,8 @@ def test_versions_only_cache_entries_survive_restart(server: LocalServer, client
 
 
 def test_store_over_a_file_client(tmp_path: Path) -> None:
+    """A Store can be served by a FileClient (base64 and text values); names the file
+    lacks fail its start, counted in the message."""
     path = tmp_path / "secrets.json"
     path.write_text(
         json.dumps(
@@ -645,6 +682,8 @@ class SilentServer:
 
 
 def test_startup_timeout_holds_against_a_server_that_never_answers() -> None:
+    """The start-up timeout holds against a server that accepts connections and never
+    answers."""
     silent = SilentServer()
     try:
         started = time.monotonic()
@@ -772,6 +811,8 @@ def test_undeclared_cached_names_are_dropped_without_lookups(
 
 
 def test_reprs_show_no_values(server: LocalServer, client: Client) -> None:
+    """The reprs of a Store, of its entries and of decoded cache entries show no
+    value."""
     from setec_core.client import cacheblob
 
     server.db.put(SU, "k", SECRET)
@@ -788,6 +829,8 @@ def test_reprs_show_no_values(server: LocalServer, client: Client) -> None:
 
 
 def test_dropped_watchers_are_released(server: LocalServer, client: Client) -> None:
+    """Updaters that are dropped release their watchers (weak references); a kept one
+    still works."""
     import gc
 
     server.db.put(SU, "w", b"1")
@@ -803,6 +846,7 @@ def test_dropped_watchers_are_released(server: LocalServer, client: Client) -> N
 
 
 def test_refresh_after_close_is_an_error(server: LocalServer, client: Client) -> None:
+    """refresh() after close() raises SetecError "the Store is closed"."""
     server.db.put(SU, "a", b"1")
     store, _ = open_store(client, ["a"])
     store.close()

@@ -33,6 +33,7 @@ from setec_core.audit import (
     AuditHead,
     AuditLog,
     FileAuditSink,
+    Outcome,
     format_time,
     verify,
 )
@@ -63,6 +64,16 @@ def test_ids_and_times_assigned(tmp_path: Path) -> None:
     assert all(
         re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", e["time"]) for e in lines
     )
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_outcomes_are_written_as_their_values(outcome: Outcome) -> None:
+    """An Outcome is written exactly as its string value would be (the log's bytes do
+    not depend on which one a writer passed)."""
+    as_enum = entry(secret="s", outcome=outcome)._body()
+    as_text = entry(secret="s", outcome=outcome.value)._body()
+    assert as_enum == as_text
+    assert f',"outcome":"{outcome.value}"' in as_enum
 
 
 def test_key_order_and_omissions(tmp_path: Path) -> None:

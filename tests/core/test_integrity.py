@@ -18,15 +18,15 @@ from refusals import refused_to_open
 from setec_core import Database, SecretValue
 from setec_core.audit import AuditEntry, AuditLog, MemoryAuditSink
 from setec_core.authz import Principal
-from setec_core.database import unwrap_data_key
+from setec_core.builtin.dev_key import DevKeyProvider
+from setec_core.builtin.memory_storage import MemoryStorage
+from setec_core.builtin.sqlite_storage import SqliteStorage
+from setec_core.data_key import unwrap_data_key
 from setec_core.errors import ConflictError, IntegrityCheckError
 from setec_core.maintenance import restore_backup, rotate_dek
 from setec_core.storage import RecordWrite
 from setec_core.store_check import check_store
 from setec_core.testing import SUPERUSER
-from setec_plugins.dev_key import DevKeyProvider
-from setec_plugins.memory_storage import MemoryStorage
-from setec_plugins.sqlite_storage import SqliteStorage
 
 SU = SUPERUSER
 KEY = "dev://"

@@ -14,7 +14,11 @@ import pytest
 from setec_core import KeyMismatchError, StorageError
 from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.backup.snapshot import open_backup, seal_snapshot
-from setec_core.database import Database, unwrap_data_key
+from setec_core.builtin.dev_key import DevKeyProvider
+from setec_core.builtin.memory_storage import MemoryStorage
+from setec_core.builtin.sqlite_storage import SqliteStorage
+from setec_core.data_key import unwrap_data_key
+from setec_core.database import Database
 from setec_core.errors import IntegrityCheckError
 from setec_core.maintenance import (
     AdminAudit,
@@ -26,9 +30,6 @@ from setec_core.maintenance import (
 from setec_core.storage import Snapshot, StorageBackend
 from setec_core.store_check import check_store
 from setec_core.testing import SUPERUSER, FaultyStorage, new_database
-from setec_plugins.dev_key import DevKeyProvider
-from setec_plugins.memory_storage import MemoryStorage
-from setec_plugins.sqlite_storage import SqliteStorage
 
 KEY = DevKeyProvider("maintenance")
 

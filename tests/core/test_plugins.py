@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -24,9 +23,10 @@ from setec_core import (
     hookimpl,
     hookspecs,
 )
-from setec_plugins.dev_key import DevKeyProvider
-from setec_plugins.memory_storage import MemoryStorage
-from setec_plugins.sqlite_storage import SqliteStorage
+from setec_core.builtin.dev_key import DevKeyProvider
+from setec_core.builtin.memory_storage import MemoryStorage
+from setec_core.builtin.sqlite_storage import SqliteStorage
+from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
 
 
 class RotKeyProvider(DevKeyProvider):
@@ -36,22 +36,27 @@ class RotKeyProvider(DevKeyProvider):
     schemes = ("rot",)
 
 
-def plugin(**hooks: Any) -> types.SimpleNamespace:
+class FakePlugin:
+    """A plugin object for these tests (hashable, as pluggy needs its plugins to be)."""
+
+
+def plugin(**hooks: Any) -> FakePlugin:
     """A plugin object whose hook implementations are the given functions."""
-    ns = types.SimpleNamespace()
+    obj = FakePlugin()
     for hook_name, fn in hooks.items():
-        setattr(ns, hook_name, hookimpl(fn))
-    return ns
+        setattr(obj, hook_name, hookimpl(fn))
+    return obj
 
 
 def test_defaults_come_from_entry_points() -> None:
-    """The default plugins are found through the 'setec' entry-point group."""
+    """The default plugins are found through the 'setec' entry-point group, next to the
+    built-in plugin, which registers itself."""
     plugins = Plugins.load()
     assert plugins.key_providers.by_name("dev") is DevKeyProvider
     assert plugins.storage_backends.by_name("sqlite") is SqliteStorage
     assert plugins.storage_backends.by_name("memory") is MemoryStorage
     owners = {reg.plugin for reg in plugins.storage_backends.registrations()}
-    assert owners == {"sqlite", "memory"}
+    assert owners == {"builtin"}
     authorizers = {reg.cls.name: reg.plugin for reg in plugins.authorizers.registrations()}
     assert authorizers == {
         "dev": "dev-authz",
@@ -61,12 +66,13 @@ def test_defaults_come_from_entry_points() -> None:
     }
 
 
-def test_no_entry_points_means_no_plugins() -> None:
-    """load_entrypoints=False loads nothing but what is passed."""
+def test_no_entry_points_means_only_the_builtin_plugin() -> None:
+    """load_entrypoints=False loads nothing but the built-in plugin and what is passed."""
     plugins = Plugins.load(load_entrypoints=False)
-    assert plugins.key_providers.names() == []
+    assert plugins.key_providers.names() == ["dev"]
+    assert plugins.storage_backends.names() == ["memory", "sqlite"]
     with pytest.raises(PluginError, match=r"\(none installed\)"):
-        plugins.key_provider("dev://")
+        plugins.backup_sink("dir:///nowhere")
 
 
 def test_third_party_plugin_registers() -> None:
@@ -90,7 +96,7 @@ def test_duplicate_name_names_both_plugins() -> None:
         Plugins.load([evil])
     message = str(info.value)
     assert "registered twice" in message
-    assert "'dev-key'" in message  # the entry point that registered the real one
+    assert "'builtin'" in message  # the plugin that registered the real one
     assert "Impostor" in message
 
 
@@ -177,8 +183,8 @@ def test_plugin_constructor_failure_is_one_clear_error() -> None:
 def test_describe_lists_everything() -> None:
     """describe() lists kind, name, plugin and schemes for `setec-serve plugins`."""
     rows = Plugins.load().describe()
-    assert ("key provider", "dev", "dev-key", ("dev",)) in rows
-    assert ("storage backend", "sqlite", "sqlite", ("sqlite",)) in rows
+    assert ("key provider", "dev", "builtin", ("dev",)) in rows
+    assert ("storage backend", "sqlite", "builtin", ("sqlite",)) in rows
 
 
 def test_add_commands_calls_every_plugin() -> None:
@@ -212,13 +218,16 @@ class HeaderAuthorizer(Authorizer):
     """A toy authorizer: the caller's login is in a dict 'request'."""
 
     name = "header"
+    options = (Option("--secret", "The pattern of the secrets every caller may get."),)
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> HeaderAuthorizer:
-        if "secret" not in options:
+    def from_options(
+        cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+    ) -> HeaderAuthorizer:
+        if not options.get("secret"):
             raise ConfigError("header authorizer needs option 'secret'")
         return cls((Rule(["get"], [options["secret"]]),))
 
@@ -312,3 +321,221 @@ def test_storage_backend_hook() -> None:
     storage = Plugins.load([extra]).storage("labelled://x")
     assert isinstance(storage, LabelledMemoryStorage)
     storage.close()
+
+
+# --- calling hooks through pluggy -------------------------------------------------------
+
+
+def test_registration_hooks_are_called_through_pluggy() -> None:
+    """The register hooks go through pluggy's hook callers, once per plugin: hook-call
+    monitoring sees each plugin's call, and a hook wrapper wraps each one."""
+    seen: list[str] = []
+
+    class Wrapper(FakePlugin):
+        @hookimpl(wrapper=True)
+        def setec_register_key_providers(self, register: Any) -> Any:
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            return result
+
+    rot = plugin(
+        setec_register_key_providers=lambda register: [seen.append("rot"), register(RotKeyProvider)]
+    )
+    pm = get_plugin_manager([rot, Wrapper()], load_entrypoints=False)
+    calls: list[list[str]] = []
+    pm.add_hookcall_monitoring(
+        lambda name, impls, kwargs: (
+            calls.append([i.plugin_name for i in impls])
+            if name == "setec_register_key_providers"
+            else None
+        ),
+        lambda outcome, name, impls, kwargs: None,
+    )
+    plugins = Plugins(pm)
+    assert plugins.key_providers.by_name("rot") is RotKeyProvider
+    implementers = [
+        impl.plugin_name
+        for impl in pm.hook.setec_register_key_providers.get_hookimpls()
+        if not impl.wrapper
+    ]
+    assert len(calls) == len(implementers) >= 2
+    # Each call holds one plugin's implementation, and the wrapper.
+    assert sorted(name for call in calls for name in call if name in implementers) == sorted(
+        implementers
+    )
+    assert all(len(call) == 2 for call in calls)
+    assert seen.count("before") == seen.count("after") == len(implementers)
+    at = seen.index("rot")
+    assert seen[at - 1 : at + 2] == ["before", "rot", "after"]
+
+
+def test_an_unhashable_plugin_is_refused() -> None:
+    """A plugin object pluggy cannot keep in a set is refused at registration, with a
+    message saying what to pass instead."""
+    with pytest.raises(PluginError, match="not hashable; pass a module"):
+        get_plugin_manager([{"setec_register_key_providers": None}])
+
+
+# --- options ----------------------------------------------------------------------------
+
+
+class OptionKeyProvider(DevKeyProvider):
+    """A key provider that declares an option and keeps what it was given."""
+
+    name = "opt-key"
+    schemes = ("opt-key",)
+    options = (
+        Option("--opt-key-label", "A label for the key.", default="plain"),
+        Option("--opt-key-retries", "Attempts per call.", type=int, default=3),
+    )
+    given: ClassVar[list[Mapping[str, Any]]] = []
+
+    @classmethod
+    def from_uri(cls, uri: str, *, options: Mapping[str, Any] | None = None) -> DevKeyProvider:
+        cls.given.append(dict(options or {}))
+        return super().from_uri("dev://")
+
+
+def test_a_key_provider_gets_its_own_option_values() -> None:
+    """A provider that declares options is built with their values from with_options
+    (defaults for those not given), and nothing else; one that declares none is built
+    from its URI alone."""
+    OptionKeyProvider.given.clear()
+    extra = plugin(setec_register_key_providers=lambda register: register(OptionKeyProvider))
+    plugins = Plugins.load([extra])
+    plugins.key_provider("opt-key://x")
+    plugins.with_options({"opt_key_label": "blue", "listen": "x", "policy_file": "p"}).key_provider(
+        "opt-key://x"
+    )
+    assert OptionKeyProvider.given == [
+        {"opt_key_label": "plain", "opt_key_retries": 3},
+        {"opt_key_label": "blue", "opt_key_retries": 3},
+    ]
+    assert isinstance(
+        plugins.with_options({"opt_key_label": "x"}).key_provider("dev://"), DevKeyProvider
+    )
+
+
+def test_declared_options_say_whose_they_are() -> None:
+    """declared_options() lists each option once, with its plugin and the classes it
+    applies to; by kind, only that kind's."""
+    extra = plugin(setec_register_key_providers=lambda register: register(OptionKeyProvider))
+    plugins = Plugins.load([extra])
+    declared = {d.option.flag: d for d in plugins.declared_options()}
+    label = declared["--opt-key-label"]
+    assert label.plugin == plugins.pm.get_name(extra)
+    assert label.owners == (("key provider", OptionKeyProvider),)
+    assert label.applies_to(OptionKeyProvider)
+    assert not label.applies_to(DevKeyProvider)
+    assert "--policy-file" in declared
+    assert declared["--policy-file"].plugin == "policy-authz"
+    assert [d.option.flag for d in plugins.declared_options("backup sink")] == [
+        "--backup-region",
+        "--backup-role",
+    ]
+
+
+def test_an_option_claimed_by_two_plugins_names_both() -> None:
+    """Two plugins declaring one flag (or one's flag as the other's alias) is refused,
+    naming both plugins and classes, as a name claimed twice is."""
+
+    class Rival(DevKeyProvider):
+        name = "rival"
+        schemes = ("rival",)
+        options = (Option("--rival-path", "A path.", aliases=("--policy-file",)),)
+
+    rival = plugin(setec_register_key_providers=lambda register: register(Rival))
+    with pytest.raises(PluginError) as info:
+        Plugins.load([rival])
+    message = str(info.value)
+    assert "option --policy-file is claimed twice" in message
+    assert "'policy-authz' (PolicyAuthorizer)" in message
+    assert "Rival" in message
+
+
+def test_classes_of_one_plugin_may_share_an_option() -> None:
+    """One plugin's key provider and sink declaring the same option share one flag."""
+    shared = Option("--acme-profile", "The ACME profile.")
+
+    class AcmeKey(DevKeyProvider):
+        name = "acme"
+        schemes = ("acme",)
+        options = (shared,)
+
+    class AcmeSink(MemorySink):
+        name = "acme-sink"
+        schemes = ("acme-sink",)
+        options = (shared,)
+
+    acme = plugin(
+        setec_register_key_providers=lambda register: register(AcmeKey),
+        setec_register_backup_sinks=lambda register: register(AcmeSink),
+    )
+    declared = [d for d in Plugins.load([acme]).declared_options() if d.option is shared]
+    assert len(declared) == 1
+    assert declared[0].owners == (("key provider", AcmeKey), ("backup sink", AcmeSink))
+
+
+def test_an_option_clashing_with_a_program_flag_is_refused() -> None:
+    """check_flags refuses a plugin option that uses one of the program's own flags,
+    naming the program and the plugin; options of other kinds are not checked when
+    kinds are given."""
+    plugins = Plugins.load()
+    with pytest.raises(PluginError, match=r"--policy-file is claimed twice: by setec-serve"):
+        plugins.check_flags({"--policy-file"}, program="setec-serve")
+    plugins.check_flags({"--policy-file"}, program="setec-serve", kinds=["backup sink"])
+    plugins.check_flags({"--listen", "listen"}, program="setec-serve")
+
+
+def test_a_declared_option_must_be_an_option() -> None:
+    """A class whose options are not Option objects is refused, naming the plugin."""
+
+    class Sloppy(DevKeyProvider):
+        name = "sloppy"
+        schemes = ("sloppy",)
+        options = ("--sloppy",)  # type: ignore[assignment]
+
+    with pytest.raises(PluginError, match=r"declares '--sloppy' in .*Sloppy\.options"):
+        Plugins.load([plugin(setec_register_key_providers=lambda register: register(Sloppy))])
+
+
+def test_a_bare_prefix_is_owned_by_its_provider() -> None:
+    """A bare prefix stands for its provider's scheme; two providers claiming one prefix
+    are refused, naming both; the 'not a URI' message lists the prefix."""
+    plugins = Plugins.load()
+    assert plugins.key_providers.expand("arn:aws:kms:x") == "aws-kms://arn:aws:kms:x"
+    assert plugins.key_providers.expand("dev://") == "dev://"
+    assert plugins.key_providers.bare_prefixes() == [("arn:", "aws-kms")]
+    with pytest.raises(ConfigError, match=r"or a value starting arn: \(aws-kms\)"):
+        plugins.key_provider("just-a-name")
+
+    class Arnold(RotKeyProvider):
+        name = "arnold"
+        schemes = ("arnold",)
+        bare_prefixes = ("arn:",)
+
+    with pytest.raises(PluginError, match=r"bare prefix 'arn:' is registered twice") as info:
+        Plugins.load([plugin(setec_register_key_providers=lambda register: register(Arnold))])
+    assert "'aws-kms' (AwsKmsKeyProvider)" in str(info.value)
+    assert "Arnold" in str(info.value)
+
+
+def test_the_authorizer_gets_the_server_facts() -> None:
+    """Plugins.authorizer passes the ServerInfo it is given to from_options."""
+    got: list[ServerInfo] = []
+
+    class Seeing(HeaderAuthorizer):
+        name = "seeing"
+
+        @classmethod
+        def from_options(
+            cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
+        ) -> HeaderAuthorizer:
+            got.append(server)
+            return super().from_options(options, server)
+
+    extra = plugin(setec_register_authorizers=lambda register: register(Seeing))
+    server = ServerInfo(host="::1", port=9, tls=True)
+    Plugins.load([extra]).with_options({"secret": "a/*"}).authorizer("seeing", server=server)
+    assert got == [server]

@@ -25,12 +25,12 @@ from setec_core.backup.snapshot import (
     open_backup,
     secrets_of,
 )
+from setec_core.builtin.dev_key import DevKeyProvider
 from setec_core.crypto import DataKey
 from setec_core.database import Database
 from setec_core.maintenance import rotate_dek, rotate_kek
 from setec_core.storage import MetaWrite, Snapshot
 from setec_core.testing import SUPERUSER, new_database
-from setec_plugins.dev_key import DevKeyProvider
 
 VALUES = {f"app/secret-{i}": f"backup-value-{i}-f00d".encode() for i in range(20)}
 WHEN = dt.datetime(2026, 11, 23, 10, 54, 35, 123456, tzinfo=dt.UTC)

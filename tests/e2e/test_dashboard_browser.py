@@ -57,6 +57,9 @@ def served() -> Iterator[tuple[str, Database]]:
 
 
 def test_dashboard_rows_for_two_callers(served: tuple[str, Database]) -> None:
+    """In a real browser each caller's dashboard lists only its secrets, versions
+    ascending and the active one bold; a name holding HTML is shown escaped and runs no
+    script, the stylesheet loads under the CSP, and no value appears."""
     url, db = served
     db.put(SUPERUSER, "team/app/db-pass", SECRET)
     db.put(SUPERUSER, "team/app/db-pass", b"second")

@@ -72,6 +72,7 @@ def assert_no_secret_in_output(server: ServeProcess) -> None:
 
 
 def test_chunked_body_is_accepted(server: ServeProcess) -> None:
+    """A put with a chunked body stores the whole value: it reads back."""
     body = put_body("framing/chunked", b"value-in-chunks")
     request = b"POST /api/put HTTP/1.1\r\n" + HEADERS + b"Transfer-Encoding: chunked\r\n\r\n"
     code, reply = status_and_body(exchange(server, request + chunked(body, 7)))
@@ -97,6 +98,8 @@ def test_chunked_body_is_accepted(server: ServeProcess) -> None:
     ],
 )
 def test_malformed_chunks_are_400_and_never_logged(server: ServeProcess, payload: object) -> None:
+    """A malformed chunk is 400 with a one-line "malformed request:" reason that quotes
+    none of the body, and the secret never reaches the server's output."""
     body = put_body("framing/bad", SECRET)
     request = b"POST /api/put HTTP/1.1\r\n" + HEADERS + b"Transfer-Encoding: chunked\r\n\r\n"
     code, reply = status_and_body(exchange(server, request + payload(body)))  # type: ignore[operator]
@@ -108,6 +111,7 @@ def test_malformed_chunks_are_400_and_never_logged(server: ServeProcess, payload
 
 
 def test_chunked_body_over_the_limit_is_413(server: ServeProcess) -> None:
+    """A chunked body over --max-request-bytes is 413, naming the limit."""
     body = put_body("framing/big", b"x" * LIMIT)
     request = b"POST /api/put HTTP/1.1\r\n" + HEADERS + b"Transfer-Encoding: chunked\r\n\r\n"
     code, reply = status_and_body(exchange(server, request + chunked(body, 1000)))
@@ -116,6 +120,7 @@ def test_chunked_body_over_the_limit_is_413(server: ServeProcess) -> None:
 
 
 def test_both_framings_are_refused(server: ServeProcess) -> None:
+    """Transfer-Encoding together with Content-Length is 400 and stores nothing."""
     # RFC 9112, section 6.1: with both, a proxy and the server may split the stream differently.
     body = chunked(put_body("framing/both", SECRET))
     request = (
@@ -137,12 +142,15 @@ def test_both_framings_are_refused(server: ServeProcess) -> None:
 
 @pytest.mark.parametrize("length", [b"12abc", b"-5", b"1e3"])
 def test_malformed_content_length_is_400(server: ServeProcess, length: bytes) -> None:
+    """A Content-Length that is not a decimal number is 400."""
     request = b"POST /api/put HTTP/1.1\r\n" + HEADERS + b"Content-Length: " + length + b"\r\n\r\n"
     code, _ = status_and_body(exchange(server, request + b"{}"))
     assert code == 400
 
 
 def test_short_body_is_400(server: ServeProcess) -> None:
+    """A body shorter than its Content-Length (the client then half-closes) is 400 with
+    that reason, and the secret it carried is not logged."""
     body = put_body("framing/short", SECRET)
     request = (
         b"POST /api/put HTTP/1.1\r\n" + HEADERS + b"Content-Length: %d\r\n\r\n" % (len(body) + 50)
@@ -153,6 +161,8 @@ def test_short_body_is_400(server: ServeProcess) -> None:
 
 
 def test_oversize_body_is_refused_before_it_is_read(server: ServeProcess) -> None:
+    """A declared body over the limit is 413 at once, without the body being read, even
+    on a wrong method."""
     # A wrong method with a huge declared body: the server must answer without reading
     # (or buffering) the body, and close the connection.
     request = b"GET /api/put HTTP/1.1\r\n" + HEADERS + b"Content-Length: 10000000000\r\n\r\n"

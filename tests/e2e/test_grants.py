@@ -79,6 +79,10 @@ def tailnet(tmp_path: Path) -> Iterator[tuple[FakeTailscaled, str]]:
 
 
 def test_tailscale_grants(tmp_path: Path, tailnet: tuple[FakeTailscaled, str]) -> None:
+    """With the tailscale authorizer each peer gets what its grants allow (a tagged
+    node's through the legacy capability name); a malformed grant and an unknown peer
+    are 403, tailscaled failing is 503, the bad rule is logged, and audit entries carry
+    each peer's principal."""
     fake, sock = tailnet
     state = tmp_path / "state"
     args = (
@@ -136,6 +140,8 @@ def test_tailscale_grants(tmp_path: Path, tailnet: tuple[FakeTailscaled, str]) -
 
 
 def test_tailscale_serve_headers(tmp_path: Path, tailnet: tuple[FakeTailscaled, str]) -> None:
+    """With the tailscale-serve authorizer identity and grants come from serve's
+    headers; a tagged node, or a request without them, is 403."""
     fake, _ = tailnet
     args = (
         "--state-dir", str(tmp_path / "s"), "--kms-key-name", "dev://serve",
@@ -157,6 +163,8 @@ def test_tailscale_serve_headers(tmp_path: Path, tailnet: tuple[FakeTailscaled, 
 
 
 def test_tailscale_serve_refuses_a_public_listener(tmp_path: Path) -> None:
+    """The tailscale-serve authorizer will not start on a non-loopback address, and says
+    which, without a traceback."""
     result = run_serve(
         "--state-dir", str(tmp_path / "s"), "--kms-key-name", "dev://x",
         "--authorizer", "tailscale-serve", "--listen", "0.0.0.0:0",
@@ -168,6 +176,9 @@ def test_tailscale_serve_refuses_a_public_listener(tmp_path: Path) -> None:
 
 
 def test_policy_tokens_and_sighup_reload(tmp_path: Path) -> None:
+    """The policy authorizer maps bearer tokens to rules; SIGHUP loads a new policy
+    file, a broken one (bad JSON, or too deep to parse) is refused and the old policy
+    stays, and no token reaches the output."""
     alice, bob = new_token(), new_token()
     policy = tmp_path / "policy.json"
     rules = [{"action": ["get", "put", "info"], "secret": ["app/*"]}]

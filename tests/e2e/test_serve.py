@@ -60,6 +60,8 @@ def test_dev_server_serves_the_readme_curl(tmp_path: Path) -> None:
 
 
 def test_state_survives_restart_and_env_vars_work(tmp_path: Path) -> None:
+    """SETEC_STATE_DIR and SETEC_LISTEN configure the server, and a secret put before a
+    restart is listed after it, from that directory (not --dev's default)."""
     env = {"SETEC_STATE_DIR": str(tmp_path / "st"), "SETEC_LISTEN": "127.0.0.1:0"}
     with ServeProcess("--dev", cwd=tmp_path, env=env) as server:
         call(server.url, "put", {"Name": "a", "Value": "eA=="})
@@ -102,6 +104,8 @@ def test_state_survives_restart_and_env_vars_work(tmp_path: Path) -> None:
 def test_startup_errors_are_one_clear_line(
     tmp_path: Path, args: tuple[str, ...], message: str
 ) -> None:
+    """Each unusable configuration exits 1 with a message saying what is wrong, and no
+    traceback."""
     result = run_serve(*args, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert message in result.stderr
@@ -109,6 +113,8 @@ def test_startup_errors_are_one_clear_line(
 
 
 def test_wrong_key_refuses_and_changes_nothing(tmp_path: Path) -> None:
+    """Opening a state directory with another key exits 1 naming that key, without a
+    traceback, and leaves every file as it was."""
     state = tmp_path / "st"
     with ServeProcess(
         "--dev", "--state-dir", str(state), "--listen", "127.0.0.1:0", cwd=tmp_path
@@ -126,6 +132,8 @@ def test_wrong_key_refuses_and_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_plugins_command_lists_the_defaults(tmp_path: Path) -> None:
+    """`setec-serve plugins` lists the default key provider, storage backends and dev
+    authorizer."""
     result = run_serve("plugins", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -139,6 +147,8 @@ def test_plugins_command_lists_the_defaults(tmp_path: Path) -> None:
 
 
 def test_tls(tmp_path: Path) -> None:
+    """With --tls-cert and --tls-key the server speaks HTTPS only (plain HTTP does not
+    connect) and sends Strict-Transport-Security."""
     cert, key = self_signed(tmp_path)
     args = ("--dev", "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key))
     with ServeProcess(*args, cwd=tmp_path) as server:

@@ -21,6 +21,8 @@ SECRET = b"e2e-store-value-55d1"
 def test_store_survives_the_server_going_away(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A Store follows updates while the server runs and keeps its last values once it
+    stops, a restarted program starts from the cache, and no value reaches the logs."""
     caplog.set_level(logging.DEBUG)
     cache = FileCache(tmp_path / "app" / "secrets.cache")
     with ServeProcess("--dev", "--listen", "127.0.0.1:0", cwd=tmp_path) as server:

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import Client, TestResponse
 
-from setec_core import AccessDenied, Database, UnavailableError, make_caller
+from setec_core import AccessDenied, Database, Peer, UnavailableError, make_caller, wire
 from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.http import make_app
+from setec_core.http.app import DEFAULT_MAX_REQUEST_BYTES, SMALL_BODY_BYTES
 from setec_core.testing import (
     SUPERUSER,
     TEST_KEY,
@@ -35,17 +36,20 @@ SECRET = b"hunter2-do-not-leak"
 
 @pytest.fixture
 def db() -> Iterator[Database]:
+    """A new in-memory database."""
     with new_database() as db:
         yield db
 
 
 @pytest.fixture
 def authz() -> FixedAuthorizer:
+    """An authorizer that identifies every request as SUPERUSER, until told otherwise."""
     return FixedAuthorizer(SUPERUSER)
 
 
 @pytest.fixture
 def client(db: Database, authz: FixedAuthorizer) -> Client:
+    """A werkzeug test client of the app, with a 4096-byte body limit."""
     return Client(make_app(db, authz, max_request_bytes=4096))
 
 
@@ -68,6 +72,7 @@ def api(
 
 
 def b64(value: bytes) -> str:
+    """``value`` as standard base64 text."""
     return base64.b64encode(value).decode()
 
 
@@ -136,6 +141,8 @@ def test_pipeline(client: Client, kwargs: dict[str, Any], status: int, body: str
 
 
 def test_bad_base64_is_400(client: Client) -> None:
+    """A Value that is not padded standard base64 is 400, naming the field
+    (docs/api.md §3.1)."""
     resp = api(client, "put", {"Name": "a", "Value": "not base64!"})
     assert resp.status_code == 400
     assert "Value" in resp.get_data(as_text=True)
@@ -149,6 +156,7 @@ def test_content_type_with_charset_is_accepted(client: Client, db: Database) -> 
 
 
 def test_guard_header_name_is_case_insensitive(client: Client, db: Database) -> None:
+    """The browser guard header's name matches in any case (docs/api.md §2, step 4)."""
     db.put(SUPERUSER, "a", b"v")
     resp = api(client, "get", {"Name": "a"}, headers={"sec-x-tailscale-no-browsers": "setec"})
     assert resp.status_code == 200
@@ -170,24 +178,98 @@ def test_guard_header_name_is_case_insensitive(client: Client, db: Database) -> 
 def test_identity_failures(
     client: Client, authz: FixedAuthorizer, error: Exception, status: int, body: str
 ) -> None:
+    """An unknown peer is 403 with the authorizer's reason, an identity service that is
+    down is 503, and an authorizer bug is 500 without its message (docs/api.md §2,
+    step 5)."""
     authz.error = error
     resp = api(client, "get", {"Name": "a"})
     assert (resp.status_code, resp.get_data(as_text=True)) == (status, body)
 
 
 def test_identity_comes_before_the_body(client: Client, authz: FixedAuthorizer) -> None:
+    """An unidentified caller is refused before its body is read: 403, not 400
+    (docs/api.md §2)."""
     authz.error = AccessDenied()
     assert api(client, "get", raw=b"{").status_code == 403
 
 
 def test_guard_comes_before_identity(client: Client, authz: FixedAuthorizer) -> None:
+    """Without the browser guard the authorizer is never asked (docs/api.md §2)."""
     authz.error = UnavailableError("down")
     assert api(client, "get", {"Name": "a"}, headers={}).status_code == 403
     assert authz.identified == 0
 
 
+@pytest.mark.parametrize(
+    ("environ", "address", "port", "tls", "unix"),
+    [
+        ({"REMOTE_ADDR": "100.64.0.7", "REMOTE_PORT": "51234"}, "100.64.0.7", 51234, False, False),
+        ({"REMOTE_ADDR": "::1"}, "::1", None, True, False),
+        ({"REMOTE_ADDR": "", "REMOTE_PORT": "", "setec.transport": "unix"}, "", None, False, True),
+    ],
+    ids=["tcp", "tls-without-port", "unix-socket"],
+)
+def test_the_authorizer_is_given_a_peer(
+    client: Client,
+    authz: FixedAuthorizer,
+    environ: dict[str, str],
+    address: str,
+    port: int | None,
+    tls: bool,
+    unix: bool,
+) -> None:
+    """The authorizer gets a Peer (docs/api.md §2, step 5): the connection's address and
+    port, TLS, unix socket, and the request's headers by name in any case; not the
+    WSGI environ."""
+    headers = {**GUARD, "Content-Type": JSON, "Authorization": "Bearer t0ken"}
+    base_url = "https://localhost" if tls else "http://localhost"
+    resp = client.post(
+        "/api/list", data=b"{}", headers=headers, environ_base=environ, base_url=base_url
+    )
+    assert resp.status_code == 200
+    peer = authz.peer
+    assert isinstance(peer, Peer)
+    assert (peer.address, peer.port, peer.tls, peer.unix) == (address, port, tls, unix)
+    assert peer.headers.get("authorization") == "Bearer t0ken"
+    assert peer.headers["Content-Type"] == JSON
+    assert peer.headers.get("Remote-Addr") is None
+    assert not hasattr(peer, "environ")
+
+
+def test_middleware_wraps_wsgi_app(db: Database) -> None:
+    """As in Flask, middleware wraps app.wsgi_app; the app, called as before, goes
+    through it."""
+    app = make_app(db, FixedAuthorizer(SUPERUSER))
+    seen: list[str] = []
+    inner = app.wsgi_app
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ["PATH_INFO"])
+        return inner(environ, start_response)
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    assert Client(app).get("/healthz").status_code == 200
+    assert seen == ["/healthz"]
+
+
+@pytest.mark.parametrize("endpoint", wire.ENDPOINTS, ids=lambda e: e.name)
+def test_every_endpoint_is_routed_with_its_body_limit(db: Database, endpoint: Any) -> None:
+    """Every endpoint of the wire table, which the client speaks too, is served: a POST
+    reaches the decoder (an empty body is 400 "body is empty", not 404), and the front
+    is told its body limit (docs/api.md §2, step 6)."""
+    app = make_app(db, FixedAuthorizer(SUPERUSER))
+    resp = api(Client(app), endpoint.name, raw=b"")
+    assert (resp.status_code, resp.text) == (400, "bad request: body is empty\n")
+    big = endpoint.name in ("put", "create-version")
+    limit = DEFAULT_MAX_REQUEST_BYTES if big else SMALL_BODY_BYTES
+    assert app.body_limit("POST", endpoint.path) == limit
+    assert app.body_limit("POST", "/elsewhere") == SMALL_BODY_BYTES
+
+
 @pytest.mark.parametrize("path", ["/api/unknown", "/api/get/", "/foo", "/static/x.css"])
 def test_unknown_paths_are_404(client: Client, path: str) -> None:
+    """Any path the app does not serve is 404, trailing slashes included
+    (docs/api.md §1.2)."""
     resp = client.post(path, data=b"{}", headers={**GUARD, "Content-Type": JSON})
     assert (resp.status_code, resp.get_data(as_text=True)) == (404, "not found\n")
 
@@ -196,6 +278,8 @@ def test_unknown_paths_are_404(client: Client, path: str) -> None:
 
 
 def test_put_get_round_trip_exact_bytes(client: Client) -> None:
+    """Put answers the bare version and get the value, byte for byte
+    (docs/api.md §4.4 and §4.2)."""
     resp = api(client, "put", {"Name": "prod/db", "Value": b64(SECRET)})
     assert (resp.status_code, resp.data) == (200, b"1")
     assert resp.headers["Content-Type"] == JSON
@@ -285,6 +369,7 @@ def test_client_mistakes_go_answers_with_500_are_400(
 
 
 def test_delete_missing_is_ok_and_void_bodies(client: Client, db: Database) -> None:
+    """Deleting a missing secret succeeds; void answers are {} (docs/api.md §4.8)."""
     assert api(client, "delete", {"Name": "nothing"}).data == b"{}"
     db.put(SUPERUSER, "a", b"v")
     assert api(client, "delete", {"Name": "a"}).data == b"{}"
@@ -305,6 +390,8 @@ def test_audit_failure_is_500_and_no_value() -> None:
 
 
 def test_security_headers_and_request_id(client: Client, db: Database) -> None:
+    """Every answer carries the browser security headers (HSTS only over TLS) and an
+    X-Request-Id that matches the request's audit entry."""
     db.put(SUPERUSER, "a", b"v")
     resp = api(client, "get", {"Name": "a"})
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
@@ -320,6 +407,8 @@ def test_security_headers_and_request_id(client: Client, db: Database) -> None:
 def test_logs_never_contain_values(
     client: Client, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """One access-log line per request names the secret; no log line holds a value,
+    raw or base64, whatever the request."""
     caplog.set_level(logging.DEBUG)
     api(client, "put", {"Name": "a", "Value": b64(SECRET)})
     api(client, "get", {"Name": "a"})
@@ -336,6 +425,7 @@ def test_logs_never_contain_values(
 def test_long_names_are_cut_in_the_access_log(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A secret name in the access log is cut to 256 characters."""
     caplog.set_level(logging.INFO)
     name = "n" * 1024
     assert api(client, "info", {"Name": name}).status_code == 404
@@ -431,6 +521,7 @@ def test_dashboard_rows_escaped_and_no_values(
 
 
 def test_healthz(client: Client, db: Database) -> None:
+    """/healthz is "ok" until the audit log fails, then 503 saying why."""
     assert (client.get("/healthz").status_code, client.get("/healthz").data) == (200, b"ok\n")
     db.audit_log.close()
     resp = client.get("/healthz")
@@ -439,6 +530,8 @@ def test_healthz(client: Client, db: Database) -> None:
 
 
 def test_metrics(client: Client, db: Database) -> None:
+    """/metrics counts API calls before any check, and requests by method and status;
+    unknown paths are counted as "other"."""
     db.put(SUPERUSER, "a", b"v")
     api(client, "get", {"Name": "a"})
     api(client, "get", {"Name": "missing"})

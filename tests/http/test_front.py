@@ -294,6 +294,8 @@ def test_per_source_cap_evicts_idle_before_reading_and_never_busy(app: Recorder)
 
 
 def test_when_every_connection_is_busy_the_newcomer_is_refused(app: Recorder) -> None:
+    """At the per-source cap with no connection idle to close, a newcomer is closed
+    unanswered (counted as over-cap) and the busy request still gets its answer."""
     front = serve(app, max_connections_per_source=1)
     try:
         busy = connect(front)
@@ -427,13 +429,14 @@ def test_trailers_never_become_headers(app: Recorder, front: Front) -> None:
 def test_trailers_cannot_forge_a_serve_identity() -> None:
     """End to end with the tailscale-serve authorizer: identity in trailers is ignored."""
     from setec_core.http import make_app
+    from setec_core.options import ServerInfo
     from setec_core.testing import new_database
     from setec_plugins.tailscale_authz import TailscaleServeAuthorizer
 
     rules = b'{"tailscale.com/cap/secrets": [{"action": ["put"], "secret": ["*"]}]}'
     body = b'{"Name": "prod/db", "Value": "eA=="}'
     with new_database() as db:
-        app = make_app(db, TailscaleServeAuthorizer.from_options({"listen": "127.0.0.1:0"}))
+        app = make_app(db, TailscaleServeAuthorizer.from_options({}, ServerInfo(port=0)))
         front = serve(app)
         try:
             with connect(front) as sock:

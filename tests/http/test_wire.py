@@ -11,7 +11,11 @@ import pytest
 from hypothesis import given
 
 from setec_core import MAX_VERSION, InvalidRequestError, SecretInfo, SecretValue
+from setec_core.errors import ResponseError
+from setec_core.http.status import status_for
 from setec_core.wire import (
+    ENDPOINTS,
+    SENTINELS,
     BadRequestError,
     CreateVersionRequest,
     GetRequest,
@@ -21,7 +25,10 @@ from setec_core.wire import (
     VersionRequest,
     decode,
     encode,
+    encode_request,
+    sentinel_error,
 )
+from setec_core.wire import reply as replies
 
 KINDS: list[type[Any]] = [
     ListRequest,
@@ -470,3 +477,101 @@ def test_encoded_results_parse_back(name: str, versions: set[int], value: bytes)
     got = json.loads(encode(SecretValue(value, active)))
     assert base64.b64decode(got["Value"], validate=True) == value
     assert got["Version"] == active
+
+
+# --- One description, both ways ------------------------------------------------------------
+
+
+def test_the_endpoint_table() -> None:
+    """The endpoints of docs/api.md §4, in its order, each at /api/<name>; only put and
+    create-version carry a value, and only list, get and info just read."""
+    assert [e.name for e in ENDPOINTS] == [
+        "list",
+        "get",
+        "info",
+        "put",
+        "create-version",
+        "activate",
+        "delete-version",
+        "delete",
+    ]
+    assert all(e.path == f"/api/{e.name}" for e in ENDPOINTS)
+    assert [e.name for e in ENDPOINTS if e.carries_value] == ["put", "create-version"]
+    assert [e.name for e in ENDPOINTS if e.read_only] == ["list", "get", "info"]
+
+
+@given(
+    name=st.text(),
+    version=st.integers(min_value=0, max_value=MAX_VERSION),
+    value=st.binary(),
+    flag=st.booleans(),
+)
+def test_the_server_reads_what_the_client_writes(
+    name: str, version: int, value: bytes, flag: bool
+) -> None:
+    """Every request the client encodes decodes, on the server, to the same request."""
+    requests = [
+        ListRequest(),
+        NameRequest(name),
+        GetRequest(name, version, flag),
+        PutRequest(name, value),
+        VersionRequest(name, version),
+        CreateVersionRequest(name, version, value),
+    ]
+    for request in requests:
+        try:
+            body = encode_request(request)
+        except UnicodeEncodeError:  # a lone surrogate: no UTF-8 form, nothing to send
+            continue
+        assert decode(body, type(request)) == request
+
+
+@given(
+    name=st.text(),
+    versions=st.sets(st.integers(1, MAX_VERSION), min_size=1, max_size=5),
+    value=st.binary(),
+)
+def test_the_client_reads_what_the_server_writes(
+    name: str, versions: set[int], value: bytes
+) -> None:
+    """Every reply the server encodes decodes, in the client, to the same result."""
+    info = SecretInfo(name, tuple(sorted(versions)), min(versions))
+    for reply, result in [
+        (replies.VALUE, SecretValue(value, max(versions))),
+        (replies.INFO, info),
+        (replies.INFO_LIST, [info, info]),
+        (replies.INFO_LIST, []),
+        (replies.VERSION, max(versions)),
+        (replies.EMPTY, None),
+    ]:
+        assert reply.decode(reply.encode(result)) == result
+
+
+@pytest.mark.parametrize(
+    ("reply", "body"),
+    [
+        (replies.VALUE, b'{"Value":"eA==","Version":1} x'),
+        (replies.VALUE, b'{"Value":"eA==","Version":1,"Version":"1"}'),
+        (replies.VALUE, b'{"Value":NaN}'),
+        (replies.INFO, b'{"Name":"a","Versions":[1,null]}'),
+        (replies.INFO_LIST, b"[null]"),
+        (replies.VERSION, b"0"),
+        (replies.EMPTY, b""),
+    ],
+    ids=["trailing-data", "bad-duplicate", "nan", "null-version", "null-info", "zero", "empty"],
+)
+def test_replies_the_client_refuses(reply: replies.Reply[Any], body: bytes) -> None:
+    """A client refuses what Go's json.Unmarshal refuses: more than one value, a key of
+    the wrong type even when a later one is right, NaN; and what no server sends."""
+    with pytest.raises(ResponseError, match=r"^unmarshaling response: "):
+        reply.decode(body)
+
+
+@pytest.mark.parametrize("sentinel", SENTINELS, ids=lambda s: s.error.__name__)
+def test_sentinels_both_ways(sentinel: Any) -> None:
+    """The server answers a sentinel error with its status and Go's text, and a client
+    turns that status back into the same error (docs/api.md §2)."""
+    assert status_for(sentinel.error()) == (sentinel.status, sentinel.body, False)
+    assert type(sentinel_error(sentinel.status)) is sentinel.error
+    assert sentinel_error(200) is None
+    assert sentinel_error(400) is None

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
-from werkzeug.test import EnvironBuilder
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Response
 
-from setec_core import AccessDenied, Authorizer, ConfigError, Plugins, Rule
+from setec_core import AccessDenied, Authorizer, ConfigError, Peer, Plugins, Rule
+from setec_core.http.app import peer_of
+from setec_core.options import ServerInfo
+from setec_core.testing import AuthorizerContract
 from setec_plugins.policy_authz import (
     TOKEN_PREFIX,
     PolicyAuthorizer,
@@ -60,18 +62,13 @@ def policy_file(tmp_path: Path) -> str:
 @pytest.fixture
 def authz(policy_file: str) -> PolicyAuthorizer:
     """The policy authorizer, built from server options."""
-    options = {"policy_file": policy_file, "listen": "0.0.0.0:8443", "tls": True}
-    return PolicyAuthorizer.from_options(options)
+    server = ServerInfo("0.0.0.0", 8443, tls=True)  # noqa: S104 - nothing binds to it
+    return PolicyAuthorizer.from_options({"policy_file": policy_file}, server)
 
 
-def request_from(ip: str, headers: Mapping[str, str] | None = None) -> Request:
-    """A werkzeug request as a server would see it from ``ip``."""
-    base = {"REMOTE_ADDR": ip, "REMOTE_PORT": "51234"}
-    builder = EnvironBuilder(environ_base=base, headers=list((headers or {}).items()))
-    try:
-        return Request(builder.get_environ())
-    finally:
-        builder.close()
+def peer_from(ip: str, headers: Mapping[str, str] | None = None) -> Peer:
+    """The peer a server would report for a request from ``ip``."""
+    return Peer(ip, 51234, headers=headers or {})
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -83,7 +80,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def test_user_token(authz: PolicyAuthorizer) -> None:
     """A known token gives its entry's user, hostname and rules, with the peer's IP."""
-    caller = authz.identify(request_from("10.0.0.7", bearer(ALICE_TOKEN)))
+    caller = authz.identify(peer_from("10.0.0.7", bearer(ALICE_TOKEN)))
     assert caller.principal.to_json() == {
         "hostname": "alice-laptop",
         "ip": "10.0.0.7",
@@ -96,7 +93,7 @@ def test_user_token(authz: PolicyAuthorizer) -> None:
 
 def test_tagged_token(authz: PolicyAuthorizer) -> None:
     """A tags entry gives a principal with tags and no user."""
-    caller = authz.identify(request_from("10.0.0.8", bearer(CI_TOKEN)))
+    caller = authz.identify(peer_from("10.0.0.8", bearer(CI_TOKEN)))
     assert caller.principal.to_json() == {"hostname": "", "ip": "10.0.0.8", "tags": ["tag:ci"]}
     assert caller.allows("get", "ci/deploy-key")
 
@@ -104,7 +101,7 @@ def test_tagged_token(authz: PolicyAuthorizer) -> None:
 def test_scheme_is_case_insensitive(authz: PolicyAuthorizer) -> None:
     """RFC 7235: the auth scheme is case-insensitive; surrounding spaces are ignored."""
     headers = {"Authorization": f"  bearer   {CI_TOKEN} "}
-    assert authz.identify(request_from("10.0.0.8", headers)).principal.tags == ("tag:ci",)
+    assert authz.identify(peer_from("10.0.0.8", headers)).principal.tags == ("tag:ci",)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +120,7 @@ def test_scheme_is_case_insensitive(authz: PolicyAuthorizer) -> None:
 def test_missing_or_unknown_token_denied(authz: PolicyAuthorizer, headers: dict[str, str]) -> None:
     """No token, another scheme, an unknown token, or the hash itself: one 403 message."""
     with pytest.raises(AccessDenied) as info:
-        authz.identify(request_from("10.0.0.7", headers))
+        authz.identify(peer_from("10.0.0.7", headers))
     assert str(info.value) == "access denied: missing or unknown bearer token"
 
 
@@ -132,7 +129,7 @@ def test_last_entry_is_found(tmp_path: Path) -> None:
     tokens = [new_token() for _ in range(50)]
     entries = [policy_entry(t, user=f"u{i}@example.com") for i, t in enumerate(tokens)]
     authz = PolicyAuthorizer(write(tmp_path / "p.json", {"tokens": entries}))
-    assert authz.identify(request_from("10.0.0.1", bearer(tokens[-1]))).principal.user == (
+    assert authz.identify(peer_from("10.0.0.1", bearer(tokens[-1]))).principal.user == (
         "u49@example.com"
     )
 
@@ -142,8 +139,32 @@ def test_non_ascii_token(tmp_path: Path) -> None:
     token = "setec_clé-ünïcode"
     path = write(tmp_path / "p.json", {"tokens": [policy_entry(token, user="u@example.com")]})
     header = f"Bearer {token}".encode().decode("latin-1")  # what a WSGI server hands over
-    caller = PolicyAuthorizer(path).identify(request_from("10.0.0.1", {"Authorization": header}))
+    caller = PolicyAuthorizer(path).identify(peer_from("10.0.0.1", {"Authorization": header}))
     assert caller.principal.user == "u@example.com"
+
+
+class TestPolicyContract(AuthorizerContract):
+    """The policy authorizer meets the Authorizer contract."""
+
+    @pytest.fixture
+    def authorizer(self, authz: PolicyAuthorizer) -> PolicyAuthorizer:
+        return authz
+
+    @pytest.fixture
+    def known_peer(self) -> Peer:
+        return peer_from("10.0.0.7", bearer(ALICE_TOKEN))
+
+    @pytest.fixture
+    def unknown_peer(self) -> Peer:
+        return peer_from("10.0.0.7", bearer("setec_not-a-known-token"))
+
+    @pytest.fixture
+    def bad_options(self, policy_file: str, tmp_path: Path) -> list[tuple[Any, ...]]:
+        return [
+            ({},),
+            ({"policy_file": str(tmp_path / "absent.json")},),
+            ({"policy_file": policy_file}, ServerInfo(host="100.64.0.1")),
+        ]
 
 
 # --- reload ----------------------------------------------------------------------------
@@ -155,11 +176,9 @@ def test_reload_picks_up_changes(authz: PolicyAuthorizer, policy_file: str) -> N
     entry = policy_entry(new, user="bob@example.com", rules=[Rule(["get"], ["bob/*"])])
     write(Path(policy_file), {"tokens": [ci_entry(), entry]})
     authz.reload()
-    assert authz.identify(request_from("10.0.0.9", bearer(new))).principal.user == (
-        "bob@example.com"
-    )
+    assert authz.identify(peer_from("10.0.0.9", bearer(new))).principal.user == ("bob@example.com")
     with pytest.raises(AccessDenied):
-        authz.identify(request_from("10.0.0.7", bearer(ALICE_TOKEN)))
+        authz.identify(peer_from("10.0.0.7", bearer(ALICE_TOKEN)))
 
 
 @pytest.mark.parametrize("broken", ["{", {"tokens": [{"sha256": "00"}]}, None])
@@ -173,7 +192,7 @@ def test_reload_with_broken_file_keeps_old_policy(
         write(Path(policy_file), broken)
     with pytest.raises(ConfigError, match=policy_file):
         authz.reload()
-    assert authz.identify(request_from("10.0.0.7", bearer(ALICE_TOKEN))).principal.user == (
+    assert authz.identify(peer_from("10.0.0.7", bearer(ALICE_TOKEN))).principal.user == (
         "alice@example.com"
     )
 
@@ -298,13 +317,21 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         PolicyAuthorizer.from_options({"policy_file": path})
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:8080", "100.101.102.103:80", "[::]:8080"])
-def test_tokens_in_clear_on_the_network_are_refused(policy_file: str, listen: str) -> None:
+@pytest.mark.parametrize(
+    "server",
+    [
+        ServerInfo("0.0.0.0", 8080),  # noqa: S104 - a listen value to refuse; nothing binds
+        ServerInfo("100.101.102.103", 80),
+        ServerInfo("::", 8080),
+    ],
+    ids=["0.0.0.0:8080", "100.101.102.103:80", "[::]:8080"],
+)
+def test_tokens_in_clear_on_the_network_are_refused(policy_file: str, server: ServerInfo) -> None:
     """Bearer tokens on a non-loopback address without TLS would cross the network in
     clear: the authorizer refuses to start, naming the flags that fix it."""
     with pytest.raises(ConfigError) as e:
-        PolicyAuthorizer.from_options({"policy_file": policy_file, "listen": listen})
-    assert f"--listen {listen!r}" in str(e.value)
+        PolicyAuthorizer.from_options({"policy_file": policy_file}, server)
+    assert f"--listen {server.listen!r}" in str(e.value)
     assert "--tls-cert" in str(e.value)
     assert "--insecure-http" in str(e.value)
 
@@ -313,17 +340,26 @@ def test_insecure_http_is_allowed_loudly(
     policy_file: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """--insecure-http lets it start on a plain-HTTP network address, with a warning."""
-    options = {"policy_file": policy_file, "listen": "0.0.0.0:8080", "insecure_http": True}
-    assert isinstance(PolicyAuthorizer.from_options(options), PolicyAuthorizer)
+    options = {"policy_file": policy_file, "insecure_http": True}
+    server = ServerInfo("0.0.0.0", 8080)  # noqa: S104 - nothing binds to it
+    assert isinstance(PolicyAuthorizer.from_options(options, server), PolicyAuthorizer)
     assert "INSECURE: bearer tokens are accepted over plain HTTP" in caplog.text
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:8080", "[::1]:8080", "unix:/run/setec.sock"])
+@pytest.mark.parametrize(
+    "server",
+    [
+        ServerInfo("127.0.0.1", 8080),
+        ServerInfo("::1", 8080),
+        ServerInfo(unix_socket="/run/setec.sock"),
+    ],
+    ids=["127.0.0.1:8080", "[::1]:8080", "unix:/run/setec.sock"],
+)
 def test_loopback_without_tls_is_fine(
-    policy_file: str, listen: str, caplog: pytest.LogCaptureFixture
+    policy_file: str, server: ServerInfo, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Behind a local TLS proxy (loopback or a unix socket) plain HTTP is fine, quietly."""
-    assert PolicyAuthorizer.from_options({"policy_file": policy_file, "listen": listen})
+    assert PolicyAuthorizer.from_options({"policy_file": policy_file}, server)
     assert "INSECURE" not in caplog.text
 
 
@@ -350,10 +386,10 @@ def test_token_never_logged_or_echoed(
     unknown = "setec_unknown-token-that-must-not-leak"
     messages: list[str] = []
     with caplog.at_level(logging.DEBUG):
-        authz.identify(request_from("10.0.0.7", bearer(ALICE_TOKEN)))
+        authz.identify(peer_from("10.0.0.7", bearer(ALICE_TOKEN)))
         for headers in (bearer(unknown), {"Authorization": f"Basic {unknown}"}):
             with pytest.raises(AccessDenied) as denied:
-                authz.identify(request_from("10.0.0.7", headers))
+                authz.identify(peer_from("10.0.0.7", headers))
             messages.append(str(denied.value))
         write(Path(policy_file), {"tokens": [{"sha256": unknown, "user": "a", "rules": []}]})
         with pytest.raises(ConfigError) as bad:
@@ -397,7 +433,7 @@ def test_policy_entry_round_trip(tmp_path: Path) -> None:
         "rules": [CI_RULE],
     }
     authz = PolicyAuthorizer(write(tmp_path / "p.json", {"tokens": [entry]}))
-    caller = authz.identify(request_from("10.0.0.1", bearer(token)))
+    caller = authz.identify(peer_from("10.0.0.1", bearer(token)))
     assert caller.principal.to_json() == {
         "hostname": "runner",
         "ip": "10.0.0.1",
@@ -423,7 +459,7 @@ def serving(authorizer: Authorizer) -> Iterator[int]:
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         try:
-            caller = authorizer.identify(Request(environ))
+            caller = authorizer.identify(peer_of(environ))
         except AccessDenied as e:
             response = Response(str(e), 403)
         else:

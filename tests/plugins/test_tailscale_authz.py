@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from peers.fake_tailscaled import FakeTailscaled, go_q_encode, running
 from werkzeug.serving import make_server
-from werkzeug.test import EnvironBuilder
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Response
 
-from setec_core import AccessDenied, Authorizer, ConfigError, Plugins, UnavailableError
+from setec_core import AccessDenied, Authorizer, ConfigError, Peer, Plugins, UnavailableError
+from setec_core.http.app import peer_of
+from setec_core.options import ServerInfo
+from setec_core.testing import AuthorizerContract
 from setec_plugins.tailscale_authz import (
     CAP_SECRETS,
     DEFAULT_SOCKET,
@@ -66,23 +68,17 @@ def sock(fake: FakeTailscaled, sock_dir: str) -> Iterator[str]:
 @pytest.fixture
 def authz(sock: str) -> TailscaleAuthorizer:
     """The tailscale authorizer, built from server options like setec-serve builds it."""
-    return TailscaleAuthorizer.from_options({"tailscale_socket": sock, "listen": "127.0.0.1:0"})
+    return TailscaleAuthorizer.from_options({"tailscale_socket": sock}, ServerInfo(port=0))
 
 
-def request_from(
-    ip: str, port: str | None = "51234", headers: Mapping[str, str] | None = None
-) -> Request:
-    """A werkzeug request as a server would see it from ``ip:port``."""
-    base = {"REMOTE_ADDR": ip} if port is None else {"REMOTE_ADDR": ip, "REMOTE_PORT": port}
-    builder = EnvironBuilder(environ_base=base, headers=list((headers or {}).items()))
-    try:
-        return Request(builder.get_environ())
-    finally:
-        builder.close()
+def peer_from(ip: str, port: int | None = 51234, headers: Mapping[str, str] | None = None) -> Peer:
+    """The peer a server would report for a request from ``ip:port``."""
+    return Peer(ip, port, headers=headers or {})
 
 
-def rules_json(authorizer: Authorizer, request: Request) -> list[dict[str, list[str]]]:
-    return [rule.to_json() for rule in authorizer.identify(request).rules]
+def rules_json(authorizer: Authorizer, peer: Peer) -> list[dict[str, list[str]]]:
+    """The rules of the caller ``authorizer`` identifies ``peer`` as, in their JSON form."""
+    return [rule.to_json() for rule in authorizer.identify(peer).rules]
 
 
 # --- tailscale: identity (docs/api.md §6.3) ---------------------------------------
@@ -90,7 +86,7 @@ def rules_json(authorizer: Authorizer, request: Request) -> list[dict[str, list[
 
 def test_user_peer(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
     """An untagged node is its user's login; hostname is Node.Name, ip the peer's."""
-    caller = authz.identify(request_from(ALICE))
+    caller = authz.identify(peer_from(ALICE))
     assert caller.principal.to_json() == {
         "hostname": "alice-laptop.tail1234.ts.net.",
         "ip": ALICE,
@@ -109,25 +105,25 @@ def test_user_peer(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
 def test_tagged_peer_tags_win(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
     """A tagged node is its tags; the UserProfile is ignored even if real."""
     fake.peers[CI]["UserProfile"]["LoginName"] = "bob@example.com"
-    caller = authz.identify(request_from(CI))
+    caller = authz.identify(peer_from(CI))
     assert caller.principal.tags == ("tag:ci",)
     assert caller.principal.user == ""
     assert caller.principal.hostname == "ci.tail1234.ts.net."
-    assert rules_json(authz, request_from(CI)) == [CI_RULE]
+    assert rules_json(authz, peer_from(CI)) == [CI_RULE]
 
 
 def test_address_without_port_asks_for_the_ip(
     authz: TailscaleAuthorizer, fake: FakeTailscaled
 ) -> None:
     """Without REMOTE_PORT the whois addr is the bare IP, which tailscaled also accepts."""
-    assert authz.identify(request_from(ALICE, port=None)).principal.user == "alice@example.com"
+    assert authz.identify(peer_from(ALICE, port=None)).principal.user == "alice@example.com"
     assert fake.requests[-1][1] == "/localapi/v0/whois?addr=127.0.0.2"
 
 
 def test_ipv6_peer(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
     """An IPv6 peer is asked about as [v6]:port and recorded with its IPv6 address."""
     fake.add_peer("fd7a:115c:a1e0::5", "carol@example.com")
-    caller = authz.identify(request_from("fd7a:115c:a1e0::5", port="443"))
+    caller = authz.identify(peer_from("fd7a:115c:a1e0::5", port=443))
     assert caller.principal.user == "carol@example.com"
     assert caller.principal.ip == "fd7a:115c:a1e0::5"
     assert fake.requests[-1][1] == "/localapi/v0/whois?addr=%5Bfd7a%3A115c%3Aa1e0%3A%3A5%5D%3A443"
@@ -135,7 +131,7 @@ def test_ipv6_peer(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
 
 def test_ipv4_mapped_peer_is_unmapped(authz: TailscaleAuthorizer) -> None:
     """A dual-stack socket's ::ffff:a.b.c.d peer is looked up and recorded as a.b.c.d."""
-    caller = authz.identify(request_from("::ffff:" + ALICE))
+    caller = authz.identify(peer_from("::ffff:" + ALICE))
     assert caller.principal.ip == ALICE
     assert caller.principal.user == "alice@example.com"
 
@@ -148,7 +144,7 @@ def test_unknown_peer_is_denied(
         caplog.at_level(logging.WARNING, logger="setec.authz"),
         pytest.raises(AccessDenied) as info,
     ):
-        authz.identify(request_from("127.0.0.9"))
+        authz.identify(peer_from("127.0.0.9"))
     assert str(info.value) == "access denied: 127.0.0.9 is not a known tailnet peer"
     assert "no match for IP:port" in caplog.text
 
@@ -159,13 +155,36 @@ def test_peer_without_user_or_tags_is_denied(
     """Neither tags nor a login name is an identity failure (403 here; docs/api.md §6.3)."""
     fake.add_peer("127.0.0.4", "")
     with pytest.raises(AccessDenied, match="no user or tags"):
-        authz.identify(request_from("127.0.0.4"))
+        authz.identify(peer_from("127.0.0.4"))
 
 
 def test_peer_address_must_be_an_ip(authz: TailscaleAuthorizer) -> None:
     """A remote address that is not an IP cannot be identified (docs/api.md §6.3, step 1)."""
     with pytest.raises(AccessDenied, match="no IP address"):
-        authz.identify(request_from("", port=None))
+        authz.identify(peer_from("", port=None))
+
+
+class TestTailscaleContract(AuthorizerContract):
+    """The tailscale authorizer meets the Authorizer contract."""
+
+    @pytest.fixture
+    def authorizer(self, authz: TailscaleAuthorizer) -> TailscaleAuthorizer:
+        return authz
+
+    @pytest.fixture
+    def known_peer(self) -> Peer:
+        return peer_from(ALICE)
+
+    @pytest.fixture
+    def unknown_peer(self) -> Peer:
+        return peer_from("127.0.0.9")
+
+    @pytest.fixture
+    def bad_options(self, sock: str) -> list[tuple[Any, ...]]:
+        return [
+            ({"tailscale_socket": ""},),
+            ({"tailscale_socket": sock}, ServerInfo(unix_socket="/run/setec.sock")),
+        ]
 
 
 # --- tailscale: capabilities (docs/api.md §6.3) -----------------------------------
@@ -174,7 +193,7 @@ def test_peer_address_must_be_an_ip(authz: TailscaleAuthorizer) -> None:
 def test_legacy_cap_is_the_fallback(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
     """With no primary capability, the legacy https:// one gives the rules."""
     fake.add_peer("127.0.0.4", "dave@example.com", caps={LEGACY_CAP_SECRETS: [CI_RULE]})
-    assert rules_json(authz, request_from("127.0.0.4")) == [CI_RULE]
+    assert rules_json(authz, peer_from("127.0.0.4")) == [CI_RULE]
 
 
 def test_legacy_cap_used_when_primary_is_empty(
@@ -184,7 +203,7 @@ def test_legacy_cap_used_when_primary_is_empty(
     fake.add_peer(
         "127.0.0.4", "dave@example.com", caps={CAP_SECRETS: [], LEGACY_CAP_SECRETS: [CI_RULE]}
     )
-    assert rules_json(authz, request_from("127.0.0.4")) == [CI_RULE]
+    assert rules_json(authz, peer_from("127.0.0.4")) == [CI_RULE]
 
 
 def test_legacy_cap_ignored_when_primary_has_rules(
@@ -196,13 +215,13 @@ def test_legacy_cap_ignored_when_primary_has_rules(
         "dave@example.com",
         caps={CAP_SECRETS: [ALICE_RULE], LEGACY_CAP_SECRETS: [CI_RULE]},
     )
-    assert rules_json(authz, request_from("127.0.0.4")) == [ALICE_RULE]
+    assert rules_json(authz, peer_from("127.0.0.4")) == [ALICE_RULE]
 
 
 def test_no_capabilities_means_no_rules(authz: TailscaleAuthorizer, fake: FakeTailscaled) -> None:
     """A known peer with a null CapMap is identified and may do nothing."""
     fake.add_peer("127.0.0.4", "erin@example.com")
-    caller = authz.identify(request_from("127.0.0.4"))
+    caller = authz.identify(peer_from("127.0.0.4"))
     assert caller.principal.user == "erin@example.com"
     assert caller.rules == ()
 
@@ -212,7 +231,7 @@ def test_rules_decode_like_go(authz: TailscaleAuthorizer, fake: FakeTailscaled) 
     is an empty rule."""
     caps = {CAP_SECRETS: [{"Action": ["get"], "SECRET": ["a/*"], "note": 1}, None]}
     fake.add_peer("127.0.0.4", "dave@example.com", caps=caps)
-    assert rules_json(authz, request_from("127.0.0.4")) == [
+    assert rules_json(authz, peer_from("127.0.0.4")) == [
         {"action": ["get"], "secret": ["a/*"]},
         {"action": [], "secret": []},
     ]
@@ -232,7 +251,7 @@ def test_malformed_rule_is_denied_and_logged(
     logs an error naming the rule and the peer."""
     fake.add_peer("127.0.0.4", "dave@example.com", caps={CAP_SECRETS: [ALICE_RULE, bad_rule]})
     with caplog.at_level(logging.ERROR, logger="setec.authz"), pytest.raises(AccessDenied) as info:
-        authz.identify(request_from("127.0.0.4"))
+        authz.identify(peer_from("127.0.0.4"))
     message = str(info.value)
     assert message.startswith("access denied:")
     assert "team/*" not in message
@@ -257,7 +276,7 @@ def test_broken_tailscaled_is_unavailable(
     and the reason is logged for the operator."""
     fake.mode = mode
     with caplog.at_level(logging.ERROR, logger="setec.authz"), pytest.raises(UnavailableError):
-        authz.identify(request_from(ALICE))
+        authz.identify(peer_from(ALICE))
     assert "whois 127.0.0.2:51234" in caplog.text
     if mode == "denied":
         assert "--operator" in caplog.text
@@ -269,7 +288,7 @@ def test_malformed_whois_answer_is_unavailable(
     """A whois answer without a Node object is tailscaled answering nonsense: 503."""
     fake.peers[ALICE]["Node"] = None
     with caplog.at_level(logging.ERROR, logger="setec.authz"), pytest.raises(UnavailableError):
-        authz.identify(request_from(ALICE))
+        authz.identify(peer_from(ALICE))
     assert "no Node object" in caplog.text
 
 
@@ -277,7 +296,7 @@ def test_slow_tailscaled_times_out(sock: str, fake: FakeTailscaled) -> None:
     """A tailscaled that does not answer within the timeout is 503, not a hung request."""
     fake.mode = "slow"
     with pytest.raises(UnavailableError):
-        TailscaleAuthorizer(sock, timeout=0.2).identify(request_from(ALICE))
+        TailscaleAuthorizer(sock, timeout=0.2).identify(peer_from(ALICE))
 
 
 def test_missing_socket_is_unavailable(sock_dir: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -287,7 +306,7 @@ def test_missing_socket_is_unavailable(sock_dir: str, caplog: pytest.LogCaptureF
         authz = TailscaleAuthorizer.from_options({"tailscale_socket": path})
     assert f"tailscaled socket {path} does not exist" in caplog.text
     with caplog.at_level(logging.ERROR, logger="setec.authz"), pytest.raises(UnavailableError):
-        authz.identify(request_from(ALICE))
+        authz.identify(peer_from(ALICE))
     assert "FileNotFoundError" in caplog.text
 
 
@@ -297,7 +316,7 @@ def test_refused_socket_is_unavailable(sock_dir: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(path)
     with pytest.raises(UnavailableError):
-        TailscaleAuthorizer(path).identify(request_from(ALICE))
+        TailscaleAuthorizer(path).identify(peer_from(ALICE))
 
 
 def test_the_fake_enforces_localapi_rules(sock: str) -> None:
@@ -340,7 +359,9 @@ def test_options_refuse_empty_socket() -> None:
 def test_options_refuse_unix_listener(sock: str) -> None:
     """whois needs the peer's IP, which a unix-socket listener does not give."""
     with pytest.raises(ConfigError, match="tailscale-serve"):
-        TailscaleAuthorizer.from_options({"tailscale_socket": sock, "listen": "unix:/run/s"})
+        TailscaleAuthorizer.from_options(
+            {"tailscale_socket": sock}, ServerInfo(unix_socket="/run/s")
+        )
 
 
 def test_registered_by_name(sock: str) -> None:
@@ -349,7 +370,7 @@ def test_registered_by_name(sock: str) -> None:
     assert isinstance(
         plugins.authorizer("tailscale", {"tailscale_socket": sock}), TailscaleAuthorizer
     )
-    serve = plugins.authorizer("tailscale-serve", {"listen": "127.0.0.1:8080"})
+    serve = plugins.authorizer("tailscale-serve", {}, server=ServerInfo("127.0.0.1", 8080))
     assert isinstance(serve, TailscaleServeAuthorizer)
 
 
@@ -362,7 +383,7 @@ def serving(authorizer: Authorizer) -> Iterator[int]:
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         try:
-            caller = authorizer.identify(Request(environ))
+            caller = authorizer.identify(peer_of(environ))
         except AccessDenied as e:
             response = Response(str(e), 403)
         except UnavailableError as e:
@@ -431,7 +452,7 @@ def test_end_to_end_tailscale_serve(fake: FakeTailscaled) -> None:
     """Over real TCP, the headers tailscale serve adds for two peers give two identities;
     the tagged peer, for which serve sends no identity, gets 403."""
     fake.add_peer("127.0.0.4", "bob@example.com", caps={CAP_SECRETS: [CI_RULE]})
-    authz = TailscaleServeAuthorizer.from_options({"listen": "127.0.0.1:0"})
+    authz = TailscaleServeAuthorizer.from_options({}, ServerInfo(port=0))
     with serving(authz) as port:
         alice = get_from("127.0.0.1", port, fake.serve_headers(ALICE))
         bob = get_from("127.0.0.1", port, fake.serve_headers("127.0.0.4"))
@@ -460,7 +481,7 @@ def test_end_to_end_tailscale_serve(fake: FakeTailscaled) -> None:
 @pytest.fixture
 def serve_authz() -> TailscaleServeAuthorizer:
     """The tailscale-serve authorizer on a loopback listener."""
-    return TailscaleServeAuthorizer.from_options({"listen": "127.0.0.1:8080"})
+    return TailscaleServeAuthorizer.from_options({}, ServerInfo("127.0.0.1", 8080))
 
 
 def test_serve_headers_give_the_caller(
@@ -468,7 +489,7 @@ def test_serve_headers_give_the_caller(
 ) -> None:
     """Login from Tailscale-User-Login, rules from Tailscale-App-Capabilities, IP from
     X-Forwarded-For (serve connects from loopback)."""
-    caller = serve_authz.identify(request_from("127.0.0.1", headers=fake.serve_headers(ALICE)))
+    caller = serve_authz.identify(peer_from("127.0.0.1", headers=fake.serve_headers(ALICE)))
     assert caller.principal.to_json() == {"hostname": "", "ip": ALICE, "user": "alice@example.com"}
     assert [r.to_json() for r in caller.rules] == [ALICE_RULE]
 
@@ -476,7 +497,7 @@ def test_serve_headers_give_the_caller(
 def test_serve_without_forwarded_for_uses_the_peer(serve_authz: TailscaleServeAuthorizer) -> None:
     """Without X-Forwarded-For the IP is the connection's peer address."""
     caller = serve_authz.identify(
-        request_from("127.0.0.1", headers={"Tailscale-User-Login": "alice@example.com"})
+        peer_from("127.0.0.1", headers={"Tailscale-User-Login": "alice@example.com"})
     )
     assert caller.principal.ip == "127.0.0.1"
 
@@ -484,7 +505,7 @@ def test_serve_without_forwarded_for_uses_the_peer(serve_authz: TailscaleServeAu
 def test_serve_missing_headers_denied(serve_authz: TailscaleServeAuthorizer) -> None:
     """A request without identity headers (it did not come through serve) is refused."""
     with pytest.raises(AccessDenied, match="no Tailscale-User-Login header"):
-        serve_authz.identify(request_from("127.0.0.1"))
+        serve_authz.identify(peer_from("127.0.0.1"))
 
 
 def test_serve_tagged_node_denied(
@@ -495,13 +516,13 @@ def test_serve_tagged_node_denied(
     headers = fake.serve_headers(CI)
     assert "Tailscale-App-Capabilities" in headers
     with pytest.raises(AccessDenied, match="tagged nodes must use a server with the 'tailscale'"):
-        serve_authz.identify(request_from("127.0.0.1", headers=headers))
+        serve_authz.identify(peer_from("127.0.0.1", headers=headers))
 
 
 def test_serve_funnel_denied(serve_authz: TailscaleServeAuthorizer) -> None:
     """A request through Funnel (from the internet) has no identity and is refused."""
     with pytest.raises(AccessDenied, match="Funnel"):
-        serve_authz.identify(request_from("127.0.0.1", headers={"Tailscale-Funnel-Request": "?1"}))
+        serve_authz.identify(peer_from("127.0.0.1", headers={"Tailscale-Funnel-Request": "?1"}))
 
 
 def test_serve_q_encoded_headers(
@@ -516,7 +537,7 @@ def test_serve_q_encoded_headers(
     headers = fake.serve_headers("127.0.0.4")
     assert headers["Tailscale-App-Capabilities"].startswith("=?utf-8?q?")
     assert headers["Tailscale-App-Capabilities"].count("=?utf-8?q?") > 1
-    caller = serve_authz.identify(request_from("127.0.0.1", headers=headers))
+    caller = serve_authz.identify(peer_from("127.0.0.1", headers=headers))
     assert caller.principal.user == "jürgen@example.com"
     assert [r.to_json() for r in caller.rules] == [rule]
     assert caller.allows("get", "café/menu")
@@ -532,7 +553,7 @@ def test_serve_legacy_cap(serve_authz: TailscaleServeAuthorizer) -> None:
     """As with whois, the legacy capability name is the fallback in the header too."""
     caps = json.dumps({LEGACY_CAP_SECRETS: [CI_RULE]})
     headers = {"Tailscale-User-Login": "a@b", "Tailscale-App-Capabilities": caps}
-    assert rules_json(serve_authz, request_from("127.0.0.1", headers=headers)) == [CI_RULE]
+    assert rules_json(serve_authz, peer_from("127.0.0.1", headers=headers)) == [CI_RULE]
 
 
 def test_serve_without_caps_header_warns_once(
@@ -540,10 +561,10 @@ def test_serve_without_caps_header_warns_once(
 ) -> None:
     """No capabilities header (serve run without --accept-app-caps) means no rules, and
     one warning that says how to fix it."""
-    request = request_from("127.0.0.1", headers={"Tailscale-User-Login": "a@b"})
+    peer = peer_from("127.0.0.1", headers={"Tailscale-User-Login": "a@b"})
     with caplog.at_level(logging.WARNING, logger="setec.authz"):
-        assert serve_authz.identify(request).rules == ()
-        assert serve_authz.identify(request).rules == ()
+        assert serve_authz.identify(peer).rules == ()
+        assert serve_authz.identify(peer).rules == ()
     assert caplog.text.count("--accept-app-caps=tailscale.com/cap/secrets") == 1
 
 
@@ -556,7 +577,7 @@ def test_serve_malformed_caps_header_denied(
     """A capabilities header that is not {cap: [rule, ...]} refuses the caller, and is logged."""
     headers = {"Tailscale-User-Login": "a@b", "Tailscale-App-Capabilities": header}
     with caplog.at_level(logging.ERROR, logger="setec.authz"), pytest.raises(AccessDenied) as info:
-        serve_authz.identify(request_from("127.0.0.1", headers=headers))
+        serve_authz.identify(peer_from("127.0.0.1", headers=headers))
     assert str(info.value) == "access denied: the Tailscale-App-Capabilities header is malformed"
     assert "Tailscale-App-Capabilities header is malformed" in caplog.text
 
@@ -568,31 +589,67 @@ def test_serve_malformed_rule_denied(
     caps = json.dumps({CAP_SECRETS: [{"action": "get", "secret": ["s3cret-name/*"]}]})
     headers = {"Tailscale-User-Login": "a@b", "Tailscale-App-Capabilities": caps}
     with caplog.at_level(logging.ERROR, logger="setec.authz"), pytest.raises(AccessDenied) as info:
-        serve_authz.identify(request_from("127.0.0.1", headers=headers))
+        serve_authz.identify(peer_from("127.0.0.1", headers=headers))
     assert "s3cret-name" not in str(info.value)
     assert '{"action": "get", "secret": ["s3cret-name/*"]}' in caplog.text
 
 
 @pytest.mark.parametrize(
-    "listen", ["0.0.0.0:8080", "100.64.0.1:443", "[::]:8080", "example.com:80", "unix:", ""]
+    "server",
+    [
+        ServerInfo("0.0.0.0", 8080),  # noqa: S104 - a listen value to refuse; nothing binds
+        ServerInfo("100.64.0.1", 443),
+        ServerInfo("::", 8080),
+        ServerInfo("example.com", 80),
+        ServerInfo(unix_socket=""),
+        None,
+    ],
+    ids=["0.0.0.0:8080", "100.64.0.1:443", "[::]:8080", "example.com:80", "unix:", "default"],
 )
-def test_serve_refuses_reachable_listener(listen: str) -> None:
+def test_serve_refuses_reachable_listener(server: ServerInfo | None) -> None:
     """Anyone who can reach the port could forge the headers: only loopback or a unix
     socket is allowed, and the error names the listen value and what to do."""
-    if not listen:  # an explicit empty listen falls back to setec-serve's default: allowed
-        TailscaleServeAuthorizer.from_options({"listen": listen})
+    if server is None:  # no server facts: setec-serve's default listen is assumed: allowed
+        TailscaleServeAuthorizer.from_options({})
         return
     with pytest.raises(ConfigError) as info:
-        TailscaleServeAuthorizer.from_options({"listen": listen})
-    assert repr(listen) in str(info.value)
+        TailscaleServeAuthorizer.from_options({}, server)
+    assert repr(server.listen) in str(info.value)
     assert "127.0.0.1:PORT" in str(info.value)
 
 
 @pytest.mark.parametrize(
-    "listen", ["127.0.0.1:8080", "[::1]:8080", "localhost:8080", "127.0.0.5:0", "unix:/x", "::1"]
+    "server",
+    [
+        ServerInfo("127.0.0.1", 8080),
+        ServerInfo("::1", 8080),
+        ServerInfo("localhost", 8080),
+        ServerInfo("127.0.0.5", 0),
+        ServerInfo(unix_socket="/x"),
+        ServerInfo("::1"),
+    ],
+    ids=["127.0.0.1:8080", "[::1]:8080", "localhost:8080", "127.0.0.5:0", "unix:/x", "::1"],
 )
-def test_serve_accepts_local_listener(listen: str) -> None:
+def test_serve_accepts_local_listener(server: ServerInfo) -> None:
     """Loopback addresses (IPv4, IPv6, localhost) and unix sockets are accepted."""
-    assert isinstance(
-        TailscaleServeAuthorizer.from_options({"listen": listen}), TailscaleServeAuthorizer
-    )
+    assert isinstance(TailscaleServeAuthorizer.from_options({}, server), TailscaleServeAuthorizer)
+
+
+class TestTailscaleServeContract(AuthorizerContract):
+    """The tailscale-serve authorizer meets the Authorizer contract."""
+
+    @pytest.fixture
+    def authorizer(self, serve_authz: TailscaleServeAuthorizer) -> TailscaleServeAuthorizer:
+        return serve_authz
+
+    @pytest.fixture
+    def known_peer(self, fake: FakeTailscaled) -> Peer:
+        return peer_from("127.0.0.1", headers=fake.serve_headers(ALICE))
+
+    @pytest.fixture
+    def unknown_peer(self) -> Peer:
+        return peer_from("127.0.0.1")
+
+    @pytest.fixture
+    def bad_options(self) -> list[tuple[Any, ...]]:
+        return [({}, ServerInfo(host="100.64.0.1")), ({}, ServerInfo(host="192.0.2.7", port=443))]

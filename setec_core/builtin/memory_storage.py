@@ -2,18 +2,25 @@
 
 Select it with ``--storage memory://`` (anything after ``://`` is a label for your own
 use and is ignored). Every :meth:`MemoryStorage.from_uri` call makes a new, empty store,
-even with the same label. Use it for tests and throwaway development servers.
+even with the same label. Use it for tests and throwaway development servers;
+:func:`setec_core.testing.new_database` does.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
-from setec_core.errors import ConfigError, ConflictError, StorageError
-from setec_core.hookspecs import hookimpl
-from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
+from setec_core.errors import ConfigError, StorageError
+from setec_core.storage import (
+    MetaWrite,
+    Record,
+    RecordWrite,
+    Snapshot,
+    StorageBackend,
+    check_expected,
+    check_unique,
+)
 from setec_core.uris import redact
 
 
@@ -132,26 +139,12 @@ class MemoryStorage(StorageBackend):
         :raises StorageError: if a key or meta name appears twice or the store is
             closed; nothing is changed.
         """
-        _check_unique(writes, meta)
+        check_unique(writes, meta)
         with self._lock:
             self._check_open()
             if not writes and not meta:
                 return self._revision
-            for w in writes:
-                current = self._records.get(w.key)
-                have = 0 if current is None or current.data is None else current.revision
-                if have != w.expect:
-                    raise ConflictError(
-                        f"record {w.key.hex()[:16]}... was changed by another writer: "
-                        f"expected revision {w.expect}, found {have}"
-                    )
-            for m in meta:
-                have_meta = self._meta.get(m.name)
-                if have_meta != m.expect:
-                    state = "absent" if have_meta is None else "a different value"
-                    raise ConflictError(
-                        f"meta entry {m.name!r} was changed by another writer: found {state}"
-                    )
+            check_expected(writes, meta, revision_of=self._live_revision, meta_of=self._meta.get)
             new = self._revision + 1
             for w in writes:
                 self._records[w.key] = Record(w.key, w.data, new)
@@ -160,32 +153,14 @@ class MemoryStorage(StorageBackend):
             self._revision = new
             return new
 
+    def _live_revision(self, key: bytes) -> int:
+        # Called with the lock held.
+        record = self._records.get(key)
+        return 0 if record is None or record.data is None else record.revision
+
     def close(self) -> None:
         """Drop the store's contents. Calling it twice is harmless."""
         with self._lock:
             self._closed = True
             self._records.clear()
             self._meta.clear()
-
-
-def _check_unique(writes: Sequence[RecordWrite], meta: Sequence[MetaWrite]) -> None:
-    keys: set[bytes] = set()
-    for w in writes:
-        if w.key in keys:
-            raise StorageError(
-                f"a commit may write each record once, but {w.key.hex()[:16]}... is written twice"
-            )
-        keys.add(w.key)
-    names: set[str] = set()
-    for m in meta:
-        if m.name in names:
-            raise StorageError(
-                f"a commit may write each meta entry once, but {m.name!r} is written twice"
-            )
-        names.add(m.name)
-
-
-@hookimpl
-def setec_register_storage_backends(register: Callable[[type[Any]], None]) -> None:
-    """Register :class:`MemoryStorage` (``memory://``)."""
-    register(MemoryStorage)

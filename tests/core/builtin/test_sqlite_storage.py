@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from setec_core import Plugins
+from setec_core.builtin.sqlite_storage import SqliteStorage
 from setec_core.errors import ConfigError, ConflictError, CorruptStoreError, StorageError
 from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
 from setec_core.testing.storage_contract import PersistentStorageContract, Reopen, key
-from setec_plugins.sqlite_storage import SqliteStorage
 
 
 def uri_for(path: Path) -> str:
@@ -189,7 +189,7 @@ def test_unknown_schema_version_is_refused(db: Path) -> None:
 
 
 def test_selected_through_plugins(db: Path) -> None:
-    """Plugins.load().storage("sqlite:///...") opens a SqliteStorage via the entry point."""
+    """Plugins.load().storage("sqlite:///...") opens a SqliteStorage (the built-in plugin)."""
     store = Plugins.load().storage(uri_for(db))
     try:
         assert isinstance(store, SqliteStorage)
@@ -262,7 +262,7 @@ def test_read_all_of_100k_records_is_fast(store: SqliteStorage) -> None:
 CHILD = """
 import sys
 from setec_core.storage import RecordWrite
-from setec_plugins.sqlite_storage import SqliteStorage
+from setec_core.builtin.sqlite_storage import SqliteStorage
 
 store = SqliteStorage.from_uri(sys.argv[1])
 n = 0

@@ -14,13 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from setec_core.errors import KeyMismatchError
-from setec_core.hookspecs import hookimpl
 from setec_core.keys import KeyProvider
 
 log = logging.getLogger("setec.keys.dev")
@@ -73,9 +71,3 @@ class DevKeyProvider(KeyProvider):
                 f"the wrapped key does not open with {self.uri}: it was made with "
                 "another dev:// name or context, or it was altered"
             ) from None
-
-
-@hookimpl
-def setec_register_key_providers(register: Any) -> None:
-    """Register the ``dev://`` key provider."""
-    register(DevKeyProvider)

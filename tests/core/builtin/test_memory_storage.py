@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from setec_core import Plugins
+from setec_core.builtin.memory_storage import MemoryStorage
 from setec_core.errors import ConfigError, StorageError
 from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
 from setec_core.testing.storage_contract import StorageBackendContract
-from setec_plugins import memory_storage
-from setec_plugins.memory_storage import MemoryStorage
 
 
 class TestMemoryStorageContract(StorageBackendContract):
@@ -63,6 +62,7 @@ def test_duplicate_key_in_one_commit_is_refused() -> None:
 
 
 def test_selected_through_plugins() -> None:
-    """The memory plugin's hook registers MemoryStorage for memory:// URIs."""
-    plugins = Plugins.load([memory_storage], load_entrypoints=False)
+    """The built-in plugin registers MemoryStorage for memory:// URIs, with no entry
+    point loaded."""
+    plugins = Plugins.load(load_entrypoints=False)
     assert isinstance(plugins.storage("memory://"), MemoryStorage)

@@ -31,13 +31,20 @@ import sqlite3
 import stat
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from setec_core import errors
-from setec_core.errors import ConfigError, ConflictError, CorruptStoreError, StorageError
-from setec_core.hookspecs import hookimpl
-from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
+from setec_core.errors import ConfigError, CorruptStoreError, StorageError
+from setec_core.storage import (
+    MetaWrite,
+    Record,
+    RecordWrite,
+    Snapshot,
+    StorageBackend,
+    check_expected,
+    check_unique,
+)
 from setec_core.uris import redact
 
 SCHEMA_META_NAME = "sqlite_schema"
@@ -325,7 +332,7 @@ class SqliteStorage(StorageBackend):
         :raises StorageError: if a key or meta name appears twice, a meta write names
             the reserved ``sqlite_schema``, or the commit fails; nothing is changed.
         """
-        _check_unique(writes, meta)
+        check_unique(writes, meta)
         if any(m.name == SCHEMA_META_NAME for m in meta):
             raise StorageError(
                 f"meta name {SCHEMA_META_NAME!r} is reserved by the sqlite storage backend"
@@ -353,24 +360,17 @@ class SqliteStorage(StorageBackend):
     def _apply(
         self, conn: sqlite3.Connection, writes: Sequence[RecordWrite], meta: Sequence[MetaWrite]
     ) -> int:
-        for w in writes:
+        def revision_of(key: bytes) -> int:
             row = conn.execute(
-                "SELECT revision, data IS NULL FROM records WHERE key = ?", (w.key,)
+                "SELECT revision, data IS NULL FROM records WHERE key = ?", (key,)
             ).fetchone()
-            have = 0 if row is None or row[1] else int(row[0])
-            if have != w.expect:
-                raise ConflictError(
-                    f"record {w.key.hex()[:16]}... was changed by another writer: "
-                    f"expected revision {w.expect}, found {have}"
-                )
-        for m in meta:
-            row = conn.execute("SELECT value FROM meta WHERE name = ?", (m.name,)).fetchone()
-            have_meta = None if row is None else bytes(row[0])
-            if have_meta != m.expect:
-                state = "absent" if have_meta is None else "a different value"
-                raise ConflictError(
-                    f"meta entry {m.name!r} was changed by another writer: found {state}"
-                )
+            return 0 if row is None or row[1] else int(row[0])
+
+        def meta_of(name: str) -> bytes | None:
+            row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        check_expected(writes, meta, revision_of=revision_of, meta_of=meta_of)
         new = int(conn.execute("SELECT revision FROM revision_counter").fetchone()[0]) + 1
         conn.executemany(
             "INSERT INTO records (key, data, revision) VALUES (?, ?, ?) ON CONFLICT (key) "
@@ -417,23 +417,6 @@ class SqliteStorage(StorageBackend):
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
-
-
-def _check_unique(writes: Sequence[RecordWrite], meta: Sequence[MetaWrite]) -> None:
-    keys: set[bytes] = set()
-    for w in writes:
-        if w.key in keys:
-            raise StorageError(
-                f"a commit may write each record once, but {w.key.hex()[:16]}... is written twice"
-            )
-        keys.add(w.key)
-    names: set[str] = set()
-    for m in meta:
-        if m.name in names:
-            raise StorageError(
-                f"a commit may write each meta entry once, but {m.name!r} is written twice"
-            )
-        names.add(m.name)
 
 
 def _path_from_uri(uri: str) -> str:
@@ -517,9 +500,3 @@ def _remove_new_store(path: str) -> None:
     for suffix in ("", "-journal", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + suffix)
-
-
-@hookimpl
-def setec_register_storage_backends(register: Callable[[type[Any]], None]) -> None:
-    """Register :class:`SqliteStorage` (``sqlite://``)."""
-    register(SqliteStorage)

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from setec_core import KeyMismatchError, KeyProvider
+from setec_core.builtin.dev_key import DevKeyProvider
 from setec_core.testing import KeyProviderContract
-from setec_plugins.dev_key import DevKeyProvider
 
 
 class TestDevKeyContract(KeyProviderContract):

@@ -1,0 +1,54 @@
+"""The JSON of the setec API, both ways, as Go's ``encoding/json`` reads and writes it.
+
+One description serves the server and the client:
+
+* :mod:`~setec_core.wire.endpoint`: every endpoint once, with its path, request and
+  reply (:data:`ENDPOINTS`);
+* :mod:`~setec_core.wire.request`: the request bodies; the server decodes them
+  (:func:`decode`, docs/api.md §3.1), a client encodes them (:func:`encode_request`);
+* :mod:`~setec_core.wire.reply`: the reply bodies; the server encodes them
+  (:func:`encode`, docs/api.md §3.2), a client decodes them (:class:`Reply`);
+* :mod:`~setec_core.wire.decoding`: Go's rules for reading a body (key folding, the last
+  key wins, ``null``), shared by both sides;
+* :mod:`~setec_core.wire.sentinel`: the four statuses that carry the wire sentinels,
+  which the server sends and a client turns back into errors.
+"""
+
+from __future__ import annotations
+
+from setec_core.wire.endpoint import ENDPOINTS, Endpoint
+from setec_core.wire.reply import Reply, encode, go_escape
+from setec_core.wire.request import (
+    BadRequestError,
+    CreateVersionRequest,
+    GetRequest,
+    ListRequest,
+    NameRequest,
+    PutRequest,
+    Request,
+    VersionRequest,
+    decode,
+    encode_request,
+)
+from setec_core.wire.sentinel import SENTINELS, Sentinel, sentinel_error
+
+__all__ = [
+    "ENDPOINTS",
+    "SENTINELS",
+    "BadRequestError",
+    "CreateVersionRequest",
+    "Endpoint",
+    "GetRequest",
+    "ListRequest",
+    "NameRequest",
+    "PutRequest",
+    "Reply",
+    "Request",
+    "Sentinel",
+    "VersionRequest",
+    "decode",
+    "encode",
+    "encode_request",
+    "go_escape",
+    "sentinel_error",
+]

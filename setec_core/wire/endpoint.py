@@ -1,0 +1,81 @@
+"""The endpoints of the setec API, each described once: its path, its request and its
+reply (docs/api.md §4). The server routes and decodes by this table, and the client
+encodes and decodes by it; adding an endpoint starts with adding it here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from setec_core.model import SecretInfo, SecretValue
+from setec_core.wire import reply
+from setec_core.wire.reply import Reply
+from setec_core.wire.request import (
+    CreateVersionRequest,
+    GetRequest,
+    ListRequest,
+    NameRequest,
+    PutRequest,
+    VersionRequest,
+)
+
+Q = TypeVar("Q")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint(Generic[Q, R]):
+    """One API endpoint.
+
+    :param name: its name, the last part of its path (``"create-version"``).
+    :param request: the class of its request body.
+    :param reply: the kind of its reply body.
+    :param read_only: whether it only reads (list, get, info): a server may send its
+        answer before its audit entry is durable, so long as it holds the answer back
+        until then.
+    """
+
+    name: str
+    request: type[Q]
+    reply: Reply[R]
+    read_only: bool = False
+    #: ``/api/`` and the name.
+    path: str = field(init=False)
+    #: Whether the request carries a secret value (put, create-version), whose body
+    #: may be as large as the server allows rather than a few kilobytes.
+    carries_value: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", f"/api/{self.name}")
+        fields = {f.name for f in dataclasses.fields(self.request)}  # type: ignore[arg-type]
+        object.__setattr__(self, "carries_value", "value" in fields)
+
+
+LIST: Endpoint[ListRequest, list[SecretInfo]] = Endpoint(
+    "list", ListRequest, reply.INFO_LIST, read_only=True
+)
+GET: Endpoint[GetRequest, SecretValue] = Endpoint("get", GetRequest, reply.VALUE, read_only=True)
+INFO: Endpoint[NameRequest, SecretInfo] = Endpoint("info", NameRequest, reply.INFO, read_only=True)
+PUT: Endpoint[PutRequest, int] = Endpoint("put", PutRequest, reply.VERSION)
+CREATE_VERSION: Endpoint[CreateVersionRequest, None] = Endpoint(
+    "create-version", CreateVersionRequest, reply.EMPTY
+)
+ACTIVATE: Endpoint[VersionRequest, None] = Endpoint("activate", VersionRequest, reply.EMPTY)
+DELETE_VERSION: Endpoint[VersionRequest, None] = Endpoint(
+    "delete-version", VersionRequest, reply.EMPTY
+)
+DELETE: Endpoint[NameRequest, None] = Endpoint("delete", NameRequest, reply.EMPTY)
+
+#: Every endpoint, in the order docs/api.md §4 lists them.
+ENDPOINTS: tuple[Endpoint[Any, Any], ...] = (
+    LIST,
+    GET,
+    INFO,
+    PUT,
+    CREATE_VERSION,
+    ACTIVATE,
+    DELETE_VERSION,
+    DELETE,
+)
