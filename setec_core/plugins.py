@@ -106,7 +106,17 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
                 "reinstall it or uninstall it"
             ) from e
         loaded[ep.name] = ep.value
-        pm.register(plugin, name=ep.name)
+        try:
+            pm.register(plugin, name=ep.name)
+        except ValueError as e:
+            # The name is taken (by the built-in plugin, say) or the module is already
+            # registered under another name: pluggy's bare ValueError, said plainly.
+            taken = pm.has_plugin(ep.name)
+            why = f"the name {ep.name!r} is taken" if taken else "it is registered already"
+            raise PluginError(
+                f"cannot register the installed plugin {ep.name!r} ({ep.value}): {why}; "
+                "rename its entry point or uninstall it"
+            ) from e
 
 
 @dataclass(frozen=True)

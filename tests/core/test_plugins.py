@@ -539,3 +539,50 @@ def test_the_authorizer_gets_the_server_facts() -> None:
     server = ServerInfo(host="::1", port=9, tls=True)
     Plugins.load([extra]).with_options({"secret": "a/*"}).authorizer("seeing", server=server)
     assert got == [server]
+
+
+def _installed(monkeypatch: pytest.MonkeyPatch, *entries: tuple[str, str]) -> None:
+    """Make the ``setec`` entry-point group list exactly ``entries`` (name, target)."""
+    import importlib.metadata as metadata
+
+    points = metadata.EntryPoints(
+        metadata.EntryPoint(name, value, "setec") for name, value in entries
+    )
+    real = metadata.entry_points
+
+    def entry_points(**params: Any) -> Any:
+        if params.get("group") == "setec":
+            return points
+        return real(**params)
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+
+
+def test_an_entry_point_named_like_the_builtin_plugin_is_refused_plainly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An installed plugin whose entry point takes the built-in plugin's name is a
+    PluginError naming it and saying what to do, not pluggy's bare ValueError."""
+    _installed(monkeypatch, ("builtin", "setec_plugins.dir_backup"))
+    with pytest.raises(
+        PluginError,
+        match=r"'builtin' \(setec_plugins.dir_backup\): the name 'builtin' is taken; rename",
+    ):
+        get_plugin_manager()
+
+
+def test_two_entry_points_with_one_name_and_a_broken_one_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two installed plugins under one name would shadow one: refused naming both; a
+    plugin whose module fails to import is refused naming it."""
+    _installed(
+        monkeypatch,
+        ("dir-backup", "setec_plugins.dir_backup"),
+        ("dir-backup", "setec_plugins.s3_backup"),
+    )
+    with pytest.raises(PluginError, match=r"both named 'dir-backup'.*s3_backup"):
+        get_plugin_manager()
+    _installed(monkeypatch, ("gone", "setec_plugins.no_such_module"))
+    with pytest.raises(PluginError, match=r"plugin 'gone'.* failed to load: ModuleNotFoundError"):
+        get_plugin_manager()
