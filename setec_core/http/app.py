@@ -333,7 +333,8 @@ class SetecApp:
                     log.error("cannot identify the caller of request %s: %s", ctx.request_id, e)
                 reason = reason if code == 503 else "unable to identify caller"
             elif code == 403:
-                reason = one_line(str(e)) or "access denied"
+                # one_line says "error" for an empty text; a refusal says what it is.
+                reason = one_line(str(e)) if str(e).strip() else "access denied"
             raise Refused(code, reason) from None
         caller = Caller(caller.principal, caller.rules, ctx.request_id)
         ctx.caller = caller.principal.user or ",".join(caller.principal.tags)

@@ -172,8 +172,9 @@ def test_guard_header_name_is_case_insensitive(client: Client, db: Database) -> 
         ),
         (UnavailableError("tailscaled is not answering"), 503, "tailscaled is not answering\n"),
         (RuntimeError("bug"), 500, "unable to identify caller\n"),
+        (AccessDenied(""), 403, "access denied\n"),
     ],
-    ids=["unknown peer", "identity service down", "authorizer bug"],
+    ids=["unknown peer", "identity service down", "authorizer bug", "refusal without a reason"],
 )
 def test_identity_failures(
     client: Client, authz: FixedAuthorizer, error: Exception, status: int, body: str
