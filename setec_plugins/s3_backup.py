@@ -31,6 +31,7 @@ from setec_core.backup import BackupSink, check_name, is_valid_name
 from setec_core.errors import ConfigError, NotFound, SetecError, StorageError
 from setec_core.hookspecs import hookimpl
 from setec_core.options import Option
+from setec_core.sdk import import_sdk
 from setec_core.uris import redact
 
 _FORM = "s3://BUCKET[/PREFIX][?region=REGION&role=arn:aws:iam::ACCOUNT:role/NAME]"
@@ -61,17 +62,19 @@ _EXISTS_CODES = frozenset({"PreconditionFailed", "412"})
 def _import_aws() -> tuple[Any, Any]:
     """Return ``(boto3, botocore)`` with botocore's ``config``, ``credentials``,
     ``exceptions`` and ``session`` modules loaded, or say how to get them."""
-    try:
-        import boto3
-        import botocore.config
-        import botocore.credentials
-        import botocore.exceptions
-        import botocore.session
-    except ImportError as e:
-        raise ConfigError(
-            f"the s3 backup sink needs boto3, which is not installed ({e}); "
-            "install it with: pip install 'pysetec[aws]'"
-        ) from None
+    boto3, botocore, *_ = import_sdk(
+        [
+            "boto3",
+            "botocore",
+            "botocore.config",
+            "botocore.credentials",
+            "botocore.exceptions",
+            "botocore.session",
+        ],
+        user="the s3 backup sink",
+        packages=["boto3"],
+        install="pysetec[aws]",
+    )
     return boto3, botocore
 
 
