@@ -8,7 +8,6 @@ principal recorded in the audit log and the rules that decide what it may do. An
 
 from __future__ import annotations
 
-import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,20 +132,3 @@ def make_caller(
     built = tuple(r if isinstance(r, Rule) else Rule(r[0], r[1]) for r in rules)
     principal = Principal(hostname=hostname, ip=ip, user=user, tags=tuple(tags))
     return Caller(principal, built, request_id)
-
-
-def listen_is_local(listen: str) -> bool:
-    """Report whether the listen address ``listen`` (``HOST:PORT``, ``[V6]:PORT``,
-    ``HOST`` or ``unix:PATH``) can only be reached from this machine."""
-    if listen.startswith("unix:"):
-        return bool(listen[len("unix:") :])
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or (":" in host and not host.startswith("[")):
-        host = listen  # no port: a bare host or a bare IPv6 address
-    host = host.removeprefix("[").removesuffix("]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
