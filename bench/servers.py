@@ -155,7 +155,17 @@ def previous_release(directory: Path, commit: str = PREVIOUS_COMMIT) -> list[str
     if shutil.which("git") is None:
         return None
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", commit, "setec_core", "setec_plugins", "setec_cli"],
+        [
+            "git",
+            "-C",
+            str(ROOT),
+            "archive",
+            commit,
+            "setec_core",
+            "setec_plugins",
+            "setec_cli",
+            "pyproject.toml",
+        ],
         capture_output=True,
         check=False,
     )
@@ -163,11 +173,27 @@ def previous_release(directory: Path, commit: str = PREVIOUS_COMMIT) -> list[str
         return None
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
         tar.extractall(directory, filter="data")
-    code = (
-        f"import sys; sys.path.insert(0, {str(directory)!r}); "
-        "sys.argv[0] = 'setec-serve'; from setec_cli.serve import main; main()"
-    )
-    return [sys.executable, "-c", code]
+    return [sys.executable, "-c", PREVIOUS_MAIN, str(directory)]
+
+
+# The previous release found its plugins through the entry points installed for this
+# checkout, which have changed since (its defaults were plugins; they are now built into
+# core): it is given the entry points of its own pyproject.toml instead.
+PREVIOUS_MAIN = """\
+import importlib.metadata as metadata, sys, tomllib
+root = sys.argv.pop(1)
+sys.path.insert(0, root)
+with open(root + "/pyproject.toml", "rb") as f:
+    declared = tomllib.load(f)["project"]["entry-points"]["setec"]
+points = metadata.EntryPoints(
+    metadata.EntryPoint(name, value, "setec") for name, value in declared.items()
+)
+real = metadata.entry_points
+metadata.entry_points = lambda **p: points if p.get("group") == "setec" else real(**p)
+sys.argv[0] = "setec-serve"
+from setec_cli.serve import main
+main()
+"""
 
 
 def cheroot_front(state: Path, threads: int, cert: str = "", key: str = "") -> list[str]:
