@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from setec_core.errors import ConfigError
-from setec_core.options import ServerInfo
+from setec_core.server_info import ServerInfo
 from setec_core.uris import redact
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 DEV_STATE_DIR = "setec-dev.state"
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 DEV_KEY = "dev://"
-#: ``--listen`` when it is not given: :class:`~setec_core.options.ServerInfo`'s default.
+#: ``--listen`` when it is not given: :class:`~setec_core.server_info.ServerInfo`'s default.
 DEFAULT_LISTEN = ServerInfo().listen
 
 

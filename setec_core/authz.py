@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from setec_core.acl import Rule, rules_allow
-from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.options import Option
 from setec_core.peer import Peer
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 
 @dataclass(frozen=True)

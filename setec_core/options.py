@@ -1,4 +1,4 @@
-"""The options plugins declare, and the facts about the server an authorizer guards.
+"""The options plugins declare: :class:`Option`, and how they are collected.
 
 A plugin class (key provider, storage backend, authorizer or backup sink) lists the
 options it takes in its ``options`` class attribute, as :class:`Option` objects::
@@ -10,29 +10,23 @@ options it takes in its ``options`` class attribute, as :class:`Option` objects:
 ``SETEC_VAULT_NAMESPACE``) and a line of ``--help`` saying which plugin it belongs to, and
 the :class:`~setec_core.plugins.Plugins` facade hands each class the values of its own
 options only (docs/plugins.md, "Plugin options"); :func:`collect_options` is how it
-finds them, refusing a flag two plugins claim. An authorizer is also given a
-:class:`ServerInfo`: where the server listens, already parsed, whether it speaks TLS and
-whether it runs in dev mode, so that no plugin parses ``--listen`` again.
+finds them, refusing a flag two plugins claim. (What an authorizer is told about the
+server itself is :class:`~setec_core.server_info.ServerInfo`.)
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from setec_core.errors import PluginError
+from setec_core.errors import ConfigError, PluginError
 
 #: The types an option's value may have; ``bool`` is a flag that takes no value.
 OPTION_TYPES: tuple[type, ...] = (str, int, float, bool, Path)
 
-#: Where ``setec-serve`` listens unless told otherwise (``--listen``).
-DEFAULT_HOST = "127.0.0.1"
-#: The port of :data:`DEFAULT_HOST`.
-DEFAULT_PORT = 8080
 
 _FLAG = re.compile(r"--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 _METAVARS = {str: "TEXT", int: "N", float: "NUMBER", bool: "", Path: "PATH"}
@@ -173,50 +167,26 @@ def collect_options(classes: Iterable[tuple[str, str, type[Any]]]) -> dict[str, 
     return table
 
 
-@dataclass(frozen=True)
-class ServerInfo:
-    """What an authorizer may need to know about the server it guards.
+#: Names that were options of every authorizer before they became :class:`ServerInfo`
+#: fields; given as options now, they would be silently ignored.
+_SERVER_FACTS = frozenset({"listen", "tls", "dev"})
 
-    The defaults are those of ``setec-serve``: ``127.0.0.1:8080``, plain HTTP, not in
-    dev mode.
 
-    :param host: the address or name the server listens on, without brackets
-        (``--listen HOST:PORT``); unused when ``unix_socket`` is set.
-    :param port: the TCP port (0 picks a free one at start).
-    :param unix_socket: the path of the unix socket the server listens on instead
-        (``--listen unix:PATH``), or ``None``.
-    :param tls: whether the server speaks HTTPS.
-    :param dev: whether the server runs in development mode (``--dev``).
+def check_option_names(cls: type[Any], options: Mapping[str, Any], what: str) -> None:
+    """Refuse option values ``cls`` does not declare, rather than ignore them: an
+    ignored setting (a listen address an authorizer checks, say) fails open.
+
+    :param what: the plugin, for the message (``"authorizer 'policy'"``).
+    :raises ConfigError: naming the unknown names and the ones ``cls`` takes.
     """
-
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    unix_socket: str | None = None
-    tls: bool = False
-    dev: bool = False
-
-    @property
-    def listen(self) -> str:
-        """The listen address as ``--listen`` takes it, for messages: ``HOST:PORT``,
-        ``[V6]:PORT`` or ``unix:PATH``."""
-        if self.unix_socket is not None:
-            return "unix:" + self.unix_socket
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def is_local(self) -> bool:
-        """Whether only this machine can reach the server: it listens on a unix socket
-        or on a loopback address (``localhost`` included)."""
-        if self.unix_socket is not None:
-            return bool(self.unix_socket)
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-
-#: The server an authorizer assumes when it is built without being told
-#: (``setec-serve``'s defaults; see :class:`ServerInfo`).
-DEFAULT_SERVER = ServerInfo()
+    declared = {option.dest for option in getattr(cls, "options", ())}
+    unknown = sorted(set(options) - declared)
+    if not unknown:
+        return
+    takes = ", ".join(sorted(declared)) or "none"
+    hint = ""
+    if _SERVER_FACTS & set(unknown):
+        hint = " (the listen address, TLS and dev mode are given as server=ServerInfo(...))"
+    raise ConfigError(
+        f"{what} takes no option {', '.join(map(repr, unknown))}{hint}; it takes: {takes}"
+    )

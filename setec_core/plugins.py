@@ -27,7 +27,8 @@ from setec_core.authz import Authorizer
 from setec_core.backup import BackupSink
 from setec_core.errors import ConfigError, PluginError, SetecError
 from setec_core.keys import KeyProvider
-from setec_core.options import DEFAULT_SERVER, DeclaredOption, ServerInfo, collect_options
+from setec_core.options import DeclaredOption, check_option_names, collect_options
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 from setec_core.storage import StorageBackend
 from setec_core.uris import redact
 
@@ -173,6 +174,17 @@ class Registry(Generic[T]):
         for scheme in schemes:
             self._claim(self._by_scheme, scheme.lower(), reg, "URI scheme")
         for prefix in prefixes:
+            # A prefix that overlaps another (arn:aws:kms: inside arn:) would take over
+            # some of the other's values: as much a shadowed provider as a shared one.
+            for taken in list(self._by_bare_prefix):
+                if taken != prefix and (prefix.startswith(taken) or taken.startswith(prefix)):
+                    prior = self._by_bare_prefix[taken]
+                    raise PluginError(
+                        f"{self.kind} bare prefix {prefix!r} of plugin {plugin!r} "
+                        f"({cls.__qualname__}) overlaps {taken!r} of plugin "
+                        f"{prior.plugin!r} ({prior.cls.__qualname__}): a value starting "
+                        "with both would be ambiguous; uninstall one of them"
+                    )
             self._claim(self._by_bare_prefix, prefix, reg, "bare prefix")
             self._expansions[prefix] = (schemes[0], name)
 
@@ -432,9 +444,13 @@ class Plugins:
             :meth:`with_options`; the authorizer gets those it declares.
         :param server: where the server listens, whether it speaks TLS, whether it runs
             in dev mode.
-        :raises ConfigError: if no authorizer has that name or the options are invalid.
+        :raises ConfigError: if no authorizer has that name, ``options`` holds a name
+            the authorizer does not declare (such as ``listen``, which is part of
+            ``server``), or the options are invalid.
         """
         cls = self.authorizers.by_name(name)
+        if options is not None:
+            check_option_names(cls, options, f"authorizer {name!r}")
         source = self if options is None else self.with_options(options)
         values = source.option_values(cls)
         return _construct(self.authorizers, name, lambda: cls.from_options(values, server))

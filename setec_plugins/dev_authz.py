@@ -16,8 +16,9 @@ from setec_core.acl import ALL_ACTIONS, Rule
 from setec_core.authz import Authorizer, Caller, Principal
 from setec_core.errors import AccessDenied, ConfigError
 from setec_core.hookspecs import hookimpl
-from setec_core.options import DEFAULT_SERVER, ServerInfo
+from setec_core.options import check_option_names
 from setec_core.peer import Peer
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 #: The rules every loopback caller gets: everything.
 SUPERUSER_RULES = (Rule(ALL_ACTIONS, ["*"]),)
@@ -37,6 +38,7 @@ class DevAuthorizer(Authorizer):
         cls, options: Mapping[str, Any], server: ServerInfo = DEFAULT_SERVER
     ) -> DevAuthorizer:
         """:raises ConfigError: unless the server runs in dev mode."""
+        check_option_names(cls, options, f"authorizer {cls.name!r}")
         if not server.dev:
             raise ConfigError(
                 "the 'dev' authorizer grants everything to every local caller and is only "

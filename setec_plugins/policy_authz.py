@@ -64,8 +64,9 @@ from setec_core.acl import Action, Rule
 from setec_core.authz import Authorizer, Caller, Principal
 from setec_core.errors import AccessDenied, ConfigError, InvalidRequestError
 from setec_core.hookspecs import hookimpl
-from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.options import Option, check_option_names
 from setec_core.peer import Peer
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 log = logging.getLogger("setec.authz.policy")
 
@@ -185,6 +186,7 @@ class PolicyAuthorizer(Authorizer):
         :raises ConfigError: if ``policy_file`` is not given or the file is invalid, or
             tokens would cross the network in clear without ``insecure_http``.
         """
+        check_option_names(cls, options, f"authorizer {cls.name!r}")
         path = options.get("policy_file")
         if not path:
             raise ConfigError(

@@ -44,8 +44,9 @@ from setec_core.acl import Rule
 from setec_core.authz import Authorizer, Caller, Principal
 from setec_core.errors import AccessDenied, ConfigError, InvalidRequestError, UnavailableError
 from setec_core.hookspecs import hookimpl
-from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.options import Option, check_option_names
 from setec_core.peer import Peer
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 log = logging.getLogger("setec.authz.tailscale")
 serve_log = logging.getLogger("setec.authz.tailscale_serve")
@@ -112,6 +113,7 @@ class TailscaleAuthorizer(Authorizer):
         :raises ConfigError: if the socket option is empty, or the server listens on a
             unix socket (whois needs the peer's tailnet IP address).
         """
+        check_option_names(cls, options, f"authorizer {cls.name!r}")
         if server.unix_socket is not None:
             raise ConfigError(
                 f"the tailscale authorizer identifies callers by their tailnet IP address, "
@@ -221,6 +223,7 @@ class TailscaleServeAuthorizer(Authorizer):
 
         :raises ConfigError: if the server is reachable from other hosts.
         """
+        check_option_names(cls, options, f"authorizer {cls.name!r}")
         if not server.is_local:
             raise ConfigError(
                 "the tailscale-serve authorizer trusts identity headers that anyone who can "

@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from setec_core import ConfigError, Plugins, hookspecs
-from setec_core.options import Option, ServerInfo
+from setec_core.options import Option
+from setec_core.server_info import ServerInfo
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 TEXT = DOC.read_text()

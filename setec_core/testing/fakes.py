@@ -11,8 +11,8 @@ from setec_core.audit import MemoryAuditSink
 from setec_core.authz import Authorizer, Caller
 from setec_core.backup import BackupSink, check_name
 from setec_core.errors import AccessDenied, NotFound, StorageError
-from setec_core.options import DEFAULT_SERVER, ServerInfo
 from setec_core.peer import Peer
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
 
 

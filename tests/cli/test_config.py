@@ -11,7 +11,7 @@ import pytest
 from setec_cli.config import DEFAULT_LISTEN, backup_uri, parse_listen, resolve
 from setec_core import Plugins
 from setec_core.errors import ConfigError
-from setec_core.options import ServerInfo
+from setec_core.server_info import ServerInfo
 
 
 @pytest.fixture(scope="module")

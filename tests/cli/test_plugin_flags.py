@@ -15,7 +15,8 @@ from setec_cli import logs
 from setec_cli.serve import cli
 from setec_core import Authorizer, Caller, ConfigError, Plugins, Principal, hookimpl
 from setec_core.builtin.dev_key import DevKeyProvider
-from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.options import Option
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 
 class StopHereError(ConfigError):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from setec_core import PluginError
-from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.options import Option
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 
 def test_an_option_derives_its_names_from_its_flag() -> None:

@@ -26,7 +26,8 @@ from setec_core import (
 from setec_core.builtin.dev_key import DevKeyProvider
 from setec_core.builtin.memory_storage import MemoryStorage
 from setec_core.builtin.sqlite_storage import SqliteStorage
-from setec_core.options import DEFAULT_SERVER, Option, ServerInfo
+from setec_core.options import Option
+from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 
 class RotKeyProvider(DevKeyProvider):
@@ -586,3 +587,35 @@ def test_two_entry_points_with_one_name_and_a_broken_one_are_refused(
     _installed(monkeypatch, ("gone", "setec_plugins.no_such_module"))
     with pytest.raises(PluginError, match=r"plugin 'gone'.* failed to load: ModuleNotFoundError"):
         get_plugin_manager()
+
+
+class ArnAwsKeyProvider(DevKeyProvider):
+    """A third-party provider that wants the bare ARNs the AWS KMS provider reads."""
+
+    name = "arn-grabber"
+    schemes = ("grab",)
+    bare_prefixes = ("arn:aws:kms:",)
+
+
+def test_a_bare_prefix_overlapping_another_is_refused() -> None:
+    """A plugin cannot take over some of another provider's bare values with a longer
+    (or shorter) prefix: aws-kms reads every arn:, so arn:aws:kms: is refused, naming
+    both plugins, and a bare ARN keeps meaning AWS KMS."""
+    grabber = plugin(setec_register_key_providers=lambda register: register(ArnAwsKeyProvider))
+    with pytest.raises(PluginError, match="overlaps") as refused:
+        Plugins.load([grabber])
+    message = str(refused.value)
+    for named in ("'arn:aws:kms:'", "'arn:'", "ArnAwsKeyProvider", "'aws-kms'"):
+        assert named in message
+
+
+def test_old_style_authorizer_options_are_refused_not_ignored() -> None:
+    """The listen address, TLS and dev mode are server facts now; given the old way, as
+    options, they would be ignored and a check that depends on them would pass: they
+    are refused, naming them and where they go."""
+    with pytest.raises(ConfigError, match=r"takes no option 'listen' .*server=ServerInfo"):
+        Plugins.load().authorizer("tailscale-serve", {"listen": "0.0.0.0:8080"})
+    from setec_plugins.policy_authz import PolicyAuthorizer
+
+    with pytest.raises(ConfigError, match=r"'policy' takes no option 'tls'"):
+        PolicyAuthorizer.from_options({"policy_file": "/nonexistent", "tls": True})

@@ -429,7 +429,7 @@ def test_trailers_never_become_headers(app: Recorder, front: Front) -> None:
 def test_trailers_cannot_forge_a_serve_identity() -> None:
     """End to end with the tailscale-serve authorizer: identity in trailers is ignored."""
     from setec_core.http import make_app
-    from setec_core.options import ServerInfo
+    from setec_core.server_info import ServerInfo
     from setec_core.testing import new_database
     from setec_plugins.tailscale_authz import TailscaleServeAuthorizer
 

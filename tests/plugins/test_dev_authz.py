@@ -9,7 +9,7 @@ import pytest
 
 from setec_core import Peer
 from setec_core.errors import AccessDenied, ConfigError
-from setec_core.options import ServerInfo
+from setec_core.server_info import ServerInfo
 from setec_core.testing import AuthorizerContract
 from setec_plugins.dev_authz import DevAuthorizer
 

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 
 from setec_core import AccessDenied, Authorizer, ConfigError, Peer, Plugins, UnavailableError
 from setec_core.http.app import peer_of
-from setec_core.options import ServerInfo
+from setec_core.server_info import ServerInfo
 from setec_core.testing import AuthorizerContract
 from setec_plugins.tailscale_authz import (
     CAP_SECRETS,
