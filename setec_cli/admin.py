@@ -31,7 +31,7 @@ from setec_cli.plugin_flags import ListingOption, PluginFlagsCommand, plugins_of
 from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, NotFound, SetecError
 
-# The names setec_core.state_dir gives them (not imported: that module is heavy, and
+# The names setec_core.opening gives them (not imported: that module is heavy, and
 # `setec-serve --help` should not pay for it).
 STORE_FILE = "secrets.db"
 AUDIT_FILE = "audit.log"
@@ -153,7 +153,7 @@ def _locked(settings: dict[str, Any], action: str) -> Iterator[Any]:
     after (keyed, with the log's new head recorded in the store); a failure is recorded
     as an ``error`` entry where the log can take one."""
     from setec_core.maintenance import AdminAudit
-    from setec_core.state_dir import prepare_state_dir
+    from setec_core.opening import prepare_state_dir
 
     state = prepare_state_dir(_require(settings, "state_dir", "the server's state directory"))
     audit = AdminAudit(state / AUDIT_FILE)

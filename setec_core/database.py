@@ -20,7 +20,7 @@ key from the first line this Database writes. That bookkeeping is the Database's
 :class:`~setec_core.integrity_keeper.IntegrityKeeper`.
 
 Opening one (the state directory, URIs turned into parts) is
-:mod:`setec_core.state_dir`, and making or unwrapping the store's data key
+:mod:`setec_core.opening`, and making or unwrapping the store's data key
 :mod:`setec_core.data_key`.
 """
 
@@ -58,7 +58,7 @@ from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
 from setec_core.integrity_keeper import IntegrityKeeper
 from setec_core.keys import KeyProvider
 from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
-from setec_core.state_dir import close_quietly, open_parts
+from setec_core.opening import close_quietly, open_parts
 from setec_core.storage import Record, RecordWrite, StorageBackend
 
 if TYPE_CHECKING:

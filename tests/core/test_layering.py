@@ -69,8 +69,8 @@ def test_every_default_uri_core_names_resolves_without_entry_points(tmp_path: Pa
     """The URIs core uses by default (Database.open's sqlite:// store, new_database's
     memory:// and dev:// key) resolve with no entry point loaded: the built-in plugin
     provides them."""
+    from setec_core.opening import default_storage_uri
     from setec_core.plugins import Plugins
-    from setec_core.state_dir import default_storage_uri
     from setec_core.testing import TEST_KEY, new_database
 
     defaults = inspect.signature(new_database).parameters
