@@ -10,42 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backup_helpers import NOW, back_up, catalog, minutes, stocked_database
 
-from setec_core.backup import BackupSink
-from setec_core.backup.loop import BackupCatalog, backup_name, take_backup
+from setec_core.backup.loop import backup_name
 from setec_core.database import Database
-from setec_core.testing import SUPERUSER, new_database
 from setec_plugins.dir_backup import DirBackupSink
-
-VALUES = {f"app/secret-{i}": f"backup-value-{i}-f00d".encode() for i in range(5)}
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 @pytest.fixture
 def db() -> Iterator[Database]:
-    with new_database() as db:
-        for name, value in VALUES.items():
-            db.put(SUPERUSER, name, value)
+    with stocked_database() as db:
         yield db
-
-
-def back_up(db: Database, sink: BackupSink, *ago: dt.timedelta) -> list[str]:
-    """Take one genuine backup of ``db`` dated each ``ago`` before :data:`NOW`; return
-    their names."""
-    names = []
-    for delta in ago:
-        when = NOW - delta
-        names.append(take_backup(db, sink, now=lambda when=when: when).name)
-    return names
-
-
-def minutes(*counts: float) -> list[dt.timedelta]:
-    return [dt.timedelta(minutes=m) for m in counts]
-
-
-def catalog(db: Database, sink: BackupSink, said: list[str] | None = None) -> BackupCatalog:
-    """The server's view: heads authenticated with the store's data key."""
-    return BackupCatalog(sink, db.check_backup_head, report=None if said is None else said.append)
 
 
 class CountingDirSink(DirBackupSink):
