@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,6 +38,9 @@ AUDIT_FILE = "audit.log"
 # SQLite's files beside a store: they belong to it, and must never meet another store.
 _SIDECARS = ("-wal", "-shm", "-journal")
 
+
+if TYPE_CHECKING:
+    from setec_core.plugins import Plugins
 
 _STORE_OPTIONS = (
     click.option("--state-dir", help="The server's state directory."),
@@ -75,7 +78,7 @@ def _settings(ctx: click.Context, given: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _plugins(ctx: click.Context) -> Any:
+def _plugins(ctx: click.Context) -> Plugins:
     # Each plugin is built with the values of its own options on this command line.
     return plugins_of(ctx).with_options(_settings(ctx, ctx.params))
 
@@ -367,7 +370,7 @@ def _restore(ctx: click.Context, settings: dict[str, Any], name: str, force: boo
     )
 
 
-def _restore_file(state: Path, opened: Any, key: Any, plugins: Any) -> Any:
+def _restore_file(state: Path, opened: Any, key: Any, plugins: Plugins) -> Any:
     # Restore into a new file beside the store, then swap it in: the old store is
     # hard-linked aside first (never overwriting anything), and the new one renamed
     # over it, so at every instant there is a whole secrets.db.
@@ -406,7 +409,7 @@ def _restore_file(state: Path, opened: Any, key: Any, plugins: Any) -> Any:
     return info
 
 
-def _checkpoint(path: Path, plugins: Any) -> None:
+def _checkpoint(path: Path, plugins: Plugins) -> None:
     # Opening and closing the old store folds its -wal into the file, so that the new
     # store never meets the old one's write-ahead log. A store too damaged to open
     # keeps its -wal, which goes aside with it.

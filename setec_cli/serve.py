@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from setec_cli.config import DEFAULT_LISTEN, ServerConfig, resolve
 from setec_cli.plugin_flags import ListingOption, PluginFlagsGroup, plugins_of
 from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, SetecError
+
+if TYPE_CHECKING:
+    from setec_core.plugins import Plugins
 
 log = logging.getLogger("setec.serve")
 
@@ -230,7 +233,7 @@ add_admin_commands(cli)
 def serve(
     config: ServerConfig,
     *,
-    plugins: Any = None,
+    plugins: Plugins | None = None,
     ready: Callable[[str], None] | None = None,
     access_lines: Callable[[str], None] | None = None,
 ) -> None:
@@ -327,7 +330,7 @@ def _close_all(*things: Any) -> None:
                 log.exception("closing %s failed", type(thing).__name__)
 
 
-def load_plugins(*groups: click.Group) -> Any:
+def load_plugins(*groups: click.Group) -> Plugins:
     """Load the installed plugins and let them add their commands to ``groups``.
 
     Exits with a one-line error if a plugin is broken.
