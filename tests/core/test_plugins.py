@@ -27,6 +27,7 @@ from setec_core.builtin.dev_key import DevKeyProvider
 from setec_core.builtin.memory_storage import MemoryStorage
 from setec_core.builtin.sqlite_storage import SqliteStorage
 from setec_core.options import Option
+from setec_core.peer import Peer
 from setec_core.server_info import DEFAULT_SERVER, ServerInfo
 
 
@@ -216,7 +217,7 @@ def test_every_hook_is_documented_and_tested() -> None:
 
 
 class HeaderAuthorizer(Authorizer):
-    """A toy authorizer: the caller's login is in a dict 'request'."""
+    """A toy authorizer: the caller's login is the peer's ``Login`` header."""
 
     name = "header"
     options = (Option("--secret", "The pattern of the secrets every caller may get."),)
@@ -232,8 +233,8 @@ class HeaderAuthorizer(Authorizer):
             raise ConfigError("header authorizer needs option 'secret'")
         return cls((Rule(["get"], [options["secret"]]),))
 
-    def identify(self, request: Any) -> Caller:
-        return Caller(Principal(user=request["login"]), self.rules)
+    def identify(self, peer: Peer) -> Caller:
+        return Caller(Principal(user=peer.headers["Login"]), self.rules)
 
 
 def test_authorizer_hook() -> None:
@@ -241,7 +242,7 @@ def test_authorizer_hook() -> None:
     extra = plugin(setec_register_authorizers=lambda register: register(HeaderAuthorizer))
     plugins = Plugins.load([extra])
     authz = plugins.authorizer("header", {"secret": "app/*"})
-    caller = authz.identify({"login": "alice@example.com"})
+    caller = authz.identify(Peer("127.0.0.1", 5000, headers={"Login": "alice@example.com"}))
     assert caller.principal.user == "alice@example.com"
     assert caller.allows("get", "app/db")
     assert not caller.allows("get", "other")
