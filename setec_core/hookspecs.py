@@ -2,8 +2,9 @@
 
 Each ``setec_register_*`` hook but ``setec_register_commands`` (called when a console
 script builds its command group) is called once per plugin when a
-:class:`~setec_core.plugins.Plugins` facade is built, through pluggy (hook wrappers and hook-call monitoring apply), with a
-``register`` callback of that plugin's own, which it calls with each class it provides.
+:class:`~setec_core.plugins.Plugins` facade is built, through pluggy (hook wrappers and
+hook-call monitoring apply), with a ``register`` callback of that plugin's own, which it
+calls with each class it provides.
 All results count; hooks return nothing. A registered class may declare the
 ``setec-serve`` options it takes in its ``options`` attribute
 (:class:`~setec_core.options.Option`; docs/plugins.md, "Plugin options"). Plugins

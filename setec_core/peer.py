@@ -32,9 +32,11 @@ class PeerHeaders(Mapping[str, str]):
     Values are text as the server received them (each byte one character, as WSGI
     gives them); a header sent more than once is one value, joined with ``", "``. The
     HTTP app builds this as a view of the request's WSGI environ, copying nothing, so
-    it holds only the headers its server let through (setec's front drops any whose
-    name has an underscore, which would read as a dash here). Its ``repr`` shows names,
-    never values: they carry credentials.
+    it holds only the headers its server let through. WSGI spells ``Tailscale_User_Login``
+    and ``Tailscale-User-Login`` alike (``HTTP_TAILSCALE_USER_LOGIN``), so a proxy that
+    strips only the hyphenated identity headers would let the other through: setec's
+    front drops every header name with an underscore, and :meth:`of` drops them too.
+    Its ``repr`` shows names, never values: they carry credentials.
 
     :param environ: header values under their WSGI keys (``HTTP_X_FORWARDED_FOR``,
         ``CONTENT_TYPE``); other keys are ignored. Build one from names with
@@ -48,10 +50,14 @@ class PeerHeaders(Mapping[str, str]):
 
     @classmethod
     def of(cls, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> PeerHeaders:
-        """Return the headers ``headers`` (a mapping or ``(name, value)`` pairs) hold."""
+        """Return the headers ``headers`` (a mapping or ``(name, value)`` pairs) hold,
+        less any whose name contains ``_``, as setec's front drops them: here
+        ``Tailscale_User_Login`` would read as ``Tailscale-User-Login``."""
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         environ: dict[str, str] = {}
         for name, value in pairs:
+            if "_" in name:
+                continue
             key = _key(name)
             environ[key] = f"{environ[key]}, {value}" if key in environ else value
         return cls(environ)
@@ -97,14 +103,18 @@ class Peer:
         of this machine.
     :param tls: whether the connection is TLS (the server terminates it).
     :param headers: the request's headers, as :class:`PeerHeaders`; any other mapping
-        given here is turned into one.
+        given here is turned into one (:meth:`PeerHeaders.of`, which drops names
+        containing ``_``).
+
+    A peer can be a dict key (an authorizer may cache by it): its hash leaves out the
+    headers, which compare by value but are a view that cannot be hashed.
     """
 
     address: str = ""
     port: int | None = None
     unix: bool = False
     tls: bool = False
-    headers: Mapping[str, str] = field(default_factory=_no_headers)
+    headers: Mapping[str, str] = field(default_factory=_no_headers, hash=False)
 
     def __post_init__(self) -> None:
         if type(self.headers) is not PeerHeaders:

@@ -4,8 +4,13 @@ Importing this package imports werkzeug and prometheus-client; ``import setec_co
 alone does not.
 
 >>> from setec_core.http import make_app
->>> app = make_app(db, authorizer)          # any WSGI server can serve it
+>>> app = make_app(db, authorizer)          # a WSGI app (see make_app for the server)
 >>> app.wsgi_app = Middleware(app.wsgi_app)  # wrap it, as in Flask
+
+Any WSGI server can serve it that drops request header names containing ``_``, as
+setec's front (:mod:`setec_core.http.front`) does: WSGI spells ``Tailscale_User_Login``
+like ``Tailscale-User-Login``, so under a server that keeps them a client could forge
+the identity headers a proxy strips only in their hyphenated spelling.
 
 The app (:mod:`setec_core.http.app`) routes by one table of
 :class:`~setec_core.http.route.Route` records built from :data:`setec_core.wire.ENDPOINTS`
@@ -44,8 +49,11 @@ def make_app(
 ) -> SetecApp:
     """Return the WSGI app serving ``db`` to callers identified by ``authorizer``.
 
-    Serve it with :class:`~setec_core.http.front.Front`, or with a WSGI server that drops
-    header names containing ``_`` (see :mod:`setec_core.http.front` for why).
+    Serve it with :class:`~setec_core.http.front.Front`, or with another WSGI server
+    only if that server drops request header names containing ``_`` (as the front
+    does): in the environ ``Tailscale_User_Login`` reads as ``Tailscale-User-Login``,
+    so a client could forge the identity headers a proxy such as ``tailscale serve``
+    strips only in their hyphenated spelling (:func:`~setec_core.http.app.peer_of`).
 
     :param max_request_bytes: put and create-version bodies above this get 413.
     :param tls: set when serving over TLS, to send Strict-Transport-Security.

@@ -2,10 +2,14 @@
 
 The shape of werkzeug's Shortly example: one table of :class:`Route` records (path to
 handler), :meth:`SetecApp.dispatch_request` that makes the checks every route shares,
-``on_<name>`` handlers of a few lines that call the Database, and
+handlers of a few lines that call the Database, and
 :meth:`SetecApp.wsgi_app` apart from ``__call__`` so that middleware can wrap it
 (``app.wsgi_app = Middleware(app.wsgi_app)``, as in Flask). The API routes come from
-:data:`setec_core.wire.ENDPOINTS`, the description of each endpoint the client uses too.
+:data:`setec_core.wire.ENDPOINTS`, the description of each endpoint the client uses too;
+each endpoint's operation is the method ``on_<name>`` (``on_create_version``), which
+takes the caller and the decoded request and returns the result to encode, and the app
+refuses to start without one. The other pages are ``page_<name>`` methods, which take
+the :class:`~setec_core.http.route.RequestContext` and return the whole answer.
 The records are in :mod:`setec_core.http.route`; the app answers with
 :class:`~setec_core.http.route.Answer`, not werkzeug's ``Response`` (docs/architecture.md,
 "The HTTP layer", says why).
@@ -152,10 +156,10 @@ class SetecApp:
             self._security.append(("Strict-Transport-Security", HSTS))
         self._small_body = small = min(SMALL_BODY_BYTES, max_request_bytes)
         pages = [
-            Route("/", self.on_dashboard, small),
-            Route("/static/style.css", self.on_style, small),
-            Route("/healthz", self.on_healthz, small),
-            Route("/metrics", self.on_metrics, small),
+            Route("/", self.page_dashboard, small),
+            Route("/static/style.css", self.page_style, small),
+            Route("/healthz", self.page_healthz, small),
+            Route("/metrics", self.page_metrics, small),
         ]
         #: path -> route: every path the app serves.
         self.url_map: dict[str, Route] = {
@@ -163,7 +167,8 @@ class SetecApp:
         }
 
     def _api_route(self, endpoint: wire.Endpoint[Any, Any]) -> Route:
-        # Each endpoint's operation is the method on_<name> (on_create_version, ...).
+        # Each endpoint's operation is the method on_<name> (on_create_version, ...);
+        # a missing one stops the app here, at start-up.
         operation = getattr(self, "on_" + endpoint.name.replace("-", "_"))
         return Route(
             endpoint.path,
@@ -187,7 +192,8 @@ class SetecApp:
         """Answer one request (the WSGI entry point, which ``__call__`` calls: wrap this
         one with middleware)."""
         started = time.perf_counter()
-        method = environ.get("REQUEST_METHOD") or "GET"
+        # Upper-cased as werkzeug's Request did: a server may pass "get" as sent.
+        method = (environ.get("REQUEST_METHOD") or "GET").upper()
         path = _path(environ)
         ctx = RequestContext(environ, method, path, self.url_map.get(path), new_request_id())
         in_flight = self.metrics.requests_in_flight
@@ -360,7 +366,7 @@ class SetecApp:
 
     # --- the other pages -------------------------------------------------------------
 
-    def on_dashboard(self, ctx: RequestContext) -> Answer:
+    def page_dashboard(self, ctx: RequestContext) -> Answer:
         """The dashboard (docs/api.md §1.4): the caller's secrets, never a value."""
         caller = self._identify(ctx)
         try:
@@ -370,18 +376,18 @@ class SetecApp:
         who = caller.principal.user or ", ".join(caller.principal.tags) or "an unnamed caller"
         return Answer(200, dashboard.render(infos, who), "text/html; charset=utf-8")
 
-    def on_style(self, ctx: RequestContext) -> Answer:
+    def page_style(self, ctx: RequestContext) -> Answer:
         """The dashboard's stylesheet."""
         return Answer(200, dashboard.STYLE_CSS, "text/css; charset=utf-8")
 
-    def on_healthz(self, ctx: RequestContext) -> Answer:
+    def page_healthz(self, ctx: RequestContext) -> Answer:
         """``ok``, or 503 once the audit log has failed (the server refuses everything)."""
         failure = self.db.audit_log.failure
         if failure:
             return error_answer(503, f"unhealthy: {failure}")
         return Answer(200, b"ok\n", TEXT)
 
-    def on_metrics(self, ctx: RequestContext) -> Answer:
+    def page_metrics(self, ctx: RequestContext) -> Answer:
         """The Prometheus metrics (:class:`ServerMetrics`)."""
         return Answer(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
 
@@ -427,7 +433,13 @@ def _path(environ: dict[str, Any]) -> str:
 def peer_of(environ: dict[str, Any]) -> Peer:
     """Return the :class:`~setec_core.peer.Peer` of the request ``environ`` describes,
     as the app gives it to the authorizer: ``REMOTE_ADDR`` and ``REMOTE_PORT``, TLS from
-    the URL scheme, a unix socket from :data:`TRANSPORT`, and a view of its headers."""
+    the URL scheme, a unix socket from :data:`TRANSPORT`, and a read-only view of its
+    ``HTTP_`` keys (and ``CONTENT_TYPE``, ``CONTENT_LENGTH``) as headers.
+
+    The environ cannot tell ``Tailscale_User_Login`` from ``Tailscale-User-Login`` (both
+    are ``HTTP_TAILSCALE_USER_LOGIN``), so the server in front must drop header names
+    containing ``_``, as setec's front does; else a client could forge the identity
+    headers a proxy strips only in their hyphenated spelling."""
     port = str(environ.get("REMOTE_PORT") or "")
     return Peer(
         environ.get("REMOTE_ADDR") or "",

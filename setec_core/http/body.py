@@ -26,7 +26,8 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
         if environ.get("HTTP_TRANSFER_ENCODING"):
             # RFC 9112, section 6.1: the two framings disagree; guessing invites smuggling.
             raise Refused(400, "request has both Transfer-Encoding and Content-Length")
-        if not raw_length.isdigit():
+        # isdigit alone takes "²" and "٣", which int() refuses or reads as 3.
+        if not (raw_length.isascii() and raw_length.isdigit()):
             raise Refused(400, "invalid Content-Length")
         length = int(raw_length)
         if length > limit:

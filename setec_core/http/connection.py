@@ -46,13 +46,14 @@ BODY_PIECE = 65536
 
 @dataclass(slots=True)
 class Request:
-    """One request as it is read: head fields, then its body."""
+    """One request as it is read: head fields, then its body. Its ``repr`` leaves out
+    the headers and the body, which hold credentials and secret values."""
 
     method: str = ""
     url: bytes = b""
     head: int = 0
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list, repr=False)
+    body: bytearray = field(default_factory=bytearray, repr=False)
     limit: int = 0
     keep_alive: bool = True
     http10: bool = False

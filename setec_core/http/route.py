@@ -4,7 +4,7 @@ and :class:`Answer`, and :class:`Refused`, which ends a request early."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from setec_core.http.status import one_line
@@ -26,11 +26,12 @@ class Answer:
     Deliberately not werkzeug's ``Response``: the app writes the status line and
     headers itself, the security headers precomputed, because building a werkzeug
     ``Response`` and its headers cost more per request than the database get it
-    answers (docs/architecture.md, "The HTTP layer").
+    answers (docs/architecture.md, "The HTTP layer"). Its ``repr`` leaves out the body,
+    which holds the value of a get.
     """
 
     status: int
-    body: bytes
+    body: bytes = field(repr=False)
     content_type: str = JSON
 
 
@@ -53,8 +54,10 @@ class RequestContext:
     """One request as the app handles it: what the checks, the handlers and the access
     log share.
 
-    :param environ: the WSGI environ.
-    :param method: the request method, as sent (methods are case-sensitive).
+    :param environ: the WSGI environ; left out of the ``repr``, as it holds the
+        request's headers (credentials among them).
+    :param method: the request method, upper-cased as werkzeug's ``Request`` has it (a
+        WSGI server may pass ``get`` as the client sent it).
     :param path: the path, decoded as werkzeug decodes it (UTF-8, leading slashes
         collapsed to one).
     :param route: the route serving :attr:`path`, or ``None`` (404).
@@ -64,7 +67,7 @@ class RequestContext:
     :param secret: the name of the secret the request names, for the access log.
     """
 
-    environ: dict[str, Any]
+    environ: dict[str, Any] = field(repr=False)
     method: str
     path: str
     route: Route | None

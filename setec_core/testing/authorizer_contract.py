@@ -26,15 +26,21 @@ The tests use only the :class:`~setec_core.authz.Authorizer` interface, and
 :class:`~setec_core.peer.Peer` objects such as the HTTP app builds. Among them, a
 table of malformed headers and addresses (what any client can send), to which
 ``identify`` must answer with a caller or a :class:`~setec_core.errors.SetecError`,
-never another exception (which the server would answer with a 500 and log as a bug).
+never another exception (which the server would answer with a 500 and log as a bug),
+and the underscore spellings of identity headers, which must never change who is
+identified. No refusal, and no log record, may quote a header value; override
+``logged_headers`` to name headers that carry no credential and that the authorizer
+logs on purpose.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -75,6 +81,21 @@ GARBAGE = [
 ]
 """Header values a client can send (WSGI delivers headers as latin-1 text)."""
 
+UNDERSCORE_TWINS = [
+    "Tailscale_User_Login",
+    "Tailscale_User_Name",
+    "Tailscale_User_Profile_Pic",
+    "Tailscale_App_Capabilities",
+    "Tailscale_Funnel_Request",
+    "X_Forwarded_For",
+    "X_Real_Ip",
+    "Sec_X_Tailscale_No_Browsers",
+]
+"""Header names a client can send that WSGI spells like real identity headers
+(``HTTP_TAILSCALE_USER_LOGIN``): a proxy such as ``tailscale serve`` strips only the
+hyphenated spelling, so a :class:`~setec_core.peer.Peer` drops these. The tests add the
+twins of the known peer's own headers too."""
+
 GARBAGE_ADDRESSES = [
     ("", None),
     ("not an address", 1),
@@ -110,6 +131,42 @@ def with_headers(peer: Peer, headers: Mapping[str, str]) -> Peer:
     return dataclasses.replace(peer, headers=dict(merged.values()))
 
 
+def without_header(peer: Peer, name: str) -> Peer:
+    """Return ``peer`` without header ``name`` (in any case)."""
+    kept = {n: v for n, v in peer.headers.items() if n.lower() != name.lower()}
+    return dataclasses.replace(peer, headers=kept)
+
+
+def who(outcome: Caller | SetecError) -> object:
+    """What :func:`identify_or_refuse` decided, comparable across calls: the caller's
+    principal and rules, or the refusal's class."""
+    if isinstance(outcome, Caller):
+        return (outcome.principal, outcome.rules)
+    return type(outcome)
+
+
+@contextmanager
+def capture_every_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Make ``caplog`` see every record of every logger, DEBUG included, while the
+    block runs: loggers with a level of their own are set to DEBUG until the test ends,
+    and those that do not propagate get ``caplog``'s handler."""
+    caplog.set_level(logging.DEBUG)
+    attached: list[logging.Logger] = []
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue  # a placeholder for the loggers below it
+        if logger.level > logging.DEBUG:
+            caplog.set_level(logging.DEBUG, logger=name)
+        if not logger.propagate and caplog.handler not in logger.handlers:
+            logger.addHandler(caplog.handler)
+            attached.append(logger)
+    try:
+        yield
+    finally:
+        for logger in attached:
+            logger.removeHandler(caplog.handler)
+
+
 class AuthorizerContract:
     """Identification, refusals, malformed requests, options, reload and close."""
 
@@ -128,6 +185,14 @@ class AuthorizerContract:
         """Return a peer the authorizer must refuse with AccessDenied, or None to skip
         that test."""
         return None
+
+    @pytest.fixture
+    def logged_headers(self) -> Collection[str]:
+        """Return the names of headers whose values the authorizer may write to its log
+        because they carry no credential (tailscale-serve logs a malformed
+        ``Tailscale-App-Capabilities``, the tailnet's grants, for the operator to fix);
+        none by default. Refusals never quote them all the same."""
+        return ()
 
     @pytest.fixture
     def bad_options(self) -> Sequence[tuple[Any, ...]]:
@@ -206,16 +271,53 @@ class AuthorizerContract:
         identify_or_refuse(authorizer, dataclasses.replace(known_peer, address=address, port=port))
         identify_or_refuse(authorizer, dataclasses.replace(known_peer, unix=True, address=""))
 
-    def test_refusals_never_quote_headers(self, authorizer: Authorizer, known_peer: Peer) -> None:
+    def test_refusals_never_quote_headers(
+        self,
+        authorizer: Authorizer,
+        known_peer: Peer,
+        logged_headers: Collection[str],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
         """A refusal's message goes to the client and the log: it never quotes a header
-        value, which may be a credential."""
+        value, which may be a credential; nor does any log record, at any level, of any
+        logger (but for the ``logged_headers`` fixture's)."""
         names = {*known_peer.headers, "Authorization"}
-        for name in sorted(names):
-            for value in (CANARY, f"Bearer {CANARY}"):
-                outcome = identify_or_refuse(authorizer, with_headers(known_peer, {name: value}))
-                if isinstance(outcome, SetecError):
-                    assert CANARY not in str(outcome)
-                    assert CANARY not in repr(outcome)
+        loggable = {name.lower() for name in logged_headers}
+        with capture_every_log(caplog):
+            for name in sorted(names):
+                caplog.clear()
+                for value in (CANARY, f"Bearer {CANARY}"):
+                    peer = with_headers(known_peer, {name: value})
+                    outcome = identify_or_refuse(authorizer, peer)
+                    if isinstance(outcome, SetecError):
+                        assert CANARY not in str(outcome)
+                        assert CANARY not in repr(outcome)
+                if name.lower() in loggable:
+                    continue
+                for record in caplog.records:
+                    assert CANARY not in record.getMessage(), (name, record.name)
+                assert CANARY not in caplog.text, name
+
+    def test_underscore_twins_never_change_the_caller(
+        self, authorizer: Authorizer, known_peer: Peer
+    ) -> None:
+        """A header name with an underscore, which WSGI spells as its hyphenated twin
+        (docs/api.md §1.1), never changes who is identified: beside the real header it
+        is ignored, and in place of the known peer's own header it identifies no one the
+        peer without that header would not be."""
+        expected = who(identify_or_refuse(authorizer, known_peer))
+        twins = {name.replace("-", "_"): name for name in known_peer.headers if "-" in name}
+        twins.update((twin, twin.replace("_", "-")) for twin in UNDERSCORE_TWINS)
+        for twin, real in sorted(twins.items()):
+            values = {"mallory@example.com", CANARY, known_peer.headers.get(real, "")}
+            for value in sorted(values):
+                peer = with_headers(known_peer, {twin: value})
+                assert who(identify_or_refuse(authorizer, peer)) == expected, (twin, value)
+            if real in known_peer.headers:
+                bare = without_header(known_peer, real)
+                alone = with_headers(bare, {twin: known_peer.headers[real]})
+                bare_outcome = who(identify_or_refuse(authorizer, bare))
+                assert who(identify_or_refuse(authorizer, alone)) == bare_outcome, twin
 
     # --- configuration and lifecycle ---------------------------------------------------
 

@@ -6,8 +6,9 @@ One description serves the server and the client:
   reply (:data:`ENDPOINTS`);
 * :mod:`~setec_core.wire.request`: the request bodies; the server decodes them
   (:func:`decode`, docs/api.md §3.1), a client encodes them (:func:`encode_request`);
-* :mod:`~setec_core.wire.reply`: the reply bodies; the server encodes them
-  (:func:`encode`, docs/api.md §3.2), a client decodes them (:class:`Reply`);
+* :mod:`~setec_core.wire.reply`: the reply bodies, one :class:`Reply` kind per shape;
+  the server encodes them (``endpoint.reply.encode``, docs/api.md §3.2), a client
+  decodes them (``endpoint.reply.decode``);
 * :mod:`~setec_core.wire.decoding`: Go's rules for reading a body (key folding, the last
   key wins, ``null``), shared by both sides;
 * :mod:`~setec_core.wire.sentinel`: the four statuses that carry the wire sentinels,
@@ -17,7 +18,7 @@ One description serves the server and the client:
 from __future__ import annotations
 
 from setec_core.wire.endpoint import ENDPOINTS, Endpoint
-from setec_core.wire.reply import Reply, encode, go_escape
+from setec_core.wire.reply import Reply, go_escape
 from setec_core.wire.request import (
     BadRequestError,
     CreateVersionRequest,
@@ -47,7 +48,6 @@ __all__ = [
     "Sentinel",
     "VersionRequest",
     "decode",
-    "encode",
     "encode_request",
     "go_escape",
     "sentinel_error",

@@ -31,12 +31,11 @@ R = TypeVar("R")
 class Reply(Generic[R]):
     """One kind of reply body.
 
-    :param name: what it holds, for messages (``"a secret value"``).
-    :param encode: the server's side: the body of an operation's result.
+    :param encode: the server's side: the body of an operation's result, compact JSON
+        as UTF-8 without a trailing newline (docs/api.md §3.2).
     :param decode: a client's side: the result of a 200's body.
     """
 
-    name: str
     encode: Callable[[R], bytes]
     decode: Callable[[bytes], R]
 
@@ -66,8 +65,6 @@ def go_escape(text: str) -> str:
 
 
 def _document(result: object) -> object:
-    if result is None:
-        return {}
     if isinstance(result, SecretValue):
         return {"Value": base64.b64encode(result.value).decode("ascii"), "Version": result.version}
     if isinstance(result, SecretInfo):
@@ -84,6 +81,7 @@ def _document(result: object) -> object:
 
 
 def _encode_json(result: object) -> bytes:
+    # Refuses (TypeError) what is not an API result: a programming error, not a reply.
     text = json.dumps(_document(result), ensure_ascii=False, separators=(",", ":"))
     return go_escape(text).encode("utf-8")
 
@@ -98,21 +96,8 @@ def _encode_value(result: SecretValue) -> bytes:
 
 
 def _encode_empty(result: None) -> bytes:
+    # An encoder's signature (Reply.encode); a void operation's result is None.
     return b"{}"
-
-
-def encode(result: object) -> bytes:
-    """Encode an operation's result as Go setec's server does (docs/api.md §3.2).
-
-    :param result: a :class:`SecretValue`, a :class:`SecretInfo`, a list of
-        :class:`SecretInfo` (empty encodes as ``null``), an ``int`` (put's new version)
-        or ``None`` (void operations, encoded as ``{}``).
-    :returns: compact JSON as UTF-8, without a trailing newline.
-    :raises TypeError: if ``result`` is none of these.
-    """
-    if type(result) is SecretValue:
-        return _encode_value(result)
-    return _encode_json(result)
 
 
 # --- Decoding (a client) -------------------------------------------------------------------
@@ -218,12 +203,12 @@ def _decode_empty(body: bytes) -> None:
 
 
 #: The active version of a secret, or one version: ``{"Value", "Version"}``.
-VALUE: Reply[SecretValue] = Reply("a secret value", _encode_value, _decode_value)
+VALUE: Reply[SecretValue] = Reply(_encode_value, _decode_value)
 #: A secret's versions: ``{"Name", "Versions", "ActiveVersion"}``.
-INFO: Reply[SecretInfo] = Reply("secret info", _encode_json, _decode_info)
+INFO: Reply[SecretInfo] = Reply(_encode_json, _decode_info)
 #: Every secret the caller may see: a list of :data:`INFO`, ``null`` when empty.
-INFO_LIST: Reply[list[SecretInfo]] = Reply("a list of secrets", _encode_json, _decode_infos)
+INFO_LIST: Reply[list[SecretInfo]] = Reply(_encode_json, _decode_infos)
 #: The version put made or found: a bare number.
-VERSION: Reply[int] = Reply("a version number", _encode_json, _decode_version)
+VERSION: Reply[int] = Reply(_encode_json, _decode_version)
 #: The reply of an operation that returns nothing: ``{}``.
-EMPTY: Reply[None] = Reply("an empty object", _encode_empty, _decode_empty)
+EMPTY: Reply[None] = Reply(_encode_empty, _decode_empty)

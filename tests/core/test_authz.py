@@ -4,10 +4,11 @@ setec_core.testing against the Authorizer contract."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 
-from setec_core import Peer, make_caller
+from setec_core import Caller, Peer, make_caller
 from setec_core.errors import AccessDenied
 from setec_core.peer import PeerHeaders
 from setec_core.testing import SUPERUSER, AuthorizerContract, FixedAuthorizer, HeaderAuthorizer
@@ -65,6 +66,47 @@ def test_peer_is_immutable() -> None:
         peer.address = "127.0.0.1"  # type: ignore[misc]
 
 
+def test_peer_is_hashable() -> None:
+    """An authorizer may cache by peer: a Peer hashes, equal peers hash alike, and
+    peers differing only in headers are not equal."""
+    peer = Peer("10.0.0.1", 443, tls=True, headers={"Authorization": "Bearer a"})
+    same = Peer("10.0.0.1", 443, tls=True, headers={"authorization": "Bearer a"})
+    other = Peer("10.0.0.1", 443, tls=True, headers={"Authorization": "Bearer b"})
+    assert hash(peer) == hash(same)
+    assert {peer: "alice"}[same] == "alice"
+    assert peer != other
+    assert other not in {peer: "alice"}
+    assert hash(peer_of_environ()) == hash(peer_of_environ())
+
+
+def peer_of_environ() -> Peer:
+    """The Peer the HTTP app builds for :data:`ENVIRON` (a view of the environ)."""
+    return Peer("127.0.0.1", 40000, headers=PeerHeaders(ENVIRON))
+
+
+@pytest.mark.parametrize(
+    "name", ["Tailscale_User_Login", "tailscale_user-login", "X_Setec_Test_Caller", "_"]
+)
+def test_header_names_with_underscores_are_dropped(name: str) -> None:
+    """WSGI spells ``Tailscale_User_Login`` as ``Tailscale-User-Login``; a Peer built
+    from names drops any name with an underscore, so neither reaches an authorizer as
+    the other, alone or beside it."""
+    alone = Peer("127.0.0.1", headers={name: "mallory@example.com"})
+    assert dict(alone.headers) == {}
+    real = name.replace("_", "-")
+    beside = Peer("127.0.0.1", headers={real: "alice@example.com", name: "mallory@example.com"})
+    assert beside.headers.get(real) == "alice@example.com"
+    assert PeerHeaders.of([(name, "mallory@example.com")]) == {}
+
+
+def test_underscore_twins_cannot_name_a_test_caller() -> None:
+    """The hole this closes, end to end: a hand-built Peer carrying only the underscore
+    spelling of an identity header is not identified by it."""
+    authorizer = HeaderAuthorizer({"mallory": ALICE})
+    with pytest.raises(AccessDenied):
+        authorizer.identify(Peer("127.0.0.1", headers={"X_Setec_Test_Caller": "mallory"}))
+
+
 # --- the fakes meet the contract --------------------------------------------------------
 
 
@@ -109,3 +151,42 @@ def test_fixed_authorizer_records_the_peer() -> None:
     authorizer.error = AccessDenied()
     with pytest.raises(AccessDenied):
         authorizer.identify(peer)
+
+
+class LoggingHeaderAuthorizer(HeaderAuthorizer):
+    """A HeaderAuthorizer with the bug the contract looks for: it logs, at DEBUG on a
+    logger set to WARNING, the header value it refuses."""
+
+    def identify(self, peer: Peer) -> Caller:
+        try:
+            return super().identify(peer)
+        except AccessDenied:
+            LEAKY_LOG.debug("refused caller %r", peer.headers.get(self.HEADER))
+            raise
+
+
+LEAKY_LOG = logging.getLogger("setec.tests.leaky_authorizer")
+
+
+def test_the_contract_reads_the_log_for_quoted_headers(caplog: pytest.LogCaptureFixture) -> None:
+    """The contract's check that refusals never quote a header reads every log record,
+    DEBUG included, even of a logger whose own level would hide it; a header named in
+    ``logged_headers`` may be logged."""
+    LEAKY_LOG.setLevel(logging.WARNING)
+    try:
+        with pytest.raises(AssertionError, match="canary"):
+            AuthorizerContract().test_refusals_never_quote_headers(
+                LoggingHeaderAuthorizer({"alice": ALICE}),
+                Peer("127.0.0.1", headers={HeaderAuthorizer.HEADER: "alice"}),
+                (),
+                caplog,
+            )
+        caplog.clear()
+        AuthorizerContract().test_refusals_never_quote_headers(
+            LoggingHeaderAuthorizer({"alice": ALICE}),
+            Peer("127.0.0.1", headers={HeaderAuthorizer.HEADER: "alice"}),
+            [HeaderAuthorizer.HEADER],
+            caplog,
+        )
+    finally:
+        LEAKY_LOG.setLevel(logging.NOTSET)

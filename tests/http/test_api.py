@@ -20,6 +20,7 @@ from setec_core import AccessDenied, Database, Peer, UnavailableError, make_call
 from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.http import make_app
 from setec_core.http.app import DEFAULT_MAX_REQUEST_BYTES, SMALL_BODY_BYTES
+from setec_core.http.route import Answer, RequestContext
 from setec_core.testing import (
     SUPERUSER,
     TEST_KEY,
@@ -28,6 +29,7 @@ from setec_core.testing import (
     audit_entries,
     new_database,
 )
+from setec_core.wire import reply as replies
 
 GUARD = {"Sec-X-Tailscale-No-Browsers": "setec"}
 JSON = "application/json"
@@ -62,13 +64,22 @@ def api(
     headers: dict[str, str] | None = None,
     content_type: str | None = JSON,
     http_method: str = "POST",
+    environ_overrides: dict[str, str] | None = None,
 ) -> TestResponse:
-    """Call ``/api/<method>`` the way a Go client does, unless told otherwise."""
+    """Call ``/api/<method>`` the way a Go client does, unless told otherwise
+    (``environ_overrides`` sets WSGI environ keys as a server other than setec's
+    might)."""
     data = raw if raw is not None else json.dumps(body).encode()
     hdrs = dict(GUARD if headers is None else headers)
     if content_type is not None:
         hdrs["Content-Type"] = content_type
-    return client.open(f"/api/{method}", method=http_method, data=data, headers=hdrs)
+    return client.open(
+        f"/api/{method}",
+        method=http_method,
+        data=data,
+        headers=hdrs,
+        environ_overrides=environ_overrides,
+    )
 
 
 def b64(value: bytes) -> str:
@@ -138,6 +149,44 @@ def test_pipeline(client: Client, kwargs: dict[str, Any], status: int, body: str
     assert "\n" not in text[:-1], "a reason must be one line"
     if body is not None:
         assert text == body
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "\u0663", "1\u00b2"])
+def test_non_ascii_digits_in_content_length_are_400(client: Client, length: str) -> None:
+    """A Content-Length of digits other than ASCII ones ("²", "٣") is a client mistake:
+    400 "invalid Content-Length", as the reason table says (docs/api.md §5.1), never a
+    500 nor a length read as 3. setec's front refuses it before the app; another WSGI
+    server may not."""
+    resp = api(
+        client, "put", {"Name": "a", "Value": "eA=="}, environ_overrides={"CONTENT_LENGTH": length}
+    )
+    assert (resp.status_code, resp.get_data(as_text=True)) == (400, "invalid Content-Length\n")
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "body"),
+    [
+        ("/healthz", "get", 200, b"ok\n"),
+        ("/healthz", "Get", 200, b"ok\n"),
+        ("/healthz", "head", 200, b""),
+        ("/api/list", "post", 200, b"null"),
+        ("/api/list", "get", 400, b"only POST requests allowed\n"),
+    ],
+)
+def test_the_method_is_read_in_upper_case(
+    client: Client, path: str, method: str, status: int, body: bytes
+) -> None:
+    """A WSGI server that passes the method as the client sent it ("get") gets the
+    answer werkzeug gave, which upper-cased it: a lower-case GET of /healthz is 200, a
+    lower-case HEAD has no body."""
+    resp = client.open(
+        path,
+        method="POST" if path.startswith("/api/") else "GET",
+        data=b"{}",
+        headers={**GUARD, "Content-Type": JSON},
+        environ_overrides={"REQUEST_METHOD": method},
+    )
+    assert (resp.status_code, resp.get_data()) == (status, body)
 
 
 def test_bad_base64_is_400(client: Client) -> None:
@@ -265,6 +314,15 @@ def test_every_endpoint_is_routed_with_its_body_limit(db: Database, endpoint: An
     limit = DEFAULT_MAX_REQUEST_BYTES if big else SMALL_BODY_BYTES
     assert app.body_limit("POST", endpoint.path) == limit
     assert app.body_limit("POST", "/elsewhere") == SMALL_BODY_BYTES
+
+
+def test_every_endpoint_needs_a_handler(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint added to the wire table without its ``on_<name>`` operation stops
+    the app at start-up, naming the missing handler, rather than answering 404."""
+    extra = wire.Endpoint("frobnicate", wire.NameRequest, replies.EMPTY)
+    monkeypatch.setattr(wire, "ENDPOINTS", (*wire.ENDPOINTS, extra))
+    with pytest.raises(AttributeError, match="on_frobnicate"):
+        make_app(db, FixedAuthorizer(SUPERUSER))
 
 
 @pytest.mark.parametrize("path", ["/api/unknown", "/api/get/", "/foo", "/static/x.css"])
@@ -403,6 +461,33 @@ def test_security_headers_and_request_id(client: Client, db: Database) -> None:
     assert audit_entries(db)[-1]["request"] == rid
     tls_client = Client(make_app(db, FixedAuthorizer(SUPERUSER), tls=True))
     assert "max-age" in api(tls_client, "get", {"Name": "a"}).headers["Strict-Transport-Security"]
+
+
+def test_reprs_never_show_credentials_or_values(db: Database, authz: FixedAuthorizer) -> None:
+    """A request's context and its answer may be printed while debugging: their reprs
+    show neither the bearer token the request carried nor a value it put or got."""
+    app = make_app(db, authz)
+    seen: list[object] = []
+    dispatch = app.dispatch_request
+
+    def recording(ctx: RequestContext) -> Answer:
+        answer = dispatch(ctx)
+        seen.extend((ctx, answer))
+        return answer
+
+    app.dispatch_request = recording  # type: ignore[method-assign]
+    client = Client(app)
+    token = "setec_canary-bearer-token-7e1d"
+    headers = {**GUARD, "Authorization": f"Bearer {token}"}
+    assert (
+        api(client, "put", {"Name": "a", "Value": b64(SECRET)}, headers=headers).status_code == 200
+    )
+    get = api(client, "get", {"Name": "a"}, headers=headers)
+    assert (get.status_code, get.json) == (200, {"Value": b64(SECRET), "Version": 1})
+    assert len(seen) == 4
+    for record in seen:
+        for forbidden in (token, b64(SECRET), SECRET.decode(), repr(SECRET)):
+            assert forbidden not in repr(record)
 
 
 def test_logs_never_contain_values(

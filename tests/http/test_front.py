@@ -643,3 +643,16 @@ def test_a_value_whose_audit_entry_cannot_be_synced_never_leaves(
         sock.sendall(GET_KEY)
         assert read_answer(sock)[0] == 500
     assert "gated-secret-value" not in caplog.text
+
+
+def test_a_request_being_read_has_a_repr_without_credentials_or_values() -> None:
+    """The front's record of a request being read may be printed while debugging: its
+    repr shows the method and path, never a header value (a bearer token) nor the
+    body (a value being put)."""
+    request = connection.Request(method="POST", url=b"/api/put")
+    request.headers.append((b"Authorization", b"Bearer setec_canary-front-token"))
+    request.body += b'{"Name":"a","Value":"aHVudGVyMg=="}'
+    text = repr(request)
+    assert "/api/put" in text
+    for forbidden in ("setec_canary-front-token", "aHVudGVyMg==", "Authorization"):
+        assert forbidden not in text

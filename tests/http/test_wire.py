@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -24,7 +25,6 @@ from setec_core.wire import (
     PutRequest,
     VersionRequest,
     decode,
-    encode,
     encode_request,
     sentinel_error,
 )
@@ -293,47 +293,61 @@ def test_request_repr_hides_value(request_: object) -> None:
 # --- Encoding --------------------------------------------------------------------------
 
 ENCODED = [
-    pytest.param(SecretValue(b"abc", 3), b'{"Value":"YWJj","Version":3}', id="value"),
-    pytest.param(SecretValue(b"", 1), b'{"Value":"","Version":1}', id="value-empty"),
-    pytest.param(SecretValue(b"\xff\xfe", 2), b'{"Value":"//4=","Version":2}', id="value-std-b64"),
     pytest.param(
+        replies.VALUE, SecretValue(b"abc", 3), b'{"Value":"YWJj","Version":3}', id="value"
+    ),
+    pytest.param(replies.VALUE, SecretValue(b"", 1), b'{"Value":"","Version":1}', id="value-empty"),
+    pytest.param(
+        replies.VALUE,
+        SecretValue(b"\xff\xfe", 2),
+        b'{"Value":"//4=","Version":2}',
+        id="value-std-b64",
+    ),
+    pytest.param(
+        replies.INFO,
         SecretInfo("a", (1, 2, 3), 2),
         b'{"Name":"a","Versions":[1,2,3],"ActiveVersion":2}',
         id="info",
     ),
     pytest.param(
+        replies.INFO,
         SecretInfo("a", (10, 2, 1), 2),
         b'{"Name":"a","Versions":[1,2,10],"ActiveVersion":2}',
         id="info-versions-ascending",
     ),
     pytest.param(
+        replies.INFO_LIST,
         [SecretInfo("a", (1,), 1), SecretInfo("b", (4, 5), 5)],
         b'[{"Name":"a","Versions":[1],"ActiveVersion":1},'
         b'{"Name":"b","Versions":[4,5],"ActiveVersion":5}]',
         id="list",
     ),
-    pytest.param([], b"null", id="empty-list-is-null"),
-    pytest.param((), b"null", id="empty-tuple-is-null"),
-    pytest.param(4, b"4", id="put-version"),
-    pytest.param(MAX_VERSION, b"4294967295", id="put-max-version"),
-    pytest.param(None, b"{}", id="void-is-empty-object"),
+    pytest.param(replies.INFO_LIST, [], b"null", id="empty-list-is-null"),
+    pytest.param(replies.INFO_LIST, (), b"null", id="empty-tuple-is-null"),
+    pytest.param(replies.VERSION, 4, b"4", id="put-version"),
+    pytest.param(replies.VERSION, MAX_VERSION, b"4294967295", id="put-max-version"),
+    pytest.param(replies.EMPTY, None, b"{}", id="void-is-empty-object"),
     # Strings: Go's escaping, byte for byte.
     pytest.param(
+        replies.INFO,
         SecretInfo("a<b>&c", (1,), 1),
         b'{"Name":"a\\u003cb\\u003e\\u0026c","Versions":[1],"ActiveVersion":1}',
         id="html-escaped",
     ),
     pytest.param(
+        replies.INFO,
         SecretInfo("café", (1,), 1),
         b'{"Name":"caf\xc3\xa9","Versions":[1],"ActiveVersion":1}',
         id="non-ascii-raw-utf8",
     ),
     pytest.param(
+        replies.INFO,
         SecretInfo('"\\\n\t\b\f\x01\u2028\u2029', (1,), 1),
         b'{"Name":"\\"\\\\\\n\\t\\b\\f\\u0001\\u2028\\u2029","Versions":[1],"ActiveVersion":1}',
         id="control-and-separators",
     ),
     pytest.param(
+        replies.INFO,
         SecretInfo("a\ud800", (1,), 1),
         b'{"Name":"a\\ufffd","Versions":[1],"ActiveVersion":1}',
         id="lone-surrogate-as-go-invalid-utf8",
@@ -341,29 +355,31 @@ ENCODED = [
 ]
 
 
-@pytest.mark.parametrize(("result", "expected"), ENCODED)
-def test_encode(result: object, expected: bytes) -> None:
-    """Responses are Go's compact JSON, byte for byte, without a trailing newline."""
-    assert encode(result) == expected
+@pytest.mark.parametrize(("reply", "result", "expected"), ENCODED)
+def test_encode(reply: replies.Reply[Any], result: object, expected: bytes) -> None:
+    """Responses, as each endpoint's reply kind encodes them for the server, are Go's
+    compact JSON, byte for byte, without a trailing newline."""
+    assert reply.encode(result) == expected
 
 
 @pytest.mark.parametrize(
-    ("result", "keys"),
+    ("reply", "result", "keys"),
     [
-        (SecretValue(b"x", 1), ["Value", "Version"]),
-        (SecretInfo("x", (1,), 1), ["Name", "Versions", "ActiveVersion"]),
+        (replies.VALUE, SecretValue(b"x", 1), ["Value", "Version"]),
+        (replies.INFO, SecretInfo("x", (1,), 1), ["Name", "Versions", "ActiveVersion"]),
     ],
 )
-def test_encode_key_order(result: object, keys: list[str]) -> None:
+def test_encode_key_order(reply: replies.Reply[Any], result: object, keys: list[str]) -> None:
     """Object keys come in Go's struct declaration order (docs/api.md §3)."""
-    assert list(json.loads(encode(result))) == keys
+    assert list(json.loads(reply.encode(result))) == keys
 
 
-@pytest.mark.parametrize("result", [True, "4", b"x", {"Name": "x"}, 1.5])
-def test_encode_refuses_unknown_results(result: object) -> None:
+@pytest.mark.parametrize("reply", [replies.INFO, replies.INFO_LIST, replies.VERSION])
+@pytest.mark.parametrize("result", [True, "4", b"x", {"Name": "x"}, 1.5, None])
+def test_encode_refuses_unknown_results(reply: replies.Reply[Any], result: object) -> None:
     """Anything that is not an API result is a programming error, not a response."""
     with pytest.raises(TypeError):
-        encode(result)
+        reply.encode(result)
 
 
 # --- Properties ------------------------------------------------------------------------
@@ -472,9 +488,9 @@ def test_go_client_bodies_round_trip(
 def test_encoded_results_parse_back(name: str, versions: set[int], value: bytes) -> None:
     """Encoded results are JSON whose fields are exactly the result's (clients need only that)."""
     active = min(versions)
-    info = json.loads(encode([SecretInfo(name, tuple(versions), active)]))
+    info = json.loads(replies.INFO_LIST.encode([SecretInfo(name, tuple(versions), active)]))
     assert info == [{"Name": name, "Versions": sorted(versions), "ActiveVersion": active}]
-    got = json.loads(encode(SecretValue(value, active)))
+    got = json.loads(replies.VALUE.encode(SecretValue(value, active)))
     assert base64.b64decode(got["Value"], validate=True) == value
     assert got["Version"] == active
 
@@ -498,6 +514,15 @@ def test_the_endpoint_table() -> None:
     assert all(e.path == f"/api/{e.name}" for e in ENDPOINTS)
     assert [e.name for e in ENDPOINTS if e.carries_value] == ["put", "create-version"]
     assert [e.name for e in ENDPOINTS if e.read_only] == ["list", "get", "info"]
+
+
+def test_the_large_body_limit_is_set_where_a_value_is_carried() -> None:
+    """The large body cap is a flag on each endpoint, not read from the request's
+    fields; it is set exactly where the request has a value to carry, so a new endpoint
+    with a value cannot be left with the small cap nor one without get the large."""
+    for endpoint in ENDPOINTS:
+        fields = {f.name for f in dataclasses.fields(endpoint.request)}
+        assert endpoint.carries_value == ("value" in fields), endpoint.name
 
 
 @given(

@@ -651,5 +651,10 @@ class TestTailscaleServeContract(AuthorizerContract):
         return peer_from("127.0.0.1")
 
     @pytest.fixture
+    def logged_headers(self) -> list[str]:
+        # The tailnet's grants, logged when malformed so the operator can fix them.
+        return ["Tailscale-App-Capabilities"]
+
+    @pytest.fixture
     def bad_options(self) -> list[tuple[Any, ...]]:
         return [({}, ServerInfo(host="100.64.0.1")), ({}, ServerInfo(host="192.0.2.7", port=443))]
