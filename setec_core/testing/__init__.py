@@ -18,9 +18,9 @@
 * A pytest plugin with the fixtures ``setec_db``, ``setec_server``, ``setec_client``,
   ``setec_ticker`` and ``setec_clock`` (docs/testing.md).
 * Contract test classes for plugin authors: :class:`StorageBackendContract`,
-  :class:`PersistentStorageContract`, :class:`KeyProviderContract`,
-  :class:`BackupSinkContract` and :class:`AuthorizerContract` (they need pytest, and
-  are imported on first use).
+  :class:`PersistentStorageContract`, :class:`SharedStorageContract`,
+  :class:`KeyProviderContract`, :class:`BackupSinkContract` and
+  :class:`AuthorizerContract` (they need pytest, and are imported on first use).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def audit_entries(db: Database) -> list[dict[str, Any]]:
 def __getattr__(name: str) -> Any:
     # The contract classes import pytest; load them only when asked for, so that
     # importing setec_core.testing in a program does not need pytest.
-    if name in ("StorageBackendContract", "PersistentStorageContract"):
+    if name in ("StorageBackendContract", "PersistentStorageContract", "SharedStorageContract"):
         from setec_core.testing import storage_contract
 
         return getattr(storage_contract, name)

@@ -18,6 +18,10 @@ instances subclasses :class:`PersistentStorageContract` instead and overrides
 
             return reopen
 
+A backend that several processes may open at once (a database server) also subclasses
+:class:`SharedStorageContract` and overrides ``two_handles``: two instances opened on
+one store, which must see each other's commits and serialise their writes.
+
 The tests use only the :class:`~setec_core.storage.StorageBackend` interface.
 """
 
@@ -33,6 +37,7 @@ from setec_core.errors import ConflictError
 from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
 
 Reopen = Callable[[StorageBackend], StorageBackend]
+Pair = tuple[StorageBackend, StorageBackend]
 
 
 def key(n: int) -> bytes:
@@ -374,3 +379,193 @@ class PersistentStorageContract(StorageBackendContract):
         with pytest.raises(ConflictError):
             again.commit([RecordWrite(K1, b"b", 0)])
         assert again.commit([RecordWrite(K1, b"b", 1)]) == 2
+
+
+def _run_threads(count: int, target: Callable[[int], None]) -> list[BaseException]:
+    """Run ``target(0)`` ... ``target(count - 1)`` in threads started together; return
+    what they raised."""
+    start = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            start.wait()
+            target(n)
+        except BaseException as e:  # reported by the caller: a thread cannot fail the test
+            errors.append(e)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return errors
+
+
+class SharedStorageContract:
+    """Two handles on one store, as several server processes sharing a database have:
+    what one commits the other sees, and their concurrent commits serialise. Subclass
+    it for a backend that several processes may open at once, and override
+    ``two_handles``::
+
+        class TestMyBackendShared(SharedStorageContract):
+            @pytest.fixture
+            def two_handles(self, tmp_path):
+                uri = f"my://{tmp_path}/store"
+                return MyBackend.from_uri(uri), MyBackend.from_uri(uri)
+    """
+
+    @pytest.fixture
+    def two_handles(self) -> Pair:
+        """Override: return or yield two backends opened on the same fresh, empty store
+        (two instances, as two processes would open it). The contract closes them."""
+        pytest.fail("override the 'two_handles' fixture to return two handles on one store")
+
+    @pytest.fixture
+    def pair(self, two_handles: Pair) -> Iterator[Pair]:
+        """The two handles under test, closed after the test."""
+        a, b = two_handles
+        assert a is not b, "two_handles must return two instances"
+        yield a, b
+        a.close()
+        b.close()
+
+    def test_a_commit_through_one_is_seen_by_the_other(self, pair: Pair) -> None:
+        """Records, deletions (as tombstones in changes_since), meta and the revision
+        committed through one handle are read through the other at once."""
+        a, b = pair
+        assert a.commit([RecordWrite(K1, b"a", 0), RecordWrite(K2, b"b", 0)]) == 1
+        assert b.revision() == 1
+        assert b.read(K1) == Record(K1, b"a", 1)
+        assert b.commit([RecordWrite(K1, None, 1)], [MetaWrite("dek", b"d", None)]) == 2
+        assert a.revision() == 2
+        assert a.read(K1) is None
+        assert a.get_meta("dek") == b"d"
+        assert list(a.changes_since(1)) == [Record(K1, None, 2)]
+        assert live(a) == live(b) == {K2: (b"b", 1)}
+        with pytest.raises(ConflictError):
+            a.commit([RecordWrite(K2, b"stale", 0)])
+        assert a.commit([RecordWrite(K2, b"c", 1)]) == 3
+        snap = b.export()
+        assert (snap.revision, dict(snap.meta), list(snap.records)) == (
+            3,
+            {"dek": b"d"},
+            [Record(K2, b"c", 3)],
+        )
+
+    def test_concurrent_writers_lose_and_duplicate_nothing(self, pair: Pair) -> None:
+        """Threads on both handles each increment a record of their own (whose revision
+        they know from their commits) and a shared one (compare-and-swap, re-read and
+        retried on ConflictError): every commit gets its own revision, the shared values
+        in revision order count 1, 2, 3..., and every record ends at the revision of the
+        last commit that wrote it."""
+        threads, rounds = 4, 10
+        shared = key(1000)
+        own = [key(2000 + n) for n in range(threads)]
+        commits: list[tuple[int, int, bytes, int]] = []  # (revision, thread, key, value)
+
+        def work(n: int) -> None:
+            store = pair[n % 2]
+            mine = 0
+            for i in range(1, rounds + 1):
+                # Nobody else writes this record: a conflict on it would be a bug.
+                mine = store.commit([RecordWrite(own[n], str(i).encode(), mine)])
+                commits.append((mine, n, own[n], i))
+                while True:
+                    current = store.read(shared)
+                    count = int(current.data or b"0") if current else 0
+                    expect = current.revision if current else 0
+                    try:
+                        revision = store.commit(
+                            [RecordWrite(shared, str(count + 1).encode(), expect)]
+                        )
+                    except ConflictError:
+                        continue
+                    commits.append((revision, n, shared, count + 1))
+                    break
+
+        assert _run_threads(threads, work) == []
+        total = 2 * threads * rounds
+        commits.sort()
+        assert [c[0] for c in commits] == list(range(1, total + 1))
+        assert [value for _, _, k, value in commits if k == shared] == list(
+            range(1, threads * rounds + 1)
+        )
+        a, b = pair
+        assert a.revision() == b.revision() == total
+        for k in [shared, *own]:
+            last = max(revision for revision, _, written, _ in commits if written == k)
+            want = threads * rounds if k == shared else rounds
+            assert a.read(k) == b.read(k) == Record(k, str(want).encode(), last)
+        assert list(a.changes_since(0)) == list(b.changes_since(0))
+
+    def test_a_meta_race_has_exactly_one_winner(self, pair: Pair) -> None:
+        """Threads on both handles racing to create one meta entry, then to replace it,
+        have one winner each time; the others get ConflictError and change nothing."""
+        threads = 6
+
+        def race(expect: bytes | None, round_: int) -> tuple[list[bytes], list[int]]:
+            won: list[bytes] = []
+            lost: list[int] = []
+
+            def attempt(n: int) -> None:
+                value = f"round {round_}, thread {n}".encode()
+                try:
+                    pair[n % 2].commit(meta=[MetaWrite("dek", value, expect)])
+                except ConflictError:
+                    lost.append(n)
+                else:
+                    won.append(value)
+
+            assert _run_threads(threads, attempt) == []
+            return won, lost
+
+        first, lost = race(None, 1)
+        assert (len(first), len(lost)) == (1, threads - 1)
+        assert pair[0].get_meta("dek") == pair[1].get_meta("dek") == first[0]
+        second, lost = race(first[0], 2)
+        assert (len(second), len(lost)) == (1, threads - 1)
+        assert pair[0].get_meta("dek") == pair[1].get_meta("dek") == second[0]
+        assert pair[0].revision() == pair[1].revision() == 2
+
+    def test_revisions_seen_by_either_handle_only_grow(self, pair: Pair) -> None:
+        """While commits go through both handles, a reader never sees the revision go
+        down, and what one handle has shown the other shows too: changes_since through
+        the other lists every commit up to it, in order, none skipped or repeated."""
+        commits = 40
+        done = threading.Event()
+        seen: list[list[int]] = [[], []]
+
+        def write() -> None:
+            try:
+                for i in range(commits):
+                    pair[i % 2].commit([RecordWrite(key(i), b"x", 0)])
+            finally:
+                done.set()
+
+        def watch(observed: list[int]) -> None:
+            last = 0
+            while True:
+                finished = done.is_set()
+                one, other = pair if len(observed) % 2 else pair[::-1]
+                revision = one.revision()
+                assert revision >= last
+                # Each commit writes one new record: changes_since lists one per commit.
+                newer = [r.revision for r in other.changes_since(last)]
+                assert newer == list(range(last + 1, last + 1 + len(newer)))
+                assert last + len(newer) >= revision
+                observed.append(revision)
+                last += len(newer)
+                if finished:
+                    return
+
+        def role(n: int) -> None:
+            if n == 0:
+                write()
+            else:
+                watch(seen[n - 1])
+
+        assert _run_threads(3, role) == []
+        for observed in seen:
+            assert observed == sorted(observed)
+            assert observed[-1] == commits

@@ -57,8 +57,8 @@ def test_defaults_come_from_entry_points() -> None:
     assert plugins.key_providers.by_name("dev") is DevKeyProvider
     assert plugins.storage_backends.by_name("sqlite") is SqliteStorage
     assert plugins.storage_backends.by_name("memory") is MemoryStorage
-    owners = {reg.plugin for reg in plugins.storage_backends.registrations()}
-    assert owners == {"builtin"}
+    owners = {reg.cls.name: reg.plugin for reg in plugins.storage_backends.registrations()}
+    assert owners == {"memory": "builtin", "sqlite": "builtin", "postgresql": "postgres-storage"}
     authorizers = {reg.cls.name: reg.plugin for reg in plugins.authorizers.registrations()}
     assert authorizers == {
         "dev": "dev-authz",
@@ -137,7 +137,9 @@ def test_unknown_key_provider_lists_available(uri: str, message: str) -> None:
 
 def test_unknown_storage_lists_available() -> None:
     """An unknown storage scheme lists the installed ones."""
-    with pytest.raises(PluginError, match=r"available: memory://, sqlite://"):
+    with pytest.raises(
+        PluginError, match=r"available: memory://, postgres://, postgresql://, sqlite://"
+    ):
         Plugins.load().storage("mysql://db")
 
 

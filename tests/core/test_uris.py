@@ -20,8 +20,14 @@ from setec_core.uris import redact
         ("s3://u:p?w#d@bucket/p", "s3://***@bucket/p"),
         ("dir:///srv/backups@2", "dir:///srv/backups@2"),
         ("arn:aws:kms:us-east-1:1:key/x", "arn:aws:kms:us-east-1:1:key/x"),
+        ("postgresql://db/setec?password=hunter2", "postgresql://db/setec?password=***"),
+        (
+            "postgres://app@db/s?sslmode=require&sslpassword=pp&pass%77ord=x",
+            "postgres://***@db/s?sslmode=require&sslpassword=***&pass%77ord=***",
+        ),
+        ("postgresql://db/setec?passwords=no", "postgresql://db/setec?passwords=no"),
     ],
 )
 def test_redact(uri: str, shown: str) -> None:
-    """userinfo becomes ***; everything else stays as given."""
+    """userinfo and password query values become ***; everything else stays as given."""
     assert redact(uri) == shown

@@ -19,7 +19,13 @@ from setec_core import Plugins
 from setec_core.builtin.sqlite_storage import SqliteStorage
 from setec_core.errors import ConfigError, ConflictError, CorruptStoreError, StorageError
 from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
-from setec_core.testing.storage_contract import PersistentStorageContract, Reopen, key
+from setec_core.testing.storage_contract import (
+    Pair,
+    PersistentStorageContract,
+    Reopen,
+    SharedStorageContract,
+    key,
+)
 
 
 def uri_for(path: Path) -> str:
@@ -44,6 +50,16 @@ class TestSqliteStorageContract(PersistentStorageContract):
             return SqliteStorage.from_uri(old.uri)
 
         return reopen
+
+
+class TestSqliteSharedStorage(SharedStorageContract):
+    """Two SqliteStorage handles on one file (as two processes would open it) see each
+    other's commits and serialise their writes."""
+
+    @pytest.fixture
+    def two_handles(self, tmp_path: Path) -> Pair:
+        uri = uri_for(tmp_path / "store.db")
+        return SqliteStorage.from_uri(uri), SqliteStorage.from_uri(uri)
 
 
 @pytest.fixture
