@@ -4,7 +4,8 @@ storage backend and, later, of several ``setec-serve`` processes sharing one dat
 :class:`PostgresServer` runs the installed server binaries (``initdb`` and ``pg_ctl``
 from ``/usr/lib/postgresql/VERSION/bin``, the newest version) on a new data directory
 in a temporary directory, listening on 127.0.0.1 at a free port, with durability turned
-off (``fsync=off``: the cluster dies with the test session anyway). Connections over
+off (``fsync=off``: the cluster dies with the test session anyway; ``start(durable=True)``
+keeps PostgreSQL's durable defaults, for benchmarks). Connections over
 TCP need the password of the superuser ``app`` (scram-sha-256), so every URI a test
 uses carries a password that must never leak. ``initdb`` refuses to run as root, so
 as root the server runs as the ``postgres`` system user, which the Debian package
@@ -68,21 +69,27 @@ class PostgresServer:
     :ivar password: the password of :data:`USER`, in every URI it gives.
     """
 
-    def __init__(self, bindir: Path, directory: Path, port: int, password: str) -> None:
+    def __init__(
+        self, bindir: Path, directory: Path, port: int, password: str, *, durable: bool = False
+    ) -> None:
         self._bindir, self._dir, self.port, self.password = bindir, directory, port, password
+        self.durable = durable
         self._stopped = False
 
     @classmethod
-    def start(cls) -> PostgresServer:
+    def start(cls, *, durable: bool = False) -> PostgresServer:
         """Create a cluster in a new temporary directory and start it.
 
+        :param durable: run with PostgreSQL's durable defaults (``fsync``,
+            ``synchronous_commit`` and ``full_page_writes`` on), as a benchmark that
+            compares commit latency needs; by default they are off, for fast tests.
         :raises PostgresMissingError: if the server binaries are not installed.
         :raises RuntimeError: if ``initdb`` or ``pg_ctl start`` fails (with its log).
         """
         bindir = _bindir()
         directory = Path(tempfile.mkdtemp(prefix="pgtest."))
         password = secrets.token_urlsafe(16)
-        server = cls(bindir, directory, 0, password)
+        server = cls(bindir, directory, 0, password, durable=durable)
         try:
             if os.geteuid() == 0:
                 shutil.chown(directory, "postgres", "postgres")
@@ -129,10 +136,9 @@ class PostgresServer:
         return done
 
     def _pg_ctl_start(self) -> bool:
-        settings = (
-            f"-k {self._dir} -c listen_addresses=127.0.0.1 -p {self.port} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        settings = f"-k {self._dir} -c listen_addresses=127.0.0.1 -p {self.port}"
+        if not self.durable:
+            settings += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         data, log = str(self._dir / "data"), str(self._dir / "log")
         try:
             self._run("pg_ctl", "-D", data, "-l", log, "-w", "-o", settings, "start")
