@@ -466,13 +466,13 @@ class Front:
         # An app thread: run requests until told to stop (a None job).
         while (job := self._jobs.get()) is not None:
             conn, request = job
-            data, deferral = self._answer(conn, request)
+            data, deferral, headers = self._answer(conn, request)
             if deferral is None:
                 self._deliver(conn, data, request.keep_alive)
             else:
                 # The answer waits for its audit entries: delivered once they are
                 # durable (at once if they already are), a 500 instead if they cannot be.
-                deferral.then(self._deliver_when_durable(conn, request, data))
+                deferral.then(self._deliver_when_durable(conn, request, data, headers))
 
     def _deliver(self, conn: Connection, data: bytes, keep_alive: bool) -> None:
         # From any thread: queue an answer for the loop to write.
@@ -486,19 +486,21 @@ class Front:
                     loop.call_soon_threadsafe(self._drain)
 
     def _deliver_when_durable(
-        self, conn: Connection, request: Request, data: bytes
+        self, conn: Connection, request: Request, data: bytes, headers: list[tuple[str, str]]
     ) -> Callable[[str], None]:
         def deliver(failure: str) -> None:
-            self._deliver(
-                conn, self._audit_failed(request) if failure else data, request.keep_alive
-            )
+            answer = self._audit_failed(request, headers) if failure else data
+            self._deliver(conn, answer, request.keep_alive)
 
         return deliver
 
-    def _audit_failed(self, request: Request) -> bytes:
-        # The answer's audit entries could not be made durable: it must not leave.
-        headers = [("Content-Type", "text/plain; charset=utf-8")]
-        return self._encode(request, 500, headers, b"internal error\n")
+    def _audit_failed(self, request: Request, headers: list[tuple[str, str]]) -> bytes:
+        # The answer's audit entries could not be made durable: it must not leave. The
+        # 500 keeps the app's other headers (the request id, the browser security
+        # headers) and gets its own content headers.
+        kept = [h for h in headers if h[0].lower() not in ("content-type", "content-length")]
+        kept.append(("Content-Type", "text/plain; charset=utf-8"))
+        return self._encode(request, 500, kept, b"internal error\n")
 
     def _drain(self) -> None:
         self._drain_scheduled = False
@@ -507,7 +509,9 @@ class Front:
             conn, data, keep_alive = answers.popleft()
             conn.respond(data, keep_alive)
 
-    def _answer(self, conn: Connection, request: Request) -> tuple[bytes, Deferral | None]:
+    def _answer(
+        self, conn: Connection, request: Request
+    ) -> tuple[bytes, Deferral | None, list[tuple[str, str]]]:
         deferral = None
         try:
             code, headers, body, deferral = self._call_app(conn, request)
@@ -515,7 +519,7 @@ class Front:
             log_bug(log, "the app failed", e)
             code, headers = 500, [("Content-Type", "text/plain; charset=utf-8")]
             body = b"internal error\n"
-        return self._encode(request, code, headers, body), deferral
+        return self._encode(request, code, headers, body), deferral, headers
 
     def _call_app(
         self, conn: Connection, request: Request

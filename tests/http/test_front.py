@@ -637,8 +637,13 @@ def test_a_value_whose_audit_entry_cannot_be_synced_never_leaves(
     sink.fail_syncs = True
     with connect(front) as sock:
         sock.sendall(GET_KEY)
-        status, _, body = read_answer(sock)
+        status, headers, body = read_answer(sock)
     assert (status, body) == (500, b"internal error\n")
+    # Still the app's answer in all but its content: request id and browser headers.
+    assert len(headers["x-request-id"]) == 16
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["content-length"] == str(len(body))
     with connect(front) as sock:
         sock.sendall(GET_KEY)
         assert read_answer(sock)[0] == 500
