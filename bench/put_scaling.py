@@ -37,9 +37,10 @@ def secret_name(i: int) -> str:
     return f"prod/app-{i:06d}/db-pass"
 
 
-def build(state_dir: str, n: int) -> Database:
-    """Open a new store in ``state_dir`` and fill it with ``n`` secrets."""
-    db = Database.open(state_dir, key=KEY)
+def build(state_dir: str, n: int, storage: str | None = None) -> Database:
+    """Open a new store in ``state_dir`` (or at the ``storage`` URI, with its audit log
+    in ``state_dir``) and fill it with ``n`` secrets."""
+    db = Database.open(state_dir, key=KEY, storage=storage)
     for start in range(0, n, BATCH):
         batch = {secret_name(i): os.urandom(32) for i in range(start, min(n, start + BATCH))}
         db.put_many(SUPERUSER, batch)

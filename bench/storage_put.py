@@ -40,17 +40,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from setec_core import Database
-from setec_core.testing import SUPERUSER
+from put_scaling import build, percentile, time_puts
 
-KEY = "dev://"
-BATCH = 2_000
+from setec_core import Database
+
 BACKENDS = ("sqlite", "postgresql")
 PG_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
-
-
-def secret_name(i: int) -> str:
-    return f"prod/app-{i:06d}/db-pass"
 
 
 def start_postgres(durable: bool) -> Any:
@@ -61,28 +56,6 @@ def start_postgres(durable: bool) -> Any:
     return PostgresServer.start(durable=durable)
 
 
-def build(state_dir: str, uri: str, n: int) -> Database:
-    """Open a new store at ``uri`` (audit log in ``state_dir``), fill it with ``n``
-    secrets."""
-    db = Database.open(state_dir, key=KEY, storage=uri)
-    for start in range(0, n, BATCH):
-        batch = {secret_name(i): os.urandom(32) for i in range(start, min(n, start + BATCH))}
-        db.put_many(SUPERUSER, batch)
-    return db
-
-
-def timed_puts(db: Database, n: int, count: int, rng: random.Random) -> list[float]:
-    """Time ``count`` single puts of new values to random existing secrets (ms each)."""
-    out = []
-    for _ in range(count):
-        name = secret_name(rng.randrange(n))
-        value = os.urandom(32)
-        started = time.perf_counter_ns()
-        db.put(SUPERUSER, name, value)
-        out.append((time.perf_counter_ns() - started) / 1e6)
-    return out
-
-
 def timed_calls(fn: Callable[[], object], count: int) -> list[float]:
     """Time ``count`` calls of ``fn`` (ms each)."""
     out = []
@@ -91,11 +64,6 @@ def timed_calls(fn: Callable[[], object], count: int) -> list[float]:
         fn()
         out.append((time.perf_counter_ns() - started) / 1e6)
     return out
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -147,12 +115,12 @@ def main() -> None:
                 else server.new_database()
             )
             started = time.perf_counter()
-            dbs[backend, n] = build(state, uri, n)
+            dbs[backend, n] = build(state, n, uri)
             print(f"built {backend} N={n:,} in {time.perf_counter() - started:.1f} s", flush=True)
         for backend, n in cells:
             # Warm-up, not measured: lets SQLite's WAL reach its checkpoint size (see
             # bench/put_scaling.py) and fills PostgreSQL's caches and pool.
-            timed_puts(dbs[backend, n], n, warmup, rng)
+            time_puts(dbs[backend, n], n, warmup, rng)
 
         fd = os.open(os.path.join(root, "floor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         line = b"x" * 299 + b"\n"
@@ -175,7 +143,7 @@ def main() -> None:
                 if cell in floors:
                     times[cell].extend(timed_calls(floors[cell], per_round))
                 else:
-                    times[cell].extend(timed_puts(dbs[cell], cell[1], per_round, rng))
+                    times[cell].extend(time_puts(dbs[cell], cell[1], per_round, rng))
         os.close(fd)
         pg.close()
     finally:
