@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-memory database and the superuser."""
+"""Shared fixtures: an in-memory database, and a throwaway PostgreSQL server for the
+session with a fresh database on it for each test that asks for one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
+from peers.postgres_server import PostgresMissingError, PostgresServer
 
 from setec_core import Database
 from setec_core.testing import new_database
@@ -22,3 +24,25 @@ def db() -> Iterator[Database]:
     """A fresh in-memory database (memory storage, dev key, audit in memory)."""
     with new_database() as database:
         yield database
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster on loopback for the whole session, started on first use.
+    Without PostgreSQL installed the tests that need it fail (CI installs it); they
+    are never skipped."""
+    try:
+        server = PostgresServer.start()
+    except PostgresMissingError as e:
+        pytest.fail(str(e))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def postgres_uri(postgres: PostgresServer) -> Iterator[str]:
+    """The URI (password included) of a new, empty database of its own, dropped after
+    the test."""
+    uri = postgres.new_database()
+    yield uri
+    postgres.drop_database(uri)
