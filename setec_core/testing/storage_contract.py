@@ -295,29 +295,20 @@ class StorageBackendContract:
     def test_concurrent_cas_increments_lose_nothing(self, store: StorageBackend) -> None:
         """8 threads doing CAS increments on one key (retrying conflicts) reach the exact count."""
         threads, per_thread = 8, 25
-        errors: list[BaseException] = []
 
-        def work() -> None:
-            try:
-                for _ in range(per_thread):
-                    while True:
-                        current = store.read(K1)
-                        count = int(current.data or b"0") if current else 0
-                        expect = current.revision if current else 0
-                        try:
-                            store.commit([RecordWrite(K1, str(count + 1).encode(), expect)])
-                            break
-                        except ConflictError:
-                            continue
-            except BaseException as e:  # reported below: a thread cannot fail the test
-                errors.append(e)
+        def work(_: int) -> None:
+            for _ in range(per_thread):
+                while True:
+                    current = store.read(K1)
+                    count = int(current.data or b"0") if current else 0
+                    expect = current.revision if current else 0
+                    try:
+                        store.commit([RecordWrite(K1, str(count + 1).encode(), expect)])
+                        break
+                    except ConflictError:
+                        continue
 
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        assert errors == []
+        assert run_together(threads, work) == []
         record = store.read(K1)
         assert record is not None
         assert record.data == str(threads * per_thread).encode()
@@ -381,9 +372,9 @@ class PersistentStorageContract(StorageBackendContract):
         assert again.commit([RecordWrite(K1, b"b", 1)]) == 2
 
 
-def _run_threads(count: int, target: Callable[[int], None]) -> list[BaseException]:
-    """Run ``target(0)`` ... ``target(count - 1)`` in threads started together; return
-    what they raised."""
+def run_together(count: int, target: Callable[[int], None]) -> list[BaseException]:
+    """Run ``target(0)`` ... ``target(count - 1)`` in threads started together (for
+    races a test wants to provoke); return what they raised."""
     start = threading.Barrier(count)
     errors: list[BaseException] = []
 
@@ -484,7 +475,7 @@ class SharedStorageContract:
                     commits.append((revision, n, shared, count + 1))
                     break
 
-        assert _run_threads(threads, work) == []
+        assert run_together(threads, work) == []
         total = 2 * threads * rounds
         commits.sort()
         assert [c[0] for c in commits] == list(range(1, total + 1))
@@ -517,7 +508,7 @@ class SharedStorageContract:
                 else:
                     won.append(value)
 
-            assert _run_threads(threads, attempt) == []
+            assert run_together(threads, attempt) == []
             return won, lost
 
         first, lost = race(None, 1)
@@ -565,7 +556,7 @@ class SharedStorageContract:
             else:
                 watch(seen[n - 1])
 
-        assert _run_threads(3, role) == []
+        assert run_together(3, role) == []
         for observed in seen:
             assert observed == sorted(observed)
             assert observed[-1] == commits

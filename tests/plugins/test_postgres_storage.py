@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from setec_core.testing.storage_contract import (
     Reopen,
     SharedStorageContract,
     key,
+    run_together,
 )
 from setec_core.uris import redact
 from setec_plugins.postgres_storage import PostgresStorage
@@ -199,22 +199,8 @@ def test_tables_are_created_once_by_racing_handles(postgres_uri: str) -> None:
     """Handles opening a new database at the same instant create the tables once; all
     of them open, and their commits share one revision counter."""
     count = 6
-    start = threading.Barrier(count)
     opened: list[PostgresStorage] = []
-    errors: list[BaseException] = []
-
-    def open_one() -> None:
-        try:
-            start.wait()
-            opened.append(PostgresStorage.from_uri(postgres_uri))
-        except BaseException as e:  # reported below: a thread cannot fail the test
-            errors.append(e)
-
-    threads = [threading.Thread(target=open_one) for _ in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_together(count, lambda _: opened.append(PostgresStorage.from_uri(postgres_uri)))
     try:
         assert errors == []
         assert len(opened) == count
