@@ -88,6 +88,12 @@ class StorageError(SetecError):
     """The storage backend failed to read or write."""
 
 
+class StorageUnavailable(StorageError):  # noqa: N818 - names a state of the store, as UnavailableError does a service's
+    """The store cannot be reached right now (its server is down or unreachable); the
+    same call may succeed later (503 on the wire). Nothing was changed, or, for a commit
+    cut off while it was being written, the message says its outcome is unknown."""
+
+
 class CorruptStoreError(StorageError):
     """The store exists but cannot be read as a setec store: a corrupt or truncated
     file, a record that fails authentication, or an unknown schema version."""

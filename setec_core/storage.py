@@ -19,6 +19,15 @@ Metadata names are shared with the Database layer, which uses ``schema``, ``dek`
 ``kek``; a backend keeping its own bookkeeping there must use names the Database does
 not (the SQLite backend hides its ``sqlite_schema`` row from :meth:`get_meta`).
 
+Replicas (several servers over one store) use two more capabilities, each with a
+default here that a backend may override with something better:
+
+* :meth:`StorageBackend.wait_for_change` blocks until another handle may have
+  committed, so a replica catches up at once instead of polling;
+* leases (:meth:`StorageBackend.acquire_lease`, :class:`Lease`) let one replica at a
+  time run a job, and list the replicas that are alive. Lease writes are not commits:
+  they leave the revision, the records and the metadata alone.
+
 Two helpers do the checks every :meth:`StorageBackend.commit` must make, with the
 messages the built-in backends give: :func:`check_unique` (no key or metadata name
 twice in one commit) and :func:`check_expected` (the compare-and-swap).
@@ -26,6 +35,8 @@ twice in one commit) and :func:`check_expected` (the compare-and-swap).
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +87,30 @@ class Snapshot:
     revision: int
     meta: Mapping[str, bytes]
     records: Sequence[Record] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A named lease, held by ``holder`` until it expires or is released.
+
+    :ivar name: the lease's name (``"backup"``, ``"replica/HOST:PORT"``).
+    :ivar holder: who holds it: any string that tells the contenders apart.
+    :ivar fence: a number that grows whenever the lease is taken anew (by another
+        holder, or by the same one after it expired or was released) and never goes
+        back, so a job that wrote its fence down can tell that it was superseded.
+    :ivar expires: the seconds it had left when the call that returned it read it (a
+        duration rather than a time of day, because the store's clock decides expiry:
+        PostgreSQL's, not the replicas').
+    """
+
+    name: str
+    holder: str
+    fence: int
+    expires: float
+
+
+#: How often the default :meth:`StorageBackend.wait_for_change` reads the revision.
+POLL_SECONDS = 0.05
 
 
 class StorageBackend(ABC):
@@ -179,10 +214,72 @@ class StorageBackend(ABC):
         :raises StorageError: if compaction fails; the store is unchanged.
         """
 
+    # --- replicas ----------------------------------------------------------------
+
+    def wait_for_change(self, revision: int, timeout: float) -> bool:
+        """Block until the global revision may differ from ``revision`` (another handle
+        or process committed), or ``timeout`` seconds pass.
+
+        True is a hint, not the truth: read :meth:`revision` and :meth:`changes_since`
+        next. A backend should return within 0.1 s of another's commit, and raise
+        :class:`StorageError` within a second of :meth:`close` from another thread.
+        The default reads :meth:`revision` every :data:`POLL_SECONDS`; backends with
+        a way to be told of commits override it.
+
+        :param revision: the revision the caller has caught up to.
+        :param timeout: the most seconds to wait (0: only look).
+        :returns: True if the revision differs, or a change was signalled; False if
+            ``timeout`` passed without one.
+        :raises StorageUnavailable: if the store cannot be reached.
+        :raises StorageError: if the store is closed, or cannot be read.
+        """
+        deadline = time.monotonic() + timeout
+        while self.revision() == revision:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(POLL_SECONDS, remaining))
+        return True
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease ``name`` for ``holder`` for ``ttl`` seconds, if it is free,
+        expired or released, or renew it if ``holder`` holds it already. One atomic step
+        across every handle on the store; it changes no revision, record or metadata.
+
+        The default keeps leases in this handle, which is right only for a store no
+        other handle can open (``memory://``); a shared store overrides it.
+
+        :param name: the lease.
+        :param holder: who takes it.
+        :param ttl: how many seconds it lasts from now, unless renewed (more than 0).
+        :returns: the lease as ``holder`` now holds it (its :attr:`Lease.fence`
+            unchanged by a renewal), or ``None`` if another holder has it.
+        :raises ValueError: if ``ttl`` is not more than 0.
+        :raises StorageError: if the store cannot be read or written.
+        """
+        return _local_leases(self).acquire(name, holder, ttl)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up the lease ``name`` if ``holder`` holds it (else do nothing), so that
+        another holder may take it at once. Its fence is kept: the next holder's is
+        higher.
+
+        :raises StorageError: if the store cannot be written.
+        """
+        _local_leases(self).release(name, holder)
+
+    def leases(self, prefix: str = "") -> list[Lease]:
+        """Return the unexpired leases whose names start with ``prefix``, by name.
+
+        :raises StorageError: if the store cannot be read.
+        """
+        return _local_leases(self).live(prefix)
+
     @abstractmethod
     def close(self) -> None:
-        """Release the store. Later calls raise :class:`StorageError`. Calling it twice
-        is harmless."""
+        """Release the store. Later calls raise :class:`StorageError`, and so does a
+        :meth:`wait_for_change` blocked in another thread. Calling it twice is
+        harmless."""
 
     def __enter__(self) -> Self:
         return self
@@ -192,6 +289,68 @@ class StorageBackend(ABC):
 
 
 # --- helpers for backends --------------------------------------------------------------
+
+
+class LocalLeases:
+    """Leases kept in this process, under a lock, timed by :func:`time.monotonic`: the
+    default behind :meth:`StorageBackend.acquire_lease` and its siblings, for a store
+    that no other process can open."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # name -> (holder, fence, monotonic expiry); a released lease keeps its fence.
+        self._leases: dict[str, tuple[str, int, float]] = {}
+
+    def acquire(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """:meth:`StorageBackend.acquire_lease`, in this process."""
+        check_ttl(ttl)
+        with self._lock:
+            now = time.monotonic()
+            held_by, fence, expires = self._leases.get(name, ("", 0, float("-inf")))
+            if expires > now and held_by != holder:
+                return None
+            if expires <= now:
+                fence += 1
+            self._leases[name] = (holder, fence, now + ttl)
+            return Lease(name, holder, fence, ttl)
+
+    def release(self, name: str, holder: str) -> None:
+        """:meth:`StorageBackend.release_lease`, in this process."""
+        with self._lock:
+            current = self._leases.get(name)
+            if current is not None and current[0] == holder:
+                self._leases[name] = (holder, current[1], float("-inf"))
+
+    def live(self, prefix: str = "") -> list[Lease]:
+        """:meth:`StorageBackend.leases`, in this process."""
+        with self._lock:
+            now = time.monotonic()
+            return [
+                Lease(name, holder, fence, expires - now)
+                for name, (holder, fence, expires) in sorted(self._leases.items())
+                if name.startswith(prefix) and expires > now
+            ]
+
+
+_LOCAL_LEASES_LOCK = threading.Lock()
+
+
+def _local_leases(store: StorageBackend) -> LocalLeases:
+    # Made on first use, so that backends need not call a base __init__.
+    with _LOCAL_LEASES_LOCK:
+        leases: LocalLeases | None = store.__dict__.get("_local_leases")
+        if leases is None:
+            leases = store.__dict__["_local_leases"] = LocalLeases()
+        return leases
+
+
+def check_ttl(ttl: float) -> None:
+    """Refuse a lease time that is not a positive number of seconds.
+
+    :raises ValueError: if ``ttl`` is not more than 0 (or is not a number).
+    """
+    if not ttl > 0:
+        raise ValueError(f"a lease lasts more than 0 seconds, not {ttl!r}")
 
 
 def check_unique(writes: Sequence[RecordWrite], meta: Sequence[MetaWrite]) -> None:

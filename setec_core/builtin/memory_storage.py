@@ -26,6 +26,7 @@ from setec_core.uris import redact
 
 class MemoryStorage(StorageBackend):
     """A store held in a dict, guarded by one lock. Nothing is ever written to disk.
+    Its leases are the default ones, in this process (no other can open the store).
 
     :param label: an optional name, shown by :meth:`__repr__` and :attr:`uri`.
     """
@@ -36,6 +37,8 @@ class MemoryStorage(StorageBackend):
     def __init__(self, label: str = "") -> None:
         self._label = label
         self._lock = threading.Lock()
+        # Signalled by every commit and by close(), for wait_for_change.
+        self._changed = threading.Condition(self._lock)
         self._records: dict[bytes, Record] = {}
         self._meta: dict[str, bytes] = {}
         self._revision = 0
@@ -151,7 +154,22 @@ class MemoryStorage(StorageBackend):
             for m in meta:
                 self._meta[m.name] = m.value
             self._revision = new
+            self._changed.notify_all()
             return new
+
+    def wait_for_change(self, revision: int, timeout: float) -> bool:
+        """Block until a commit moves the revision away from ``revision``, or
+        ``timeout`` seconds pass; woken by the commit itself.
+
+        :returns: True if the revision differs, False on timeout.
+        :raises StorageError: if the store is closed, before or while waiting.
+        """
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._closed or self._revision != revision, max(timeout, 0.0)
+            )
+            self._check_open()
+            return self._revision != revision
 
     def _live_revision(self, key: bytes) -> int:
         # Called with the lock held.
@@ -164,3 +182,4 @@ class MemoryStorage(StorageBackend):
             self._closed = True
             self._records.clear()
             self._meta.clear()
+            self._changed.notify_all()

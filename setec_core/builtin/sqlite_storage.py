@@ -12,6 +12,12 @@ Layout (sqlite schema version 1)::
     records(key BLOB PRIMARY KEY, data BLOB, revision INTEGER NOT NULL) WITHOUT ROWID
     records_by_revision ON records(revision)
     revision_counter(id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL)
+    leases(name TEXT PRIMARY KEY, holder TEXT NOT NULL, fence INTEGER NOT NULL,
+           expires REAL NOT NULL)
+
+``leases`` came later than the rest of version 1: opening a file without it adds it.
+Lease writes touch nothing else (no revision, record or meta), and their times are this
+host's clock (seconds since the epoch), which every process on the file shares.
 
 The layout version is kept in ``meta`` under the name ``sqlite_schema``
 (:data:`SCHEMA_META_NAME`). That name is reserved by this backend: :meth:`get_meta`
@@ -20,7 +26,8 @@ other meta name belongs to the caller.
 
 Several processes may open the same file: writers are serialised by SQLite's write lock
 (``BEGIN IMMEDIATE``, waiting up to :data:`BUSY_TIMEOUT_SECONDS`), and every CAS check
-runs inside the writing transaction.
+runs inside the writing transaction. :meth:`SqliteStorage.wait_for_change` notices
+another connection's commit through ``PRAGMA data_version`` on a connection of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,12 +45,14 @@ from typing import Any
 from setec_core import errors
 from setec_core.errors import ConfigError, CorruptStoreError, StorageError
 from setec_core.storage import (
+    Lease,
     MetaWrite,
     Record,
     RecordWrite,
     Snapshot,
     StorageBackend,
     check_expected,
+    check_ttl,
     check_unique,
 )
 from setec_core.uris import redact
@@ -50,11 +60,18 @@ from setec_core.uris import redact
 SCHEMA_META_NAME = "sqlite_schema"
 SCHEMA_VERSION = b"1"
 BUSY_TIMEOUT_SECONDS = 5.0
+POLL_SECONDS = 0.015
+"""How often :meth:`SqliteStorage.wait_for_change` asks whether another connection
+committed (one ``PRAGMA data_version``, a cheap question)."""
 
 _MAGIC = b"SQLite format 3\x00"
 _EXPECTED = "expected sqlite:///ABSOLUTE/PATH/TO/FILE.db or sqlite://PATH/RELATIVE/TO/CWD.db"
 _RESCUE = "restore it from a backup, or move the file aside to start a new store"
 _TABLES = frozenset({"meta", "records", "revision_counter"})
+_LEASES = (
+    "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+    " fence INTEGER NOT NULL, expires REAL NOT NULL)"
+)
 _SCHEMA = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "CREATE TABLE records (key BLOB PRIMARY KEY, data BLOB, revision INTEGER NOT NULL)"
@@ -63,6 +80,19 @@ _SCHEMA = (
     "CREATE TABLE revision_counter"
     " (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL)",
     "INSERT INTO revision_counter (id, revision) VALUES (0, 0)",
+    _LEASES,
+)
+_REVISION = "SELECT revision FROM revision_counter WHERE id = 0"
+# One statement, so one atomic step under SQLite's write lock: take a free, expired or
+# released lease (a new fence), or renew one the holder still has (the same fence).
+# In SET and WHERE, bare column names are the row as it was. ?3 is now, ?4 the ttl.
+_ACQUIRE = (
+    "INSERT INTO leases (name, holder, fence, expires) VALUES (?1, ?2, 1, ?3 + ?4)"
+    " ON CONFLICT (name) DO UPDATE SET"
+    " fence = CASE WHEN holder = excluded.holder AND expires > ?3 THEN fence ELSE fence + 1 END,"
+    " holder = excluded.holder, expires = excluded.expires"
+    " WHERE holder = excluded.holder OR expires <= ?3"
+    " RETURNING fence, expires"
 )
 _UNUSABLE = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY}
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
@@ -87,6 +117,11 @@ class SqliteStorage(StorageBackend):
         self._path = os.path.abspath(os.fspath(path))
         self._uri = uri if uri is not None else "sqlite://" + self._path
         self._lock = threading.Lock()
+        # wait_for_change's own connection, opened on first use, and what close() sets
+        # to stop a waiter at once.
+        self._watch_lock = threading.Lock()
+        self._watch: sqlite3.Connection | None = None
+        self._closing = threading.Event()
         self._sidecars_secured = False
         _ensure_directory(os.path.dirname(self._path))
         created = _create_file(self._path)
@@ -125,20 +160,28 @@ class SqliteStorage(StorageBackend):
 
     # --- opening -----------------------------------------------------------------
 
-    def _open(self, created: bool) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         target = "file:" + urllib.parse.quote(self._path) + "?mode=rw"
+        conn = sqlite3.connect(
+            target,
+            uri=True,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         try:
-            conn = sqlite3.connect(
-                target,
-                uri=True,
-                timeout=BUSY_TIMEOUT_SECONDS,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            conn.execute("PRAGMA trusted_schema = OFF")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open(self, created: bool) -> sqlite3.Connection:
+        try:
+            conn = self._connect()
         except sqlite3.Error as e:
             raise self._error("open", e, opening=True) from e
         try:
-            conn.execute("PRAGMA trusted_schema = OFF")
             conn.execute("PRAGMA synchronous = FULL")
             # Overwrite freed space with zeros: a record replaced or deleted (every
             # record, on rotate-dek) must not linger in free pages, readable by anyone
@@ -165,6 +208,8 @@ class SqliteStorage(StorageBackend):
                     f"sqlite store {self._path}: cannot use WAL mode (got {mode!r}); "
                     "put the store on a local filesystem"
                 )
+            if not created and not _has_table(conn, "leases"):
+                conn.execute(_LEASES)
         except sqlite3.Error as e:
             conn.close()
             raise self._error("open", e, opening=True) from e
@@ -275,7 +320,7 @@ class SqliteStorage(StorageBackend):
 
         :raises StorageError: if the store cannot be read.
         """
-        rows = self._query("revision", "SELECT revision FROM revision_counter WHERE id = 0")
+        rows = self._query("revision", _REVISION)
         return int(rows[0][0])
 
     def changes_since(self, revision: int) -> Iterator[Record]:
@@ -399,19 +444,116 @@ class SqliteStorage(StorageBackend):
             except sqlite3.Error as e:
                 raise self._error("compact", e) from e
 
+    # --- replicas ----------------------------------------------------------------
+
+    def wait_for_change(self, revision: int, timeout: float) -> bool:
+        """Block until the revision differs from ``revision``, or ``timeout`` seconds
+        pass. Every :data:`POLL_SECONDS` a connection of this handle's own asks SQLite
+        whether another connection has committed (``PRAGMA data_version``); only then
+        does it read the revision, so lease writes wake nobody.
+
+        :returns: True if the revision differs, False on timeout.
+        :raises StorageError: if the store is closed (before or while waiting), or
+            cannot be read.
+        """
+        deadline = time.monotonic() + timeout
+        # data_version before the revision: a commit between the two reads changes the
+        # former, so the loop below sees it.
+        seen = self._watch_read("PRAGMA data_version")
+        if self._watch_read(_REVISION) != revision:
+            return True
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._closing.wait(min(POLL_SECONDS, remaining)):
+                raise StorageError(f"sqlite store {self._path} is closed")
+            version = self._watch_read("PRAGMA data_version")
+            if version != seen:
+                seen = version
+                if self._watch_read(_REVISION) != revision:
+                    return True
+
+    def _watch_read(self, sql: str) -> int:
+        with self._watch_lock:
+            if self._closing.is_set():
+                raise StorageError(f"sqlite store {self._path} is closed")
+            try:
+                if self._watch is None:
+                    self._watch = self._connect()
+                # fetchall, not fetchone: a statement left unfinished would keep its
+                # read snapshot, and with it the WAL, from being checkpointed.
+                return int(self._watch.execute(sql).fetchall()[0][0])
+            except sqlite3.Error as e:
+                raise self._error("wait_for_change", e) from e
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease ``name`` for ``holder`` for ``ttl`` seconds if it is free,
+        expired or released, or renew it if ``holder`` has it; one statement under
+        SQLite's write lock, so one winner among every process on the file. Times are
+        this host's clock.
+
+        :returns: the lease as ``holder`` now holds it, or ``None`` if another has it.
+        :raises ValueError: if ``ttl`` is not more than 0.
+        :raises StorageError: if the store cannot be written.
+        """
+        check_ttl(ttl)
+        rows = self._query("acquire_lease", _ACQUIRE, (name, holder, time.time(), ttl))
+        if not rows:
+            return None
+        fence, expires = rows[0]
+        return Lease(name, holder, int(fence), float(expires) - time.time())
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give up the lease ``name`` if ``holder`` has it; its fence is kept.
+
+        :raises StorageError: if the store cannot be written.
+        """
+        self._query(
+            "release_lease",
+            "UPDATE leases SET expires = 0 WHERE name = ? AND holder = ?",
+            (name, holder),
+        )
+
+    def leases(self, prefix: str = "") -> list[Lease]:
+        """Return the unexpired leases whose names start with ``prefix``, by name.
+
+        :raises StorageError: if the store cannot be read.
+        """
+        now = time.time()
+        rows = self._query(
+            "leases",
+            "SELECT name, holder, fence, expires FROM leases"
+            " WHERE substr(name, 1, length(?1)) = ?1 AND expires > ?2 ORDER BY name",
+            (prefix, now),
+        )
+        return [Lease(n, h, int(f), float(e) - now) for n, h, f, e in rows]
+
     def close(self) -> None:
-        """Close the database connection. Calling it twice is harmless.
+        """Close the database connections, stopping a :meth:`wait_for_change` blocked
+        in another thread (it raises :class:`StorageError`). Calling it twice is
+        harmless.
 
         :raises StorageError: if SQLite fails to close the file.
         """
+        self._closing.set()
+        with self._watch_lock:
+            watch, self._watch = self._watch, None
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                conn.close()
-            except sqlite3.Error as e:
-                raise self._error("close", e) from e
+        try:
+            for c in (watch, conn):
+                if c is not None:
+                    c.close()
+        except sqlite3.Error as e:
+            raise self._error("close", e) from e
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return bool(row[0])
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

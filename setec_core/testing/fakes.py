@@ -13,7 +13,7 @@ from setec_core.backup import BackupSink, check_name
 from setec_core.errors import AccessDenied, NotFound, StorageError
 from setec_core.peer import Peer
 from setec_core.server_info import DEFAULT_SERVER, ServerInfo
-from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
+from setec_core.storage import Lease, MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
 
 
 class FaultyStorage(StorageBackend):
@@ -61,6 +61,18 @@ class FaultyStorage(StorageBackend):
 
     def export(self) -> Snapshot:
         return self.inner.export()
+
+    def wait_for_change(self, revision: int, timeout: float) -> bool:
+        return self.inner.wait_for_change(revision, timeout)
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        return self.inner.acquire_lease(name, holder, ttl)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self.inner.release_lease(name, holder)
+
+    def leases(self, prefix: str = "") -> list[Lease]:
+        return self.inner.leases(prefix)
 
     def close(self) -> None:
         self.inner.close()

@@ -20,7 +20,8 @@ instances subclasses :class:`PersistentStorageContract` instead and overrides
 
 A backend that several processes may open at once (a database server) also subclasses
 :class:`SharedStorageContract` and overrides ``two_handles``: two instances opened on
-one store, which must see each other's commits and serialise their writes.
+one store, which must see each other's commits, serialise their writes, wake each
+other's :meth:`~setec_core.storage.StorageBackend.wait_for_change` and share leases.
 
 The tests use only the :class:`~setec_core.storage.StorageBackend` interface.
 """
@@ -29,12 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from setec_core.errors import ConflictError
-from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
+from setec_core.errors import ConflictError, StorageError
+from setec_core.storage import Lease, MetaWrite, Record, RecordWrite, StorageBackend
 
 Reopen = Callable[[StorageBackend], StorageBackend]
 Pair = tuple[StorageBackend, StorageBackend]
@@ -46,6 +48,9 @@ def key(n: int) -> bytes:
 
 
 K1, K2, K3 = key(1), key(2), key(3)
+
+WAKE_SECONDS = 1.0
+"""How soon a waiter must wake after another handle commits, or after close()."""
 
 
 def state(store: StorageBackend) -> tuple[int, list[Record], dict[str, bytes]]:
@@ -314,6 +319,113 @@ class StorageBackendContract:
         assert record.data == str(threads * per_thread).encode()
         assert store.revision() == threads * per_thread == record.revision
 
+    # --- replicas: change wake-ups and leases -----------------------------------------
+
+    def test_wait_for_change_times_out_when_nothing_changes(self, store: StorageBackend) -> None:
+        """wait_for_change returns False after about its timeout when nothing is
+        committed, and at once with True when the revision already differs."""
+        store.commit([RecordWrite(K1, b"a", 0)])
+        start = time.monotonic()
+        assert store.wait_for_change(1, 0.3) is False
+        assert 0.25 <= time.monotonic() - start < 0.3 + WAKE_SECONDS
+        start = time.monotonic()
+        assert store.wait_for_change(0, 5.0) is True
+        assert time.monotonic() - start < WAKE_SECONDS
+
+    def test_wait_for_change_wakes_on_a_commit(self, store: StorageBackend) -> None:
+        """A thread blocked in wait_for_change returns True soon after a commit
+        through the same handle."""
+        woke = waiter(store, 0, 10.0)
+        time.sleep(0.2)
+        store.commit([RecordWrite(K1, b"a", 0)])
+        assert woke.result(WAKE_SECONDS) is True
+
+    def test_close_stops_a_waiter(self, storage: StorageBackend) -> None:
+        """A thread blocked in wait_for_change raises StorageError (or returns) soon
+        after another thread closes the store, rather than wait out its timeout."""
+        woke = waiter(storage, 0, 30.0)
+        time.sleep(0.2)
+        storage.close()
+        outcome = woke.outcome(WAKE_SECONDS)
+        assert outcome is not None, "the waiter was still blocked after close()"
+        assert isinstance(outcome, (StorageError, bool)), outcome
+
+    def test_a_lease_is_exclusive_until_released(self, store: StorageBackend) -> None:
+        """A lease goes to one holder; another gets None until the holder releases it,
+        then gets it with a higher fence. A release by a non-holder does nothing."""
+        first = store.acquire_lease("backup", "a", 30.0)
+        assert first is not None
+        assert (first.name, first.holder) == ("backup", "a")
+        assert 25.0 < first.expires <= 30.0
+        assert store.acquire_lease("backup", "b", 30.0) is None
+        store.release_lease("backup", "b")
+        assert store.acquire_lease("backup", "b", 30.0) is None
+        store.release_lease("backup", "a")
+        second = store.acquire_lease("backup", "b", 30.0)
+        assert second is not None
+        assert second.holder == "b"
+        assert second.fence > first.fence
+
+    def test_a_holder_renews_its_lease_with_the_same_fence(self, store: StorageBackend) -> None:
+        """Acquiring a lease one already holds renews it: a new expiry, the same fence."""
+        first = store.acquire_lease("backup", "a", 1.0)
+        renewed = store.acquire_lease("backup", "a", 60.0)
+        assert first is not None
+        assert renewed is not None
+        assert renewed.fence == first.fence
+        assert renewed.expires > 50.0
+        assert [(x.holder, x.fence) for x in store.leases("backup")] == [("a", first.fence)]
+
+    def test_an_expired_lease_passes_on_with_a_higher_fence(self, store: StorageBackend) -> None:
+        """After its ttl a lease is no longer listed, and another holder takes it with a
+        higher fence; the old holder then cannot renew it."""
+        first = store.acquire_lease("backup", "a", 1.0)
+        assert first is not None
+        assert store.acquire_lease("backup", "b", 10.0) is None
+        time.sleep(1.3)
+        assert store.leases() == []
+        second = store.acquire_lease("backup", "b", 10.0)
+        assert second is not None
+        assert second.fence > first.fence
+        assert store.acquire_lease("backup", "a", 10.0) is None
+
+    def test_leases_lists_the_live_ones_under_a_prefix(self, store: StorageBackend) -> None:
+        """leases(prefix) lists, by name, the unexpired leases whose names start with
+        the prefix, and only those."""
+        for name, holder, ttl in [
+            ("replica/b", "b", 30.0),
+            ("replica/a", "a", 30.0),
+            ("replica/gone", "c", 0.2),
+            ("replicas", "d", 30.0),
+            ("backup", "a", 30.0),
+        ]:
+            assert store.acquire_lease(name, holder, ttl) is not None
+        time.sleep(0.4)
+        assert [(x.name, x.holder) for x in store.leases("replica/")] == [
+            ("replica/a", "a"),
+            ("replica/b", "b"),
+        ]
+        assert [x.name for x in store.leases()] == ["backup", "replica/a", "replica/b", "replicas"]
+        assert all(isinstance(x, Lease) and 0 < x.expires <= 30.0 for x in store.leases())
+
+    def test_leases_change_no_revision_record_or_meta(self, store: StorageBackend) -> None:
+        """Taking, renewing and releasing leases leaves the revision, the records
+        (changes_since) and the metadata as they were."""
+        store.commit([RecordWrite(K1, b"a", 0)], [MetaWrite("m", b"1", None)])
+        before = state(store)
+        store.acquire_lease("backup", "a", 30.0)
+        store.acquire_lease("backup", "a", 30.0)
+        store.release_lease("backup", "a")
+        store.acquire_lease("replica/x", "x", 30.0)
+        assert state(store) == before
+
+    def test_a_lease_needs_a_positive_ttl(self, store: StorageBackend) -> None:
+        """A ttl of 0 or less is a ValueError, and takes no lease."""
+        for ttl in (0.0, -1.0):
+            with pytest.raises(ValueError, match="more than 0 seconds"):
+                store.acquire_lease("backup", "a", ttl)
+        assert store.leases() == []
+
 
 class PersistentStorageContract(StorageBackendContract):
     """The storage contract plus persistence: what a store holds survives closing and
@@ -370,6 +482,50 @@ class PersistentStorageContract(StorageBackendContract):
         with pytest.raises(ConflictError):
             again.commit([RecordWrite(K1, b"b", 0)])
         assert again.commit([RecordWrite(K1, b"b", 1)]) == 2
+
+
+class Waiter:
+    """A thread running one ``wait_for_change`` call; see :func:`waiter`."""
+
+    def __init__(self, store: StorageBackend, revision: int, timeout: float) -> None:
+        self._done = threading.Event()
+        self._outcome: bool | BaseException | None = None
+        # A daemon: a waiter that close() failed to stop must not keep pytest running.
+        self._thread = threading.Thread(
+            target=self._run, args=(store, revision, timeout), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, store: StorageBackend, revision: int, timeout: float) -> None:
+        try:
+            self._outcome = store.wait_for_change(revision, timeout)
+        except BaseException as e:  # reported by outcome(): a thread cannot fail the test
+            self._outcome = e
+        finally:
+            self._done.set()
+
+    def outcome(self, within: float) -> bool | BaseException | None:
+        """What the call returned or raised, waiting up to ``within`` seconds for it;
+        ``None`` if it is still blocked."""
+        self._done.wait(within)
+        return self._outcome
+
+    def result(self, within: float) -> bool:
+        """What the call returned within ``within`` seconds.
+
+        :raises AssertionError: if it was still blocked, or raised (chained).
+        """
+        outcome = self.outcome(within)
+        if isinstance(outcome, BaseException):
+            raise AssertionError(f"wait_for_change raised {outcome!r}") from outcome
+        assert outcome is not None, f"wait_for_change did not return within {within} s"
+        return outcome
+
+
+def waiter(store: StorageBackend, revision: int, timeout: float) -> Waiter:
+    """Start ``store.wait_for_change(revision, timeout)`` in a thread; read what it
+    returned with :meth:`Waiter.result`."""
+    return Waiter(store, revision, timeout)
 
 
 def run_together(count: int, target: Callable[[int], None]) -> list[BaseException]:
@@ -560,3 +716,74 @@ class SharedStorageContract:
         for observed in seen:
             assert observed == sorted(observed)
             assert observed[-1] == commits
+
+    def test_a_commit_wakes_a_waiter_on_the_other_handle(self, pair: Pair) -> None:
+        """A thread blocked in wait_for_change on one handle returns True within a
+        second of a commit through the other, and the new revision is then readable
+        through its own handle; with nothing committed it times out with False."""
+        a, b = pair
+        assert b.wait_for_change(0, 0.3) is False
+        for revision in range(3):
+            woke = waiter(b, revision, 10.0)
+            time.sleep(0.2)
+            start = time.monotonic()
+            a.commit([RecordWrite(key(revision), b"x", 0)])
+            assert woke.result(WAKE_SECONDS) is True
+            assert time.monotonic() - start < WAKE_SECONDS
+            assert b.revision() == revision + 1
+        assert b.wait_for_change(3, 0.3) is False
+
+    def test_a_lease_write_wakes_no_waiter(self, pair: Pair) -> None:
+        """Lease writes through one handle do not move the revision, so a waiter on the
+        other, told the current revision, does not see a change."""
+        a, b = pair
+        a.commit([RecordWrite(K1, b"a", 0)])
+        woke = waiter(b, 1, 0.6)
+        a.acquire_lease("backup", "a", 30.0)
+        a.release_lease("backup", "a")
+        assert woke.result(0.6 + WAKE_SECONDS) is False
+        assert a.revision() == b.revision() == 1
+
+    def test_leases_are_shared_and_exclusive(self, pair: Pair) -> None:
+        """A lease held through one handle is refused to another holder through the
+        other, listed by both, and taken through the other once released, with a
+        higher fence."""
+        a, b = pair
+        held = a.acquire_lease("backup", "replica-a", 30.0)
+        assert held is not None
+        assert b.acquire_lease("backup", "replica-b", 30.0) is None
+        assert [(x.name, x.holder, x.fence) for x in b.leases()] == [
+            ("backup", "replica-a", held.fence)
+        ]
+        a.release_lease("backup", "replica-a")
+        assert a.leases() == b.leases() == []
+        taken = b.acquire_lease("backup", "replica-b", 30.0)
+        assert taken is not None
+        assert taken.fence > held.fence
+        assert [x.holder for x in a.leases("backup")] == ["replica-b"]
+
+    def test_a_lease_race_has_exactly_one_winner(self, pair: Pair) -> None:
+        """Threads on both handles racing for one free lease: exactly one gets it."""
+        threads = 6
+        won: list[Lease] = []
+
+        def attempt(n: int) -> None:
+            lease = pair[n % 2].acquire_lease("backup", f"holder-{n}", 30.0)
+            if lease is not None:
+                won.append(lease)
+
+        assert run_together(threads, attempt) == []
+        assert len(won) == 1
+        assert [x.holder for x in pair[0].leases()] == [won[0].holder]
+
+    def test_an_expired_lease_passes_to_the_other_handle(self, pair: Pair) -> None:
+        """Once a lease taken through one handle expires, another holder takes it
+        through the other handle with a higher fence."""
+        a, b = pair
+        first = a.acquire_lease("backup", "replica-a", 1.0)
+        assert first is not None
+        assert b.acquire_lease("backup", "replica-b", 10.0) is None
+        time.sleep(1.3)
+        second = b.acquire_lease("backup", "replica-b", 10.0)
+        assert second is not None
+        assert second.fence > first.fence

@@ -164,6 +164,21 @@ class PostgresServer:
         with psycopg.connect(self.uri(), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def pause(self) -> None:
+        """Shut the server down (``pg_ctl stop -m fast``: it closes every client's
+        connection) but keep its data and port, to show an outage; :meth:`resume`
+        starts it again."""
+        self._run("pg_ctl", "-D", str(self._dir / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server again after :meth:`pause`, on the same port.
+
+        :raises RuntimeError: if it does not start (with the end of its log).
+        """
+        if not self._pg_ctl_start():
+            log = (self._dir / "log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"pg_ctl start failed; the server's log ends:\n{log}")
+
     def stop(self) -> None:
         """Stop the server and delete its directory. Calling it twice is harmless."""
         if self._stopped:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,14 @@ import pytest
 from peers.postgres_server import USER, PostgresServer
 
 from setec_core import Database, Plugins
-from setec_core.errors import ConfigError, ConflictError, CorruptStoreError, StorageError
+from setec_core.errors import (
+    ConfigError,
+    ConflictError,
+    CorruptStoreError,
+    StorageError,
+    StorageUnavailable,
+)
+from setec_core.http.status import STORE_UNREACHABLE, status_for
 from setec_core.storage import MetaWrite, Record, RecordWrite, StorageBackend
 from setec_core.testing import SUPERUSER
 from setec_core.testing.storage_contract import (
@@ -25,6 +33,7 @@ from setec_core.testing.storage_contract import (
     SharedStorageContract,
     key,
     run_together,
+    waiter,
 )
 from setec_core.uris import redact
 from setec_plugins.postgres_storage import PostgresStorage
@@ -124,6 +133,7 @@ def test_unreachable_server_is_one_line_storage_error(postgres: PostgresServer) 
     assert "cannot connect to PostgreSQL store postgresql://***@127.0.0.1:1/setec" in message
     assert "Connection refused" in message
     assert "check that the server is running" in message
+    assert isinstance(error, StorageUnavailable)
 
 
 def test_missing_database_is_one_line_storage_error(postgres: PostgresServer) -> None:
@@ -145,6 +155,7 @@ def test_wrong_password_is_one_line_storage_error(postgres: PostgresServer) -> N
     assert "password authentication failed" in str(error)
     assert "not-the-password-42" not in str(error)
     assert postgres.password not in str(error)
+    assert not isinstance(error, StorageUnavailable)
 
 
 def test_password_never_shows(
@@ -283,10 +294,11 @@ def test_only_ciphertext_reaches_the_server(postgres_uri: str, tmp_path: Path) -
 
 
 def _drop_connections(postgres: PostgresServer, uri: str) -> None:
-    """Make the server close every connection to the database ``uri`` names."""
+    """Make the server close every connection to the database ``uri`` names, and wait
+    until their processes have ended (so the sockets are closed when this returns)."""
     _sql(
         postgres.uri(),
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
         (uri.rpartition("/")[2],),
     )
 
@@ -342,3 +354,127 @@ def test_closed_store_refuses_calls(store: PostgresStorage) -> None:
     ):
         with pytest.raises(StorageError, match="is closed"):
             call()
+
+
+# --- replicas: notifications, leases and outages ------------------------------------------
+
+
+def test_a_commit_notifies_in_its_transaction(postgres_uri: str) -> None:
+    """A commit sends one notification with its revision, on the store's channel, and
+    a commit that conflicts sends none."""
+    with (
+        PostgresStorage.from_uri(postgres_uri) as store,
+        psycopg.connect(postgres_uri, autocommit=True) as listener,
+    ):
+        channel = store.channel
+        listener.execute(f'LISTEN "{channel}"')
+        store.commit([RecordWrite(key(1), b"x", 0)])
+        with pytest.raises(ConflictError):
+            store.commit([RecordWrite(key(1), b"y", 0)])
+        store.commit([RecordWrite(key(1), b"y", 1)])
+        got = [(n.channel, n.payload) for n in listener.notifies(timeout=1.0, stop_after=2)]
+        assert got == [(channel, "1"), (channel, "2")]
+        assert list(listener.notifies(timeout=0.3)) == []
+
+
+def test_a_lost_listening_connection_is_replaced(
+    postgres: PostgresServer, postgres_uri: str
+) -> None:
+    """When the server drops the listening connection while a thread waits, the
+    waiter returns (a notification may have been lost); when it drops it between two
+    waits, the next one finds out before it waits. Either way the next call listens on a new
+    connection, which a commit through another handle wakes."""
+    with (
+        PostgresStorage.from_uri(postgres_uri) as store,
+        PostgresStorage.from_uri(postgres_uri) as other,
+    ):
+        woke = waiter(store, 0, 10.0)
+        time.sleep(0.3)
+        _drop_connections(postgres, postgres_uri)
+        assert woke.result(2.0) is True
+        assert store.revision() == 0
+        for revision in (0, 1):
+            woke = waiter(store, revision, 10.0)
+            time.sleep(0.3)
+            assert woke.outcome(0) is None, "woke before the commit"
+            other.commit([RecordWrite(key(revision), b"x", 0)])
+            assert woke.result(1.0) is True
+            assert store.wait_for_change(revision + 1, 0.1) is False
+            _drop_connections(postgres, postgres_uri)
+
+
+def test_leases_use_the_servers_clock(postgres_uri: str) -> None:
+    """A lease's expiry is kept in the database as the server's time plus the ttl."""
+    with PostgresStorage.from_uri(postgres_uri) as store:
+        store.acquire_lease("backup", "a", 60.0)
+        [(left,)] = _sql(
+            postgres_uri,
+            "SELECT extract(epoch FROM expires - clock_timestamp())::float8"
+            " FROM setec_leases WHERE name = 'backup'",
+        )
+    assert 55.0 < float(left) <= 60.0  # type: ignore[arg-type]
+
+
+def test_an_older_store_gets_the_leases_table(postgres_uri: str) -> None:
+    """A database set up before leases existed (no setec_leases table) opens, gets the
+    table, keeps its data, and takes leases."""
+    with PostgresStorage.from_uri(postgres_uri) as store:
+        store.commit([RecordWrite(key(1), b"x", 0)])
+    _sql(postgres_uri, "DROP TABLE setec_leases")
+    with PostgresStorage.from_uri(postgres_uri) as store:
+        assert store.read(key(1)) == Record(key(1), b"x", 1)
+        assert store.acquire_lease("backup", "a", 30.0) is not None
+        assert store.revision() == 1
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own, which it may stop and start again."""
+    with PostgresServer.start() as server:
+        yield server
+
+
+def test_an_outage_is_storage_unavailable_until_the_server_is_back(
+    own_server: PostgresServer,
+) -> None:
+    """While the server is down, every call (revision, commit, wait_for_change,
+    leases) raises StorageUnavailable within seconds, one line naming the store
+    without its password (503 on the wire), and a waiter blocked at the time returns;
+    once the server is back the same handle reads, commits and wakes again."""
+    uri = own_server.new_database()
+    store = PostgresStorage.from_uri(uri)
+    try:
+        assert store.commit([RecordWrite(key(1), b"x", 0)]) == 1
+        woke = waiter(store, 1, 30.0)
+        time.sleep(0.3)
+        own_server.pause()
+        outcome = woke.outcome(2.0)
+        assert outcome is True or isinstance(outcome, StorageUnavailable), outcome
+        calls = {
+            "revision": store.revision,
+            "commit": lambda: store.commit([RecordWrite(key(2), b"y", 0)]),
+            "wait_for_change": lambda: store.wait_for_change(1, 10.0),
+            "acquire_lease": lambda: store.acquire_lease("backup", "a", 30.0),
+            "read": lambda: store.read(key(1)),
+        }
+        for what, call in calls.items():
+            start = time.monotonic()
+            with pytest.raises(StorageUnavailable) as caught:
+                call()
+            assert time.monotonic() - start < 5.0, what
+            message = str(caught.value)
+            assert message.startswith(f"PostgreSQL store {store.uri}: {what} failed: "), message
+            assert "\n" not in message
+            assert own_server.password not in message
+            assert status_for(caught.value) == (503, STORE_UNREACHABLE, True)
+        own_server.resume()
+        assert store.revision() == 1
+        assert store.commit([RecordWrite(key(2), b"y", 0)]) == 2
+        with PostgresStorage.from_uri(uri) as other:
+            woke = waiter(store, 2, 10.0)
+            time.sleep(0.3)
+            other.commit([RecordWrite(key(3), b"z", 0)])
+            assert woke.result(1.0) is True
+        assert store.acquire_lease("backup", "a", 30.0) is not None
+    finally:
+        store.close()

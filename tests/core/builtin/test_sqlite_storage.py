@@ -227,6 +227,27 @@ def test_failed_commit_changes_nothing_on_disk(db: Path, store: SqliteStorage) -
         assert (again.revision(), again.export()) == before
 
 
+def test_a_store_from_before_leases_gets_the_table(db: Path) -> None:
+    """A version 1 file without the leases table (made before leases existed) opens,
+    gains the table, keeps its data and passes quick_check; leases then work."""
+    with SqliteStorage.from_uri(uri_for(db)) as store:
+        store.commit([RecordWrite(b"k", b"v", 0)])
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE leases")
+    conn.commit()
+    conn.close()
+    with SqliteStorage.from_uri(uri_for(db)) as store:
+        assert store.revision() == 1
+        assert store.acquire_lease("backup", "a", 30.0) is not None
+        assert [lease.holder for lease in store.leases()] == ["a"]
+        assert store.revision() == 1
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+
+
 def test_reserved_meta_name_is_hidden(store: SqliteStorage) -> None:
     """The backend's own sqlite_schema entry shows in neither get_meta() nor export()."""
     assert store.get_meta("sqlite_schema") is None
