@@ -97,6 +97,10 @@ class Outcome(enum.StrEnum):
     INVALID = "invalid"
     ERROR = "error"
     """A write audited ``ok`` that the store then refused: the operation failed."""
+    CONFLICT = "conflict"
+    """A write audited ``ok`` that lost a race with another server process's write of
+    the same secret: it was not applied, and is tried again on the state that process
+    left (the next entry for the secret says how that went)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +293,9 @@ _LEAD = "lead"
 # Entry ids tell entries apart, as Go setec's do (which come from math/rand): drawn
 # from a generator seeded from the system's randomness, with no system call per entry.
 _ids = random.Random(secrets.token_bytes(32))  # noqa: S311 - an identifier, not a secret
+# A forked process (a worker of setec-serve --workers) would draw the same ids as its
+# parent and its siblings; as the random module does for its own generator, reseed.
+os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.token_bytes(32)))
 
 
 class AuditLog:
@@ -331,7 +338,9 @@ class AuditLog:
         #: The ``commits`` of the last line in the sink (None: it has none).
         self._last_claim = claim_of(last) if last else None
         self._head: AuditHead | None = None
-        self._claim = ""  # ',"commits":N' while a Database has told us N
+        self._claim = ""  # ',"replica":R,"commits":N' as a Database has told us R and N
+        self._replica = ""  # ',"replica":R' once named
+        self._replica_name = ""
         self._claim_value: int | None = None
         self._pending_claim: int | None = None  # the claim of the last line stamped
         self._lock = threading.Lock()
@@ -423,8 +432,23 @@ class AuditLog:
         """Write ``"commits": commits`` into every line from now on: the store has made
         that many commits, durably (a Database calls this after each commit)."""
         with self._lock:
-            self._claim = f',"commits":{commits}'
+            self._claim = f'{self._replica},"commits":{commits}'
             self._claim_value = commits
+
+    @property
+    def replica(self) -> str:
+        """The name of the replica this log belongs to, or ``""`` if it has none."""
+        return self._replica_name
+
+    def name_replica(self, name: str) -> None:
+        """Write ``"replica": name`` into every line from now on: the server process
+        (one of several over one store) whose log this is. A Database calls this when
+        it opens, before the log is shared."""
+        with self._lock:
+            self._replica_name = name
+            self._replica = f',"replica":{json_string(name)}' if name else ""
+            claim = "" if self._claim_value is None else f',"commits":{self._claim_value}'
+            self._claim = self._replica + claim
 
     def check_tail(self, recorded: AuditHead) -> TailCheck:
         """Check the sink against the head a store ``recorded``: the recorded line is

@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import builtins
 import datetime
+import functools
 import hmac
 import logging
 import os
+import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 from setec_core.acl import Action
 from setec_core.audit import AuditEntry, AuditLog, Outcome
@@ -54,9 +56,11 @@ from setec_core.errors import (
     ValueNotChanged,
     VersionClaimed,
 )
+from setec_core.follower import FOLLOW_INTERVAL, Follower
 from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
 from setec_core.integrity_keeper import IntegrityKeeper
 from setec_core.keys import KeyProvider
+from setec_core.leases import PRESENCE, PRESENCE_TTL, JobLease
 from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
 from setec_core.opening import close_quietly, open_parts
 from setec_core.storage import Record, RecordWrite, StorageBackend
@@ -70,6 +74,47 @@ RESERVED_PREFIX = "_internal/"
 
 # (old state or None, new state or None for a deletion)
 _Change = tuple[SecretState | None, SecretState | None]
+
+#: How often a write that lost a race with another process's write of the same secret
+#: is tried again on the state that process left, before the caller is told to retry.
+#: A loser catches up and retries at once, so it loses again only if the other process
+#: commits to the same secret within that moment: each loss is a coin toss at worst,
+#: and twenty in a row do not happen to a client that is not being starved on purpose.
+WRITE_ATTEMPTS = 20
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _LostRaceError(Exception):
+    # A write lost the race for its records to another process's commit; the index is
+    # caught up with that commit, so the write can be worked out again.
+    pass
+
+
+def _retried(
+    method: Callable[Concatenate[Database, _P], _R],
+) -> Callable[Concatenate[Database, _P], _R]:
+    # Run a write again when it lost a race (docs/replicas.md, "Writes"): each attempt
+    # works from the index, which the lost commit brought up to date.
+    @functools.wraps(method)
+    def write(self: Database, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        attempt = 1
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except _LostRaceError as lost:
+                if attempt >= WRITE_ATTEMPTS:
+                    raise ConflictError(
+                        f"secret {lost.args[0]!r} keeps being changed by other server "
+                        "processes; retry"
+                    ) from None
+                # A short random pause, so that two processes that keep colliding fall
+                # out of step.
+                time.sleep(random.random() * min(attempt, 10) / 1000)  # noqa: S311 - jitter, not a secret
+                attempt += 1
+
+    return write
 
 
 class Database:
@@ -98,7 +143,12 @@ class Database:
         started = time.perf_counter()
         self._dek = open_data_key(storage, key, audit)
         self._integrity = IntegrityKeeper(storage, self._dek, audit)
+        self._follower: Follower | None = None
         self._load()
+        # Record where this replica's audit log stands now: a replica joining the store
+        # is known to it from here on, and one that stopped abruptly has its last lines
+        # vouched for (docs/replicas.md).
+        self._integrity.record_head(self._reload)
         log.info(
             "opened %s with %d secrets in %.2f s (key %s)",
             storage.uri,
@@ -220,6 +270,61 @@ class Database:
         """
         return check_head(head, self._dek)
 
+    # --- other processes' commits ----------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Catch up with what other processes over the same store committed since this
+        Database last looked (docs/replicas.md). Reads then serve it. Cheap when nothing
+        changed: one read of the store's revision.
+
+        :returns: whether anything was read.
+        :raises SetecError: if the store cannot be read
+            (:class:`~setec_core.errors.StorageUnavailable` while it is unreachable), or
+            what was committed does not agree with the store's integrity entry
+            (:class:`~setec_core.errors.IntegrityCheckError`: the store was re-encrypted
+            by ``rotate-dek``, or tampered with).
+        """
+        with self._write_lock:
+            if self._closed:
+                return False
+            if self._storage.revision() == self._integrity.seen:
+                return False
+            self._integrity.catch_up(self._reload)
+            return True
+
+    def follow(self, *, interval: float = FOLLOW_INTERVAL) -> Follower:
+        """Start catching up with other processes' commits in a background thread, as
+        soon as the store signals one (and at least every ``interval`` seconds), until
+        :meth:`close`. A server calls this, so that it serves what other processes
+        over its store write (replicas, ``--workers``, an admin command). While it runs,
+        a named replica holds its presence lease (:mod:`setec_core.leases`). Calling it
+        again returns the same :class:`~setec_core.follower.Follower`."""
+        with self._write_lock:
+            if self._follower is None:
+                replica = self.replica
+                presence = None
+                if replica:
+                    presence = JobLease(self._storage, PRESENCE + replica, replica, PRESENCE_TTL)
+                self._follower = Follower(self, interval=interval, presence=presence)
+                self._follower.start()
+            return self._follower
+
+    @property
+    def replica(self) -> str:
+        """The replica name of this Database's audit log (docs/replicas.md), or ``""``."""
+        return self._audit_log.replica
+
+    @property
+    def synced_revision(self) -> int:
+        """The store revision this Database's index reflects (its own commits and the
+        others' it has read)."""
+        return self._integrity.seen
+
+    @property
+    def follower(self) -> Follower | None:
+        """The follower :meth:`follow` started, if any."""
+        return self._follower
+
     def __len__(self) -> int:
         return len(self._secrets)
 
@@ -235,6 +340,9 @@ class Database:
         the store, so that lines cut from it while setec is stopped are found at the next
         open.
         """
+        follower = self._follower
+        if follower is not None:
+            follower.stop()
         with self._write_lock:
             if self._closed:
                 return
@@ -346,6 +454,7 @@ class Database:
         """
         return self.put_many(caller, {name: value})[name]
 
+    @_retried
     def put_many(self, caller: Caller, items: Mapping[str, bytes]) -> dict[str, int]:
         """:meth:`put` several secrets at once, all or nothing, with one audit sync
         and one storage commit. Returns each name's version.
@@ -404,6 +513,7 @@ class Database:
             self._commit(caller, action, changes)
             return result
 
+    @_retried
     def create_version(self, caller: Caller, name: str, version: int, value: bytes) -> None:
         """Store ``value`` as exactly ``version`` of ``name`` and make it active.
 
@@ -439,6 +549,7 @@ class Database:
             self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, new)], version)
 
+    @_retried
     def activate(self, caller: Caller, name: str, version: int) -> None:
         """Make ``version`` the active version of ``name``.
 
@@ -461,6 +572,7 @@ class Database:
             self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, replace(old, active=version))], version)
 
+    @_retried
     def delete_version(self, caller: Caller, name: str, version: int) -> None:
         """Delete one inactive version of ``name``; its number stays claimed.
 
@@ -497,6 +609,7 @@ class Database:
             self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, new)], version)
 
+    @_retried
     def delete(self, caller: Caller, name: str) -> None:
         """Delete ``name`` entirely: every version and its history of deleted
         versions. Deleting a secret that does not exist succeeds and writes nothing.
@@ -573,10 +686,11 @@ class Database:
             self._audit_failure(caller, action, changes, version)
             raise
         if revision is None:
-            self._audit_failure(caller, action, changes, version)
-            raise ConflictError(
-                f"secret {_name_of(*changes[0])!r} was changed by another writer; retry"
-            ) from None
+            # Another process changed one of these secrets first; the keeper brought
+            # the index up to date with it, and the write is worked out again.
+            names = [_name_of(old, new) for old, new in changes]
+            self._audit(caller, action, Outcome.CONFLICT, *names, version=version)
+            raise _LostRaceError(names[0])
         with self._index_lock:
             for old, new in changes:
                 if new is None:

@@ -16,8 +16,10 @@ deleted version), a deleted secret's row put back, a row removed. The metadata e
   without the key can find another set of records with the same digest. Terms are
   computed for many records in one call, which keeps an open of 100,000 records cheap;
 * ``commits``: how many commits changed the store's records (one more with each);
-* ``head``: the last durable line of the audit log when the entry was written
-  (:class:`~setec_core.audit_chain.AuditHead`), or none;
+* ``heads``: for each replica (each server process over the store, with its own
+  audit log, docs/replicas.md), the last durable line of its audit log when it last
+  wrote the entry (:class:`~setec_core.audit_chain.AuditHead`). Each replica updates
+  its own and carries the others' over;
 * a tag: HMAC-SHA256 of all of the above under another key derived from the data key.
 
 Every commit that changes records writes the entry in the same storage commit, with a
@@ -34,7 +36,7 @@ import operator
 import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -46,8 +48,14 @@ from setec_core.storage import Record
 INTEGRITY_META = "integrity"
 AUDIT_KEY_META = "audit-key"
 
-_VERSION = 1
-_BODY = struct.Struct(">BQQ32sBQQ32s")
+#: The name under which an unnamed audit log's head is recorded (see StoreSeal).
+LEGACY_REPLICA = ""
+
+_VERSION_V1 = 1
+_BODY_V1 = struct.Struct(">BQQ32sBQQ32s")
+_VERSION = 2
+_BODY_V2 = struct.Struct(">BQQ32sH")
+_HEAD = struct.Struct(">QQ32s")
 _TAG = 32
 _AEAD_TAG = 16
 _CHECK = "'setec-serve check' shows the details"
@@ -88,58 +96,130 @@ class StoreKeys:
 
 @dataclass(frozen=True)
 class StoreSeal:
-    """The contents of a store's integrity entry (see the module's docstring)."""
+    """The contents of a store's integrity entry (see the module's docstring).
+
+    ``heads`` holds each replica's recorded audit head by replica name (docs/replicas.md):
+    every server process over the store keeps its own audit log, and records where it
+    ended. :data:`LEGACY_REPLICA` (``""``) is the head of an unnamed log: the one head a
+    store written by setec before replicas recorded, or a Database opened without a
+    state directory.
+    """
 
     commits: int
     records: int
     digest: int
-    head: AuditHead | None = None
+    heads: Mapping[str, AuditHead] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return f"StoreSeal(commits={self.commits}, records={self.records}, head={self.head})"
+        return (
+            f"StoreSeal(commits={self.commits}, records={self.records}, heads={dict(self.heads)})"
+        )
+
+    def head_of(self, replica: str) -> AuditHead | None:
+        """The head recorded for ``replica``, or ``None``."""
+        return self.heads.get(replica)
 
     def encode(self, keys: StoreKeys) -> bytes:
         """The entry's bytes, tagged with ``keys``."""
-        head = self.head
-        body = _BODY.pack(
-            _VERSION,
-            self.commits,
-            self.records,
-            self.digest.to_bytes(32),
-            head is not None,
-            head.start if head else 0,
-            head.end if head else 0,
-            bytes.fromhex(head.link[len(KEYED) :]) if head else bytes(32),
-        )
+        parts = [
+            _BODY_V2.pack(
+                _VERSION, self.commits, self.records, self.digest.to_bytes(32), len(self.heads)
+            )
+        ]
+        for name in sorted(self.heads):
+            head = self.heads[name]
+            raw = name.encode()
+            parts.append(
+                bytes([len(raw)])
+                + raw
+                + _HEAD.pack(head.start, head.end, bytes.fromhex(head.link[len(KEYED) :]))
+            )
+        body = b"".join(parts)
         return body + keys.tag(body)
 
     @classmethod
     def decode(cls, keys: StoreKeys, blob: bytes) -> StoreSeal:
-        """Authenticate and parse an entry.
+        """Authenticate and parse an entry (this version's, or the single-head entry of
+        setec before replicas, whose head becomes the :data:`LEGACY_REPLICA`'s).
 
         :raises IntegrityCheckError: if it is not authentic under ``keys``.
         """
         body, tag = blob[:-_TAG], blob[-_TAG:]
-        if (
-            len(body) != _BODY.size
-            or not hmac.compare_digest(keys.tag(body), tag)
-            or body[0] != _VERSION
-        ):
-            raise IntegrityCheckError(
-                "its integrity entry is not authentic under the store's data key (it was "
-                "altered, or copied from another store)"
-            )
-        _, commits, records, digest, has_head, start, end, link = _BODY.unpack(body)
-        head = AuditHead(start, end, KEYED + link.hex()) if has_head else None
-        return cls(commits, records, int.from_bytes(digest), head)
+        if not body or not hmac.compare_digest(keys.tag(body), tag):
+            raise _not_authentic()
+        try:
+            if body[0] == _VERSION_V1 and len(body) == _BODY_V1.size:
+                _, commits, records, digest, has_head, start, end, link = _BODY_V1.unpack(body)
+                heads = {LEGACY_REPLICA: _head(start, end, link)} if has_head else {}
+                return cls(commits, records, int.from_bytes(digest), heads)
+            if body[0] != _VERSION:
+                raise _not_authentic()
+            _, commits, records, digest, count = _BODY_V2.unpack_from(body)
+            at = _BODY_V2.size
+            heads = {}
+            for _ in range(count):
+                size = body[at]
+                name = body[at + 1 : at + 1 + size].decode()
+                at += 1 + size
+                start, end, link = _HEAD.unpack_from(body, at)
+                at += _HEAD.size
+                heads[name] = _head(start, end, link)
+        except (struct.error, IndexError, UnicodeDecodeError):
+            raise _not_authentic() from None
+        if at != len(body):
+            raise _not_authentic()
+        return cls(commits, records, int.from_bytes(digest), heads)
 
-    def advanced(self, records: int, digest: int, head: AuditHead | None) -> StoreSeal:
-        """The entry after a commit that changed records."""
-        return StoreSeal(self.commits + 1, records, digest, head or self.head)
+    def advanced(self, records: int, digest: int) -> StoreSeal:
+        """The entry after a commit that changed records (heads as they were)."""
+        return replace(self, commits=self.commits + 1, records=records, digest=digest)
 
-    def with_head(self, head: AuditHead) -> StoreSeal:
-        """The entry with a new audit head (a commit that changed no record)."""
-        return replace(self, head=head)
+    def with_head(
+        self, replica: str, head: AuditHead | None, *, drop_legacy: bool = False
+    ) -> StoreSeal:
+        """The entry with ``head`` recorded for ``replica`` (unchanged if ``None``).
+
+        :param drop_legacy: also forget the :data:`LEGACY_REPLICA`'s head, which
+            ``replica``'s log continues (a log from before replicas, now named).
+        """
+        if head is None and not drop_legacy:
+            return self
+        heads = dict(self.heads)
+        if drop_legacy and replica != LEGACY_REPLICA:
+            heads.pop(LEGACY_REPLICA, None)
+        if head is not None:
+            heads[replica] = head
+        return replace(self, heads=heads)
+
+
+def _head(start: int, end: int, link: bytes) -> AuditHead:
+    return AuditHead(start, end, KEYED + link.hex())
+
+
+def _not_authentic() -> IntegrityCheckError:
+    return IntegrityCheckError(
+        "its integrity entry is not authentic under the store's data key (it was "
+        "altered, or copied from another store)"
+    )
+
+
+def recorded_head(
+    seal: StoreSeal | None, replica: str, *, log_ends_keyed: bool
+) -> tuple[AuditHead | None, bool]:
+    """The head ``seal`` recorded for the audit log of ``replica``, and whether it is
+    the unnamed (:data:`LEGACY_REPLICA`) head that log continues: a log that was
+    written (it ends in a keyed line) before it had a name, which has no head of its
+    own yet. A new, empty log of a replica joining the store has no head to check.
+
+    :param log_ends_keyed: whether the replica's log ends in a keyed line.
+    """
+    if seal is None:
+        return None, False
+    head = seal.head_of(replica)
+    if head is None and replica != LEGACY_REPLICA and log_ends_keyed:
+        head = seal.head_of(LEGACY_REPLICA)
+        return head, head is not None
+    return head, False
 
 
 def digest_of(keys: StoreKeys, records: Iterable[Record]) -> tuple[int, int]:

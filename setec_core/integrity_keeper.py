@@ -40,6 +40,7 @@ from setec_core.integrity import (
     new_audit_key,
     open_audit_key,
     read_seal,
+    recorded_head,
     xor_all,
 )
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
@@ -112,6 +113,11 @@ class IntegrityKeeper:
         self._seal_blob: bytes | None = None
         self._terms: dict[bytes, int] = {}
         self._seen = 0
+        # Whose audit head this keeper records (the log's replica name), and whether
+        # that log continues the head of an unnamed log, to be forgotten at the next
+        # entry written (see StoreSeal).
+        self._replica = audit_log.replica
+        self._adopted = False
 
     # --- opening ---------------------------------------------------------------------
 
@@ -159,9 +165,10 @@ class IntegrityKeeper:
         log_ = self._audit_log
         log_.use_key(audit_key)
         seal = self._seal
+        recorded, self._adopted = recorded_head(seal, self._replica, log_ends_keyed=log_.ends_keyed)
         if log_.sink.persistent:
-            if seal.head is not None:
-                tail = log_.check_tail(seal.head)
+            if recorded is not None:
+                tail = log_.check_tail(recorded)
                 if tail.problem:
                     raise IntegrityCheckError(f"{tail.problem}; {_AUDIT_ADVICE}")
                 if tail.claim is not None and tail.claim > seal.commits:
@@ -196,7 +203,7 @@ class IntegrityKeeper:
         )
         audit_key = new_audit_key()
         self._audit_log.use_key(audit_key)
-        seal = StoreSeal(0, records, digest, self._durable_head())
+        seal = StoreSeal(0, records, digest).with_head(self._replica, self._durable_head())
         blob = seal.encode(self._keys)
         try:
             self._seen = self._storage.commit(
@@ -217,6 +224,28 @@ class IntegrityKeeper:
         # Only a persistent log's head means anything at the next open.
         log_ = self._audit_log
         return log_.durable_head if log_.sink.persistent else None
+
+    # --- catching up -----------------------------------------------------------------
+
+    @property
+    def seen(self) -> int:
+        """The store revision the Database's index reflects."""
+        return self._seen
+
+    def catch_up(self, reload: Reload) -> None:
+        """Read what other writers committed since :attr:`seen` (passing it to
+        ``reload``) and check it against their integrity entry.
+
+        :raises SetecError: if it cannot be read (:class:`StorageError`, or
+            :class:`~setec_core.errors.StorageUnavailable` while the store is
+            unreachable), or does not agree with the entry (:class:`IntegrityCheckError`).
+        """
+        try:
+            self._catch_up((), reload)
+        except SetecError:
+            raise
+        except Exception as e:
+            raise StorageError(f"the storage backend failed: {type(e).__name__}: {e}") from e
 
     # --- commits ---------------------------------------------------------------------
 
@@ -265,6 +294,7 @@ class IntegrityKeeper:
             else:
                 self._terms[write.key] = term
         self._seal, self._seal_blob, self._seen = seal, blob, revision
+        self._adopted = False
         self._audit_log.claim_commits(seal.commits)
         return revision
 
@@ -281,7 +311,9 @@ class IntegrityKeeper:
             if term is not None:
                 digest ^= term
                 records += 1
-        return seal.advanced(records, digest, self._durable_head())
+        return seal.advanced(records, digest).with_head(
+            self._replica, self._durable_head(), drop_legacy=self._adopted
+        )
 
     def _catch_up(self, writes: Sequence[RecordWrite], reload: Reload) -> bool:
         # Another writer committed: read every record it changed since the revision
@@ -363,10 +395,12 @@ class IntegrityKeeper:
         :param reload: as for :meth:`commit`, if another writer committed meanwhile.
         """
         head = self._durable_head()
-        if head is None or head == self._seal.head or self._seal_blob is None:
+        if self._seal_blob is None or head is None:
+            return
+        if head == self._seal.head_of(self._replica) and not self._adopted:
             return
         for _ in range(COMMIT_ATTEMPTS):
-            seal = self._seal.with_head(head)
+            seal = self._seal.with_head(self._replica, head, drop_legacy=self._adopted)
             blob = seal.encode(self._keys)
             try:
                 self._storage.commit(meta=[MetaWrite(INTEGRITY_META, blob, self._seal_blob)])
@@ -381,4 +415,5 @@ class IntegrityKeeper:
                 log.warning("could not record the audit log's head at close: %s", e)
                 return
             self._seal, self._seal_blob = seal, blob
+            self._adopted = False
             return

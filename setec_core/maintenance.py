@@ -36,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from setec_core.audit import AuditEntry, AuditLog, Outcome, local_principal
+from setec_core.audit_chain import AuditHead
 from setec_core.audit_sink import FileAuditSink, replace_audit_file
 from setec_core.backup.snapshot import BackupInfo, OpenedBackup, open_backup, seal_snapshot
 from setec_core.crypto import DEK_CONTEXT, DataKey
 from setec_core.data_key import SCHEMA_VERSION, unwrap_data_key
 from setec_core.errors import (
+    ConfigError,
     ConflictError,
     IntegrityCheckError,
     KeyMismatchError,
@@ -57,10 +59,14 @@ from setec_core.integrity import (
     new_audit_key,
     open_audit_key,
     read_seal,
+    recorded_head,
     xor_all,
 )
+from setec_core.integrity_keeper import COMMIT_ATTEMPTS
 from setec_core.keys import KeyProvider
+from setec_core.leases import PRESENCE_TTL, live_replicas
 from setec_core.model import SecretState
+from setec_core.opening import replica_name
 from setec_core.storage import MetaWrite, RecordWrite, StorageBackend
 
 log = logging.getLogger("setec.maintenance")
@@ -224,7 +230,17 @@ def rotate_dek(storage: StorageBackend, *, key: KeyProvider) -> DekRotation:
     :raises CorruptStoreError: if a record does not open; nothing changed.
     :raises IntegrityCheckError: if the store fails its integrity check; nothing changed.
     :raises ConflictError: if the store changed meanwhile; nothing changed.
+    :raises ConfigError: if servers are running on the store (their presence leases,
+        :mod:`setec_core.leases`); nothing changed.
     """
+    running = live_replicas(storage)
+    if running:
+        raise ConfigError(
+            f"servers are running on store {storage.uri} (replica "
+            f"{', '.join(running)}): stop every one first; rotate-dek gives the store a new "
+            "data key, which a running server does not have (a stopped server's presence "
+            f"ends within {PRESENCE_TTL:g} s)"
+        )
     snapshot = storage.export()
     wrapped, old = _unlock(storage, key)
     if snapshot.meta.get("dek") != wrapped:
@@ -254,7 +270,7 @@ def rotate_dek(storage: StorageBackend, *, key: KeyProvider) -> DekRotation:
         (seal.commits if seal else 0) + 1,
         len(snapshot.records),
         digest,
-        seal.head if seal else None,
+        seal.heads if seal else {},
     )
     revision = storage.commit(
         writes,
@@ -330,12 +346,22 @@ class AdminAudit:
     should be told (a log set aside, say).
 
     :param path: the state directory's audit log.
+    :param replica: the replica name (docs/replicas.md) under which the store records
+        the log's head; by default, that of the state directory holding ``path``.
     :raises ConfigError: if a server, or another command, holds it.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, replica: str | None = None) -> None:
         self.path = Path(path)
         self._log = AuditLog.open(self.path)
+        try:
+            if replica is None:
+                replica = replica_name(self.path.parent)
+        except BaseException:
+            self._log.close()
+            raise
+        self._log.name_replica(replica)
+        self._adopted = False
         self.principal = local_principal()
         self.notes: list[str] = []
         self.recorded = False
@@ -365,9 +391,16 @@ class AdminAudit:
         if problem:
             raise IntegrityCheckError(f"{problem}; {_AUDIT_ADVICE}")
 
+    def _recorded(self, view: _StoreView) -> AuditHead | None:
+        head, self._adopted = recorded_head(
+            view.seal, self._log.replica, log_ends_keyed=self._log.ends_keyed
+        )
+        return head
+
     def _tail_problem(self, view: _StoreView) -> str:
-        if view.seal is not None and view.seal.head is not None:
-            return self._log.check_tail(view.seal.head).problem
+        recorded = self._recorded(view)
+        if recorded is not None:
+            return self._log.check_tail(recorded).problem
         return self._log.check_last_link()
 
     def record(self, storage: StorageBackend, key: KeyProvider, action: str) -> None:
@@ -414,7 +447,7 @@ class AdminAudit:
         problem = self._tail_problem(view)
         head = self._log.durable_head
         if problem:
-            recorded = view.seal.head
+            recorded = self._recorded(view)
             self.notes.append(f"the old audit log did not check out: {problem}")
             continues = bytes.fromhex(recorded.link.split(":", 1)[1]) if recorded else None
         else:
@@ -452,10 +485,12 @@ class AdminAudit:
         if aside is None:
             # The old file is empty (lost, and recreated by the open): keep using it.
             self._log = AuditLog(sink, audit_key, continues=continues)
-            return
-        new = replace_audit_file(sink, aside)
-        old.close()
-        self._log = AuditLog(new, audit_key, continues=continues)
+        else:
+            new = replace_audit_file(sink, aside)
+            old.close()
+            self._log = AuditLog(new, audit_key, continues=continues)
+        # The new file is the same replica's log.
+        self._log.name_replica(old.replica)
 
     def _write_and_record(self, storage: StorageBackend, view: _StoreView, action: str) -> None:
         seal = view.seal or StoreSeal(0, 0, 0)
@@ -463,14 +498,22 @@ class AdminAudit:
         self._log.write(AuditEntry(self.principal, action, True, outcome=Outcome.OK))
         self.recorded = True
         head = self._log.durable_head
-        if head is None or view.blob is None:
+        blob = view.blob
+        if head is None or blob is None:
             return
-        try:
-            storage.commit(
-                meta=[MetaWrite(INTEGRITY_META, seal.with_head(head).encode(view.keys), view.blob)]
-            )
-        except ConflictError:
-            raise StorageError(
-                f"store {storage.uri} changed while this command ran (is a server running "
-                "on it from another state directory?); its audit head was not recorded"
-            ) from None
+        # Servers running on the store from other state directories (replicas) may
+        # commit meanwhile: record the head on top of their entry.
+        for _ in range(COMMIT_ATTEMPTS):
+            entry = seal.with_head(self._log.replica, head, drop_legacy=self._adopted)
+            try:
+                storage.commit(meta=[MetaWrite(INTEGRITY_META, entry.encode(view.keys), blob)])
+                return
+            except ConflictError:
+                blob = storage.get_meta(INTEGRITY_META)
+                if blob is None:
+                    break
+                seal = StoreSeal.decode(view.keys, blob)
+        raise StorageError(
+            f"store {storage.uri} kept changing while this command ran; its audit head was "
+            "not recorded (the next command or server start records it)"
+        )

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
+import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +37,11 @@ STORE_FILE = "secrets.db"
 
 AUDIT_FILE = "audit.log"
 """The audit log's file in a state directory."""
+
+REPLICA_FILE = "replica"
+"""The file holding a state directory's replica name (docs/replicas.md)."""
+
+_REPLICA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def open_parts(
             if audit is None:
                 audit = AuditLog.open(state / AUDIT_FILE)
                 opened.append(audit)
+                # The log is this state directory's: its entries name the replica.
+                audit.name_replica(replica_name(state))
         # Settled above: without a state directory, storage and audit were given; and
         # plugins were loaded if a URI is left to resolve.
         assert audit is not None
@@ -126,6 +136,49 @@ def prepare_state_dir(path: str | os.PathLike[str]) -> Path:
             "choose a writable location"
         ) from None
     return state
+
+
+def replica_name(state: Path, *, create: bool = True) -> str:
+    """Return the replica name of the state directory ``state``: the name its audit
+    log's entries carry and under which the store records where that log ends. Several
+    server processes over one store each have their own state directory, so their own
+    name (docs/replicas.md).
+
+    The name is kept in :data:`REPLICA_FILE`. The first start makes one from the host's
+    name and a random suffix (``db1-3f9a``); an operator may write another name there
+    before that start.
+
+    :param create: make the file if it is missing (otherwise return ``""``, the name
+        of a state directory from before replicas).
+    :raises ConfigError: if the file holds no valid name or cannot be read or written.
+    """
+    path = state / REPLICA_FILE
+    try:
+        name = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if not create:
+            return ""
+        host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:40]
+        name = f"{host.strip('-') or 'setec'}-{secrets.token_hex(2)}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return replica_name(state, create=False)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot create {str(path)!r}: {e.strerror}; make the state directory writable"
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(name + "\n")
+        return name
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the replica name in {str(path)!r}: {e}") from None
+    if not _REPLICA_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{str(path)!r} holds {name[:80]!r}, which is not a replica name: use 1 to 64 "
+            "letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
 
 
 class _Closeable(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from setec_core.audit_chain import AuditReport, verify
 from setec_core.backup.snapshot import OpenedBackup, secrets_of
@@ -27,9 +28,11 @@ from setec_core.integrity import (
     mismatch,
     open_audit_key,
     read_seal,
+    recorded_head,
 )
 from setec_core.keys import KeyProvider
 from setec_core.model import SecretState
+from setec_core.opening import replica_name
 from setec_core.storage import StorageBackend
 
 
@@ -68,9 +71,14 @@ def check_store(
     *,
     audit_path: str | os.PathLike[str] | None = None,
     in_use: bool = False,
+    replica: str | None = None,
 ) -> StoreReport:
     """Check ``storage`` (opened with ``key``) and, if given, the audit log at
     ``audit_path``, changing nothing.
+
+    :param replica: the replica name of the audit log (docs/replicas.md), whose
+        recorded head the log must hold; by default, that of the state directory
+        holding ``audit_path``.
 
     :param in_use: a server is running on the store (a line being written at the end of
         the audit log is then skipped, not reported as torn).
@@ -131,7 +139,11 @@ def check_store(
         report.audit = verify(
             audit_path,
             audit_key,
-            recorded=seal.head if seal else None,
+            recorded=recorded_head(
+                seal,
+                replica_name(Path(audit_path).parent, create=False) if replica is None else replica,
+                log_ends_keyed=Path(audit_path).stat().st_size > 0,
+            )[0],
             commits=seal.commits if seal else None,
             in_use=in_use,
         )

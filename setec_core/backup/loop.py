@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from setec_core.backup import BackupSink
 from setec_core.backup.snapshot import MAX_HEAD_SIZE, BackupHead, head_needs_more, rfc3339
@@ -39,6 +39,9 @@ from setec_core.errors import (
     SetecError,
     StorageError,
 )
+
+if TYPE_CHECKING:
+    from setec_core.leases import JobLease
 
 log = logging.getLogger("setec.backup")
 
@@ -348,6 +351,10 @@ class BackupLoop:
     store's data key: backups sealed under another data key (taken before a
     ``rotate-dek``) cannot be told from forgeries, so they are left alone.
 
+    With ``lease``, a :class:`~setec_core.leases.JobLease` on a store several replicas
+    share, a round runs only on the replica holding the lease (the others count
+    :attr:`standing_by`), and retention deletes only while it still holds it.
+
     The counters are read by the server's ``/metrics``: :attr:`taken`,
     :attr:`failures`, :attr:`last_success` (Unix time, 0 before the first),
     :attr:`last_size` and :attr:`last_seconds`; :attr:`last_error` is the last
@@ -361,6 +368,7 @@ class BackupLoop:
         *,
         interval: float = DEFAULT_INTERVAL,
         keep: int | None = None,
+        lease: JobLease | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -368,6 +376,9 @@ class BackupLoop:
         self.sink = sink
         self.interval = interval
         self.keep = keep
+        self.lease = lease
+        #: Rounds skipped because another replica holds the backup lease.
+        self.standing_by = 0
         self.taken = 0
         self.failures = 0
         self.last_success = 0.0
@@ -390,10 +401,19 @@ class BackupLoop:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self.lease is not None:
+            self.lease.release()
 
     def run_once(self) -> BackupResult | None:
         """Take a backup if the store changed since the last one; return it, or ``None``
         if nothing changed or the backup failed (then it is logged and counted)."""
+        lease = self.lease
+        if lease is not None and not lease.held():
+            # Another replica takes the backups (docs/replicas.md, "Jobs").
+            self.standing_by += 1
+            self._backed_up = None  # when this replica takes over, it backs up at once
+            return None
+        fence = lease.lease.fence if lease is not None and lease.lease is not None else 0
         try:
             revision = self.db.revision
             if revision == self._backed_up:
@@ -421,7 +441,9 @@ class BackupLoop:
             result.size,
             result.seconds,
         )
-        if self.keep:
+        # Retention deletes: only while the lease is still the one this round began
+        # with, so two replicas never prune at once.
+        if self.keep and (lease is None or lease.still_held(fence)):
             self._prune(result.name)
         return result
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import secrets
 import time
@@ -112,6 +113,9 @@ STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 # they must not count requests): 64 bits from a generator seeded from the system's
 # randomness, without a system call per request as secrets.token_hex makes.
 _ids = random.Random(secrets.token_bytes(32))  # noqa: S311 - an identifier, not a secret
+# A forked process (a worker of setec-serve --workers) would draw the same ids as its
+# parent and its siblings; as the random module does for its own generator, reseed.
+os.register_at_fork(after_in_child=lambda: _ids.seed(secrets.token_bytes(32)))
 
 
 def new_request_id() -> str:
@@ -381,10 +385,19 @@ class SetecApp:
         return Answer(200, dashboard.STYLE_CSS, "text/css; charset=utf-8")
 
     def page_healthz(self, ctx: RequestContext) -> Answer:
-        """``ok``, or 503 once the audit log has failed (the server refuses everything)."""
+        """``ok``; 503 once the audit log has failed (the server refuses everything);
+        200 with a ``degraded`` line while the store cannot be read (reads are served
+        from memory, writes get 503; docs/replicas.md)."""
         failure = self.db.audit_log.failure
         if failure:
             return error_answer(503, f"unhealthy: {failure}")
+        follower = self.db.follower
+        if follower is not None and follower.failure:
+            line = (
+                f"degraded: the store has not been read for {follower.stale_seconds:.0f} s; "
+                "reads are served from memory and may be that stale, writes get 503\n"
+            )
+            return Answer(200, line.encode(), TEXT)
         return Answer(200, b"ok\n", TEXT)
 
     def page_metrics(self, ctx: RequestContext) -> Answer:

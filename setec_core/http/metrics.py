@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from setec_core.database import Database
+from setec_core.errors import StorageError
 
 #: Latency buckets from 0.25 ms to 5 s: a get with its audit fsync takes about 1 ms.
 LATENCY_BUCKETS = (
@@ -52,8 +53,18 @@ class _DatabaseCollector(Collector):
             "setec_audit_healthy", "1 if the audit log accepts writes, 0 if it refuses them."
         )
         healthy.add_metric([], 0 if log.failure else 1)
-        revision = GaugeMetricFamily("setec_store_revision", "The store's revision counter.")
-        revision.add_metric([], self._db.revision)
+        revision = GaugeMetricFamily(
+            "setec_store_revision",
+            "The store's revision counter (while the store cannot be read, the last "
+            "revision this server read).",
+        )
+        try:
+            current = self._db.revision
+        except StorageError:
+            # The store is down: the scrape must still answer, or the metrics that say
+            # so (setec_store_reachable) could never be read.
+            current = self._db.synced_revision
+        revision.add_metric([], current)
         return [fsyncs, entries, healthy, revision]
 
 
@@ -81,6 +92,33 @@ class _BackupCollector(Collector):
         )
         seconds.add_metric([], loop.last_seconds)
         return [taken, failures, last, size, seconds]
+
+
+class _FollowerCollector(Collector):
+    """Reads a :class:`~setec_core.follower.Follower`'s state at scrape time."""
+
+    def __init__(self, follower: Any) -> None:
+        self._follower = follower
+
+    def collect(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        follower = self._follower
+        reachable = GaugeMetricFamily(
+            "setec_store_reachable",
+            "1 while the store can be read, 0 while this server serves reads from memory "
+            "alone (degraded).",
+        )
+        reachable.add_metric([], 0 if follower.failure else 1)
+        stale = GaugeMetricFamily(
+            "setec_store_stale_seconds",
+            "Seconds since the store was last read: how far behind other servers' writes "
+            "this one may be.",
+        )
+        stale.add_metric([], follower.stale_seconds)
+        catch_ups = CounterMetricFamily(
+            "setec_store_catch_ups", "Times this server read other servers' commits."
+        )
+        catch_ups.add_metric([], follower.catch_ups)
+        return [reachable, stale, catch_ups]
 
 
 class _FrontCollector(Collector):
@@ -236,6 +274,12 @@ class ServerMetrics:
         ``setec_backup_last_success_timestamp_seconds``, ``setec_backup_last_size_bytes``
         and ``setec_backup_last_duration_seconds``."""
         self.registry.register(_BackupCollector(loop))
+
+    def watch_follower(self, follower: Any) -> None:
+        """Export the state of a :class:`~setec_core.follower.Follower`:
+        ``setec_store_reachable``, ``setec_store_stale_seconds`` and
+        ``setec_store_catch_ups_total``."""
+        self.registry.register(_FollowerCollector(follower))
 
     def watch_front(self, stats: Any) -> None:
         """Export the HTTP front's connection counters (a

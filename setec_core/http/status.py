@@ -4,7 +4,8 @@ Go setec's clients only look at the status code (docs/api.md §2): 403, 404, 304
 and 412 carry the wire sentinels, so their bodies keep Go's texts; those four rows come
 from :data:`setec_core.wire.SENTINELS`, the table a client reads them back by. Our deliberate
 difference is that client mistakes Go answers with 500 get 400 with a one-line reason
-(docs/api.md §8.2), and an identity service that is down gets 503 instead of 500.
+(docs/api.md §8.2), and an identity service or a store that is down gets 503 instead of
+500.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from dataclasses import dataclass
 
 from setec_core.errors import (
     AuditError,
+    ConflictError,
     InvalidRequestError,
     SetecError,
     StorageError,
+    StorageUnavailable,
     UnavailableError,
 )
 from setec_core.wire import SENTINELS
+
+#: The reason of a 503 for a store that cannot be reached: the server log has the
+#: backend's message (its host, never its password), the client only needs to retry.
+STORE_UNREACHABLE = "the store cannot be reached; try again later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,10 @@ STATUS_TABLE: tuple[tuple[type[BaseException], Status], ...] = (
     (InvalidRequestError, Status(400, None)),
     (UnavailableError, Status(503, None, log=True)),
     (AuditError, Status(500, "internal error", log=True)),
+    (StorageUnavailable, Status(503, STORE_UNREACHABLE, log=True)),
+    # A write that kept losing races with other server processes' writes of the same
+    # secret (docs/replicas.md): nothing was written, and a retry will go through.
+    (ConflictError, Status(503, None, log=True)),
     (StorageError, Status(500, "internal error", log=True)),
     (SetecError, Status(500, "internal error", log=True)),
 )

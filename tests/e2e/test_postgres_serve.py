@@ -8,8 +8,9 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from console_scripts import clean_env
 from peers.postgres_server import PostgresServer
-from serve_process import ServeProcess, call, free_port, refused
+from serve_process import ServeProcess, call, free_port, refused, run_serve
 
 from setec_plugins.postgres_storage import PostgresStorage
 
@@ -120,3 +121,46 @@ def test_another_deployments_database_is_refused_and_left_alone(
         before.records,
         before.meta,
     )
+
+
+def test_a_backup_restores_into_an_empty_postgresql_database(
+    tmp_path: Path, postgres: PostgresServer, postgres_uri: str
+) -> None:
+    """`backup now` beside a running replica, then `restore` into another, empty
+    PostgreSQL database with a new state directory: a server started there serves the
+    secrets, and a restore into the non-empty database is refused, writing nothing."""
+    sink = f"dir://{tmp_path / 'backups'}"
+    key = ("--kms-key-name", "dev://")
+    source = ("--dev", "--state-dir", str(tmp_path / "a"), "--storage", postgres_uri)
+    with ServeProcess(*source, "--listen", "127.0.0.1:0", cwd=tmp_path) as server:
+        assert call(server.url, "put", {"Name": "app/db", "Value": "cmVzdG9yZWQ="}).json() == 1
+        taken = run_serve(
+            "backup",
+            "now",
+            "--storage",
+            postgres_uri,
+            *key,
+            "--backup",
+            sink,
+            cwd=tmp_path,
+            env=clean_env(),
+        )
+        assert taken.returncode == 0, taken.stderr
+    target = postgres.new_database()
+    try:
+        restore = ("restore", "latest", *key, "--backup", sink, "--storage", target)
+        done = run_serve(
+            *restore, "--state-dir", str(tmp_path / "b"), cwd=tmp_path, env=clean_env()
+        )
+        assert done.returncode == 0, done.stderr
+        again = run_serve(
+            *restore, "--state-dir", str(tmp_path / "c"), cwd=tmp_path, env=clean_env()
+        )
+        assert again.returncode != 0
+        assert "not empty" in again.stderr
+        args = ("--dev", "--state-dir", str(tmp_path / "b"), "--storage", target)
+        with ServeProcess(*args, "--listen", "127.0.0.1:0", cwd=tmp_path) as server:
+            got = call(server.url, "get", {"Name": "app/db"}).json()
+        assert got == {"Value": "cmVzdG9yZWQ=", "Version": 1}
+    finally:
+        postgres.drop_database(target)

@@ -1,0 +1,252 @@
+"""Replicas at the Database layer: several Databases over one store, each with its own
+state directory (audit log and replica name), as several server processes have them.
+Each replica's audit head is recorded in the store under its own name, each catches up
+with the others' commits, and writes of one secret through two replicas never lose or
+duplicate a version."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from setec_core import Database, SecretValue
+from setec_core.audit_chain import KEYED
+from setec_core.builtin.dev_key import DevKeyProvider
+from setec_core.builtin.sqlite_storage import SqliteStorage
+from setec_core.data_key import unwrap_data_key
+from setec_core.errors import ConfigError, IntegrityCheckError, NotFound
+from setec_core.integrity import INTEGRITY_META, LEGACY_REPLICA, StoreKeys, StoreSeal
+from setec_core.opening import REPLICA_FILE, replica_name
+from setec_core.storage import MetaWrite
+from setec_core.store_check import check_store
+from setec_core.testing import SUPERUSER
+from setec_core.testing.storage_contract import run_together
+
+SU = SUPERUSER
+KEY = "dev://"
+
+
+def open_replica(tmp_path: Path, name: str) -> Database:
+    """A Database over the shared store ``tmp_path/secrets.db``, with its own state
+    directory ``tmp_path/name`` (its audit log and replica name)."""
+    return Database.open(tmp_path / name, key=KEY, storage=f"sqlite://{tmp_path / 'secrets.db'}")
+
+
+def lines(state: Path) -> list[dict[str, object]]:
+    """The entries of a state directory's audit log."""
+    return [json.loads(line) for line in (state / "audit.log").read_bytes().splitlines()]
+
+
+def seal_of(tmp_path: Path) -> StoreSeal:
+    """The shared store's integrity entry, authenticated."""
+    storage = SqliteStorage(tmp_path / "secrets.db")
+    try:
+        dek = unwrap_data_key(storage, DevKeyProvider(""), storage.get_meta("dek") or b"")
+        blob = storage.get_meta(INTEGRITY_META)
+        assert blob is not None
+        return StoreSeal.decode(StoreKeys(dek), blob)
+    finally:
+        storage.close()
+
+
+def test_two_replicas_open_one_store_and_each_records_its_own_audit_head(
+    tmp_path: Path,
+) -> None:
+    """A second replica with its own audit log opens a store the first one writes (a
+    store recording one audit head refused it), each log's entries name their replica,
+    the store records both heads, and both reopen and check clean."""
+    a = open_replica(tmp_path, "a")
+    b = open_replica(tmp_path, "b")
+    a.put(SU, "x", b"replica-value-1")
+    b.put(SU, "y", b"replica-value-2")
+    a.close()
+    b.close()
+    name_a, name_b = replica_name(tmp_path / "a"), replica_name(tmp_path / "b")
+    assert name_a != name_b
+    assert {line["replica"] for line in lines(tmp_path / "a")} == {name_a}
+    assert {line["replica"] for line in lines(tmp_path / "b")} == {name_b}
+    assert set(seal_of(tmp_path).heads) == {name_a, name_b}
+    for name in ("a", "b"):
+        with open_replica(tmp_path, name) as db:
+            assert db.get(SU, "x").value == b"replica-value-1"
+        storage = SqliteStorage(tmp_path / "secrets.db")
+        report = check_store(storage, DevKeyProvider(""), audit_path=tmp_path / name / "audit.log")
+        storage.close()
+        assert report.ok, report.problems
+        assert report.audit is not None
+        assert report.audit.recorded_line > 0
+
+
+def test_lines_cut_from_one_replicas_log_are_found_when_it_reopens(tmp_path: Path) -> None:
+    """Each replica's log is checked against its own recorded head: cutting lines from
+    replica b's log is refused at b's next open, while replica a opens as before."""
+    for name in ("a", "b"):
+        with open_replica(tmp_path, name) as db:
+            db.put(SU, f"s-{name}", b"replica-value")
+    log_b = tmp_path / "b" / "audit.log"
+    log_b.write_bytes(b"".join(log_b.read_bytes().splitlines(keepends=True)[:-2]))
+    with pytest.raises(IntegrityCheckError, match="ends before the entry the store recorded"):
+        open_replica(tmp_path, "b")
+    with open_replica(tmp_path, "a") as db:
+        assert db.get(SU, "s-b").value == b"replica-value"
+
+
+def test_a_replica_catches_up_with_another_replicas_commits(tmp_path: Path) -> None:
+    """refresh() reads what another replica committed (new secrets, new versions,
+    deletions), and returns False when nothing changed."""
+    with open_replica(tmp_path, "a") as a, open_replica(tmp_path, "b") as b:
+        a.put(SU, "x", b"replica-old")
+        a.put(SU, "gone", b"replica-gone")
+        assert b.refresh() is True
+        assert b.get(SU, "x") == SecretValue(b"replica-old", 1)
+        assert b.refresh() is False
+        a.put(SU, "x", b"replica-new")
+        a.activate(SU, "x", 2)
+        a.delete(SU, "gone")
+        b.refresh()
+        assert b.get(SU, "x") == SecretValue(b"replica-new", 2)
+        assert [i.name for i in b.list(SU)] == ["x"]
+
+
+def test_the_follower_serves_another_replicas_put_within_a_second(tmp_path: Path) -> None:
+    """With follow() running, a put acknowledged by one replica is served by the other
+    well within the one second docs/replicas.md promises, without any call to it."""
+    with open_replica(tmp_path, "a") as a, open_replica(tmp_path, "b") as b:
+        follower = b.follow()
+        for n in range(1, 4):
+            value = f"replica-followed-{n}".encode()
+            a.put(SU, "x", value)
+            acked = time.monotonic()
+            while served(b, n) != value:
+                assert time.monotonic() - acked < 1.0, "the follower did not catch up in 1 s"
+                time.sleep(0.005)
+        assert follower.failure == ""
+        assert follower.catch_ups >= 1
+
+
+def served(db: Database, version: int) -> bytes | None:
+    """Version ``version`` of secret x as ``db`` serves it, or None."""
+    try:
+        return db.get(SU, "x", version).value
+    except NotFound:
+        return None
+
+
+def test_a_write_that_loses_a_race_is_tried_again_and_audited_as_a_conflict(
+    tmp_path: Path,
+) -> None:
+    """Replica b writes a secret a changed since b last looked: b's commit loses, b
+    catches up and puts again on a's state, so the version follows a's instead of
+    failing; b's log says ``conflict`` and then ``ok``."""
+    with open_replica(tmp_path, "a") as a, open_replica(tmp_path, "b") as b:
+        a.put(SU, "x", b"replica-1")
+        b.refresh()
+        a.put(SU, "x", b"replica-2")
+        assert b.put(SU, "x", b"replica-3") == 3
+        assert b.get(SU, "x", 2).value == b"replica-2"
+        a.create_version(SU, "y", 5, b"replica-5")
+        b.put(SU, "unrelated", b"replica-u")  # catches up on y without a conflict
+        b.activate(SU, "x", 2)
+    puts = [
+        e["outcome"]
+        for e in lines(tmp_path / "b")
+        if (e["action"], e.get("secret")) == ("put", "x")
+    ]
+    assert puts == ["ok", "conflict", "ok"]
+    with open_replica(tmp_path, "a") as a:
+        assert a.info(SU, "x").versions == (1, 2, 3)
+        assert a.info(SU, "x").active_version == 2
+
+
+def test_concurrent_puts_of_one_secret_through_two_replicas_leave_no_gap_or_twin(
+    tmp_path: Path,
+) -> None:
+    """Threads in two replicas putting distinct values of one secret at once: every put
+    gets its own version, the versions are 1..N with no gap and no duplicate, and every
+    value is kept."""
+    a = open_replica(tmp_path, "a")
+    b = open_replica(tmp_path, "b")
+    got: dict[int, bytes] = {}
+
+    def putter(n: int) -> None:
+        db = a if n % 2 else b
+        for i in range(10):
+            value = f"replica-race-{n}-{i}".encode()
+            version = db.put(SU, "hot", value)
+            assert version not in got
+            got[version] = value
+
+    assert run_together(4, putter) == []
+    a.close()
+    b.close()
+    assert sorted(got) == list(range(1, 41))
+    with open_replica(tmp_path, "a") as db:
+        assert db.info(SU, "hot").versions == tuple(range(1, 41))
+        for version, value in got.items():
+            assert db.get(SU, "hot", version).value == value
+
+
+def test_a_store_sealed_before_replicas_is_continued_by_its_named_log(tmp_path: Path) -> None:
+    """A store whose integrity entry records one unnamed audit head (setec before
+    replicas) opens: the state directory's log continues that head, is checked against
+    it (cut lines are still found), and from its next commit the head is recorded under
+    the replica's name instead."""
+    state = tmp_path / "a"
+    with open_replica(tmp_path, "a") as db:
+        db.put(SU, "x", b"replica-legacy")
+    _rewrite_as_single_head_entry(tmp_path, replica_name(state))
+    assert set(seal_of(tmp_path).heads) == {LEGACY_REPLICA}
+    log = state / "audit.log"
+    whole = log.read_bytes()
+    log.write_bytes(b"".join(whole.splitlines(keepends=True)[:-1]))
+    with pytest.raises(IntegrityCheckError, match="ends before the entry the store recorded"):
+        open_replica(tmp_path, "a")
+    log.write_bytes(whole)
+    with open_replica(tmp_path, "a") as db:
+        db.put(SU, "x", b"replica-legacy-2")
+    assert set(seal_of(tmp_path).heads) == {replica_name(state)}
+
+
+def _rewrite_as_single_head_entry(tmp_path: Path, name: str) -> None:
+    # The entry as setec before replicas wrote it: version 1, one head, no names.
+    storage = SqliteStorage(tmp_path / "secrets.db")
+    dek = unwrap_data_key(storage, DevKeyProvider(""), storage.get_meta("dek") or b"")
+    keys = StoreKeys(dek)
+    blob = storage.get_meta(INTEGRITY_META)
+    assert blob is not None
+    seal = StoreSeal.decode(keys, blob)
+    head = seal.heads[name]
+    body = struct.pack(
+        ">BQQ32sBQQ32s",
+        1,
+        seal.commits,
+        seal.records,
+        seal.digest.to_bytes(32),
+        1,
+        head.start,
+        head.end,
+        bytes.fromhex(head.link[len(KEYED) :]),
+    )
+    storage.commit(meta=[MetaWrite(INTEGRITY_META, body + keys.tag(body), blob)])
+    storage.close()
+
+
+def test_the_replica_name_is_kept_in_the_state_directory(tmp_path: Path) -> None:
+    """The first open names the state directory's replica and keeps the name; a name the
+    operator wrote there is used; an invalid one is refused in one line naming the file."""
+    (tmp_path / "s1").mkdir()
+    first = replica_name(tmp_path / "s1")
+    assert replica_name(tmp_path / "s1") == first
+    assert (tmp_path / "s1" / REPLICA_FILE).read_text().strip() == first
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / REPLICA_FILE).write_text("db-east-1\n")
+    assert replica_name(tmp_path / "s2") == "db-east-1"
+    (tmp_path / "s2" / REPLICA_FILE).write_text("no spaces allowed\n")
+    with pytest.raises(ConfigError, match=r"replica.*not a replica name") as info:
+        replica_name(tmp_path / "s2")
+    assert "\n" not in str(info.value)
+    assert replica_name(tmp_path / "s3-missing", create=False) == ""
