@@ -9,22 +9,30 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from werkzeug.test import Client
 
 from setec_core import Database, SecretValue
+from setec_core.audit import AuditLog, MemoryAuditSink
 from setec_core.audit_chain import KEYED
+from setec_core.backup.loop import BackupLoop
 from setec_core.builtin.dev_key import DevKeyProvider
 from setec_core.builtin.sqlite_storage import SqliteStorage
 from setec_core.data_key import unwrap_data_key
-from setec_core.errors import ConfigError, IntegrityCheckError, NotFound
+from setec_core.errors import ConfigError, IntegrityCheckError, NotFound, StorageUnavailable
+from setec_core.http import make_app
 from setec_core.integrity import INTEGRITY_META, LEGACY_REPLICA, StoreKeys, StoreSeal
+from setec_core.leases import JobLease
 from setec_core.opening import REPLICA_FILE, replica_name
-from setec_core.storage import MetaWrite
+from setec_core.storage import MetaWrite, RecordWrite
 from setec_core.store_check import check_store
-from setec_core.testing import SUPERUSER
+from setec_core.testing import SUPERUSER, FixedAuthorizer
+from setec_core.testing.fakes import FaultyStorage
 from setec_core.testing.storage_contract import run_together
+from setec_plugins.dir_backup import DirBackupSink
 
 SU = SUPERUSER
 KEY = "dev://"
@@ -250,3 +258,98 @@ def test_the_replica_name_is_kept_in_the_state_directory(tmp_path: Path) -> None
         replica_name(tmp_path / "s2")
     assert "\n" not in str(info.value)
     assert replica_name(tmp_path / "s3-missing", create=False) == ""
+
+
+class OutageStorage(FaultyStorage):
+    """A store whose server can be taken away: while ``down``, every read and commit
+    raises StorageUnavailable, as the PostgreSQL backend does during an outage."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StorageUnavailable(
+                "PostgreSQL store postgresql://db.test/setec: connection refused"
+            )
+
+    def revision(self) -> int:
+        self._check()
+        return super().revision()
+
+    def commit(self, writes: Sequence[RecordWrite] = (), meta: Sequence[MetaWrite] = ()) -> int:
+        self._check()
+        return super().commit(writes, meta)
+
+    def wait_for_change(self, revision: int, timeout: float) -> bool:
+        self._check()
+        return super().wait_for_change(revision, timeout)
+
+
+def test_while_the_store_is_unreachable_reads_go_on_and_writes_get_503(tmp_path: Path) -> None:
+    """The store goes away: gets are still served from memory, /healthz answers 200
+    'degraded' and the metrics say the store is unreachable, a put gets 503 with a
+    one-line reason; when the store is back, all of it is ok again by itself."""
+    storage = OutageStorage(SqliteStorage(tmp_path / "secrets.db"))
+    db = Database(storage, DevKeyProvider(""), AuditLog(MemoryAuditSink()))
+    db.put(SU, "x", b"replica-outage")
+    follower = db.follow(interval=0.05)
+    app = make_app(db, FixedAuthorizer(SU))
+    app.metrics.watch_follower(follower)  # as setec-serve does
+    client = Client(app)
+    post = {"headers": {"Sec-X-Tailscale-No-Browsers": "setec"}}
+    try:
+        storage.down = True
+        deadline = time.monotonic() + 5
+        while not follower.failure:
+            assert time.monotonic() < deadline, "the follower did not notice the outage"
+            time.sleep(0.01)
+        got = client.post("/api/get", json={"Name": "x"}, **post)
+        assert got.status_code == 200
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert health.data.startswith(b"degraded: ")
+        assert b"setec_store_reachable 0.0" in client.get("/metrics").data
+        put = client.post("/api/put", json={"Name": "x", "Value": "bmV3"}, **post)
+        assert put.status_code == 503
+        assert put.data == b"the store cannot be reached; try again later\n"
+        storage.down = False
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").data != b"ok\n":
+            assert time.monotonic() < deadline, "the follower did not recover"
+            time.sleep(0.02)
+        assert b"setec_store_reachable 1.0" in client.get("/metrics").data
+        put = client.post("/api/put", json={"Name": "x", "Value": "bmV3"}, **post)
+        assert put.status_code == 200
+    finally:
+        db.close()
+
+
+def test_the_backup_job_runs_on_one_replica_and_moves_when_it_stops(tmp_path: Path) -> None:
+    """Two replicas' backup loops under the same lease: only the holder backs up, the
+    other stands by; when the holder stops (releasing the lease) the other takes over
+    at its next round and backs up at once."""
+    a = open_replica(tmp_path, "a")
+    b = open_replica(tmp_path, "b")
+    sink = DirBackupSink.from_uri(f"dir://{tmp_path / 'backups'}")
+    loops = [
+        BackupLoop(db, sink, interval=60, lease=JobLease(db.storage, "backup", db.replica, 30))
+        for db in (a, b)
+    ]
+    try:
+        a.put(SU, "x", b"replica-backup")
+        assert loops[0].run_once() is not None
+        assert loops[1].run_once() is None
+        assert loops[1].standing_by == 1
+        b.put(SU, "x", b"replica-backup-2")
+        assert loops[0].run_once() is not None  # the holder backs up b's change too
+        assert loops[1].run_once() is None
+        loops[0].stop()  # releases the lease
+        taken = loops[1].run_once()
+        assert taken is not None
+        assert taken.revision == b.revision
+        assert loops[0].lease is not None
+        assert loops[0].lease.lease is None
+    finally:
+        loops[1].stop()
+        a.close()
+        b.close()
