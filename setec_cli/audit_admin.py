@@ -18,7 +18,7 @@ import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -41,6 +41,10 @@ from setec_cli.admin import (
 from setec_cli.plugin_flags import PluginFlagsCommand
 from setec_cli.say import fail
 
+if TYPE_CHECKING:
+    from setec_core.audit_chain import AuditHead
+    from setec_core.integrity import StoreSeal
+
 
 @click.group("audit")
 def audit_group() -> None:
@@ -49,6 +53,22 @@ def audit_group() -> None:
 
 def _audit_path(settings: dict[str, Any]) -> Path:
     return Path(_require(settings, "state_dir", "the server's state directory"), AUDIT_FILE)
+
+
+def _recorded(seal: StoreSeal | None, path: Path) -> AuditHead | None:
+    # The head the store recorded for the replica whose state directory holds ``path``.
+    from setec_core.integrity import recorded_head
+    from setec_core.opening import replica_name
+
+    replica = replica_name(path.parent, create=False)
+    return recorded_head(seal, replica, log_ends_keyed=path.stat().st_size > 0)[0]
+
+
+def _worker_logs(state: Path) -> list[Path]:
+    # The audit logs of setec-serve --workers' workers 1 and up (setec_cli.workers),
+    # in worker order.
+    logs = [p for p in state.glob("workers/*/audit.log") if p.parent.name.isdigit()]
+    return sorted(logs, key=lambda p: int(p.parent.name))
 
 
 def _in_use(path: Path) -> bool:
@@ -77,7 +97,8 @@ def audit_verify(ctx: click.Context, /, files: tuple[Path, ...], **given: Any) -
 
     FILES are older logs set aside by 'audit rotate', oldest first; they are checked
     before the state directory's audit.log, and each must end where the next one says
-    it continues from."""
+    it continues from. The logs of a --workers server's other workers
+    (workers/N/audit.log) are checked after it, each on its own."""
     from setec_core.audit_chain import verify
     from setec_core.data_key import unwrap_data_key
     from setec_core.integrity import StoreKeys, open_audit_key, read_seal
@@ -96,16 +117,19 @@ def audit_verify(ctx: click.Context, /, files: tuple[Path, ...], **given: Any) -
             key = open_audit_key(dek, snapshot.meta)
         problems = 0
         previous_head = ""
-        for path in (*files, current):
-            is_current = path.resolve() == current.resolve()
+        workers = _worker_logs(current.parent)
+        for path in (*files, current, *workers):
+            is_current = path.resolve() == current.resolve() or path in workers
+            if path in workers:
+                previous_head = ""  # each worker's log is a chain of its own
             report = verify(
                 path,
                 key,
-                recorded=seal.head if seal and is_current else None,
+                recorded=_recorded(seal, path) if is_current else None,
                 commits=seal.commits if seal and is_current else None,
                 in_use=is_current and _in_use(path),
             )
-            name = path.name
+            name = str(path.relative_to(current.parent)) if path in workers else path.name
             click.echo(f"{name}: {_summary(report)}")
             if (
                 previous_head
@@ -117,7 +141,7 @@ def audit_verify(ctx: click.Context, /, files: tuple[Path, ...], **given: Any) -
                     "cut from the end of that file, or a file is missing between them"
                 )
             if is_current and seal is not None:
-                if seal.head is None:
+                if _recorded(seal, path) is None:
                     click.echo(f"{name}: the store has recorded no entry of it yet")
                 elif report.recorded_line:
                     click.echo(

@@ -26,6 +26,8 @@ _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 DEV_KEY = "dev://"
 #: ``--listen`` when it is not given: :class:`~setec_core.server_info.ServerInfo`'s default.
 DEFAULT_LISTEN = ServerInfo().listen
+#: The most ``--workers`` one ``setec-serve`` runs.
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class ServerConfig:
     max_connections: int = 0
     max_connections_per_source: int = 2048
     allowed_hosts: tuple[str, ...] = ()
+    #: Serving processes on this host (``--workers``; :mod:`setec_cli.workers`).
+    workers: int = 1
+    #: A socket already bound and listening at the ``--listen`` address, to serve on
+    #: instead of binding: a worker's, handed down by the ``--workers`` parent.
+    listen_fd: int | None = None
     #: The values of the plugins' options (``--policy-file``, ``--backup-region``, ...)
     #: by their ``dest``; each plugin is given its own. Not in the repr: a plugin's
     #: option may be a credential.
@@ -220,6 +227,19 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
             "address; use 127.0.0.1:PORT, or drop --dev and configure a real key and "
             "authorizer"
         )
+    storage = options.get("storage") or None
+    workers = options.get("workers")
+    workers = 1 if workers is None else int(workers)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(
+            f"--workers {workers} (or SETEC_WORKERS) is out of range: give 1 to {MAX_WORKERS}"
+        )
+    if workers > 1 and storage and str(storage).lower().startswith("memory:"):
+        raise ConfigError(
+            f"--workers {workers} needs a store the workers share, and --storage "
+            f"{redact(str(storage))!r} lives inside one process; use --workers 1, or the "
+            "state directory's SQLite store or a postgresql:// one"
+        )
     tls_cert, tls_key = options.get("tls_cert"), options.get("tls_key")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key must be given together")
@@ -229,7 +249,7 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
     return ServerConfig(
         state_dir=str(state_dir),
         key=str(key),
-        storage=options.get("storage") or None,
+        storage=storage,
         authorizer=str(authorizer),
         host=host,
         port=port,
@@ -247,6 +267,7 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
         max_connections=int(options.get("max_connections") or 0),
         max_connections_per_source=int(options.get("max_connections_per_source") or 2048),
         allowed_hosts=allowed_hosts(options.get("allowed_host") or ()),
+        workers=workers,
         plugin_options={
             d.option.dest: options.get(d.option.dest) for d in plugins.declared_options()
         },

@@ -12,16 +12,25 @@ worker; this front gives it a socket, with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import signal
+import socket
 import ssl
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from setec_cli.config import ServerConfig
 from setec_core.errors import ConfigError, SetecError
-from setec_core.http.front import Front, Limits, Listener, server_ssl_context
+from setec_core.http.front import (
+    Front,
+    Limits,
+    Listener,
+    listener_url,
+    open_listener,
+    server_ssl_context,
+)
 
 log = logging.getLogger("setec.serve")
 
@@ -43,10 +52,6 @@ class Runner:
         self, app: Any, config: ServerConfig, *, reload: Callable[[], None] | None = None
     ) -> None:
         self.config = config
-        if config.unix_socket is not None:
-            listener = Listener(path=config.unix_socket)
-        else:
-            listener = Listener(config.host, config.port)
         limits = Limits(
             read_timeout=config.read_timeout,
             idle_timeout=config.idle_timeout,
@@ -55,9 +60,13 @@ class Runner:
             max_connections=config.max_connections,
             max_connections_per_source=config.max_connections_per_source,
         )
-        self.front = Front(app, [listener], threads=config.threads, limits=limits)
+        self.front = Front(app, [listener_of(config)], threads=config.threads, limits=limits)
         self._reload = reload
-        self._wake = threading.Event()
+        # Not a threading.Event: its set() takes a lock that its wait() holds for a
+        # moment, and a signal handler runs on the waiting thread, so a signal landing
+        # in that moment would deadlock (two SIGTERMs in quick succession did). A
+        # SimpleQueue's put() may interrupt its own get().
+        self._wakes: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._stopping = False
         self._reloading = False
 
@@ -80,19 +89,16 @@ class Runner:
         try:
             self.front.bind()
         except OSError as e:
-            raise ConfigError(
-                f"cannot listen on {self.config.listen}: {e.strerror or e}; choose another "
-                "--listen address or stop whatever uses it"
-            ) from None
+            raise _cannot_listen(self.config, e) from None
         return self.front.start()[0]
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self._stopping = True
-        self._wake.set()
+        self._wakes.put(None)
 
     def _on_hup(self, signum: int, frame: object) -> None:
         self._reloading = True
-        self._wake.set()
+        self._wakes.put(None)
 
     def wait(self) -> bool:
         """Serve until a stop signal, then stop accepting and let in-flight requests
@@ -102,8 +108,10 @@ class Runner:
         """
         healthy = True
         while True:
-            self._wake.wait(0.5)
-            self._wake.clear()
+            with contextlib.suppress(queue.Empty):
+                self._wakes.get(timeout=0.5)
+                while True:
+                    self._wakes.get_nowait()
             if self._stopping:
                 log.info("stop signal received, stopping")
                 break
@@ -133,9 +141,38 @@ class Runner:
     def stop(self) -> None:
         """Ask :meth:`wait` to return (as SIGTERM does)."""
         self._stopping = True
-        self._wake.set()
+        self._wakes.put(None)
 
     def close(self) -> None:
         """Stop the front: no new connections, in-flight requests get
         :data:`SHUTDOWN_TIMEOUT` seconds to be answered. Safe to call more than once."""
         self.front.stop(SHUTDOWN_TIMEOUT)
+
+
+def listener_of(config: ServerConfig) -> Listener:
+    """Where ``config`` says to listen: its ``--listen`` address, served on the socket
+    :attr:`~setec_cli.config.ServerConfig.listen_fd` if it was bound already."""
+    if config.unix_socket is not None:
+        return Listener(path=config.unix_socket, fd=config.listen_fd)
+    return Listener(config.host, config.port, fd=config.listen_fd)
+
+
+def bind(config: ServerConfig) -> tuple[socket.socket, str]:
+    """Bind and listen at ``config``'s ``--listen`` address for processes to serve on
+    (``--workers``); return the listening socket and the URL it is reached at.
+
+    :raises ConfigError: if the address cannot be bound, naming it.
+    """
+    listener = listener_of(config)
+    try:
+        sock = open_listener(listener)
+    except OSError as e:
+        raise _cannot_listen(config, e) from None
+    return sock, listener_url(sock, listener, tls=config.tls)
+
+
+def _cannot_listen(config: ServerConfig, e: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot listen on {config.listen}: {e.strerror or e}; choose another "
+        "--listen address or stop whatever uses it"
+    )

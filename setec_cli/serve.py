@@ -21,7 +21,7 @@ import click
 
 from setec_cli import logs
 from setec_cli.admin import add_admin_commands
-from setec_cli.config import DEFAULT_LISTEN, ServerConfig, resolve
+from setec_cli.config import DEFAULT_LISTEN, MAX_WORKERS, ServerConfig, resolve
 from setec_cli.plugin_flags import ListingOption, PluginFlagsGroup, plugins_of
 from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, SetecError
@@ -118,6 +118,17 @@ log = logging.getLogger("setec.serve")
     help="Requests the app runs at once (connections are not threads: any number may wait).",
 )
 @click.option(
+    "--workers",
+    envvar="SETEC_WORKERS",
+    show_envvar=True,
+    type=click.IntRange(1, MAX_WORKERS),
+    default=1,
+    show_default=True,
+    help="Serving processes on this host, over the same store and listening socket: "
+    "one per core uses them all. Worker i > 0 keeps its audit log in "
+    "STATE_DIR/workers/i (docs/server.md).",
+)
+@click.option(
     "--read-timeout",
     envvar="SETEC_READ_TIMEOUT",
     show_envvar=True,
@@ -207,6 +218,12 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     """Run the setec secrets server (or one of the commands below)."""
     if ctx.invoked_subcommand is not None:
         return
+    if options["workers"] > 1:
+        # Before logging is set up: the workers are forked from a process without
+        # threads (setec_cli.workers says why).
+        from setec_cli.workers import serve_workers
+
+        serve_workers(options, plugins_of(ctx), serve)
     access_lines = logs.configure(options["log_level"])
     plugins = plugins_of(ctx)
     try:
@@ -236,6 +253,7 @@ def serve(
     plugins: Plugins | None = None,
     ready: Callable[[str], None] | None = None,
     access_lines: Callable[[str], None] | None = None,
+    worker: bool = False,
 ) -> None:
     """Open the database, build the app and serve until SIGTERM or SIGINT.
 
@@ -244,12 +262,15 @@ def serve(
     :param access_lines: where access-log lines go; INFO records of the
         ``setec.http.access`` logger by default.
     :param ready: called with the URL once the server listens (tests use it).
+    :param worker: this is one of ``--workers`` processes, whose parent says where the
+        server listens (once, for all of them).
     :raises SetecError: if the database, key or authorizer cannot be set up.
     """
     from setec_cli.http_server import Runner
     from setec_core.backup.loop import BackupLoop
     from setec_core.database import Database
     from setec_core.http import make_app
+    from setec_core.leases import JobLease
     from setec_core.plugins import Plugins
 
     if config.dev:
@@ -286,17 +307,26 @@ def serve(
             allowed_hosts=config.host_names(),
             access_lines=access_lines,
         )
+        # Serve what other processes over the store write (replicas, --workers, admin
+        # commands), and hold this replica's presence lease while running.
+        app.metrics.watch_follower(db.follow())
         if sink is not None:
-            backups = BackupLoop(db, sink, interval=config.backup_interval, keep=config.backup_keep)
+            # One replica at a time takes the backups; another takes over within the
+            # lease's ttl when it stops renewing (docs/replicas.md, "Jobs").
+            lease = JobLease(db.storage, "backup", db.replica, 2 * config.backup_interval + 10)
+            backups = BackupLoop(
+                db, sink, interval=config.backup_interval, keep=config.backup_keep, lease=lease
+            )
             app.metrics.watch_backups(backups)
         runner = Runner(app, config, reload=authorizer.reload)
         app.metrics.watch_front(runner.front.stats)
         say(
             f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
-            f"{len(db)} secrets"
+            f"{len(db)} secrets, replica {db.replica}"
         )
         url = runner.start()
-        say(f"listening on {url}")
+        if not worker:
+            say(f"listening on {url}")
         if backups is not None:
             keep = "keeping all"
             if config.backup_keep:

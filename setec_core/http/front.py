@@ -112,11 +112,18 @@ class Limits:
 
 @dataclass(frozen=True)
 class Listener:
-    """Where to listen: ``host`` and ``port`` for TCP, or ``path`` for a unix socket."""
+    """Where to listen: ``host`` and ``port`` for TCP, or ``path`` for a unix socket.
+
+    :param fd: a socket already bound and listening at that address, by the process
+        that handed it down (``setec-serve --workers`` binds once for all its workers).
+        The front serves it instead of binding, and at stop closes it but leaves a unix
+        socket's file to its owner, for whom other processes may still serve on it.
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
     path: str | None = None
+    fd: int | None = None
 
 
 @dataclass
@@ -222,20 +229,13 @@ class Front:
         """
         try:
             for listener in self.listeners:
-                sock = _listen(listener)
+                sock = open_listener(listener)
                 self._sockets.append((sock, listener))
-                self.urls.append(self._url(sock, listener))
+                self.urls.append(listener_url(sock, listener, tls=self.ssl_context is not None))
         except BaseException:
             self._close_listeners()
             raise
         return self.urls
-
-    def _url(self, sock: socket.socket, listener: Listener) -> str:
-        if listener.path is not None:
-            return f"unix:{listener.path}"
-        host, port = sock.getsockname()[:2]
-        host = f"[{host}]" if ":" in host else host
-        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
 
     def start(self) -> list[str]:
         """Bind (if :meth:`bind` was not called), start serving in background threads,
@@ -320,7 +320,7 @@ class Front:
                 with contextlib.suppress(Exception):
                     loop.remove_reader(sock.fileno())
             sock.close()
-            if listener.path is not None:
+            if listener.path is not None and listener.fd is None:
                 with contextlib.suppress(OSError):
                     os.unlink(listener.path)
         self._sockets = []
@@ -585,7 +585,18 @@ def _no_write(data: bytes) -> None:
     raise RuntimeError("the write() callable of WSGI is not supported: return the body")
 
 
-def _listen(listener: Listener) -> socket.socket:
+def open_listener(listener: Listener) -> socket.socket:
+    """Bind and listen where ``listener`` says (a unix socket's file is created 0600; a
+    stale one, that no server answers on, is replaced), or take over its ``fd``; return
+    the listening socket, non-blocking.
+
+    :raises OSError: if the address cannot be bound (in use, not permitted), or a unix
+        socket's path holds something else or a live server.
+    """
+    if listener.fd is not None:
+        sock = socket.socket(fileno=listener.fd)
+        sock.setblocking(False)
+        return sock
     if listener.path is not None:
         return _listen_unix(listener.path)
     infos = socket.getaddrinfo(
@@ -597,6 +608,16 @@ def _listen(listener: Listener) -> socket.socket:
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     return _bound(sock, address)
+
+
+def listener_url(sock: socket.socket, listener: Listener, *, tls: bool) -> str:
+    """The URL clients reach the listening ``sock`` at: ``unix:PATH``, or
+    ``http(s)://HOST:PORT`` with the port it was bound to (port 0 resolved)."""
+    if listener.path is not None:
+        return f"unix:{listener.path}"
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 def _bound(sock: socket.socket, address: Any) -> socket.socket:
