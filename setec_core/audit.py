@@ -58,6 +58,7 @@ from setec_core.audit_chain import (
     claim_of,
     continues_of,
     link_of,
+    replica_of,
     verify,
 )
 from setec_core.audit_sink import AuditSink, FileAuditSink, MemoryAuditSink
@@ -434,6 +435,11 @@ class AuditLog:
         with self._lock:
             self._claim = f'{self._replica},"commits":{commits}'
             self._claim_value = commits
+
+    @property
+    def last_replica(self) -> str:
+        """The ``replica`` of the last line found in the sink, or ``""``."""
+        return replica_of(self._last) if self._last else ""
 
     @property
     def replica(self) -> str:

@@ -118,6 +118,9 @@ def link_of(line: bytes) -> str | None:
     return value.decode("ascii")
 
 
+_REPLICA = b',"replica":"'
+
+
 def claim_of(line: bytes) -> int | None:
     """The ``commits`` a line carries, or ``None``."""
     at = line.rfind(_COMMITS)
@@ -127,6 +130,17 @@ def claim_of(line: bytes) -> int | None:
     end = line.find(b",", start)
     digits = line[start:end]
     return int(digits) if digits.isdigit() else None
+
+
+def replica_of(line: bytes) -> str:
+    """The ``replica`` a line carries (names hold no character JSON escapes), or
+    ``""``."""
+    at = line.rfind(_REPLICA)
+    if at < 0:
+        return ""
+    start = at + len(_REPLICA)
+    end = line.find(b'"', start)
+    return line[start:end].decode("ascii", "replace") if end > start else ""
 
 
 def continues_of(line: bytes) -> bytes | None:

@@ -83,6 +83,8 @@ def open_parts(
 
         plugins = Plugins.load()
     opened: list[_Closeable] = []
+    unsaved = ""
+    state: Path | None = None
     try:
         if state_dir is not None:
             state = prepare_state_dir(state_dir)
@@ -91,8 +93,13 @@ def open_parts(
             if audit is None:
                 audit = AuditLog.open(state / AUDIT_FILE)
                 opened.append(audit)
-                # The log is this state directory's: its entries name the replica.
-                audit.name_replica(replica_name(state))
+                # The log is this state directory's: its entries name the replica. A
+                # new name is saved only once the database has opened, so that a
+                # refused start leaves nothing behind but an empty audit.log.
+                name = replica_name(state, create=False)
+                if not name:
+                    unsaved = name = _unsaved_replica_name(audit)
+                audit.name_replica(name)
         # Settled above: without a state directory, storage and audit were given; and
         # plugins were loaded if a URI is left to resolve.
         assert audit is not None
@@ -106,6 +113,14 @@ def open_parts(
             storage = plugins.storage(storage)
             opened.append(storage)
         yield DatabaseParts(storage, key, audit)
+        if unsaved:
+            assert state is not None
+            try:
+                save_replica_name(state, unsaved)
+            except ConfigError as e:
+                # Not fatal: the log's lines carry the name, and the next start reads it
+                # from there.
+                log.warning("%s", e)
     except BaseException:
         for thing in reversed(opened):
             close_quietly(thing)
@@ -145,32 +160,54 @@ def replica_name(state: Path, *, create: bool = True) -> str:
     name (docs/replicas.md).
 
     The name is kept in :data:`REPLICA_FILE`. The first start makes one from the host's
-    name and a random suffix (``db1-3f9a``); an operator may write another name there
-    before that start.
+    name and a random suffix (``db1-3f9a``, :func:`new_replica_name`); an operator may
+    write another name there before that start.
 
     :param create: make the file if it is missing (otherwise return ``""``, the name
         of a state directory from before replicas).
     :raises ConfigError: if the file holds no valid name or cannot be read or written.
     """
+    name = _read_replica_name(state)
+    if name or not create:
+        return name
+    name = new_replica_name()
+    if not save_replica_name(state, name):
+        return _read_replica_name(state)  # another process made it a moment ago
+    return name
+
+
+def new_replica_name() -> str:
+    """A new replica name: this host's short name and four random hex digits."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:40]
+    return f"{host.strip('-') or 'setec'}-{secrets.token_hex(2)}"
+
+
+def save_replica_name(state: Path, name: str) -> bool:
+    """Write ``name`` to the state directory's :data:`REPLICA_FILE` (mode 0600) unless
+    the file exists; return whether it was written.
+
+    :raises ConfigError: if it cannot be written.
+    """
+    path = state / REPLICA_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create {str(path)!r}: {e.strerror}; make the state directory writable"
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(name + "\n")
+    return True
+
+
+def _read_replica_name(state: Path) -> str:
     path = state / REPLICA_FILE
     try:
         name = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        if not create:
-            return ""
-        host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:40]
-        name = f"{host.strip('-') or 'setec'}-{secrets.token_hex(2)}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return replica_name(state, create=False)
-        except OSError as e:
-            raise ConfigError(
-                f"cannot create {str(path)!r}: {e.strerror}; make the state directory writable"
-            ) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(name + "\n")
-        return name
+        return ""
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read the replica name in {str(path)!r}: {e}") from None
     if not _REPLICA_NAME.fullmatch(name):
@@ -179,6 +216,13 @@ def replica_name(state: Path, *, create: bool = True) -> str:
             "letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
+
+
+def _unsaved_replica_name(audit: AuditLog) -> str:
+    # A state directory without a name file: the name its log's last line carries (a
+    # start that wrote lines and stopped before saving the name), else a new one.
+    last = audit.last_replica
+    return last if _REPLICA_NAME.fullmatch(last) else new_replica_name()
 
 
 class _Closeable(Protocol):

@@ -22,7 +22,13 @@ from setec_core.backup.loop import BackupLoop
 from setec_core.builtin.dev_key import DevKeyProvider
 from setec_core.builtin.sqlite_storage import SqliteStorage
 from setec_core.data_key import unwrap_data_key
-from setec_core.errors import ConfigError, IntegrityCheckError, NotFound, StorageUnavailable
+from setec_core.errors import (
+    ConfigError,
+    IntegrityCheckError,
+    KeyMismatchError,
+    NotFound,
+    StorageUnavailable,
+)
 from setec_core.http import make_app
 from setec_core.integrity import INTEGRITY_META, LEGACY_REPLICA, StoreKeys, StoreSeal
 from setec_core.leases import JobLease
@@ -353,3 +359,21 @@ def test_the_backup_job_runs_on_one_replica_and_moves_when_it_stops(tmp_path: Pa
         loops[1].stop()
         a.close()
         b.close()
+
+
+def test_a_new_replica_name_is_saved_only_once_the_database_opened(tmp_path: Path) -> None:
+    """A start refused before the store opens (here: another key) leaves no replica
+    file; a state directory that lost its file gets back the name its log's lines
+    carry, so its recorded head is still found."""
+    with open_replica(tmp_path, "a") as db:
+        db.put(SU, "x", b"replica-named")
+    name = replica_name(tmp_path / "a")
+    with pytest.raises(KeyMismatchError):
+        Database.open(
+            tmp_path / "b", key="dev://other", storage=f"sqlite://{tmp_path / 'secrets.db'}"
+        )
+    assert not (tmp_path / "b" / REPLICA_FILE).exists()
+    (tmp_path / "a" / REPLICA_FILE).unlink()
+    with open_replica(tmp_path, "a") as db:
+        assert db.replica == name
+    assert replica_name(tmp_path / "a", create=False) == name
