@@ -32,7 +32,6 @@ import functools
 import hmac
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -77,9 +76,8 @@ _Change = tuple[SecretState | None, SecretState | None]
 
 #: How often a write that lost a race with another process's write of the same secret
 #: is tried again on the state that process left, before the caller is told to retry.
-#: A loser catches up and retries at once, so it loses again only if the other process
-#: commits to the same secret within that moment: each loss is a coin toss at worst,
-#: and twenty in a row do not happen to a client that is not being starved on purpose.
+#: A loser catches up and retries at once, so it loses again only if another process
+#: commits to the same secret within that moment.
 WRITE_ATTEMPTS = 20
 
 _P = ParamSpec("_P")
@@ -109,9 +107,9 @@ def _retried(
                         f"secret {lost.args[0]!r} keeps being changed by other server "
                         "processes; retry"
                     ) from None
-                # A short random pause, so that two processes that keep colliding fall
-                # out of step.
-                time.sleep(random.random() * min(attempt, 10) / 1000)  # noqa: S311 - jitter, not a secret
+                # The lost commit caught the index up; read whatever landed since, so
+                # that the next attempt starts from the newest state there is.
+                self.refresh()
                 attempt += 1
 
     return write
@@ -304,7 +302,9 @@ class Database:
                 replica = self.replica
                 presence = None
                 if replica:
-                    presence = JobLease(self._storage, PRESENCE + replica, replica, PRESENCE_TTL)
+                    presence = JobLease(
+                        self._storage, PRESENCE + replica, replica, PRESENCE_TTL, announce=False
+                    )
                 self._follower = Follower(self, interval=interval, presence=presence)
                 self._follower.start()
             return self._follower

@@ -37,13 +37,18 @@ class JobLease:
     :param holder: this replica's name.
     :param ttl: seconds the lease outlives its last renewal: how long the others wait
         for a holder that stopped.
+    :param announce: log when the job comes to this replica or leaves it (a job's
+        lease); a presence lease is taken by its own replica only, and says nothing.
     """
 
-    def __init__(self, storage: StorageBackend, name: str, holder: str, ttl: float) -> None:
+    def __init__(
+        self, storage: StorageBackend, name: str, holder: str, ttl: float, *, announce: bool = True
+    ) -> None:
         self.storage = storage
         self.name = name
         self.holder = holder
         self.ttl = ttl
+        self.announce = announce
         #: The lease as last taken or renewed, or ``None`` while another holds it.
         self.lease: Lease | None = None
 
@@ -58,10 +63,11 @@ class JobLease:
             lease = None
         was = self.lease
         self.lease = lease
-        if lease is not None and (was is None or was.fence != lease.fence):
-            log.info("this replica (%s) now runs the %s job", self.holder, self.name)
-        elif lease is None and was is not None:
-            log.info("the %s job moved to another replica", self.name)
+        if self.announce:
+            if lease is not None and (was is None or was.fence != lease.fence):
+                log.info("this replica (%s) now runs the %s job", self.holder, self.name)
+            elif lease is None and was is not None:
+                log.info("the %s job moved to another replica", self.name)
         return lease is not None
 
     def still_held(self, fence: int) -> bool:
