@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from peers.postgres_server import PostgresServer
 from replica_process import Replica, eventually, replicas
+from serve_process import run_serve
 
 from setec_core.client import Client
 from setec_core.errors import NotFound, RequestError, SetecError
@@ -317,6 +318,47 @@ def test_rotate_dek_waits_for_every_replica_to_stop(tmp_path: Path, postgres_uri
         assert store_state(postgres_uri)[2] != before[2]  # a new wrapped data key
         a.start()
         assert a.client().get("app/one").value == b"1"
+
+
+def test_rotate_kek_runs_beside_running_replicas(tmp_path: Path, postgres_uri: str) -> None:
+    """rotate-kek from a state directory of its own while two replicas run: it
+    succeeds, both replicas go on serving and writing (they keep the data key), and a
+    replica restarted with the new key serves everything; the admin's audit log and
+    each replica's verify."""
+    with replicas(tmp_path, postgres_uri, "alpha", "beta") as (a, b):
+        a.client().put("app/one", b"kek-1")
+        admin = ("--state-dir", str(tmp_path / "admin"), "--storage", postgres_uri)
+        done = run_serve(
+            "rotate-kek",
+            "--to",
+            "dev://rotated",
+            *admin,
+            "--kms-key-name",
+            "dev://",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert a.client().put("app/one", b"kek-2") == 2
+        serves(b, "app/one", 2, b"kek-2", within=5)
+        assert b.stop() == 0, b.output
+        b.extra = ("--kms-key-name", "dev://rotated")
+        b.start()
+        assert b.client().get_version("app/one", 2).value == b"kek-2"
+        assert b.client().put("app/one", b"kek-3") == 3
+        serves(a, "app/one", 3, b"kek-3", within=5)
+    for state in ("admin", "alpha", "beta"):
+        verify = run_serve(
+            "audit",
+            "verify",
+            "--state-dir",
+            str(tmp_path / state),
+            "--storage",
+            postgres_uri,
+            "--kms-key-name",
+            "dev://rotated",
+            cwd=tmp_path,
+        )
+        assert verify.returncode == 0, (state, verify.stdout, verify.stderr)
 
 
 BACKED_UP = re.compile(r"backed up revision (\d+)")
