@@ -33,21 +33,12 @@ import statistics
 import sys
 from pathlib import Path
 
+from servers import GET_LUA as LUA
 from servers import cheroot_front, cpu_seconds, previous_release, scratch, start, stop, wrk
 
 TARGET_RATIO = 3.0
 TARGET_P99_MS = 50.0
 CONNECTIONS = (1, 8, 64)
-LUA = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Sec-X-Tailscale-No-Browsers"] = "setec"
-math.randomseed(os.time())
-request = function()
-  local body = string.format('{"Name":"bench/secret-%06d"}', math.random(0, {last}))
-  return wrk.format(nil, "/api/get", nil, body)
-end
-"""
 
 
 def main() -> None:

@@ -67,6 +67,20 @@ db.close()
 """
 
 
+#: A wrk script posting ``/api/get`` for random secrets ``bench/secret-000000`` to
+#: ``{last}`` (format it in), with the headers a setec API request needs.
+GET_LUA = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Sec-X-Tailscale-No-Browsers"] = "setec"
+math.randomseed(os.time())
+request = function()
+  local body = string.format('{"Name":"bench/secret-%06d"}', math.random(0, {last}))
+  return wrk.format(nil, "/api/get", nil, body)
+end
+"""
+
+
 def start(
     args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[subprocess.Popen[str], str]:

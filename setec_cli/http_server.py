@@ -157,18 +157,37 @@ def listener_of(config: ServerConfig) -> Listener:
     return Listener(config.host, config.port, fd=config.listen_fd)
 
 
-def bind(config: ServerConfig) -> tuple[socket.socket, str]:
-    """Bind and listen at ``config``'s ``--listen`` address for processes to serve on
-    (``--workers``); return the listening socket and the URL it is reached at.
+def bind(config: ServerConfig, count: int = 1) -> tuple[list[socket.socket], str]:
+    """Bind and listen at ``config``'s ``--listen`` address for ``count`` processes to
+    serve on (``--workers``); return the listening sockets and the URL they are reached
+    at.
+
+    A TCP address gets ``count`` sockets bound to one port with ``SO_REUSEPORT``, one per
+    worker: the kernel then spreads new connections evenly over the workers, where one
+    shared socket lets whichever worker wakes first accept a whole burst. A unix
+    socket is one, shared.
 
     :raises ConfigError: if the address cannot be bound, naming it.
     """
     listener = listener_of(config)
+    shared = count == 1 or listener.path is not None or not hasattr(socket, "SO_REUSEPORT")
+    sockets: list[socket.socket] = []
     try:
-        sock = open_listener(listener)
+        if not shared and listener.port:
+            # SO_REUSEPORT would let these sockets join another server's on the same
+            # port (one of this user's, with the option set): bind without it first,
+            # which fails if anything listens there.
+            open_listener(listener).close()
+        sockets.append(open_listener(listener, reuse_port=not shared))
+        if not shared:
+            port = sockets[0].getsockname()[1]  # port 0 resolved by the first
+            again = Listener(listener.host, port)
+            sockets.extend(open_listener(again, reuse_port=True) for _ in range(count - 1))
     except OSError as e:
+        for sock in sockets:
+            sock.close()
         raise _cannot_listen(config, e) from None
-    return sock, listener_url(sock, listener, tls=config.tls)
+    return sockets, listener_url(sockets[0], listener, tls=config.tls)
 
 
 def _cannot_listen(config: ServerConfig, e: OSError) -> ConfigError:

@@ -124,7 +124,7 @@ log = logging.getLogger("setec.serve")
     type=click.IntRange(1, MAX_WORKERS),
     default=1,
     show_default=True,
-    help="Serving processes on this host, over the same store and listening socket: "
+    help="Serving processes on this host, over the same store and listening address: "
     "one per core uses them all. Worker i > 0 keeps its audit log in "
     "STATE_DIR/workers/i (docs/server.md).",
 )

@@ -155,7 +155,9 @@ class Supervisor:
         self._signals: list[int] = []
         self._selector: selectors.BaseSelector | None = None
         self._wake: tuple[int, int] | None = None
-        self._socket: socket.socket | None = None
+        # The listening sockets: one per worker slot (TCP), or one shared (unix). The
+        # parent keeps them open, so that connections wait for a slot's replacement.
+        self._sockets: list[socket.socket] = []
         self._url = ""
         self._announced = False
         self._stopped: set[int] = set()  # the pids sent SIGTERM
@@ -176,7 +178,7 @@ class Supervisor:
             prepare_state_dir(Path(self.config.state_dir, WORKERS_DIR))
             for worker in self.workers[1:]:
                 prepare_state_dir(worker.state_dir)
-        self._socket, self._url = bind(self.config)
+        self._sockets, self._url = bind(self.config, len(self.workers))
         saved = {signum: signal.getsignal(signum) for signum in _HANDLED}
         try:
             self._selector = selectors.DefaultSelector()
@@ -256,7 +258,7 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         assert self._selector is not None
         assert self._wake is not None
-        assert self._socket is not None
+        assert self._sockets
         self._selector.close()
         for fd in self._wake:
             os.close(fd)
@@ -264,9 +266,14 @@ class Supervisor:
             if other.pipe is not None:
                 os.close(other.pipe)
                 other.pipe = None
-        # The descriptor passes to the worker's front, which closes it; the parent's
-        # socket object lets go of it, so that nothing closes that number twice.
-        listen_fd = self._socket.detach()
+        # The slot's descriptor passes to the worker's front, which closes it; the
+        # parent's socket object lets go of it, so that nothing closes that number
+        # twice. The other slots' sockets are not this worker's to serve.
+        mine = self._sockets[worker.index % len(self._sockets)]
+        for sock in self._sockets:
+            if sock is not mine:
+                sock.close()
+        listen_fd = mine.detach()
         config = replace(
             self.config,
             state_dir=str(worker.state_dir),
@@ -445,11 +452,11 @@ class Supervisor:
             self._selector.close()
         for fd in (*(self._wake or ()), *(w.pipe for w in self.workers if w.pipe is not None)):
             os.close(fd)
-        if self._socket is not None:
-            self._socket.close()
-            if self.config.unix_socket is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.config.unix_socket)
+        for sock in self._sockets:
+            sock.close()
+        if self._sockets and self.config.unix_socket is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.unix_socket)
 
 
 class _StatusPipe:

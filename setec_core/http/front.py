@@ -585,10 +585,14 @@ def _no_write(data: bytes) -> None:
     raise RuntimeError("the write() callable of WSGI is not supported: return the body")
 
 
-def open_listener(listener: Listener) -> socket.socket:
+def open_listener(listener: Listener, *, reuse_port: bool = False) -> socket.socket:
     """Bind and listen where ``listener`` says (a unix socket's file is created 0600; a
     stale one, that no server answers on, is replaced), or take over its ``fd``; return
     the listening socket, non-blocking.
+
+    :param reuse_port: set ``SO_REUSEPORT`` on a TCP socket, so that several sockets
+        (one per ``--workers`` process) listen on one port and the kernel spreads
+        connections over them.
 
     :raises OSError: if the address cannot be bound (in use, not permitted), or a unix
         socket's path holds something else or a live server.
@@ -605,6 +609,8 @@ def open_listener(listener: Listener) -> socket.socket:
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     return _bound(sock, address)

@@ -13,6 +13,7 @@ import pytest
 from console_scripts import clean_env, console_script
 
 from setec_cli.config import MAX_WORKERS, resolve
+from setec_cli.http_server import bind
 from setec_cli.workers import worker_state_dir
 from setec_core import Plugins
 from setec_core.errors import ConfigError
@@ -109,3 +110,30 @@ def test_dev_workers_stay_on_loopback(tmp_path: Path) -> None:
     [error] = error_lines(result.stderr)
     assert "--dev serves only on loopback" in error
     assert "worker 0" not in result.stderr
+
+
+def test_workers_do_not_join_another_servers_port(plugins: Plugins) -> None:
+    """Each worker has its own socket on the port (SO_REUSEPORT, so the kernel spreads
+    connections over them); a port another server already listens on with
+    SO_REUSEPORT (as a second --workers server would) is still refused, not shared."""
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    port = other.getsockname()[1]
+    try:
+        config = resolve({"dev": True, "listen": f"127.0.0.1:{port}"}, plugins)
+        with pytest.raises(ConfigError, match="cannot listen on"):
+            bind(config, 2)
+        free = resolve({"dev": True, "listen": "127.0.0.1:0"}, plugins)
+        sockets, url = bind(free, 3)
+        try:
+            ports = {s.getsockname()[1] for s in sockets}
+            assert len(sockets) == 3
+            assert ports == {int(url.rsplit(":", 1)[1])}
+            assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in sockets)
+        finally:
+            for s in sockets:
+                s.close()
+    finally:
+        other.close()
