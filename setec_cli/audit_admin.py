@@ -249,6 +249,11 @@ def check_command(ctx: click.Context, /, against: str | None, **given: Any) -> N
                     f"integrity entry: authentic; {report.seal.commits} commits; vouches for "
                     f"{report.seal.records} records"
                 )
+                names = sorted(
+                    name or "(unnamed, from before replicas)" for name in report.seal.heads
+                )
+                shown = ", ".join(names) or "none"
+                click.echo(f"integrity entry: audit heads recorded for replicas: {shown}")
             if report.audit is not None:
                 click.echo(f"audit log: {_summary(report.audit)}")
                 if report.audit.recorded_line:

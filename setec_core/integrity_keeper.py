@@ -183,7 +183,41 @@ class IntegrityKeeper:
                 problem = log_.check_last_link()
                 if problem:
                     raise IntegrityCheckError(f"{problem}; {_AUDIT_ADVICE}")
+                self._joining(seal)
+            # The last line's link now checks out under the key, so the name in it is
+            # the one it was written under. A log under another name would be checked
+            # against no head at all: a renamed state directory must not hide lines cut
+            # from its log.
+            written_by = log_.last_replica
+            if written_by and written_by != self._replica:
+                raise IntegrityCheckError(
+                    f"audit.log was written by replica {written_by!r}, but it is opened as "
+                    f"replica {self._replica!r}: the state directory's replica file was "
+                    f"changed, or the log comes from another state directory; put "
+                    f"{written_by!r} back in the replica file ({_AUDIT_ADVICE})"
+                )
         log_.claim_commits(seal.commits)
+
+    def _joining(self, seal: StoreSeal) -> None:
+        # No head is recorded for this replica: it is new to the store, or its log was
+        # replaced wholesale. Say so, with the replicas the store knows.
+        known = ", ".join(sorted(name or "(unnamed)" for name in seal.heads)) or "none"
+        if self._audit_log.durable_head is None:
+            log.info(
+                "replica %s joins store %s (replicas recorded so far: %s)",
+                self._replica or "(unnamed)",
+                self._storage.uri,
+                known,
+            )
+        else:
+            log.warning(
+                "store %s has recorded no audit head for replica %s, whose audit.log is "
+                "not empty: it stopped before its first head was recorded, or its log and "
+                "name were replaced; replicas recorded: %s ('setec-serve check' lists them)",
+                self._storage.uri,
+                self._replica or "(unnamed)",
+                known,
+            )
 
     def _upgrade(self, records: int, digest: int) -> bool:
         # A store written by an earlier version of setec: no integrity entry, no audit

@@ -377,3 +377,23 @@ def test_a_new_replica_name_is_saved_only_once_the_database_opened(tmp_path: Pat
     with open_replica(tmp_path, "a") as db:
         assert db.replica == name
     assert replica_name(tmp_path / "a", create=False) == name
+
+
+def test_a_renamed_state_directory_does_not_hide_a_cut_log(tmp_path: Path) -> None:
+    """Cutting lines from replica b's log and renaming its state directory's replica
+    (so that no recorded head would be checked) is refused: the log's authentic last
+    line names the replica it was written by. Putting the name back finds the cut."""
+    for name in ("a", "b"):
+        with open_replica(tmp_path, name) as db:
+            for n in range(4):
+                db.put(SU, f"s-{name}", f"replica-value-{n}".encode())
+    log_b = tmp_path / "b" / "audit.log"
+    log_b.write_bytes(b"".join(log_b.read_bytes().splitlines(keepends=True)[:-2]))
+    original = (tmp_path / "b" / REPLICA_FILE).read_text()
+    (tmp_path / "b" / REPLICA_FILE).write_text("innocent-new-replica\n")
+    with pytest.raises(IntegrityCheckError, match="was written by replica") as info:
+        open_replica(tmp_path, "b")
+    assert original.strip() in str(info.value)
+    (tmp_path / "b" / REPLICA_FILE).write_text(original)
+    with pytest.raises(IntegrityCheckError, match="ends before the entry the store recorded"):
+        open_replica(tmp_path, "b")
