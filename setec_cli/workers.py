@@ -325,6 +325,7 @@ class Supervisor:
                 say("stop signal received, stopping the workers")
             self.stopping = True
             self._stop_running()
+            self._close_sockets()
         elif signum == signal.SIGHUP:
             # Only to workers that serve: one still starting reads its configuration
             # anyway, and would be killed by a SIGHUP before it handles one.
@@ -403,9 +404,18 @@ class Supervisor:
 
     # --- stopping ------------------------------------------------------------------
 
+    def _close_sockets(self) -> None:
+        # Once stopping, new connections must be refused at once, as a single server
+        # refuses them, so that a load balancer tries elsewhere: the kernel would queue
+        # them on the parent's copies of the sockets while the workers drain.
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
     def _stop_all(self) -> int:
         self.stopping = True
         self._stop_running()
+        self._close_sockets()
         deadline = time.monotonic() + STOP_TIMEOUT
         while any(w.running for w in self.workers) and time.monotonic() < deadline:
             self._poll(0.5)
@@ -452,9 +462,9 @@ class Supervisor:
             self._selector.close()
         for fd in (*(self._wake or ()), *(w.pipe for w in self.workers if w.pipe is not None)):
             os.close(fd)
-        for sock in self._sockets:
-            sock.close()
-        if self._sockets and self.config.unix_socket is not None:
+        bound = bool(self._sockets) or self._url != ""
+        self._close_sockets()
+        if bound and self.config.unix_socket is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.config.unix_socket)
 

@@ -45,6 +45,7 @@ from setec_core.backup.snapshot import BackupHead, check_head, seal_snapshot
 from setec_core.data_key import open_data_key
 from setec_core.errors import (
     AccessDenied,
+    ConfigError,
     ConflictError,
     CorruptStoreError,
     InvalidRequestError,
@@ -59,7 +60,7 @@ from setec_core.follower import FOLLOW_INTERVAL, Follower
 from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
 from setec_core.integrity_keeper import IntegrityKeeper
 from setec_core.keys import KeyProvider
-from setec_core.leases import PRESENCE, PRESENCE_TTL, JobLease
+from setec_core.leases import PRESENCE, PRESENCE_TTL, JobLease, presence_holder
 from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
 from setec_core.opening import close_quietly, open_parts
 from setec_core.storage import Record, RecordWrite, StorageBackend
@@ -296,15 +297,33 @@ class Database:
         :meth:`close`. A server calls this, so that it serves what other processes
         over its store write (replicas, ``--workers``, an admin command). While it runs,
         a named replica holds its presence lease (:mod:`setec_core.leases`). Calling it
-        again returns the same :class:`~setec_core.follower.Follower`."""
+        again returns the same :class:`~setec_core.follower.Follower`.
+
+        :raises StorageError: if the database is closed.
+        :raises ConfigError: if another server holds this replica's presence lease (it
+            runs under the same name).
+        """
         with self._write_lock:
+            if self._closed:
+                raise StorageError("the database is closed")
             if self._follower is None:
                 replica = self.replica
                 presence = None
                 if replica:
                     presence = JobLease(
-                        self._storage, PRESENCE + replica, replica, PRESENCE_TTL, announce=False
+                        self._storage,
+                        PRESENCE + replica,
+                        presence_holder(replica),
+                        PRESENCE_TTL,
+                        announce=False,
                     )
+                    if not presence.held():
+                        raise ConfigError(
+                            f"another server runs as replica {replica!r} on store "
+                            f"{self._storage.uri} (its presence lease is live): each "
+                            "replica needs a state directory and a name of its own; if "
+                            f"that server just stopped, start again in {PRESENCE_TTL:g} s"
+                        )
                 self._follower = Follower(self, interval=interval, presence=presence)
                 self._follower.start()
             return self._follower

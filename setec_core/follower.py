@@ -22,7 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from setec_core.errors import SetecError
+from setec_core.errors import CorruptStoreError, SetecError
 
 if TYPE_CHECKING:
     from setec_core.database import Database
@@ -58,6 +58,10 @@ class Follower:
         self._last_ok = time.monotonic()
         #: Why the last attempt to read the store failed, or ``""`` while it succeeds.
         self.failure = ""
+        #: Whether that failure is one waiting cannot mend: what the store holds no
+        #: longer agrees with this server (re-encrypted by ``rotate-dek``, tampered
+        #: with). The server must be restarted; ``/healthz`` says it is unhealthy.
+        self.fatal = False
         #: How many times the Database read other processes' commits.
         self.catch_ups = 0
 
@@ -104,8 +108,11 @@ class Follower:
             if self.failure:
                 log.warning("the store %s is reachable again; caught up", db.storage.uri)
                 self.failure = ""
+                self.fatal = False
 
     def _renew(self) -> None:
+        if self._stopping.is_set():
+            return  # never take the presence back after stop() released it
         presence = self.presence
         due = presence is not None and time.monotonic() - self._renewed >= presence.ttl / 3
         if due and presence is not None and presence.held():
@@ -124,3 +131,4 @@ class Follower:
                 text,
             )
         self.failure = text
+        self.fatal = isinstance(error, CorruptStoreError)

@@ -37,6 +37,7 @@ import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -44,6 +45,9 @@ from setec_core.audit_chain import KEYED, AuditHead
 from setec_core.crypto import DataKey, Mac
 from setec_core.errors import IntegrityCheckError
 from setec_core.storage import Record
+
+if TYPE_CHECKING:
+    from setec_core.audit import AuditLog
 
 INTEGRITY_META = "integrity"
 AUDIT_KEY_META = "audit-key"
@@ -220,6 +224,39 @@ def recorded_head(
         head = seal.head_of(LEGACY_REPLICA)
         return head, head is not None
     return head, False
+
+
+def written_by_another(log: AuditLog, replica: str) -> str:
+    """Say why ``log`` must not be used as ``replica``'s, or ``""``: its last line (call
+    this once that line's link has been checked under the key) names another replica.
+    Opened under a name without a recorded head, a log would be checked against no head
+    at all, so a renamed state directory could hide lines cut from its log.
+    """
+    written_by = log.last_replica
+    if not written_by or written_by == replica:
+        return ""
+    return (
+        f"audit.log was written by replica {written_by!r}, but it is opened as replica "
+        f"{replica!r}: the state directory's replica file was changed, or the log comes "
+        f"from another state directory; put {written_by!r} back in the replica file "
+        "('setec-serve audit verify' shows the details)"
+    )
+
+
+def claims_more(log: AuditLog, seal: StoreSeal, where: str) -> str:
+    """Say how the store was rolled back, or ``""``: the last line of ``log`` (its link
+    checked under the key) was written when the store had made more commits than
+    ``seal`` records. For a log with no recorded head, whose other lines are not read.
+    """
+    claim = log.last_claim
+    if claim is None or claim <= seal.commits:
+        return ""
+    return (
+        f"store {where} was rolled back to an earlier state: the last line of audit.log "
+        f"was written when the store had made {claim} commits, but its integrity entry "
+        f"records {seal.commits} (an older copy of the store was put back); restore it "
+        "from a backup, then start this replica with a new, empty state directory"
+    )
 
 
 def digest_of(keys: StoreKeys, records: Iterable[Record]) -> tuple[int, int]:

@@ -37,10 +37,12 @@ from setec_core.integrity import (
     StoreKeys,
     StoreSeal,
     check_records,
+    claims_more,
     new_audit_key,
     open_audit_key,
     read_seal,
     recorded_head,
+    written_by_another,
     xor_all,
 )
 from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend
@@ -180,7 +182,7 @@ class IntegrityKeeper:
                         f"integrity entry, was put back); {_STORE_ADVICE}"
                     )
             else:
-                problem = log_.check_last_link()
+                problem = log_.check_last_link() or claims_more(log_, seal, self._storage.uri)
                 if problem:
                     raise IntegrityCheckError(f"{problem}; {_AUDIT_ADVICE}")
                 self._joining(seal)
@@ -188,14 +190,9 @@ class IntegrityKeeper:
             # the one it was written under. A log under another name would be checked
             # against no head at all: a renamed state directory must not hide lines cut
             # from its log.
-            written_by = log_.last_replica
-            if written_by and written_by != self._replica:
-                raise IntegrityCheckError(
-                    f"audit.log was written by replica {written_by!r}, but it is opened as "
-                    f"replica {self._replica!r}: the state directory's replica file was "
-                    f"changed, or the log comes from another state directory; put "
-                    f"{written_by!r} back in the replica file ({_AUDIT_ADVICE})"
-                )
+            problem = written_by_another(log_, self._replica)
+            if problem:
+                raise IntegrityCheckError(problem)
         log_.claim_commits(seal.commits)
 
     def _joining(self, seal: StoreSeal) -> None:
@@ -361,7 +358,7 @@ class IntegrityKeeper:
             if storage.revision() == revision and storage.get_meta(INTEGRITY_META) == blob:
                 break
         else:
-            raise ConflictError(f"store {uri} is changing too fast to catch up; retry")
+            raise ConflictError("the store is changing too fast to catch up; retry")
         if blob is None:
             raise IntegrityCheckError(
                 f"store {uri} lost its integrity entry while this server ran; {_STORE_ADVICE}"
@@ -374,29 +371,52 @@ class IntegrityKeeper:
                 "server's data key: the store was re-encrypted (rotate-dek) or tampered "
                 "with; restart the server"
             ) from None
+        self._check_successor(seal)
         known = self._terms
         live = [record for record in changes if record.data is not None]
-        datas = [record.data for record in changes if record.data is not None]
-        # A tombstone of a record we never had (made and deleted meanwhile) changes
-        # nothing.
-        gone = [record.key for record in changes if record.data is None and record.key in known]
-        # The index first: a record that does not open stops here, before any term moves.
-        reload(live, gone)
+        terms = self._keys.terms([record.data for record in live if record.data is not None])
+        # Check what the other writer left against its entry before anything here moves:
+        # a failure must stay a failure at the next look, not become the state caught
+        # up with (the revision would then say there is nothing new to check).
         digest, records = self._seal.digest, self._seal.records
         for record in changes:
-            old = known.pop(record.key, None)
+            old = known.get(record.key)
             if old is not None:
                 digest ^= old
                 records -= 1
-        for record, term in zip(live, self._keys.terms(datas), strict=True):
-            known[record.key] = term
+        for term in terms:
             digest ^= term
             records += 1
-        self._seal, self._seal_blob, self._seen = seal, blob, revision
         check_records(uri, seal, records, digest)
+        # A tombstone of a record we never had (made and deleted meanwhile) changes
+        # nothing. The index next: a record that does not open stops here, before any
+        # term moves.
+        gone = [record.key for record in changes if record.data is None and record.key in known]
+        reload(live, gone)
+        for record in changes:
+            known.pop(record.key, None)
+        for record, term in zip(live, terms, strict=True):
+            known[record.key] = term
+        self._seal, self._seal_blob, self._seen = seal, blob, revision
         self._audit_log.claim_commits(seal.commits)
         mine = {w.key for w in writes}
         return any(record.key in mine for record in changes)
+
+    def _check_successor(self, seal: StoreSeal) -> None:
+        # Another writer's entry follows ours: it counts at least the commits ours did,
+        # and carries our audit head over as we last wrote it (nobody else writes it).
+        # An older entry put back (with the records it vouches for) fails here.
+        uri = self._storage.uri
+        ours = self._seal.head_of(self._replica)
+        if seal.commits < self._seal.commits or (
+            self._seal_blob is not None and seal.head_of(self._replica) != ours
+        ):
+            raise IntegrityCheckError(
+                f"store {uri} was rolled back while this server ran: its integrity entry "
+                f"is an older one (it records {seal.commits} commits and not this "
+                f"replica's last audit head), or another server runs under this replica's "
+                f"name ({self._replica!r}); {_STORE_ADVICE}"
+            )
 
     # --- closing ---------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ so that admin commands can tell whether replicas are running on a store.
 from __future__ import annotations
 
 import logging
+import secrets
 
 from setec_core.errors import SetecError
 from setec_core.storage import Lease, StorageBackend
@@ -87,10 +88,17 @@ class JobLease:
             log.warning("could not release the %s lease: %s", self.name, e)
 
 
+def presence_holder(replica: str) -> str:
+    """The holder of a running server's presence lease: its replica name and a random
+    instance, so that a second server under the same name (a cloned disk, a copied
+    replica file) cannot renew the first one's lease and is refused instead."""
+    return f"{replica} {secrets.token_hex(4)}"
+
+
 def live_replicas(storage: StorageBackend) -> list[str]:
     """The names of the servers running on ``storage`` now (whose presence leases are
     unexpired).
 
     :raises StorageError: if the store cannot be read.
     """
-    return [lease.holder for lease in storage.leases(PRESENCE)]
+    return [lease.holder.split(" ", 1)[0] for lease in storage.leases(PRESENCE)]

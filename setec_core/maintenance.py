@@ -55,11 +55,13 @@ from setec_core.integrity import (
     StoreKeys,
     StoreSeal,
     check_records,
+    claims_more,
     digest_of,
     new_audit_key,
     open_audit_key,
     read_seal,
     recorded_head,
+    written_by_another,
     xor_all,
 )
 from setec_core.integrity_keeper import COMMIT_ATTEMPTS
@@ -356,7 +358,11 @@ class AdminAudit:
         self._log = AuditLog.open(self.path)
         try:
             if replica is None:
-                replica = replica_name(self.path.parent)
+                # As a server's start does: a missing name file gets back the name the
+                # log's lines carry.
+                replica = replica_name(self.path.parent, create=False)
+                if not replica:
+                    replica = self._log.last_replica or replica_name(self.path.parent)
         except BaseException:
             self._log.close()
             raise
@@ -387,7 +393,7 @@ class AdminAudit:
                 )
             return
         self._log.use_key(view.audit_key)
-        problem = self._tail_problem(view)
+        problem = self._tail_problem(view, storage.uri)
         if problem:
             raise IntegrityCheckError(f"{problem}; {_AUDIT_ADVICE}")
 
@@ -397,11 +403,18 @@ class AdminAudit:
         )
         return head
 
-    def _tail_problem(self, view: _StoreView) -> str:
+    def _tail_problem(self, view: _StoreView, where: str) -> str:
+        # What a server's start checks (IntegrityKeeper): the log against its recorded
+        # head, or, with none, its last link and that line's claim; then the name the
+        # last line was written under.
         recorded = self._recorded(view)
         if recorded is not None:
-            return self._log.check_tail(recorded).problem
-        return self._log.check_last_link()
+            problem = self._log.check_tail(recorded).problem
+        else:
+            problem = self._log.check_last_link()
+            if not problem and view.seal is not None:
+                problem = claims_more(self._log, view.seal, where)
+        return problem or written_by_another(self._log, self._log.replica)
 
     def record(self, storage: StorageBackend, key: KeyProvider, action: str) -> None:
         """Write an ``ok`` entry for ``action``, keyed with the store's audit key, and
@@ -444,7 +457,7 @@ class AdminAudit:
                 "version of setec): start the server on it once, then rotate"
             )
         self._log.use_key(view.audit_key)
-        problem = self._tail_problem(view)
+        problem = self._tail_problem(view, storage.uri)
         head = self._log.durable_head
         if problem:
             recorded = self._recorded(view)

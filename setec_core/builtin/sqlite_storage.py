@@ -69,7 +69,7 @@ _EXPECTED = "expected sqlite:///ABSOLUTE/PATH/TO/FILE.db or sqlite://PATH/RELATI
 _RESCUE = "restore it from a backup, or move the file aside to start a new store"
 _TABLES = frozenset({"meta", "records", "revision_counter"})
 _LEASES = (
-    "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
     " fence INTEGER NOT NULL, expires REAL NOT NULL)"
 )
 _SCHEMA = (
@@ -209,6 +209,7 @@ class SqliteStorage(StorageBackend):
                     "put the store on a local filesystem"
                 )
             if not created and not _has_table(conn, "leases"):
+                # IF NOT EXISTS: two processes may open an older file at the same moment.
                 conn.execute(_LEASES)
         except sqlite3.Error as e:
             conn.close()

@@ -392,6 +392,13 @@ class SetecApp:
         if failure:
             return error_answer(503, f"unhealthy: {failure}")
         follower = self.db.follower
+        if follower is not None and follower.fatal:
+            # The reason (which names the store) is in the server's log.
+            return error_answer(
+                503,
+                "unhealthy: the store no longer agrees with this server; restart it "
+                "(the server log says why)",
+            )
         if follower is not None and follower.failure:
             line = (
                 f"degraded: the store has not been read for {follower.stale_seconds:.0f} s; "

@@ -7,6 +7,8 @@ duplicate a version."""
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import struct
 import time
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from setec_core.errors import (
 from setec_core.http import make_app
 from setec_core.integrity import INTEGRITY_META, LEGACY_REPLICA, StoreKeys, StoreSeal
 from setec_core.leases import JobLease
+from setec_core.maintenance import AdminAudit
 from setec_core.opening import REPLICA_FILE, replica_name
 from setec_core.storage import MetaWrite, RecordWrite
 from setec_core.store_check import check_store
@@ -397,3 +400,133 @@ def test_a_renamed_state_directory_does_not_hide_a_cut_log(tmp_path: Path) -> No
     (tmp_path / "b" / REPLICA_FILE).write_text(original)
     with pytest.raises(IntegrityCheckError, match="ends before the entry the store recorded"):
         open_replica(tmp_path, "b")
+
+
+def sql(tmp_path: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """Run SQL against the shared store, as someone who can write the database."""
+    conn = sqlite3.connect(tmp_path / "secrets.db")
+    with conn:
+        for statement, params in statements:
+            conn.execute(statement, params)
+    conn.close()
+
+
+def storage_key(tmp_path: Path, name: str) -> bytes:
+    """The storage key of secret ``name`` in the shared store."""
+    storage = SqliteStorage(tmp_path / "secrets.db")
+    try:
+        return unwrap_data_key(
+            storage, DevKeyProvider(""), storage.get_meta("dek") or b""
+        ).storage_key(name)
+    finally:
+        storage.close()
+
+
+def test_a_record_put_back_while_replicas_run_stays_refused(tmp_path: Path) -> None:
+    """An older ciphertext of a record copied back (its revision bumped so replicas
+    read it): the replica that catches up refuses it, and refuses it again at the next
+    look (it is not taken as caught up), and keeps serving the genuine value."""
+    with open_replica(tmp_path, "a") as a, open_replica(tmp_path, "b") as b:
+        a.put(SU, "acl", b"replica-old-acl")
+        key = storage_key(tmp_path, "acl")
+        old = (
+            sqlite3.connect(tmp_path / "secrets.db")
+            .execute("SELECT data FROM records WHERE key = ?", (key,))
+            .fetchone()[0]
+        )
+        a.put(SU, "acl", b"replica-new-acl")
+        a.activate(SU, "acl", 2)
+        b.refresh()
+        sql(
+            tmp_path,
+            ("UPDATE revision_counter SET revision = revision + 1", ()),
+            (
+                "UPDATE records SET data = ?, revision = (SELECT revision FROM revision_counter)"
+                " WHERE key = ?",
+                (old, key),
+            ),
+        )
+        for _ in range(2):
+            with pytest.raises(IntegrityCheckError, match="fails its integrity check"):
+                b.refresh()
+        assert b.get(SU, "acl") == SecretValue(b"replica-new-acl", 2)
+
+
+def test_an_older_store_put_back_is_found_by_a_replica_with_no_head(tmp_path: Path) -> None:
+    """A copy of the store taken before replica b recorded any head, put back after b
+    wrote: b's log (with no head recorded for it in the copy) ends in a line claiming
+    more commits than the copy made, so b refuses to open it."""
+    with open_replica(tmp_path, "a") as a:
+        a.put(SU, "x", b"replica-before")
+    saved = (tmp_path / "secrets.db").read_bytes()
+    with open_replica(tmp_path, "b") as b:
+        b.put(SU, "x", b"replica-after-1")
+        b.put(SU, "x", b"replica-after-2")
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"secrets.db{suffix}").unlink(missing_ok=True)
+    (tmp_path / "secrets.db").write_bytes(saved)
+    with pytest.raises(IntegrityCheckError, match="rolled back"):
+        open_replica(tmp_path, "b")
+
+
+def test_an_admin_command_does_not_take_a_renamed_state_directory(tmp_path: Path) -> None:
+    """The admin commands check the log as a start does: after lines were cut and the
+    replica file renamed, AdminAudit.check refuses (it would otherwise record a head
+    under the new name, and the server would then open cleanly)."""
+    with open_replica(tmp_path, "a") as db:
+        for n in range(4):
+            db.put(SU, "x", f"replica-admin-{n}".encode())
+    log = tmp_path / "a" / "audit.log"
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:-2]))
+    (tmp_path / "a" / REPLICA_FILE).write_text("renamed\n")
+    storage = SqliteStorage(tmp_path / "secrets.db")
+    audit = AdminAudit(log)
+    try:
+        with pytest.raises(IntegrityCheckError, match="was written by replica"):
+            audit.check(storage, DevKeyProvider(""))
+    finally:
+        audit.close()
+        storage.close()
+
+
+def test_healthz_is_unhealthy_when_the_store_no_longer_agrees(tmp_path: Path) -> None:
+    """An integrity entry that is no longer authentic (the store re-encrypted by
+    another process, or tampered with) is not an outage to wait out: /healthz answers
+    503 and the server must be restarted."""
+    with open_replica(tmp_path, "a") as db:
+        db.put(SU, "x", b"replica-health")
+        follower = db.follow(interval=0.05)
+        client = Client(make_app(db, FixedAuthorizer(SU)))
+        sql(
+            tmp_path,
+            ("UPDATE meta SET value = ? WHERE name = 'integrity'", (b"\\x00" * 200,)),
+            ("UPDATE revision_counter SET revision = revision + 1", ()),
+        )
+        deadline = time.monotonic() + 5
+        while not follower.fatal:
+            assert time.monotonic() < deadline, "the follower did not find the entry"
+            time.sleep(0.01)
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert health.data.startswith(b"unhealthy: the store no longer agrees")
+
+
+def test_a_second_server_under_the_same_name_is_refused(tmp_path: Path) -> None:
+    """A copy of a state directory (a cloned disk) opened beside the original: both
+    logs check out, but the second to follow finds the name's presence lease held by
+    another instance and is refused in one line; once the first stops, it may run."""
+    with open_replica(tmp_path, "a") as db:
+        db.put(SU, "x", b"replica-clone")
+    shutil.copytree(tmp_path / "a", tmp_path / "clone")
+    first = open_replica(tmp_path, "a")
+    first.follow()
+    clone = open_replica(tmp_path, "clone")
+    try:
+        with pytest.raises(ConfigError, match="another server runs as replica") as info:
+            clone.follow()
+        assert "\n" not in str(info.value)
+        first.close()
+        clone.follow()
+    finally:
+        first.close()
+        clone.close()
