@@ -60,7 +60,7 @@ from setec_core.follower import FOLLOW_INTERVAL, Follower
 from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
 from setec_core.integrity_keeper import IntegrityKeeper
 from setec_core.keys import KeyProvider
-from setec_core.leases import PRESENCE, PRESENCE_TTL, JobLease, presence_holder
+from setec_core.leases import take_presence
 from setec_core.model import MAX_NAME_BYTES, MAX_VERSION, SecretInfo, SecretState, SecretValue
 from setec_core.opening import close_quietly, open_parts
 from setec_core.storage import Record, RecordWrite, StorageBackend
@@ -310,19 +310,12 @@ class Database:
                 replica = self.replica
                 presence = None
                 if replica:
-                    presence = JobLease(
-                        self._storage,
-                        PRESENCE + replica,
-                        presence_holder(replica),
-                        PRESENCE_TTL,
-                        announce=False,
-                    )
-                    if not presence.held():
+                    presence = take_presence(self._storage, replica)
+                    if presence is None:
                         raise ConfigError(
                             f"another server runs as replica {replica!r} on store "
                             f"{self._storage.uri} (its presence lease is live): each "
-                            "replica needs a state directory and a name of its own; if "
-                            f"that server just stopped, start again in {PRESENCE_TTL:g} s"
+                            "replica needs a state directory and a name of its own"
                         )
                 self._follower = Follower(self, interval=interval, presence=presence)
                 self._follower.start()

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from setec_core.errors import CorruptStoreError, SetecError
+from setec_core.leases import RENEWAL
 
 if TYPE_CHECKING:
     from setec_core.database import Database
@@ -114,7 +115,7 @@ class Follower:
         if self._stopping.is_set():
             return  # never take the presence back after stop() released it
         presence = self.presence
-        due = presence is not None and time.monotonic() - self._renewed >= presence.ttl / 3
+        due = presence is not None and time.monotonic() - self._renewed >= RENEWAL
         if due and presence is not None and presence.held():
             self._renewed = time.monotonic()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from setec_core.errors import SetecError
 from setec_core.storage import Lease, StorageBackend
@@ -27,6 +28,8 @@ log = logging.getLogger("setec.database")
 PRESENCE = "replica/"
 #: How long a running server's presence lasts without renewal (seconds).
 PRESENCE_TTL = 15.0
+#: How often a running server renews its presence (seconds).
+RENEWAL = PRESENCE_TTL / 3
 
 
 class JobLease:
@@ -93,6 +96,44 @@ def presence_holder(replica: str) -> str:
     instance, so that a second server under the same name (a cloned disk, a copied
     replica file) cannot renew the first one's lease and is refused instead."""
     return f"{replica} {secrets.token_hex(4)}"
+
+
+def take_presence(storage: StorageBackend, replica: str) -> JobLease | None:
+    """Take the presence lease of ``replica`` for a server starting under that name,
+    and return it; ``None`` if another server runs under the name now.
+
+    The lease of a server that stopped cleanly was released. One that died (``kill -9``,
+    a crash, a worker being replaced) has stopped renewing: a start watches the lease
+    for a renewal period and, if it was not renewed, takes it over, so a restart after
+    a crash waits a few seconds, not the lease's whole ttl. A lease that is renewed
+    meanwhile belongs to a live server.
+
+    :raises StorageError: if the store cannot be read or written.
+    """
+    lease = JobLease(
+        storage, PRESENCE + replica, presence_holder(replica), PRESENCE_TTL, announce=False
+    )
+    if lease.held():
+        return lease
+    name = lease.name
+    seen = {held.holder: held.expires for held in storage.leases(name) if held.name == name}
+    started = time.monotonic()
+    while time.monotonic() - started < RENEWAL + 1.5:
+        time.sleep(0.25)
+        elapsed = time.monotonic() - started
+        now = {held.holder: held.expires for held in storage.leases(name) if held.name == name}
+        for other, left in now.items():
+            if other not in seen or left > seen[other] - elapsed + 1.0:
+                return None  # taken or renewed since: a live server
+        if not now:
+            break  # it expired meanwhile
+    for other in seen:
+        # Not renewed for longer than a live server lets pass: its server is gone.
+        log.warning(
+            "replica %s: taking over the presence of an instance that stopped renewing it", replica
+        )
+        storage.release_lease(name, other)
+    return lease if lease.held() else None
 
 
 def live_replicas(storage: StorageBackend) -> list[str]:

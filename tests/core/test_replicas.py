@@ -530,3 +530,32 @@ def test_a_second_server_under_the_same_name_is_refused(tmp_path: Path) -> None:
     finally:
         first.close()
         clone.close()
+
+
+def test_a_restart_after_a_crash_takes_over_the_dead_instances_presence(
+    tmp_path: Path,
+) -> None:
+    """A server killed without releasing its presence lease: a restart under its name
+    watches the lease for a renewal period, sees nobody renew it, and takes it over
+    (well before the lease's 15 s ttl), instead of being refused as a clone."""
+    with open_replica(tmp_path, "a") as db:
+        db.put(SU, "x", b"replica-crash")
+    name = replica_name(tmp_path / "a")
+    storage = SqliteStorage(tmp_path / "secrets.db")
+    try:
+        assert storage.acquire_lease(f"replica/{name}", f"{name} dead0001", 15) is not None
+    finally:
+        storage.close()
+    db = open_replica(tmp_path, "a")
+    try:
+        started = time.monotonic()
+        db.follow()
+        assert time.monotonic() - started < 10
+        storage = SqliteStorage(tmp_path / "secrets.db")
+        holders = [lease.holder for lease in storage.leases("replica/")]
+        storage.close()
+        assert len(holders) == 1
+        assert holders[0].startswith(f"{name} ")
+        assert holders[0] != f"{name} dead0001"
+    finally:
+        db.close()
