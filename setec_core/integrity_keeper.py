@@ -408,8 +408,9 @@ class IntegrityKeeper:
         # An older entry put back (with the records it vouches for) fails here.
         uri = self._storage.uri
         ours = self._seal.head_of(self._replica)
+        # (The unnamed head is the one a named log adopts and drops: not checked.)
         if seal.commits < self._seal.commits or (
-            self._seal_blob is not None and seal.head_of(self._replica) != ours
+            self._replica and self._seal_blob is not None and seal.head_of(self._replica) != ours
         ):
             raise IntegrityCheckError(
                 f"store {uri} was rolled back while this server ran: its integrity entry "
