@@ -377,6 +377,15 @@ def verify(
                 previous = line
     except OSError as e:
         raise ConfigError(f"cannot read audit log {str(path)!r}: {e.strerror}") from None
+    if recorded is None and commits is not None and previous is not None:
+        # A log with no recorded head (a replica that joined and has not recorded one
+        # yet): as at a start, its last line must not claim more than the store made.
+        claim = claim_of(previous)
+        if claim is not None and claim > commits:
+            problems.append(
+                f"its last line was written when the store had made {claim} commits, but "
+                f"its integrity entry records {commits}: the store was rolled back"
+            )
     if (
         recorded is not None
         and not report.recorded_line

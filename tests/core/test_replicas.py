@@ -455,7 +455,7 @@ def test_a_record_put_back_while_replicas_run_stays_refused(tmp_path: Path) -> N
 def test_an_older_store_put_back_is_found_by_a_replica_with_no_head(tmp_path: Path) -> None:
     """A copy of the store taken before replica b recorded any head, put back after b
     wrote: b's log (with no head recorded for it in the copy) ends in a line claiming
-    more commits than the copy made, so b refuses to open it."""
+    more commits than the copy made, so b refuses to open it, and 'check' says so."""
     with open_replica(tmp_path, "a") as a:
         a.put(SU, "x", b"replica-before")
     saved = (tmp_path / "secrets.db").read_bytes()
@@ -467,6 +467,10 @@ def test_an_older_store_put_back_is_found_by_a_replica_with_no_head(tmp_path: Pa
     (tmp_path / "secrets.db").write_bytes(saved)
     with pytest.raises(IntegrityCheckError, match="rolled back"):
         open_replica(tmp_path, "b")
+    storage = SqliteStorage(tmp_path / "secrets.db")
+    report = check_store(storage, DevKeyProvider(""), audit_path=tmp_path / "b" / "audit.log")
+    storage.close()
+    assert any("rolled back" in problem for problem in report.problems), report.problems
 
 
 def test_an_admin_command_does_not_take_a_renamed_state_directory(tmp_path: Path) -> None:
