@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ def console_script(name: str) -> str:
     found = str(here) if here.exists() else shutil.which(name)
     assert found, f"console script {name!r} is not installed; run pip install -e ."
     return found
+
+
+def default_sigint() -> None:
+    """For ``preexec_fn``: give the child the default SIGINT, for tests that interrupt
+    it. A test run started with SIGINT ignored (``&`` in a script, ``nohup``) passes
+    that on to every child, whose Ctrl-C would then do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def clean_env(server: str | None = None, **extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from console_scripts import clean_env, console_script, run_setec
+from console_scripts import clean_env, console_script, default_sigint, run_setec
 
 from setec_cli.confirm import check_confirmation, confirmation_token
 from setec_cli.formats import go_quote, parse_uint32, tabwrite
@@ -60,6 +60,7 @@ def in_pty(
         stdout=slave,
         stderr=subprocess.PIPE,
         env=clean_env(server),
+        preexec_fn=default_sigint if interrupt_after is not None else None,
     )
     os.close(slave)
     seen = b""

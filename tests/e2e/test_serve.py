@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from console_scripts import default_sigint
 from serve_process import ServeProcess, console_script, run_serve
 from tls_certs import self_signed
 
@@ -211,6 +212,7 @@ def test_a_stop_signal_during_startup_never_hangs(tmp_path: Path, signum: int) -
             [console_script("setec-serve"), "--dev", "--listen", "127.0.0.1:0",
              "--state-dir", str(tmp_path / f"s{attempt}")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint,
         )  # fmt: skip
         assert proc.stderr is not None
         # The first line comes after the imports; the signal lands in the startup.
