@@ -242,10 +242,15 @@ def test_setec_server_alias(tmp_path: Path) -> None:
 
 
 def test_readme_server_command_and_curl(tmp_path: Path) -> None:
-    """The README's server command is ``setec-serve --dev``, and its curl examples
+    """The README's server command ends in ``setec-serve --dev`` (after making a
+    virtual environment and installing into it), and its curl examples
     (run here through requests, with the same headers and bodies) work against it."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "python3 -m pip install -e . && setec-serve --dev" in readme
+    command = (
+        "python3 -m venv .venv && .venv/bin/python -m pip install -e . && "
+        ".venv/bin/setec-serve --dev"
+    )
+    assert command in readme
     bodies = re.findall(r"-X POST http://127\.0\.0\.1:8080(/api/\w+) -d '([^']*)'", readme)
     assert [path for path, _ in bodies] == ["/api/put", "/api/get"]
     with ServeProcess("--dev", "--listen", "127.0.0.1:0", cwd=tmp_path) as server:
