@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from refusals import refused_to_open
+from store_tampering import key_of, tamper
 
 from setec_core import Database, SecretValue
 from setec_core.audit import AuditEntry, AuditLog, MemoryAuditSink
@@ -47,26 +48,6 @@ def meta(state: Path, name: str) -> bytes | None:
         row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
     conn.close()
     return None if row is None else bytes(row[0])
-
-
-def tamper(state: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
-    """Run SQL against the store file, as someone who can write the state directory."""
-    conn = sqlite3.connect(state / "secrets.db")
-    with conn:
-        for sql, params in statements:
-            conn.execute(sql, params)
-    conn.close()
-
-
-def key_of(state: Path, name: str) -> bytes:
-    """The storage key of secret ``name``, from the store's data key."""
-    storage = SqliteStorage(state / "secrets.db")
-    try:
-        wrapped = storage.get_meta("dek")
-        assert wrapped is not None
-        return unwrap_data_key(storage, DevKeyProvider(""), wrapped).storage_key(name)
-    finally:
-        storage.close()
 
 
 @pytest.fixture

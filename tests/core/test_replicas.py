@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from store_tampering import key_of, tamper
 from werkzeug.test import Client
 
 from setec_core import Database, SecretValue
@@ -402,33 +403,13 @@ def test_a_renamed_state_directory_does_not_hide_a_cut_log(tmp_path: Path) -> No
         open_replica(tmp_path, "b")
 
 
-def sql(tmp_path: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
-    """Run SQL against the shared store, as someone who can write the database."""
-    conn = sqlite3.connect(tmp_path / "secrets.db")
-    with conn:
-        for statement, params in statements:
-            conn.execute(statement, params)
-    conn.close()
-
-
-def storage_key(tmp_path: Path, name: str) -> bytes:
-    """The storage key of secret ``name`` in the shared store."""
-    storage = SqliteStorage(tmp_path / "secrets.db")
-    try:
-        return unwrap_data_key(
-            storage, DevKeyProvider(""), storage.get_meta("dek") or b""
-        ).storage_key(name)
-    finally:
-        storage.close()
-
-
 def test_a_record_put_back_while_replicas_run_stays_refused(tmp_path: Path) -> None:
     """An older ciphertext of a record copied back (its revision bumped so replicas
     read it): the replica that catches up refuses it, and refuses it again at the next
     look (it is not taken as caught up), and keeps serving the genuine value."""
     with open_replica(tmp_path, "a") as a, open_replica(tmp_path, "b") as b:
         a.put(SU, "acl", b"replica-old-acl")
-        key = storage_key(tmp_path, "acl")
+        key = key_of(tmp_path, "acl")
         old = (
             sqlite3.connect(tmp_path / "secrets.db")
             .execute("SELECT data FROM records WHERE key = ?", (key,))
@@ -437,7 +418,7 @@ def test_a_record_put_back_while_replicas_run_stays_refused(tmp_path: Path) -> N
         a.put(SU, "acl", b"replica-new-acl")
         a.activate(SU, "acl", 2)
         b.refresh()
-        sql(
+        tamper(
             tmp_path,
             ("UPDATE revision_counter SET revision = revision + 1", ()),
             (
@@ -501,7 +482,7 @@ def test_healthz_is_unhealthy_when_the_store_no_longer_agrees(tmp_path: Path) ->
         db.put(SU, "x", b"replica-health")
         follower = db.follow(interval=0.05)
         client = Client(make_app(db, FixedAuthorizer(SU)))
-        sql(
+        tamper(
             tmp_path,
             ("UPDATE meta SET value = ? WHERE name = 'integrity'", (b"\\x00" * 200,)),
             ("UPDATE revision_counter SET revision = revision + 1", ()),
