@@ -4,13 +4,14 @@ from a real HTTP server on loopback, as two callers with different rules
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
+from peers.provision import system_chromium
+from playwright.sync_api import Playwright, sync_playwright
 from werkzeug.serving import make_server
 
 from setec_core import Database, make_caller
@@ -30,9 +31,13 @@ CHROMIUM_ARGS = [
 SECRET = b"browser-must-never-see-this"
 
 
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "this test needs Chromium: apt-get install chromium (.ci/run does)"
+def chromium(p: Playwright) -> str:
+    # Playwright's own build is the fallback that tests/peers/provision.py (run by tox
+    # before the tests) downloads where the system's Chromium cannot be installed.
+    path = system_chromium() or p.chromium.executable_path
+    assert Path(path).is_file(), (
+        "this test needs Chromium: apt-get install chromium (tox installs it)"
+    )
     return path
 
 
@@ -68,7 +73,7 @@ def test_dashboard_rows_for_two_callers(served: tuple[str, Database]) -> None:
     db.put(SUPERUSER, "team/<img src=x onerror=alert(1)>", b"1")
     db.put(SUPERUSER, "ci/deploy-key", b"k")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium(p), headless=True, args=CHROMIUM_ARGS)
         try:
             rows = {}
             for who in ("alice", "ci"):

