@@ -5,7 +5,10 @@ compact JSON with all request fields present, ``Content-Type: application/json``
 the browser guard header ``Sec-X-Tailscale-No-Browsers: setec``. Statuses map to the
 wire sentinels (404 :class:`NotFound`, 403 :class:`AccessDenied`, 304
 :class:`ValueNotChanged`, 412 :class:`VersionClaimed`); anything else but 200 is a
-:class:`RequestError` carrying the status and the server's one-line reason.
+:class:`RequestError` carrying the status and the server's one-line reason. A request
+that gets no answer at all is an :class:`UnavailableError` saying why in one line
+(``cannot connect to https://secrets.example.ts.net: connection refused``; the cases are
+in :mod:`setec_core.client.transport`).
 
 Bodies are encoded and decoded by :mod:`setec_core.wire`, the description of each
 endpoint the server uses too.
@@ -19,7 +22,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from setec_core.errors import InvalidRequestError, RequestError, UnavailableError
+from setec_core.client.transport import describe_failure
+from setec_core.errors import ConfigError, InvalidRequestError, RequestError, UnavailableError
 from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
 from setec_core.wire import (
     CreateVersionRequest,
@@ -210,19 +214,24 @@ class Client:
                 url, data=data, headers=self._headers, timeout=self.timeout
             )
         except requests.RequestException as e:
-            # requests' messages name the URL and the cause, never the body we sent (and
-            # the URL carries no credentials: _check_server refuses them).
-            raise UnavailableError(f"making HTTP request: {_cause(e)}") from None
+            # One line naming the base URL (which carries no credentials: _check_server
+            # refuses them), never the body we sent; not chained, as requests' own
+            # message repeats every layer of urllib3's.
+            size = len(data) if endpoint.carries_value else 0
+            line = describe_failure(e, self.server, self.timeout, value_request_bytes=size)
+            raise UnavailableError(line) from None
         except ValueError as e:  # urllib3 refusing the host (a label over 63 octets...)
             raise InvalidRequestError(
                 f"server URL {self.server!r} cannot be used: {type(e).__name__}"
             ) from None
+        except OSError as e:  # requests: a CA bundle or client certificate file is missing
+            raise ConfigError(f"cannot connect to {self.server}: {_one_line(e)}") from None
         if response.status_code == 200:
             return endpoint.reply.decode(response.content)
-        sentinel = sentinel_error(response.status_code)
+        reason = response.content.decode("utf-8", "replace").strip()
+        sentinel = sentinel_error(response.status_code, reason)
         if sentinel is not None:
             raise sentinel
-        reason = response.content.decode("utf-8", "replace").strip()
         raise RequestError(response.status_code, reason[:500])
 
 
@@ -250,8 +259,7 @@ def _check_server(server: str) -> str:
     return server[:-1] if server.endswith("/") else server
 
 
-def _cause(error: requests.RequestException) -> str:
-    # requests nests urllib3's reason several layers deep; one line is enough.
+def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
 
 

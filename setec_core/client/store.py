@@ -19,7 +19,10 @@ Differences from Go's Store, each a fix:
 - :meth:`VersionedSecret.get_version` refuses version 0 instead of caching the active
   value under the key 0; :meth:`VersionedSecret.create_version` notifies watchers;
 - without ``allow_lookup``, names found in the cache but not declared are not served;
-- a ``ticker`` polls even when ``poll_interval`` is ``None``.
+- a ``ticker`` polls even when ``poll_interval`` is ``None``;
+- startup gives up after :data:`DEFAULT_STARTUP_TIMEOUT` (a minute) unless told
+  otherwise (``timeout=None`` waits as long as Go's Store does), saying which server,
+  for how long, and the last error of each secret it lacks.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -62,6 +65,11 @@ T = TypeVar("T")
 
 #: Seconds between polls unless told otherwise (Go's default too).
 DEFAULT_POLL_INTERVAL = 3600.0
+
+#: Seconds a Store's construction waits for the secrets its cache does not hold before
+#: it gives up (``timeout``). Go's Store waits as long as its context allows, which for
+#: a mistyped server URL is forever, with nothing but log lines to say why.
+DEFAULT_STARTUP_TIMEOUT = 60.0
 
 #: Seconds :meth:`Store.close` waits for a poll stuck on an unresponsive server
 #: before it leaves the poll to finish (or time out) on its own.
@@ -113,16 +121,18 @@ class Store:
     :param ticker: decides when to poll instead of ``poll_interval`` (tests pass a
         :class:`~setec_core.testing.FakeTicker`).
     :param time_now: the clock for access times and expiry (Unix seconds).
-    :param timeout: seconds to wait at startup for secrets the cache does not hold;
-        ``None`` waits as long as it takes.
+    :param timeout: seconds to wait at startup for secrets the cache does not hold
+        (:data:`DEFAULT_STARTUP_TIMEOUT`, a minute, by default); ``None`` waits as long
+        as it takes, as Go's Store does.
     :param poll_concurrency: how many conditional gets a poll keeps in flight at once
         (Go's Store polls one secret at a time: 1). Over a network, each secret costs a
         round trip, so a few in parallel make a poll of many secrets that much shorter.
 
     :raises ConfigError: for an unusable configuration (no client, an empty name, no
         secrets without ``allow_lookup``, a bad struct).
-    :raises UnavailableError: if ``timeout`` passed before every secret was fetched,
-        or a FileClient lacks some of them.
+    :raises UnavailableError: if ``timeout`` passed before every secret was fetched
+        (the message names the server, how long the Store tried, and the last error of
+        each missing secret), or a FileClient lacks some of them.
     """
 
     def __init__(
@@ -137,7 +147,7 @@ class Store:
         expiry_age: float = 0.0,
         ticker: Ticker | None = None,
         time_now: Callable[[], float] = time.time,
-        timeout: float | None = None,
+        timeout: float | None = DEFAULT_STARTUP_TIMEOUT,
         poll_concurrency: int = 4,
     ) -> None:
         if client is None:
@@ -220,7 +230,8 @@ class Store:
         return pending
 
     def _fetch_all(self, pending: list[str], timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         backoff = _FIRST_BACKOFF
         errors: dict[str, SetecError] = {}
         while True:
@@ -231,6 +242,14 @@ class Store:
                     break
                 try:
                     secret = call_before(deadline, partial(self._client.get, name))
+                except UnavailableError as e:
+                    # The server cannot be reached: asking for the other secrets now would
+                    # only fail the same way (each after a timeout, for a silent host).
+                    log.warning('error fetching "%s": %s (retrying)', name, e)
+                    for rest in pending[i:]:
+                        errors[rest] = e
+                    missing.extend(pending[i:])
+                    break
                 except SetecError as e:
                     log.warning('error fetching "%s": %s (retrying)', name, e)
                     errors[name] = e
@@ -251,11 +270,11 @@ class Store:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    detail = "; ".join(
-                        f'"{n}": {errors.get(n, "not asked in time")}' for n in missing[:5]
-                    )
                     raise UnavailableError(
-                        f"timed out after {timeout} s waiting for {len(missing)} secrets ({detail})"
+                        f"gave up after {_duration(time.monotonic() - started)} waiting for "
+                        f"{len(missing)} secrets from {_source(self._client)} "
+                        f"({_grouped({n: errors.get(n) for n in missing})}); "
+                        "pass timeout=None to wait as long as it takes"
                     )
                 time.sleep(min(backoff, left))
             else:
@@ -448,9 +467,8 @@ class Store:
                     updated,
                 ) from None
         if errors:
-            detail = "; ".join(f'"{n}": {e}' for n, e in sorted(errors.items()))
             what = "partially failed" if updated else "failed"
-            raise PollError(f"update poll {what}: {detail}", errors, updated)
+            raise PollError(f"update poll {what}: {_grouped(errors)}", errors, updated)
 
     def _ask_all(
         self, work: list[tuple[str, SecretValue | None, set[int]]]
@@ -687,6 +705,29 @@ def _named(error: SetecError, what: str) -> SetecError:
         if isinstance(error, cls):
             return cls(f"{what}: {error}")
     return UnavailableError(f"{what}: {error}")
+
+
+def _grouped(errors: Mapping[str, SetecError | None]) -> str:
+    """``"a", "b": <error>; "c": <other error>``: secrets that failed alike share one
+    line (a server that is down fails them all the same way)."""
+    by_message: dict[str, list[str]] = {}
+    for name in sorted(errors):
+        error = errors[name]
+        by_message.setdefault(str(error) if error is not None else "not asked in time", []).append(
+            name
+        )
+    return "; ".join(f"{_names(names)}: {message}" for message, names in by_message.items())
+
+
+def _source(client: StoreClient) -> str:
+    """Where ``client`` fetches from, for a message: a Client's server URL (which carries
+    no credentials), or its repr."""
+    server = getattr(client, "server", None)
+    return server if isinstance(server, str) else repr(client)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f}".removesuffix(".0") + " s"
 
 
 def _names(names: Sequence[str], limit: int = 10) -> str:

@@ -14,9 +14,11 @@ from setec_core.http.route import Refused
 from setec_core.http.status import too_large
 
 
-def read_body(environ: dict[str, Any], limit: int) -> bytes:
+def read_body(environ: dict[str, Any], limit: int, *, carries_value: bool = False) -> bytes:
     """Read a request body of at most ``limit`` bytes from the WSGI ``environ``.
 
+    :param carries_value: the body is a put or create-version request (the 413's reason
+        then says how large a value fits, :func:`~setec_core.http.status.too_large`).
     :raises Refused: 413 above ``limit``, 400 for a body that cannot be read (framing
         that disagrees, a bad ``Content-Length``, a body cut short).
     """
@@ -31,7 +33,7 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
             raise Refused(400, "invalid Content-Length")
         length = int(raw_length)
         if length > limit:
-            raise Refused(413, too_large(limit))
+            raise Refused(413, too_large(limit, carries_value=carries_value))
         wanted, chunked = length, False
     elif environ.get("wsgi.input_terminated"):
         # Chunked: the server ends the stream; read one byte past the limit to know.
@@ -51,10 +53,10 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
         # cheroot enforces its own copy of the limit on chunked bodies and says so
         # only in the message (MaxSizeExceeded, or a bare OSError).
         if "Too Large" in str(e):
-            raise Refused(413, too_large(limit)) from None
+            raise Refused(413, too_large(limit, carries_value=carries_value)) from None
         raise Refused(400, "could not read the request body") from None
     if chunked and got > limit:
-        raise Refused(413, too_large(limit))
+        raise Refused(413, too_large(limit, carries_value=carries_value))
     if not chunked and got < wanted:
         raise Refused(400, "request body shorter than its Content-Length")
     return b"".join(parts)

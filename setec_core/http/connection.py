@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from setec_core.http.status import too_large
-
 if TYPE_CHECKING:
     from setec_core.http.front import Front, Listener, Tracker
 
@@ -319,7 +317,7 @@ class Connection(asyncio.Protocol):
             if lower == b"content-length":
                 # llhttp has checked it is digits, and is the only one.
                 if int(value) > request.limit:
-                    raise Refusal(413, too_large(request.limit))
+                    raise Refusal(413, self._too_large(request))
             elif lower == b"transfer-encoding":
                 if request.http10:
                     raise Refusal(400, "malformed request: Transfer-Encoding in HTTP/1.0")
@@ -333,11 +331,14 @@ class Connection(asyncio.Protocol):
             else:
                 request.continue_pending = True
 
+    def _too_large(self, request: Request) -> str:
+        return self.front.too_large_reason(request.method, _path(request.url))
+
     def on_body(self, body: bytes) -> None:
         request = self.current
         assert request is not None
         if len(request.body) + len(body) > request.limit:
-            raise Refusal(413, too_large(request.limit))
+            raise Refusal(413, self._too_large(request))
         request.body += body
         self.raw_at_body = self.raw
 

@@ -63,7 +63,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from setec_core.http.connection import BUSY, CLOSING, IDLE, READING, Connection, Request
-from setec_core.http.status import log_bug
+from setec_core.http.status import log_bug, too_large
 
 if TYPE_CHECKING:
     from setec_core.audit import Deferral
@@ -178,7 +178,8 @@ class Front:
     ``threads`` app threads. :meth:`start` it, :meth:`stop` it.
 
     :param app: the WSGI app. If it has a ``body_limit(method, path)`` method, that gives
-        each route's largest body; otherwise :attr:`Limits.max_body_bytes` applies.
+        each route's largest body; otherwise :attr:`Limits.max_body_bytes` applies. If it
+        has a ``too_large_reason(method, path)`` method, that gives the reason of a 413.
     :param listeners: where to listen.
     :param ssl_context: serve TLS with it (on TCP listeners).
     :param threads: requests the app may run at once.
@@ -201,6 +202,9 @@ class Front:
         self.stats = FrontStats()
         self.body_limit: Callable[[str, str], int] = getattr(
             app, "body_limit", lambda method, path: self.limits.max_body_bytes
+        )
+        self.too_large_reason: Callable[[str, str], str] = getattr(
+            app, "too_large_reason", lambda method, path: too_large(self.body_limit(method, path))
         )
         self.max_connections = self.limits.max_connections or connection_cap()
         self.all = Tracker()

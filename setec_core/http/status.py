@@ -76,9 +76,34 @@ def one_line(text: str) -> str:
     return " ".join(text.split()) or "error"
 
 
-def too_large(limit: int) -> str:
-    """The reason of a 413: the body's limit, the same from the front and the app."""
-    return f"request body too large: the limit is {limit} bytes"
+def too_large(limit: int, *, carries_value: bool = False) -> str:
+    """The reason of a 413: the body's limit, the same from the front and the app.
+
+    :param carries_value: the body is a put or create-version request; the reason then
+        also says about how large a value fits (docs/api.md §4.4), which is what the
+        user chooses: ``... the limit is 1048576 bytes (about 768 KiB of secret value)``.
+    """
+    reason = f"request body too large: the limit is {limit} bytes"
+    if carries_value:
+        reason += f" (about {_size(value_capacity(limit))} of secret value)"
+    return reason
+
+
+def value_capacity(limit: int) -> int:
+    """About how large a secret value fits in a request body of ``limit`` bytes: the
+    value travels base64-encoded in the JSON, four bytes for every three, beside the
+    name and a few dozen bytes of JSON, which a limit in the kilobytes leaves out."""
+    return limit * 3 // 4
+
+
+def _size(n: int) -> str:
+    if n >= 10 << 20:
+        return f"{n >> 20} MiB"
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    if n >= 1 << 10:
+        return f"{n >> 10} KiB"
+    return f"{n} bytes"
 
 
 def log_bug(logger: logging.Logger, what: str, error: BaseException) -> None:

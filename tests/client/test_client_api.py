@@ -301,20 +301,35 @@ def test_value_must_be_bytes(recorder: Recorder) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "error"),
+    ("status", "error", "body", "message"),
     [
-        (404, NotFound),
-        (403, AccessDenied),
-        (304, ValueNotChanged),
-        (412, VersionClaimed),
+        (404, NotFound, b"not found\n", "not found"),
+        (403, AccessDenied, b"access denied\n", "access denied"),
+        (304, ValueNotChanged, b"", "value not changed"),
+        (412, VersionClaimed, b"some text\n", "version is already claimed"),
+        # A 404 or 403 that says more carries the server's reason, on one line.
+        (404, NotFound, b"404 page not found\n", "not found: 404 page not found"),
+        (
+            403,
+            AccessDenied,
+            b"access denied: missing or unknown bearer token\n",
+            "access denied: missing or unknown bearer token",
+        ),
+        (403, AccessDenied, b"whois\n  access denied\n", "access denied: whois access denied"),
+        # A proxy's HTML page is not a reason.
+        (404, NotFound, b"<html><body>Not Found</body></html>\n", "not found"),
     ],
 )
-def test_sentinel_statuses(recorder: Recorder, status: int, error: type[SetecError]) -> None:
-    """404, 403, 304 and 412 are the wire sentinels, with Go's messages."""
-    recorder.reply(status, b"" if status == 304 else b"some text\n", "text/plain")
+def test_sentinel_statuses(
+    recorder: Recorder, status: int, error: type[SetecError], body: bytes, message: str
+) -> None:
+    """404, 403, 304 and 412 are the wire sentinels, with Go's messages; a 404 or 403
+    whose body says more than Go's text carries it (the class is the same)."""
+    recorder.reply(status, body, "text/plain")
     with pytest.raises(error) as caught:
         client_of(recorder).get_if_changed("x", 1)
-    assert str(caught.value) == str(error())
+    assert type(caught.value) is error
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(
@@ -472,24 +487,26 @@ def silent_url() -> Iterator[str]:
 
 
 def test_closed_port_is_unavailable(closed_port_url: str) -> None:
-    """A transport failure is ``making HTTP request: <err>`` (UnavailableError)."""
-    with pytest.raises(UnavailableError, match=r"^making HTTP request: "):
+    """A port nobody listens on is UnavailableError, one line naming the URL."""
+    with pytest.raises(UnavailableError) as caught:
         Client(closed_port_url, timeout=5).get("x")
+    assert str(caught.value) == f"cannot connect to {closed_port_url}: connection refused"
 
 
 def test_silent_server_times_out(silent_url: str) -> None:
     """A server that accepts but never answers fails the call within the read timeout."""
     client = Client(silent_url, timeout=(5, 0.3))
     start = time.monotonic()
-    with pytest.raises(UnavailableError, match=r"^making HTTP request: .*timed out"):
+    with pytest.raises(UnavailableError) as caught:
         client.list()
+    assert str(caught.value) == f"no answer from {silent_url} within 0.3 s"
     assert time.monotonic() - start < 3
 
 
 def test_one_number_timeout(silent_url: str) -> None:
     """One number is both the connect and the read timeout."""
     start = time.monotonic()
-    with pytest.raises(UnavailableError, match="timed out"):
+    with pytest.raises(UnavailableError, match=r"within 0\.2 s$"):
         Client(silent_url, timeout=0.2).get("x")
     assert time.monotonic() - start < 3
 

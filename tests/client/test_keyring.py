@@ -50,7 +50,7 @@ class FailingReader:
 
     def get_version(self, name: str, version: int) -> SecretValue:
         if version in self.fail:
-            raise UnavailableError("making HTTP request: connection refused")
+            raise UnavailableError("cannot connect to http://127.0.0.1:9: connection refused")
         self.fetched.append(version)
         return self.client.get_version(name, version)
 
@@ -135,7 +135,9 @@ def test_update_is_all_or_nothing(server: LocalServer, client: Client) -> None:
     server.db.put(SU, NAME, b"a5")
     server.db.activate(SU, NAME, 5)
     reader.fail = {5}
-    with pytest.raises(UnavailableError, match=r'get "kr/signing-key" version 5: making HTTP'):
+    with pytest.raises(
+        UnavailableError, match=r'get "kr/signing-key" version 5: cannot connect to '
+    ):
         keyring.update()
     assert keyring.versions() == [1, 2, 3]
     assert keyring.active() == SecretValue(b"a3", 3)
