@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from setec_cli.config import DEV_KEY, DEV_STATE_DIR, backup_uri
+from setec_cli.config import DEV_KEY, DEV_STATE_DIR, backup_uri, check_state_dir
 from setec_cli.plugin_flags import ListingOption, PluginFlagsCommand, plugins_of, uri_forms
 from setec_cli.say import fail, say
 from setec_core.errors import ConfigError, NotFound, SetecError
@@ -158,7 +158,9 @@ def _locked(settings: dict[str, Any], action: str) -> Iterator[Any]:
     from setec_core.maintenance import AdminAudit
     from setec_core.opening import prepare_state_dir
 
-    state = prepare_state_dir(_require(settings, "state_dir", "the server's state directory"))
+    state_dir = _require(settings, "state_dir", "the server's state directory")
+    check_state_dir(state_dir)
+    state = prepare_state_dir(state_dir)
     audit = AdminAudit(state / AUDIT_FILE)
     try:
         yield audit

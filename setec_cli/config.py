@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,30 +101,121 @@ class ServerConfig:
         return names
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str, *, dev: bool = False) -> tuple[str, int]:
     """Split ``HOST:PORT`` or ``[V6]:PORT`` into host and port (``unix:PATH`` is handled
-    by :func:`resolve`).
+    by :func:`resolve`). Port 0 picks a free port when the server binds.
 
-    :raises ConfigError: naming the value if it is not of that form.
+    Go's ``:PORT`` (every interface) is refused with the two spellings it could mean:
+    the default here is loopback, and a secrets server must not reach the network
+    through a shorthand.
+
+    :param dev: the server runs with ``--dev``, which listens on loopback only, so a
+        suggestion offers only that.
+    :raises ConfigError: naming the value if it is not of that form or its port is out
+        of range.
     """
     host, sep, port_text = value.rpartition(":")
     bracketed = host.startswith("[") and host.endswith("]")
     if bracketed:
         host = host[1:-1]
+    numeric = re.fullmatch(r"-?[0-9]+", port_text) is not None
+    if sep and not host and not bracketed and port_text.isdigit() and numeric:
+        loopback = f"127.0.0.1:{int(port_text)}"
+        meant = (
+            f"{loopback}?"
+            if dev
+            else f"{loopback} (loopback only) or 0.0.0.0:{int(port_text)} (every interface)?"
+        )
+        raise ConfigError(f"--listen {value!r} has no host; did you mean {meant}")
     # "::1:8080" is ambiguous (port 8080, or the address ::1:8080?): IPv6 needs brackets.
     ambiguous = ":" in host and not bracketed
-    if (
-        not sep
-        or not host
-        or ambiguous
-        or not port_text.isdigit()
-        or not 0 <= int(port_text) <= 65535
-    ):
+    if not sep or not host or ambiguous or not port_text:
         raise ConfigError(
             f"--listen {value!r} is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:8080, "
             "[::1]:8080, 100.101.102.103:443, unix:/run/setec/setec.sock)"
         )
-    return host, int(port_text)
+    if not numeric:
+        raise ConfigError(
+            f"--listen {value!r}: port {port_text!r} is not a number (e.g. 127.0.0.1:8080)"
+        )
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"--listen {value!r}: port {port} is out of range (1-65535, or 0 for a free port)"
+        )
+    return host, port
+
+
+def check_state_dir(path: str) -> None:
+    """Check that this user can use the state directory ``path`` before anything is
+    made: write to it if it exists (and make it private, mode 0700, if others may read
+    it), or create it in the nearest directory above that exists.
+
+    Only what setec would otherwise fail on later, with a less helpful message, is
+    refused: a directory of this user's that others may read is fine (the server makes
+    it 0700), and root may write anywhere.
+
+    :raises ConfigError: naming the directory, its owner and mode, and what to do.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _check_creatable(path)
+        return
+    except OSError:
+        return  # a file in the way, a loop: opening the state directory says which
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == os.geteuid():
+        # The server makes a directory others may read 0700, writable by its owner.
+        if mode & 0o077 or _writable(path):
+            return
+        raise ConfigError(
+            f"cannot write to state directory {path!r}: its mode is {mode:04o}; make it "
+            f"writable by you (chmod 700 {shlex.quote(path)}), or choose another --state-dir"
+        )
+    owner = _user_name(st.st_uid)
+    if not _writable(path):
+        raise ConfigError(
+            f"cannot write to state directory {path!r}: permission denied (it belongs to "
+            f"{owner}, mode {mode:04o}); run setec-serve as {owner}, or choose another "
+            "--state-dir"
+        )
+    if mode & 0o077 and os.geteuid() != 0:
+        raise ConfigError(
+            f"cannot make state directory {path!r} private: other users may read it (mode "
+            f"{mode:04o}) and only its owner, {owner}, can change that; run setec-serve as "
+            f"{owner}, or choose another --state-dir"
+        )
+
+
+def _check_creatable(path: str) -> None:
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(above) and os.path.dirname(above) != above:
+        above = os.path.dirname(above)
+    if os.path.isdir(above) and not _writable(above):
+        raise ConfigError(
+            f"cannot create state directory {path!r}: this user may not write to "
+            f"{above!r}; choose another --state-dir"
+        )
+
+
+def _writable(path: str) -> bool:
+    # Writing needs search permission too; the effective ids are those that count.
+    effective = os.access in os.supports_effective_ids
+    return os.access(path, os.W_OK | os.X_OK, effective_ids=effective)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+    except ImportError:  # not a Unix system: there are no user names to look up
+        return f"uid {uid}"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def backup_uri(options: Mapping[str, Any], plugins: Plugins) -> str | None:
@@ -185,7 +278,10 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
 
     :param plugins: the installed plugins: what the messages list, and whose options
         ``options`` holds values for.
-    :raises ConfigError: naming the flag that is missing, invalid or not allowed.
+    :raises ConfigError: naming the flag that is missing, invalid or not allowed, or a
+        state directory this user cannot use (:func:`check_state_dir`).
+    :raises PluginError: if a key provider, storage backend, authorizer or backup sink
+        is named that no installed plugin provides; the message lists those that are.
     """
     from setec_cli.plugin_flags import uri_forms
 
@@ -220,7 +316,7 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
             )
         host, port = "localhost", 0
     else:
-        host, port = parse_listen(listen)
+        host, port = parse_listen(listen, dev=dev)
     if dev and unix_socket is None and not ServerInfo(host=host, port=port).is_local:
         raise ConfigError(
             f"--dev serves only on loopback, and --listen {host!r} is not a loopback "
@@ -228,6 +324,12 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
             "authorizer"
         )
     storage = options.get("storage") or None
+    # Named plugins are looked up now, so that a misspelt one is reported before anything
+    # is built, bound or made on disk.
+    plugins.key_providers.by_uri(plugins.key_providers.expand(str(key)))
+    if storage:
+        plugins.storage_backends.by_uri(str(storage))
+    plugins.authorizers.by_name(str(authorizer))
     workers = options.get("workers")
     workers = 1 if workers is None else int(workers)
     if not 1 <= workers <= MAX_WORKERS:
@@ -246,6 +348,10 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
     for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if path and not os.access(path, os.R_OK):
             raise ConfigError(f"{flag} {path!r} is not a readable file")
+    backup = backup_uri(options, plugins)
+    if backup:
+        plugins.backup_sinks.by_uri(backup)
+    check_state_dir(str(state_dir))
     return ServerConfig(
         state_dir=str(state_dir),
         key=str(key),
@@ -259,7 +365,7 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
         threads=int(options.get("threads") or 32),
         read_timeout=float(options.get("read_timeout") or 10.0),
         dev=dev,
-        backup=backup_uri(options, plugins),
+        backup=backup,
         backup_keep=options.get("backup_keep") or None,
         backup_interval=float(options.get("backup_interval") or 60.0),
         unix_socket=unix_socket,

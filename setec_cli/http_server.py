@@ -13,7 +13,9 @@ worker; this front gives it a socket, with a deadline.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import queue
 import signal
 import socket
@@ -31,6 +33,7 @@ from setec_core.http.front import (
     open_listener,
     server_ssl_context,
 )
+from setec_core.server_info import ServerInfo
 
 log = logging.getLogger("setec.serve")
 
@@ -42,7 +45,9 @@ class Runner:
     """Serves ``app`` as ``config`` says until SIGTERM or SIGINT; SIGHUP calls ``reload``.
 
     Signal handlers only set flags: the work they ask for (stopping, reloading) runs in
-    :meth:`wait`, on the main thread, outside any signal handler.
+    :meth:`wait`, on the main thread, outside any signal handler. A socket handed down
+    in ``config.listen_fd`` is the Runner's from :meth:`start` on: it is closed at stop,
+    or at once if starting fails.
 
     :raises ConfigError: from :meth:`start` if the address cannot be bound or the TLS
         files cannot be loaded.
@@ -82,6 +87,9 @@ class Runner:
             try:
                 self.front.ssl_context = server_ssl_context(cert, key)
             except (OSError, ssl.SSLError) as e:
+                if self.config.listen_fd is not None:
+                    # The socket handed down was to be the front's, which will not take it.
+                    os.close(self.config.listen_fd)
                 raise ConfigError(
                     f"cannot load --tls-cert {self.config.tls_cert!r} / --tls-key "
                     f"{self.config.tls_key!r}: {e}"
@@ -89,7 +97,7 @@ class Runner:
         try:
             self.front.bind()
         except OSError as e:
-            raise _cannot_listen(self.config, e) from None
+            raise cannot_listen(self.config, e) from None
         return self.front.start()[0]
 
     def _on_stop(self, signum: int, frame: object) -> None:
@@ -186,12 +194,41 @@ def bind(config: ServerConfig, count: int = 1) -> tuple[list[socket.socket], str
     except OSError as e:
         for sock in sockets:
             sock.close()
-        raise _cannot_listen(config, e) from None
+        raise cannot_listen(config, e) from None
     return sockets, listener_url(sockets[0], listener, tls=config.tls)
 
 
-def _cannot_listen(config: ServerConfig, e: OSError) -> ConfigError:
+def cannot_listen(config: ServerConfig, error: OSError) -> ConfigError:
+    """The error for a ``--listen`` address that could not be bound: what went wrong and
+    what to do, with the hint that fits ``error`` (a port in use, a port below 1024
+    without the privilege to bind it, an address this host does not have).
+
+    :param error: what binding raised.
+    """
+    where = f"cannot listen on {config.listen}"
+    if config.unix_socket is None:
+        if error.errno == errno.EADDRINUSE:
+            other = "(port 0 picks a free one)"
+            if config.port < 65535:
+                nearby = ServerInfo(host=config.host, port=config.port + 1).listen
+                other = f"such as --listen {nearby} {other}"
+            return ConfigError(
+                f"{where}: the port is in use (another server, perhaps another setec-serve, "
+                f"listens there); stop it, or choose another port, {other}"
+            )
+        if error.errno == errno.EACCES and 0 < config.port < 1024:
+            return ConfigError(
+                f"{where}: ports below 1024 need privileges this user does not have; choose "
+                "a port of 1024 or above (--listen "
+                f"{ServerInfo(host=config.host, port=8443 if config.tls else 8080).listen}), "
+                "or give setec-serve the CAP_NET_BIND_SERVICE capability"
+            )
+        if error.errno == errno.EADDRNOTAVAIL:
+            return ConfigError(
+                f"{where}: {config.host} is not an address of this host; choose one it has "
+                "(127.0.0.1 for this host only, its tailnet address for the tailnet)"
+            )
     return ConfigError(
-        f"cannot listen on {config.listen}: {e.strerror or e}; choose another "
-        "--listen address or stop whatever uses it"
+        f"{where}: {error.strerror or error}; choose another --listen address or stop "
+        "whatever uses it"
     )

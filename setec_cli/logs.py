@@ -19,6 +19,11 @@ from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+#: The loggers of the libraries plugins use (AWS, Google Cloud, Vault, PostgreSQL, HTTP),
+#: kept to their warnings unless the level is ``debug``: their INFO records (botocore's
+#: "Found credentials in environment variables.") say nothing an operator acts on.
+THIRD_PARTY = ("boto3", "botocore", "s3transfer", "urllib3", "google", "grpc", "hvac", "psycopg")
+
 
 class _QueueHandler(logging.handlers.QueueHandler):
     """Puts records on the queue as they are: the writer thread formats them once.
@@ -97,7 +102,8 @@ class AccessLines:
 def configure(level: str) -> AccessLines | None:
     """Send every log record to stderr through a queue and one writer thread, and return
     the :class:`AccessLines` for the app's access log (``None`` if ``level`` hides INFO
-    records)."""
+    records). Below WARNING, only ``level`` ``debug`` lets through the records of the
+    libraries in :data:`THIRD_PARTY`."""
     # What logging would otherwise record for every line and the format never shows
     # (the "Optimization" section of the logging HOWTO): the caller's file and line,
     # found by walking the stack, and the thread and process.
@@ -111,6 +117,9 @@ def configure(level: str) -> AccessLines | None:
     root = logging.getLogger()
     root.handlers[:] = [_QueueHandler(records)]
     root.setLevel(getattr(logging, level.upper()))
+    quiet = max(root.level, logging.WARNING) if level != "debug" else logging.NOTSET
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(quiet)
     listener = logging.handlers.QueueListener(records, stream)
     listener.start()
     atexit.register(listener.stop)

@@ -11,20 +11,25 @@ its own flags it takes those the installed plugins declare (``--policy-file``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import socket
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from setec_cli import logs
 from setec_cli.admin import add_admin_commands
-from setec_cli.config import DEFAULT_LISTEN, MAX_WORKERS, ServerConfig, resolve
+from setec_cli.config import DEFAULT_LISTEN, DEV_KEY, MAX_WORKERS, ServerConfig, resolve
 from setec_cli.plugin_flags import ListingOption, PluginFlagsGroup, plugins_of
-from setec_cli.say import fail, say
+from setec_cli.say import dev_export_hint, fail, say
 from setec_core.errors import ConfigError, SetecError
+from setec_core.uris import redact
 
 if TYPE_CHECKING:
     from setec_core.plugins import Plugins
@@ -37,6 +42,12 @@ log = logging.getLogger("setec.serve")
     cls=PluginFlagsGroup,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(
+    package_name="pysetec",
+    prog_name="setec-serve",
+    message="%(prog)s (pysetec) %(version)s",
+    help="Print the version (the line format of setec version) and exit.",
 )
 @click.option(
     "--state-dir",
@@ -211,7 +222,8 @@ log = logging.getLogger("setec.serve")
     show_envvar=True,
     is_flag=True,
     help="Development mode: dev key, ./setec-dev.state, loopback only, every local caller "
-    "is a superuser. NOT FOR PRODUCTION.",
+    "is a superuser (unless --authorizer says otherwise); prints the export "
+    "SETEC_SERVER=URL line for the setec CLI. NOT FOR PRODUCTION.",
 )
 @click.pass_context
 def cli(ctx: click.Context, /, **options: Any) -> None:
@@ -237,14 +249,34 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 @click.pass_context
 def plugins_command(ctx: click.Context) -> None:
     """List the installed plugins: key providers, storage, authorizers, backup sinks."""
-    rows = plugins_of(ctx).describe()
-    width = max((len(name) for _, name, _, _ in rows), default=4)
-    for kind, name, plugin, schemes in sorted(rows):
-        uri = " ".join(f"{s}://" for s in schemes)
-        click.echo(f"{kind:16} {name:{width}}  {plugin}{'  ' + uri if uri else ''}")
+    table = [("KIND", "NAME", "PLUGIN", "SCHEMES")]
+    for kind, name, plugin, schemes in sorted(plugins_of(ctx).describe()):
+        table.append((kind, name, plugin, " ".join(f"{s}://" for s in schemes)))
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[3]]).rstrip())
 
 
 add_admin_commands(cli)
+
+
+def dev_banner(config: ServerConfig) -> list[str]:
+    """The warnings a ``--dev`` start prints first: who may do what, where the state
+    is, and, for a ``dev://`` key, that the key is public. They name the authorizer and
+    key in effect, whatever flags chose them."""
+    if config.authorizer == "dev":
+        who = "every local caller is a superuser"
+    else:
+        who = f"the {config.authorizer} authorizer decides who may do what"
+    lines = [f"dev mode: NOT SAFE FOR PRODUCTION USE; {who}"]
+    lines.append(f"dev mode: state dir is {config.state_dir!r}")
+    if config.key.startswith(DEV_KEY):
+        lines.append(
+            f"dev mode: using the public dev key {redact(config.key)}; anyone can decrypt "
+            "this store"
+        )
+    return lines
 
 
 def serve(
@@ -257,6 +289,12 @@ def serve(
 ) -> None:
     """Open the database, build the app and serve until SIGTERM or SIGINT.
 
+    The listening address is bound first, and the authorizer built once the database
+    is open: an address in use leaves nothing on disk, and a problem with the key or
+    the store is reported before the authorizer says anything (such as tailscaled's
+    socket being missing). A start that fails after making a new state directory
+    removes it.
+
     :param plugins: the :class:`~setec_core.plugins.Plugins` to use; the installed
         plugins by default.
     :param access_lines: where access-log lines go; INFO records of the
@@ -264,91 +302,141 @@ def serve(
     :param ready: called with the URL once the server listens (tests use it).
     :param worker: this is one of ``--workers`` processes, whose parent says where the
         server listens (once, for all of them).
-    :raises SetecError: if the database, key or authorizer cannot be set up.
+    :raises SetecError: if the address, database, key or authorizer cannot be set up.
     """
-    from setec_cli.http_server import Runner
-    from setec_core.backup.loop import BackupLoop
-    from setec_core.database import Database
-    from setec_core.http import make_app
-    from setec_core.leases import JobLease
     from setec_core.plugins import Plugins
 
     if config.dev:
-        say("dev mode: NOT SAFE FOR PRODUCTION USE; every local caller is a superuser")
-        say(f"dev mode: state dir is {config.state_dir!r}")
-        if config.key.startswith("dev://"):
-            say("dev mode: using the public dev key (dev://); anyone can decrypt this store")
+        for line in dev_banner(config):
+            say(line)
     # Each plugin is built with the values of its own options.
     plugins = (plugins if plugins is not None else Plugins.load()).with_options(
         config.plugin_options
     )
+    made = _first_missing(config.state_dir)
+    start = _Start()
+    try:
+        with contextlib.ExitStack() as stack:
+            _serve(config, plugins, start, stack, ready, access_lines, worker)
+    except BaseException:
+        # Only once this start held the state directory's lock (its database was
+        # open), so no other server was using a directory it made a moment ago.
+        if made is not None and start.opened and not start.served:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+class _Start:
+    """How far a start got: whether it opened the database, and began serving."""
+
+    opened = False
+    served = False
+
+
+def _serve(
+    config: ServerConfig,
+    plugins: Plugins,
+    start: _Start,
+    stack: contextlib.ExitStack,
+    ready: Callable[[str], None] | None,
+    access_lines: Callable[[str], None] | None,
+    worker: bool,
+) -> None:
+    # Everything opened is closed by ``stack`` in reverse: the server first, so that no
+    # request reaches a closed database.
+    from setec_cli.http_server import Runner, bind
+    from setec_core.backup.loop import BackupLoop
+    from setec_core.database import Database
+    from setec_core.http import make_app
+    from setec_core.leases import JobLease
+
+    listener = None
+    if config.listen_fd is None:
+        [listener], _ = bind(config)
+        stack.callback(_release, config, listener)
     # A sink that cannot be built stops the start, as in Go setec: a server that
     # silently takes no backups is worse than one that does not start.
     sink = plugins.backup_sink(config.backup) if config.backup else None
-    try:
-        authorizer = plugins.authorizer(config.authorizer, server=config.server)
-    except BaseException:
-        _close_all(sink)
-        raise
-    try:
-        db = Database.open(
-            config.state_dir, key=config.key, storage=config.storage, plugins=plugins
+    stack.callback(_close_all, sink)
+    db = Database.open(config.state_dir, key=config.key, storage=config.storage, plugins=plugins)
+    stack.callback(db.close)
+    start.opened = True
+    authorizer = plugins.authorizer(config.authorizer, server=config.server)
+    stack.callback(_close_all, authorizer)
+    app = make_app(
+        db,
+        authorizer,
+        max_request_bytes=config.max_request_bytes,
+        tls=config.tls,
+        allowed_hosts=config.host_names(),
+        access_lines=access_lines,
+    )
+    # Serve what other processes over the store write (replicas, --workers, admin
+    # commands), and hold this replica's presence lease while running.
+    app.metrics.watch_follower(db.follow())
+    backups = None
+    if sink is not None:
+        # One replica at a time takes the backups; another takes over within the
+        # lease's ttl when it stops renewing (docs/replicas.md, "Jobs").
+        lease = JobLease(db.storage, "backup", db.replica, 2 * config.backup_interval + 10)
+        backups = BackupLoop(
+            db, sink, interval=config.backup_interval, keep=config.backup_keep, lease=lease
         )
-    except BaseException:
-        _close_all(authorizer, sink)
-        raise
-    runner = backups = None
-    try:
-        app = make_app(
-            db,
-            authorizer,
-            max_request_bytes=config.max_request_bytes,
-            tls=config.tls,
-            allowed_hosts=config.host_names(),
-            access_lines=access_lines,
-        )
-        # Serve what other processes over the store write (replicas, --workers, admin
-        # commands), and hold this replica's presence lease while running.
-        app.metrics.watch_follower(db.follow())
-        if sink is not None:
-            # One replica at a time takes the backups; another takes over within the
-            # lease's ttl when it stops renewing (docs/replicas.md, "Jobs").
-            lease = JobLease(db.storage, "backup", db.replica, 2 * config.backup_interval + 10)
-            backups = BackupLoop(
-                db, sink, interval=config.backup_interval, keep=config.backup_keep, lease=lease
-            )
-            app.metrics.watch_backups(backups)
-        runner = Runner(app, config, reload=authorizer.reload)
-        app.metrics.watch_front(runner.front.stats)
+        stack.callback(backups.stop)
+        app.metrics.watch_backups(backups)
+    say(
+        f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
+        f"{len(db)} secrets, replica {db.replica}"
+    )
+    if listener is not None:
+        # From here the socket is the Runner's, which closes it.
+        config = replace(config, listen_fd=listener.detach())
+    runner = Runner(app, config, reload=authorizer.reload)
+    stack.callback(runner.close)
+    app.metrics.watch_front(runner.front.stats)
+    url = runner.start()
+    start.served = True
+    if not worker:
+        say(f"listening on {url}")
+        if config.dev and config.unix_socket is None:
+            dev_export_hint(url)
+    if backups is not None:
+        keep = "keeping all"
+        if config.backup_keep:
+            keep = f"keeping the newest {config.backup_keep}"
         say(
-            f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
-            f"{len(db)} secrets, replica {db.replica}"
+            f"backups to {backups.sink.uri}: now, then every {config.backup_interval:g} s "
+            f"if the store changed, {keep}"
         )
-        url = runner.start()
-        if not worker:
-            say(f"listening on {url}")
-        if backups is not None:
-            keep = "keeping all"
-            if config.backup_keep:
-                keep = f"keeping the newest {config.backup_keep}"
-            say(
-                f"backups to {backups.sink.uri}: now, then every {config.backup_interval:g} s "
-                f"if the store changed, {keep}"
-            )
-            backups.start()
-        if ready is not None:
-            ready(url)
-        if not runner.wait():
-            raise SetecError("the HTTP server stopped unexpectedly; see the log above")
-        say("stopped: in-flight requests finished, database closed")
-    finally:
-        # The server first: no request may reach a closed database.
-        if runner is not None:
-            runner.close()
-        if backups is not None:
-            backups.stop()
-        _close_all(authorizer, sink)
-        db.close()
+        backups.start()
+    if ready is not None:
+        ready(url)
+    if not runner.wait():
+        raise SetecError("the HTTP server stopped unexpectedly; see the log above")
+    say("stopped: in-flight requests finished, database closed")
+
+
+def _release(config: ServerConfig, listener: socket.socket) -> None:
+    # Closes the socket unless the Runner took it (then this is a no-op), and removes a
+    # unix socket's file, which a server given a bound socket leaves to whoever bound it.
+    listener.close()
+    if config.unix_socket is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.unix_socket)
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost directory of ``path`` (itself included) that does not exist yet:
+    what creating it would make."""
+    missing = None
+    here = os.path.abspath(path)
+    while not os.path.lexists(here):
+        missing = here
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return missing
 
 
 def _close_all(*things: Any) -> None:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from setec_cli import logs
 from setec_cli.config import ServerConfig, resolve
 from setec_cli.http_server import SHUTDOWN_TIMEOUT, bind
-from setec_cli.say import fail, say
+from setec_cli.say import dev_export_hint, fail, say
 from setec_core.errors import ConfigError, SetecError
 
 if TYPE_CHECKING:
@@ -171,14 +171,20 @@ class Supervisor:
         """
         from setec_core.opening import prepare_state_dir
 
-        prepare_state_dir(self.config.state_dir)
-        if len(self.workers) > 1:
-            # Made here, not by the workers: mkdir's parents=True would make workers/
-            # with the default mode rather than 0700.
-            prepare_state_dir(Path(self.config.state_dir, WORKERS_DIR))
-            for worker in self.workers[1:]:
-                prepare_state_dir(worker.state_dir)
+        # Bound before anything is made on disk, so that a taken port leaves no new
+        # state directory behind (as a single setec-serve does).
         self._sockets, self._url = bind(self.config, len(self.workers))
+        try:
+            prepare_state_dir(self.config.state_dir)
+            if len(self.workers) > 1:
+                # Made here, not by the workers: mkdir's parents=True would make
+                # workers/ with the default mode rather than 0700.
+                prepare_state_dir(Path(self.config.state_dir, WORKERS_DIR))
+                for worker in self.workers[1:]:
+                    prepare_state_dir(worker.state_dir)
+        except BaseException:
+            self._close_sockets()
+            raise
         saved = {signum: signal.getsignal(signum) for signum in _HANDLED}
         try:
             self._selector = selectors.DefaultSelector()
@@ -206,6 +212,8 @@ class Supervisor:
                         self._start(worker)
                 if not self._announced and all(w.ready for w in self.workers):
                     say(f"listening on {self._url} ({len(self.workers)} workers)")
+                    if self.config.dev and self.config.unix_socket is None:
+                        dev_export_hint(self._url)
                     self._announced = True
             self._poll(1.0)
         return self._stop_all()

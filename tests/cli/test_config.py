@@ -36,7 +36,7 @@ def test_valid_listen_addresses(value: str, expected: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["nonsense", ":8080", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "::1:8080", "[::1]"],
+    ["nonsense", "127.0.0.1:", "::1:8080", "[::1]", "[]:8080"],
 )
 def test_invalid_listen_addresses_name_the_value(value: str) -> None:
     """Anything else is a ConfigError that quotes the value (and IPv6 needs brackets)."""
