@@ -28,10 +28,11 @@ for put and create-version and :data:`SMALL_BODY_BYTES` for the rest (413), is d
 with Go's JSON rules (400); 7. the Database does the work, auditing it, and
 :mod:`setec_core.http.status` maps its errors; 8. the result is encoded as compact JSON.
 
-Besides the API: the dashboard at ``GET /`` and its stylesheet, ``/healthz`` and
-``/metrics``, each answering ``HEAD`` as ``GET`` without the body. Any other path is
-404. Every response carries the browser security headers of Go setec (and HSTS when
-served over TLS).
+Besides the API: the dashboard at ``GET /`` and its stylesheet, ``/healthz``,
+``/readyz`` and ``/livez`` (:mod:`setec_core.http.health`) and ``/metrics``, each
+answering ``HEAD`` as ``GET`` without the body. Any other path is 404. Every
+response carries the browser security headers of Go setec (and HSTS when served over
+TLS).
 """
 
 from __future__ import annotations
@@ -55,19 +56,19 @@ from setec_core.encoding import json_string, json_text
 from setec_core.errors import SetecError
 from setec_core.http import dashboard
 from setec_core.http.body import read_body
+from setec_core.http.health import HealthPages
 from setec_core.http.hosts import HostCheck
 from setec_core.http.metrics import ServerMetrics
 from setec_core.http.route import (
     JSON,
     POST,
-    TEXT,
     Answer,
     Refused,
     RequestContext,
     Route,
     error_answer,
 )
-from setec_core.http.status import log_bug, one_line, status_for
+from setec_core.http.status import log_bug, one_line, status_for, too_large
 from setec_core.model import SecretInfo, SecretValue
 from setec_core.peer import Peer, PeerHeaders
 
@@ -155,6 +156,7 @@ class SetecApp:
         self.hosts = HostCheck(allowed_hosts)
         self._access_lines = access_lines
         self.metrics = metrics if metrics is not None else ServerMetrics(db)
+        self.health = HealthPages(db)
         self._security = list(SECURITY_HEADERS.items())
         if tls:
             self._security.append(("Strict-Transport-Security", HSTS))
@@ -163,6 +165,8 @@ class SetecApp:
             Route("/", self.page_dashboard, small),
             Route("/static/style.css", self.page_style, small),
             Route("/healthz", self.page_healthz, small),
+            Route("/readyz", self.page_readyz, small),
+            Route("/livez", self.page_livez, small),
             Route("/metrics", self.page_metrics, small),
         ]
         #: path -> route: every path the app serves.
@@ -215,6 +219,8 @@ class SetecApp:
         if code != 304:  # a 304 has no body and, per RFC 9110, no content headers
             headers.append(("Content-Type", answer.content_type))
             headers.append(("Content-Length", str(len(body))))
+        if answer.headers:
+            headers.extend(answer.headers)
         if method == "HEAD":
             body = b""
         seconds = time.perf_counter() - started
@@ -228,6 +234,14 @@ class SetecApp:
         a body, and answers 413 above it)."""
         route = self.url_map.get(path)
         return self._small_body if route is None else route.body_limit
+
+    def too_large_reason(self, method: str, path: str) -> str:
+        """The reason of a 413 for a body over :meth:`body_limit` (the HTTP front asks
+        too): for put and create-version it also says about how large a value fits."""
+        route = self.url_map.get(path)
+        endpoint = None if route is None else route.endpoint
+        value = endpoint is not None and endpoint.carries_value
+        return too_large(self.body_limit(method, path), carries_value=value)
 
     # --- the checks every route shares -----------------------------------------------
 
@@ -277,7 +291,8 @@ class SetecApp:
         """Steps 5 to 8 of docs/api.md §2 for ``endpoint``."""
         environ = ctx.environ
         caller = self._identify(ctx)
-        body = read_body(environ, self.body_limit(ctx.method, ctx.path))
+        limit = self.body_limit(ctx.method, ctx.path)
+        body = read_body(environ, limit, carries_value=endpoint.carries_value)
         try:
             request = wire.decode(body, endpoint.request)
             ctx.secret = getattr(request, "name", None)
@@ -385,27 +400,19 @@ class SetecApp:
         return Answer(200, dashboard.STYLE_CSS, "text/css; charset=utf-8")
 
     def page_healthz(self, ctx: RequestContext) -> Answer:
-        """``ok``; 503 once the audit log has failed (the server refuses everything);
-        200 with a ``degraded`` line while the store cannot be read (reads are served
-        from memory, writes get 503; docs/replicas.md)."""
-        failure = self.db.audit_log.failure
-        if failure:
-            return error_answer(503, f"unhealthy: {failure}")
-        follower = self.db.follower
-        if follower is not None and follower.fatal:
-            # The reason (which names the store) is in the server's log.
-            return error_answer(
-                503,
-                "unhealthy: the store no longer agrees with this server; restart it "
-                "(the server log says why)",
-            )
-        if follower is not None and follower.failure:
-            line = (
-                f"degraded: the store has not been read for {follower.stale_seconds:.0f} s; "
-                "reads are served from memory and may be that stale, writes get 503\n"
-            )
-            return Answer(200, line.encode(), TEXT)
-        return Answer(200, b"ok\n", TEXT)
+        """``ok``; 503 once the audit log has failed or the store no longer agrees (the
+        server refuses everything); 200 with a ``degraded`` line while the store cannot
+        be read (reads are served from memory, writes get 503; docs/replicas.md)."""
+        return self.health.healthz()
+
+    def page_readyz(self, ctx: RequestContext) -> Answer:
+        """Whether to send requests here (Kubernetes' readiness): as ``/healthz``."""
+        return self.health.readyz()
+
+    def page_livez(self, ctx: RequestContext) -> Answer:
+        """Whether a restart would help (Kubernetes' liveness): 503 as ``/healthz``
+        when it would, else ``ok``, even while degraded."""
+        return self.health.livez()
 
     def page_metrics(self, ctx: RequestContext) -> Answer:
         """The Prometheus metrics (:class:`ServerMetrics`)."""

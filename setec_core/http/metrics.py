@@ -2,7 +2,10 @@
 
 Each app gets its own :class:`~prometheus_client.CollectorRegistry`, so two servers in
 one process (tests do this) do not share counters. Labels carry the route (``/api/get``)
-and status classes, never a secret name or value.
+and status classes, never a secret name or value. Beside setec's own metrics the
+registry has prometheus-client's standard collectors of the process (``process_*``:
+CPU, memory, open file descriptors), the Python runtime (``python_info``) and its
+garbage collector (``python_gc_*``), read at scrape time.
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ import bisect
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -245,6 +256,9 @@ class ServerMetrics:
       ``setec_audit_healthy``, ``setec_store_revision``: read from the database.
     * with :meth:`watch_front`, the HTTP front's connections; with
       :meth:`watch_backups`, the backup loop's counters.
+    * prometheus-client's standard ``process_*`` (Linux only: CPU seconds, resident
+      and virtual memory, open and maximum file descriptors, start time),
+      ``python_info`` and ``python_gc_*`` metrics, of the process serving the app.
     """
 
     def __init__(self, db: Database) -> None:
@@ -266,6 +280,11 @@ class ServerMetrics:
         )
         self.in_flight.set_function(lambda: len(self.requests_in_flight))
         self.registry.register(_DatabaseCollector(db))
+        # Registered on this app's registry, not prometheus-client's global one, which
+        # nothing here serves; each reads the process only when scraped.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         db.audit_log.on_sync = self.audit_sync.observe
 
     def watch_backups(self, loop: Any) -> None:

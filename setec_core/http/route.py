@@ -28,11 +28,15 @@ class Answer:
     ``Response`` and its headers cost more per request than the database get it
     answers (docs/architecture.md, "The HTTP layer"). Its ``repr`` leaves out the body,
     which holds the value of a get.
+
+    :param headers: headers to send besides those every answer gets (the health pages'
+        ``Setec-Version``); none by default.
     """
 
     status: int
     body: bytes = field(repr=False)
     content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def error_answer(code: int, reason: str) -> Answer:
