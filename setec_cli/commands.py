@@ -13,11 +13,13 @@ from typing import Any
 import click
 
 from setec_cli.confirm import check_confirmation, delete_secret_request, delete_version_request
-from setec_cli.formats import dump_json, go_quote, info_json, info_table, list_table
+from setec_cli.formats import dump_json, go_quote, info_json, info_table, list_table, value_json
 from setec_cli.options import (
     CommandError,
     check_name,
     client_command,
+    inform,
+    is_quiet,
     make_client,
     parse_version_arg,
     stdout_is_terminal,
@@ -25,22 +27,40 @@ from setec_cli.options import (
     take_at_least,
     version_option,
 )
+from setec_cli.private_file import refuse_directory, write_private_file
 from setec_cli.value import read_secret_value
-from setec_core.errors import SetecError, VersionClaimed
+from setec_core.errors import NotFound, SetecError, VersionClaimed
 
 _JSON_HELP = "Print JSON instead of a table (see docs/cli.md for the format)."
+
+_YES_HELP = "Delete without a confirmation token (for scripts)."
+
+
+def _value_is_not_an_argument(command: str, takes: str) -> click.UsageError:
+    # "setec put NAME VALUE" is the first thing many people try; Go's argument count
+    # message does not say why it is refused.
+    return click.UsageError(
+        f"setec {command} takes {takes}; the value comes from standard input or "
+        "--from-file, never the command line (it would land in shell history)"
+    )
 
 
 @client_command("list")
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
-@click.argument("args", nargs=-1, metavar="")
+@click.argument("args", nargs=-1, metavar="[PREFIX]")
 @click.pass_context
 def list_command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> None:
-    """List all secrets visible to the caller."""
-    take_args("list", args, 0)
+    """List all secrets visible to the caller.
+
+    With PREFIX, only those whose names start with it ("prod/" for the secrets
+    under prod/).
+    """
+    if len(args) > 1:
+        take_args("list", args, 0)  # Go's message, naming the extra arguments
+    prefix = args[0] if args else ""
     client = make_client(ctx)
     try:
-        secrets = client.list()
+        secrets = [info for info in client.list() if info.name.startswith(prefix)]
     except SetecError as e:
         raise CommandError(f"failed to list secrets: {e}") from None
     if as_json:
@@ -72,9 +92,29 @@ def info_command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> No
     help="Secret version to retrieve (default: the active version).",
 )
 @click.option("--if-changed", is_flag=True, help="Get active version if changed from --version.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"name", "version", "value"} as JSON; a value that is not UTF-8 text '
+    'is "value_base64" instead of "value".',
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH",
+    help="Write to PATH (a new file readable by you only) instead of standard output.",
+)
 @click.argument("args", nargs=-1, metavar="NAME")
 @click.pass_context
-def get_command(ctx: click.Context, version: int, if_changed: bool, args: tuple[str, ...]) -> None:
+def get_command(
+    ctx: click.Context,
+    version: int,
+    if_changed: bool,
+    as_json: bool,
+    output: str | None,
+    args: tuple[str, ...],
+) -> None:
     """Get the active value of the specified secret.
 
     With --version, fetch the specified version instead of the active one. With
@@ -85,6 +125,8 @@ def get_command(ctx: click.Context, version: int, if_changed: bool, args: tuple[
     (name,) = take_args("get", args, 1)
     client = make_client(ctx)
     check_name(name)
+    if output is not None:
+        refuse_directory(output)  # before the value is fetched, and the fetch audited
     try:
         if version == 0:
             secret = client.get(name)
@@ -94,8 +136,15 @@ def get_command(ctx: click.Context, version: int, if_changed: bool, args: tuple[
             secret = client.get_version(name, version)
     except SetecError as e:
         raise CommandError(f"failed to get secret: {e}") from None
+    data = dump_json(value_json(name, secret)).encode("utf-8") if as_json else secret.value
+    if output is not None:
+        write_private_file(output, data)
+        inform(f"Wrote {go_quote(name)} version {secret.version} to {go_quote(output)}")
+        return
+    if not as_json and stdout_is_terminal():
+        data += b"\n"
     out = sys.stdout.buffer
-    out.write(secret.value + b"\n" if stdout_is_terminal() else secret.value)
+    out.write(data)
     out.flush()
 
 
@@ -141,6 +190,8 @@ def put_command(
     (keep it) or --trim-space (remove it). The new version is not active unless it
     is the secret's first: activate it with "setec activate".
     """
+    if len(args) > 1:
+        raise _value_is_not_an_argument("put", "one NAME")
     (name,) = take_args("put", args, 1)
     client = make_client(ctx)
     check_name(name)
@@ -183,6 +234,8 @@ def create_version_command(
     The value is read as for "setec put". A version number that exists, or existed
     and was deleted, cannot be created again. Go's CLI has no such command.
     """
+    if len(args) > 2:
+        raise _value_is_not_an_argument("create-version", "NAME VERSION")
     name, version_text = take_args("create-version", args, 2)
     client = make_client(ctx)
     check_name(name)
@@ -223,48 +276,75 @@ def activate_command(ctx: click.Context, args: tuple[str, ...]) -> None:
 
 
 @client_command("delete-version")
+@click.option("-y", "--yes", is_flag=True, help=_YES_HELP)
 @click.argument("args", nargs=-1, metavar="NAME VERSION [TOKEN]")
 @click.pass_context
-def delete_version_command(ctx: click.Context, args: tuple[str, ...]) -> None:
+def delete_version_command(ctx: click.Context, yes: bool, args: tuple[str, ...]) -> None:
     """Delete the specified non-active version of a secret.
 
     A confirmation token is required to delete a secret value. Run the command to
-    generate the token, then re-run appending the provided value.
+    generate the token, then re-run appending the provided value (or pass --yes).
     """
     name, version_text, *rest = take_at_least("delete-version", args, 2)
     client = make_client(ctx)
     check_name(name)
     version = parse_version_arg(version_text)
-    problem = check_confirmation(delete_version_request(name, version), rest[0] if rest else "")
-    if problem:
-        raise CommandError(problem)
+    if not yes:
+        request = delete_version_request(name, version)
+        problem = check_confirmation(request, rest[0] if rest else "")
+        if problem:
+            raise CommandError(problem)
     try:
         client.delete_version(name, version)
     except SetecError as e:
         raise CommandError(
             f"failed to delete secret {go_quote(name)} version {version}: {e}"
         ) from None
+    inform(f"Deleted version {version} of secret {go_quote(name)}")
 
 
 @client_command("delete")
+@click.option("-y", "--yes", is_flag=True, help=_YES_HELP)
 @click.argument("args", nargs=-1, metavar="NAME [TOKEN]")
 @click.pass_context
-def delete_command(ctx: click.Context, args: tuple[str, ...]) -> None:
+def delete_command(ctx: click.Context, yes: bool, args: tuple[str, ...]) -> None:
     """Delete all versions of a secret (including active).
 
     A confirmation token is required to delete a secret. Run the command to generate
-    the token, then re-run appending the provided value.
+    the token, then re-run appending the provided value (or pass --yes).
     """
     name, *rest = take_at_least("delete", args, 1)
     client = make_client(ctx)
     check_name(name)
-    problem = check_confirmation(delete_secret_request(name), rest[0] if rest else "")
-    if problem:
-        raise CommandError(problem)
+    if not yes:
+        problem = check_confirmation(delete_secret_request(name), rest[0] if rest else "")
+        if problem:
+            raise CommandError(problem)
+    versions = None if is_quiet() else _versions(client, name)
     try:
         client.delete(name)
     except SetecError as e:
         raise CommandError(f"failed to delete secret {go_quote(name)}: {e}") from None
+    if versions is None:
+        inform(f"Deleted secret {go_quote(name)}")
+    elif not versions:
+        # The server answers a delete of a missing secret with success, as Go's does.
+        inform(f"Secret {go_quote(name)} does not exist; nothing was deleted")
+    else:
+        listed = ", ".join(str(v) for v in versions)
+        noun = "version" if len(versions) == 1 else "versions"
+        inform(f"Deleted secret {go_quote(name)} ({noun} {listed})")
+
+
+def _versions(client: Any, name: str) -> tuple[int, ...] | None:
+    # What delete is about to remove, to say so afterwards: () for a secret that does
+    # not exist, None when the caller may not info it (then the line names no versions).
+    try:
+        return tuple(client.info(name).versions)
+    except NotFound:
+        return ()
+    except SetecError:
+        return None
 
 
 COMMANDS = (

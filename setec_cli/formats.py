@@ -7,11 +7,12 @@ functions are pure so that the tests can check each rule directly.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from setec_core.model import MAX_VERSION, SecretInfo
+from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
 
 _GO_ESCAPES = {
     "\a": r"\a",
@@ -168,6 +169,20 @@ def info_json(info: SecretInfo) -> dict[str, Any]:
         "versions": list(info.versions),
         "active_version": info.active_version,
     }
+
+
+def value_json(name: str, secret: SecretValue) -> dict[str, Any]:
+    """The ``get --json`` form of one secret value (documented in docs/cli.md).
+
+    ``value`` holds the value as text when it is UTF-8; otherwise ``value_base64``
+    holds it in standard base64 instead. Exactly one of the two is present.
+    """
+    doc: dict[str, Any] = {"name": name, "version": secret.version}
+    try:
+        doc["value"] = secret.value.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["value_base64"] = base64.b64encode(secret.value).decode("ascii")
+    return doc
 
 
 def dump_json(doc: Any) -> str:

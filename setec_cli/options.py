@@ -1,7 +1,7 @@
 """What every client command of ``setec`` shares: the global options (``-s/--server``,
-``--token-file``), the :class:`~setec_core.client.Client` they configure, Go's argument
-count messages, and how errors reach the user (``Error: <message>`` on stderr, exit 1;
-usage errors exit 2; never a traceback).
+``--token-file``, ``-q/--quiet``), the :class:`~setec_core.client.Client` they
+configure, Go's argument count messages, and how errors reach the user (``Error:
+<message>`` on stderr, exit 1; usage errors exit 2; never a traceback).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ TOKEN_ENV = "SETEC_TOKEN"  # noqa: S105 - the variable's name, not a token
 # the subcommand's, so a value given after the subcommand overrides one given before.
 _SERVER = "setec.server"
 _TOKEN_FILE = "setec.token_file"  # noqa: S105 - a dictionary key, not a token
+_QUIET = "setec.quiet"
 
 
 class CommandError(click.ClickException):
@@ -79,8 +80,14 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     return callback
 
 
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # Only ever set: a subcommand without -q must not undo "setec -q COMMAND".
+    if value:
+        ctx.meta[_QUIET] = True
+
+
 def global_options(*, envvar: bool) -> Callable[[F], F]:
-    """Add ``-s/--server`` and ``--token-file`` to a command.
+    """Add ``-s/--server``, ``--token-file`` and ``-q/--quiet`` to a command.
 
     The root group takes them with ``SETEC_SERVER`` as the default (``envvar``); every
     client command takes them too, so that they work after the subcommand as in Go,
@@ -89,12 +96,20 @@ def global_options(*, envvar: bool) -> Callable[[F], F]:
 
     def decorate(f: F) -> F:
         f = click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            expose_value=False,
+            callback=_set_quiet,
+            help="Print no informational lines on stderr (errors are still printed).",
+        )(f)
+        f = click.option(
             "--token-file",
             metavar="PATH",
             expose_value=False,
             callback=_remember(_TOKEN_FILE),
             help="Read the bearer token from PATH (for servers using the policy "
-            f"authorizer; default: ${TOKEN_ENV}).",
+            f"authorizer; without it, the token is read from ${TOKEN_ENV}).",
         )(f)
         return click.option(
             "-s",
@@ -118,6 +133,20 @@ def client_command(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], C
         return command
 
     return decorate
+
+
+def inform(message: str) -> None:
+    """Print an informational line (``Read 12 bytes from stdin``) on stderr, unless
+    ``-q/--quiet`` was given. Errors never go through here: they always print."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not ctx.meta.get(_QUIET):
+        click.echo(message, err=True)
+
+
+def is_quiet() -> bool:
+    """Whether ``-q/--quiet`` was given (for progress bars and the like)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_QUIET))
 
 
 def make_client(ctx: click.Context) -> Any:

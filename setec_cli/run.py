@@ -1,5 +1,11 @@
 """``setec run``: start a program with secrets in its environment. Go's CLI has none.
 
+Which secret becomes which variable comes from three sources, most specific first:
+``--secret VAR=NAME``, ``--env-file FILE`` (lines of ``VAR=NAME``) and ``--prefix
+PREFIX`` (every secret under ``PREFIX/``, named by :func:`variable_name`). A variable
+set by a more specific source is not taken from a less specific one; two settings of
+one variable in the same source are refused.
+
 Each secret's active value is fetched once, all before the program starts; then setec
 replaces itself with the program (``exec``), so nothing is written to disk and no setec
 process stays around holding the values.
@@ -8,7 +14,10 @@ process stays around holding the values.
 from __future__ import annotations
 
 import os
+import string
 import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import click
 
@@ -16,6 +25,9 @@ from setec_cli.dotenv import KEY_PATTERN
 from setec_cli.formats import go_quote
 from setec_cli.options import TOKEN_ENV, CommandError, client_command, make_client
 from setec_core.errors import SetecError
+
+_VARIABLE_RULE = "a letter or _ followed by letters, digits or _"
+_KEPT = frozenset(string.ascii_uppercase + string.digits + "_")
 
 
 class ProgramError(CommandError):
@@ -28,6 +40,17 @@ class ProgramNotFoundError(ProgramError):
     """The program does not exist: exit 127, as a shell would."""
 
     exit_code = 127
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One environment variable of the program and the secret it holds; ``source``
+    says where the pairing came from (``--secret``, ``FILE:LINE`` or ``--prefix
+    "P"``), for messages."""
+
+    var: str
+    name: str
+    source: str
 
 
 def parse_secret_option(
@@ -45,15 +68,144 @@ def parse_secret_option(
             raise click.BadParameter(f"{go_quote(value)} is not VAR=NAME", ctx, param)
         if not KEY_PATTERN.fullmatch(var):
             raise click.BadParameter(
-                f"{go_quote(var)} is not a variable name (a letter or _ followed by "
-                "letters, digits or _)",
-                ctx,
-                param,
+                f"{go_quote(var)} is not a variable name ({_VARIABLE_RULE})", ctx, param
             )
         if any(var == seen for seen, _ in pairs):
             raise click.BadParameter(f"{var} is given twice", ctx, param)
         pairs.append((var, name))
     return pairs
+
+
+def parse_prefix_option(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[str]:
+    """Normalise each ``--prefix``: trailing slashes go (``prod/app/`` is ``prod/app``).
+
+    :raises click.BadParameter: for a prefix that is empty or only slashes.
+    """
+    prefixes = []
+    for value in values:
+        prefix = value.rstrip("/")
+        if not prefix:
+            raise click.BadParameter("must name a prefix, e.g. --prefix prod/myapp", ctx, param)
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
+
+
+def variable_name(rest: str) -> str:
+    """The environment variable ``--prefix`` makes of a secret's name after the prefix
+    and its slash: ASCII letters upper-cased, ASCII digits and ``_`` kept, every other
+    character (``/``, ``-``, ``.``, a space, anything non-ASCII) replaced by ``_``,
+    and ``_`` put in front of a leading digit. ``db/password`` is ``DB_PASSWORD``,
+    ``api-key`` is ``API_KEY``, ``2fa.seed`` is ``_2FA_SEED``. An empty ``rest`` gives
+    ``""``, which is not a variable name."""
+    upper = (c.upper() if c in string.ascii_letters else c for c in rest)
+    var = "".join(c if c in _KEPT else "_" for c in upper)
+    return "_" + var if var[:1].isdigit() else var
+
+
+def parse_env_file(text: str, filename: str) -> list[tuple[str, str, int]]:
+    """Parse an ``--env-file``: one ``VAR=NAME`` a line, as ``(VAR, NAME, line)``.
+
+    Blank lines and lines starting with ``#`` are skipped; spaces around ``VAR``,
+    ``=`` and ``NAME`` are not part of them. A ``#`` after the name is part of the
+    name, since a secret name may hold one.
+
+    :raises CommandError: naming the file and line (never quoting it) for a line that
+        is not ``VAR=NAME`` or a VAR set twice.
+    """
+    found: list[tuple[str, str, int]] = []
+    first: dict[str, int] = {}
+    lines = text.removeprefix("\ufeff").split("\n")
+    for lineno, line in enumerate(lines, 1):
+        stripped = line.strip(" \t\r")
+        if not stripped or stripped.startswith("#"):
+            continue
+        var, sep, name = (part.strip(" \t\r") for part in stripped.partition("="))
+        if not sep or not name or not KEY_PATTERN.fullmatch(var):
+            raise CommandError(
+                f"{filename}:{lineno}: expected VAR=SECRET-NAME, where VAR is "
+                f"{_VARIABLE_RULE} (the line is not shown: it may hold a secret)"
+            )
+        if var in first:
+            raise CommandError(
+                f"{filename}:{lineno}: {var} is set again (first on line {first[var]})"
+            )
+        first[var] = lineno
+        found.append((var, name, lineno))
+    return found
+
+
+def read_env_files(paths: Sequence[str]) -> list[Binding]:
+    """Read every ``--env-file``, in order.
+
+    :raises CommandError: for a file that cannot be read or parsed, or a VAR that two
+        files set (naming both places).
+    """
+    bindings: list[Binding] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise CommandError(
+                f"cannot read --env-file {go_quote(path)}: {e.strerror or type(e).__name__}; "
+                "check the path and that you may read the file"
+            ) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise CommandError(f"{path}:{line}: not UTF-8 text") from None
+        for var, name, lineno in parse_env_file(text, path):
+            source = f"{path}:{lineno}"
+            earlier = next((b for b in bindings if b.var == var), None)
+            if earlier is not None:
+                raise CommandError(f"{source}: {var} is set again (first on {earlier.source})")
+            bindings.append(Binding(var, name, source))
+    return bindings
+
+
+def prefix_bindings(
+    names: Iterable[str], prefixes: Sequence[str], taken: Iterable[str]
+) -> list[Binding]:
+    """The variables ``--prefix`` makes of the secret ``names`` (as ``list`` returned
+    them), leaving out the variables in ``taken`` (set by ``--secret`` or an env file).
+
+    :raises CommandError: before anything is fetched, for a prefix with no secrets
+        under it, a secret whose name makes no variable, or two secrets that make the
+        same variable (naming both; setting that variable with ``--secret`` settles it).
+    """
+    skip = set(taken)
+    names = list(names)
+    bindings: dict[str, Binding] = {}
+    for prefix in prefixes:
+        under = [name for name in names if name.startswith(prefix + "/")]
+        if not under:
+            raise CommandError(
+                f"no secrets under {go_quote(prefix + '/')} (that you may list); "
+                "check the prefix with 'setec list'"
+            )
+        source = f"--prefix {go_quote(prefix)}"
+        for name in under:
+            var = variable_name(name[len(prefix) + 1 :])
+            if not KEY_PATTERN.fullmatch(var):
+                raise CommandError(
+                    f"secret {go_quote(name)} has no name after the prefix {go_quote(prefix)}, "
+                    "so it cannot become an environment variable; rename it, or use "
+                    "--secret VAR=NAME for the secrets under that prefix"
+                )
+            if var in skip:
+                continue
+            other = bindings.get(var)
+            if other is not None and other.name != name:
+                raise CommandError(
+                    f"secrets {go_quote(other.name)} and {go_quote(name)} both become the "
+                    f"variable {var}; rename one, or choose with --secret {var}=NAME"
+                )
+            bindings.setdefault(var, Binding(var, name, source))
+    return list(bindings.values())
 
 
 def environment_value(name: str, var: str, value: bytes) -> str:
@@ -85,39 +237,71 @@ def environment_value(name: str, var: str, value: bytes) -> str:
     "--secret",
     "secrets",
     multiple=True,
-    required=True,
     metavar="VAR=NAME",
     callback=parse_secret_option,
     help="Set the environment variable VAR to the active value of secret NAME (repeatable).",
+)
+@click.option(
+    "--env-file",
+    "env_files",
+    multiple=True,
+    metavar="FILE",
+    help="Read VAR=NAME lines from FILE, as --secret takes them (repeatable).",
+)
+@click.option(
+    "--prefix",
+    "prefixes",
+    multiple=True,
+    metavar="PREFIX",
+    callback=parse_prefix_option,
+    help="Set a variable for every secret under PREFIX/: PREFIX/db-url becomes DB_URL "
+    "(repeatable; see docs/cli.md for the rule).",
 )
 @click.argument(
     "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]..."
 )
 @click.pass_context
 def run_command(
-    ctx: click.Context, secrets: list[tuple[str, str]], command: tuple[str, ...]
+    ctx: click.Context,
+    secrets: list[tuple[str, str]],
+    env_files: tuple[str, ...],
+    prefixes: list[str],
+    command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with secrets in its environment.
 
     Example: setec run --secret DB_PASS=prod/db/password -- ./server --port 8080
 
+    --secret wins over --env-file, which wins over --prefix, for the same variable.
     Every secret is fetched before COMMAND starts; if any fetch fails, COMMAND does not
     run. SETEC_TOKEN is not passed on: COMMAND gets its secrets, not the credential
     to fetch more.
     """
+    if not (secrets or env_files or prefixes):
+        raise click.UsageError("give at least one of --secret, --env-file or --prefix")
+    bindings = [Binding(var, name, "--secret") for var, name in secrets]
+    explicit = {b.var for b in bindings}
+    bindings += [b for b in read_env_files(env_files) if b.var not in explicit]
     client = make_client(ctx)
+    if prefixes:
+        try:
+            names = [info.name for info in client.list()]
+        except SetecError as e:
+            raise CommandError(f"failed to list secrets: {e}") from None
+        bindings += prefix_bindings(names, prefixes, (b.var for b in bindings))
     fetched: dict[str, bytes] = {}
     env = dict(os.environ)
     env.pop(TOKEN_ENV, None)
-    for var, name in secrets:
-        if name not in fetched:
+    for b in bindings:
+        if b.name not in fetched:
             try:
-                fetched[name] = client.get(name).value
+                fetched[b.name] = client.get(b.name).value
             except SetecError as e:
+                where = "" if b.source == "--secret" else f" ({b.source})"
                 raise CommandError(
-                    f"failed to get secret {go_quote(name)} for {var}: {e}"
+                    f"failed to get secret {go_quote(b.name)} for {b.var}{where}: {e}"
                 ) from None
-        env[var] = environment_value(name, var, fetched[name])
+        env[b.var] = environment_value(b.name, b.var, fetched[b.name])
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -1,41 +1,108 @@
 """The ``setec`` command: the client commands, ``setec server``, ``help`` and ``version``.
 
-``setec server`` is ``setec-serve`` under another name, as in Go setec. The client
-commands live in :mod:`setec_cli.commands` (one API call each),
-:mod:`setec_cli.transfer` (import, export) and :mod:`setec_cli.run`; docs/cli.md
-describes them all.
+``setec server`` is ``setec-serve`` under another name, as in Go setec, imported only
+when it is used (a :class:`LazyCommand`), so that the client commands start without
+loading the server. The client commands live in :mod:`setec_cli.commands` (one API call each),
+:mod:`setec_cli.transfer` (import, export), :mod:`setec_cli.run` and
+:mod:`setec_cli.inject`; docs/cli.md describes them all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from setec_cli.commands import COMMANDS
+from setec_cli.inject import inject_command
 from setec_cli.options import global_options
 from setec_cli.run import run_command
-from setec_cli.serve import cli as serve_cli
-from setec_cli.serve import load_plugins
+from setec_cli.say import fail
 from setec_cli.transfer import export_command, import_command
+from setec_cli.version import PACKAGE, package_version, version_flag, version_text
+from setec_core.errors import SetecError
+
+if TYPE_CHECKING:
+    from setec_core.plugins import Plugins
 
 
-class OrderedGroup(click.Group):
-    """A group that lists its commands in the order they were added, not A to Z."""
+class LazyCommand(click.Command):
+    """Stands in for a command whose module is imported only when the command is used.
+
+    It carries the real command's help (its first paragraph is enough), so that a
+    listing of commands shows it without importing anything.
+    """
+
+    def __init__(self, name: str, target: str, help: str) -> None:
+        super().__init__(name, help=help)
+        #: Where the real command is: ``module:attribute``.
+        self.target = target
+
+    def load(self) -> click.Command:
+        """Import and return the real command."""
+        module, _, attribute = self.target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), self.target
+        return command
+
+
+class SetecGroup(click.Group):
+    """The ``setec`` group: lists its commands in the order they were added, not A to
+    Z, and imports a :class:`LazyCommand` only when it is invoked or asked for (then
+    the plugins of the command line, the root context's ``obj``, add their commands
+    to it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if isinstance(command, LazyCommand) and not self._listing:
+            command = self.commands[cmd_name] = command.load()  # keeps its place
+            plugins = ctx.find_root().obj
+            if plugins is not None:
+                add_plugin_commands(plugins, command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with self._stand_ins():
+            super().format_commands(ctx, formatter)
+
+    def shell_complete(
+        self, ctx: click.Context, incomplete: str
+    ) -> list[click.shell_completion.CompletionItem]:
+        with self._stand_ins():
+            return super().shell_complete(ctx, incomplete)
+
+    @contextlib.contextmanager
+    def _stand_ins(self) -> Iterator[None]:
+        # Listing the commands (help, completion of a command name) needs only each
+        # one's short help, which a LazyCommand carries: "setec --help" lists "server"
+        # without importing the server.
+        self._listing = True
+        try:
+            yield
+        finally:
+            self._listing = False
+
 
 @click.group(
     name="setec",
-    cls=OrderedGroup,
+    cls=SetecGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @global_options(envvar=True)
+@version_flag("setec")
 def cli() -> None:
     """A server and command-line tool for the setec API.
 
@@ -48,8 +115,17 @@ def cli() -> None:
     """
 
 
-cli.add_command(serve_cli, name="server")
-for _command in (*COMMANDS, import_command, export_command, run_command):
+assert isinstance(cli, SetecGroup)
+# "setec server" is the whole server (werkzeug, cryptography, storage, the admin
+# commands): imported only when used, so that the client commands start fast.
+cli.add_command(
+    LazyCommand(
+        "server",
+        target="setec_cli.serve:cli",
+        help="Run the setec secrets server (or one of the commands below).",
+    )
+)
+for _command in (*COMMANDS, import_command, export_command, run_command, inject_command):
     cli.add_command(_command)
 
 
@@ -74,20 +150,15 @@ def help_command(ctx: click.Context, command: tuple[str, ...]) -> None:
 @cli.command("version")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 def version_command(as_json: bool) -> None:
-    """Print the version of this setec."""
-    from importlib import metadata
-
-    version = metadata.version("pysetec")
+    """Print the version of this setec (the same as setec --version)."""
     if as_json:
-        click.echo(json.dumps({"name": "pysetec", "version": version}))
+        click.echo(json.dumps({"name": PACKAGE, "version": package_version()}))
     else:
-        click.echo(f"setec (pysetec) {version}")
+        click.echo(version_text("setec"))
 
 
 #: The client commands built in here, which run without loading plugins.
-CLIENT_COMMANDS = frozenset(
-    name for name, command in cli.commands.items() if command is not serve_cli
-) - {"help"}
+CLIENT_COMMANDS = frozenset(cli.commands) - {"server", "help"}
 
 
 def invoked_command(args: Sequence[str]) -> str | None:
@@ -116,6 +187,36 @@ def main() -> None:
     if sys.stdin is None:  # <&-: reads see an empty input, as from /dev/null
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     plugins = None
-    if invoked_command(sys.argv[1:]) not in CLIENT_COMMANDS:
-        plugins = load_plugins(cli, serve_cli)
+    command = invoked_command(sys.argv[1:])
+    # "setec --version" needs no plugin either.
+    if command not in CLIENT_COMMANDS and not (command is None and "--version" in sys.argv):
+        plugins = load_plugins()
     cli(prog_name="setec", obj=plugins)
+
+
+def load_plugins() -> Plugins:
+    """Load the installed plugins and let them add their commands to ``setec``; they
+    add those of ``setec server`` when it is loaded (:class:`SetecGroup`).
+
+    Exits with a one-line error if a plugin is broken.
+    """
+    from setec_core.plugins import Plugins
+
+    try:
+        plugins = Plugins.load()
+    except SetecError as e:
+        fail(str(e))
+    add_plugin_commands(plugins, cli)
+    return plugins
+
+
+def add_plugin_commands(plugins: Plugins, command: click.Command) -> None:
+    """Let every plugin add subcommands to ``command``, if it is a group.
+
+    Exits with a one-line error if a plugin is broken.
+    """
+    if isinstance(command, click.Group):
+        try:
+            plugins.add_commands(command)
+        except SetecError as e:
+            fail(str(e))

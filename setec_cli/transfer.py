@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -27,7 +26,8 @@ from setec_cli.dotenv import (
     render_json,
 )
 from setec_cli.formats import go_quote, tabwrite
-from setec_cli.options import CommandError, client_command, make_client
+from setec_cli.options import CommandError, client_command, inform, is_quiet, make_client
+from setec_cli.private_file import refuse_directory, write_private_file
 from setec_core.errors import SetecError
 from setec_core.model import SecretInfo
 
@@ -40,6 +40,14 @@ def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not prefix:
         raise click.BadParameter("must name a prefix, e.g. --prefix prod/myapp", ctx, param)
     return prefix
+
+
+def _optional_prefix(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else _prefix(ctx, param, value)
+
+
+def _param(ctx: click.Context, name: str) -> click.Parameter:
+    return next(p for p in ctx.command.params if p.name == name)
 
 
 def guess_format(path: str) -> str | None:
@@ -56,14 +64,19 @@ def guess_format(path: str) -> str | None:
 def read_entries(path: str, fmt: str | None) -> list[Entry]:
     """Read and parse the secrets file at ``path`` (``-``: standard input).
 
+    A file that cannot be read is reported before a format that cannot be guessed
+    from its name: the missing file is the problem to fix first.
+
     :raises CommandError: naming the file (and line) if it cannot be read or parsed.
+    :raises click.UsageError: if the format is neither given nor implied by the name.
     """
     fmt = fmt or guess_format(path)
-    if fmt is None:
-        raise click.UsageError(
-            f"cannot tell the format of {go_quote(path)} from its name; "
-            "pass --format env or --format json"
-        )
+    unknown_format = click.UsageError(
+        f"cannot tell the format of {go_quote(path)} from its name; "
+        "pass --format env or --format json"
+    )
+    if path == "-" and fmt is None:
+        raise unknown_format  # before waiting for standard input
     try:
         if path == "-":
             data = sys.stdin.buffer.read()
@@ -75,6 +88,8 @@ def read_entries(path: str, fmt: str | None) -> list[Entry]:
             f"cannot read {go_quote(path)}: {e.strerror or type(e).__name__}; "
             "check the path and that you may read the file"
         ) from None
+    if fmt is None:
+        raise unknown_format
     name = "<stdin>" if path == "-" else path
     try:
         text = data.decode("utf-8")
@@ -91,10 +106,9 @@ def read_entries(path: str, fmt: str | None) -> list[Entry]:
 @click.argument("file", metavar="FILE")
 @click.option(
     "--prefix",
-    required=True,
     metavar="PREFIX",
-    callback=_prefix,
-    help="Store each KEY as the secret PREFIX/KEY.",
+    callback=_optional_prefix,
+    help="Store each KEY as the secret PREFIX/KEY.  [required]",
 )
 @click.option(
     "--format",
@@ -110,14 +124,26 @@ def read_entries(path: str, fmt: str | None) -> list[Entry]:
 @click.option("--dry-run", is_flag=True, help="Only list the secrets that would be written.")
 @click.pass_context
 def import_command(
-    ctx: click.Context, file: str, prefix: str, fmt: str | None, activate: bool, dry_run: bool
+    ctx: click.Context,
+    file: str,
+    prefix: str | None,
+    fmt: str | None,
+    activate: bool,
+    dry_run: bool,
 ) -> None:
     """Store every KEY=value of a .env or JSON FILE as the secret PREFIX/KEY.
 
     FILE "-" reads standard input (give --format). A value equal to the secret's
-    latest version is left alone. See docs/cli.md for the file formats.
+    latest version is left alone, so an interrupted import can be run again. See
+    docs/cli.md for the file formats.
     """
+    # The file before --prefix: "setec import /no/such/file" says the file is missing
+    # (but standard input is not read only to be refused).
+    if prefix is None and file == "-":
+        raise click.MissingParameter(ctx=ctx, param=_param(ctx, "prefix"))
     entries = read_entries(file, fmt)
+    if prefix is None:
+        raise click.MissingParameter(ctx=ctx, param=_param(ctx, "prefix"))
     shown = go_quote("<stdin>" if file == "-" else file)
     client = make_client(ctx)
     try:
@@ -128,6 +154,40 @@ def import_command(
         click.echo(_dry_run(entries, prefix, known, shown), nl=False)
         return
     counts: Counter[str] = Counter()
+    try:
+        _import_entries(client, entries, prefix, known, activate, counts)
+    except KeyboardInterrupt:
+        # A put is idempotent (an equal value is left alone), so the same command
+        # finishes the job; say so rather than only "Aborted!".
+        done = sum(counts[k] for k in _OUTCOMES)
+        click.echo(
+            f"Interrupted after importing {done} of {_plural(len(entries), 'secret')} "
+            "(the one being written may have been stored too). Run the same command "
+            "again to finish: values already stored are left as they are.",
+            err=True,
+        )
+        raise click.Abort() from None
+    click.echo(_summary(counts, len(entries), shown, prefix))
+    if counts["inactive"]:
+        click.echo(
+            "  New versions are not active yet: run 'setec activate NAME VERSION', "
+            "or import again with --activate"
+        )
+
+
+_OUTCOMES = ("created", "new version", "unchanged")
+
+
+def _import_entries(
+    client: Any,
+    entries: Sequence[Entry],
+    prefix: str,
+    known: dict[str, SecretInfo],
+    activate: bool,
+    counts: Counter[str],
+) -> None:
+    # Puts each entry, counting outcomes in ``counts`` as it goes, so that an
+    # interruption can say how far it got.
     with _progress(entries) as items:
         for entry in items:
             name = f"{prefix}/{entry.key}"
@@ -136,7 +196,8 @@ def import_command(
             except SetecError as e:
                 raise CommandError(
                     f"failed to write secret {go_quote(name)}: {e} "
-                    f"({sum(counts[k] for k in _OUTCOMES)} of {len(entries)} written before it)"
+                    f"({sum(counts[k] for k in _OUTCOMES)} of {len(entries)} written before "
+                    "it; run the same command again to finish)"
                 ) from None
             outcome, active = _classify(known.get(name), version)
             counts[outcome] += 1
@@ -150,15 +211,6 @@ def import_command(
                 counts["activated"] += 1
             elif not active:
                 counts["inactive"] += 1
-    click.echo(_summary(counts, len(entries), shown, prefix))
-    if counts["inactive"]:
-        click.echo(
-            "  New versions are not active yet: run 'setec activate NAME VERSION', "
-            "or import again with --activate"
-        )
-
-
-_OUTCOMES = ("created", "new version", "unchanged")
 
 
 def _classify(before: SecretInfo | None, version: int) -> tuple[str, bool]:
@@ -207,7 +259,7 @@ def _dry_run(
 @contextlib.contextmanager
 def _progress(entries: Sequence[Entry]) -> Iterator[Any]:
     # A bar only for a person watching: on a pipe or in a log it would be noise.
-    if not sys.stderr.isatty():
+    if is_quiet() or not sys.stderr.isatty():
         yield entries
         return
     with click.progressbar(
@@ -257,6 +309,8 @@ def export_command(
             "refusing to print secret values to a terminal; redirect the output "
             "(setec export ... > FILE), use --output FILE, or pass --force"
         )
+    if output is not None:
+        refuse_directory(output)  # before the values are fetched
     client = make_client(ctx)
     try:
         names = [info.name for info in client.list() if info.name.startswith(prefix + "/")]
@@ -275,10 +329,12 @@ def export_command(
         data = render_json((name[cut:], value) for name, value in values)
     else:
         data = render_env(_env_pairs(values, cut))
-    _write(data.encode("utf-8"), output)
-    click.echo(
-        f"Exported {_plural(len(values), 'secret')} under {go_quote(prefix + '/')}", err=True
-    )
+    if output is None:
+        sys.stdout.buffer.write(data.encode("utf-8"))
+        sys.stdout.buffer.flush()
+    else:
+        write_private_file(output, data.encode("utf-8"))
+    inform(f"Exported {_plural(len(values), 'secret')} under {go_quote(prefix + '/')}")
 
 
 def _env_pairs(values: Sequence[tuple[str, bytes]], cut: int) -> list[tuple[str, str]]:
@@ -299,30 +355,3 @@ def _env_pairs(values: Sequence[tuple[str, bytes]], cut: int) -> list[tuple[str,
                 '.env file; use --format json, which writes it as {"base64": "..."}'
             ) from None
     return pairs
-
-
-def _write(data: bytes, output: str | None) -> None:
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    # A new file (mode 0600 from birth) renamed over the target: a symlink at the
-    # target is replaced, never followed, and a crash leaves the old file or the new.
-    directory = os.path.dirname(os.path.abspath(output))
-    temp = None
-    try:
-        fd, temp = tempfile.mkstemp(prefix=".setec-export-", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, output)
-        temp = None
-    except OSError as e:
-        raise CommandError(
-            f"cannot write {go_quote(output)}: {e.strerror or type(e).__name__}"
-        ) from None
-    finally:
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)

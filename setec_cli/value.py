@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import click
 
 from setec_cli.formats import go_quote
-from setec_cli.options import CommandError
+from setec_cli.options import CommandError, inform
 
 #: The characters Go's ``bytes.TrimSpace`` removes: Unicode White_Space. Not Python's
 #: ``str.strip()``, which also removes U+001C..U+001F and would disagree with Go.
@@ -81,7 +81,7 @@ def read_secret_value(
     value = check_put_text(raw, verbatim=verbatim, trim_space=trim_space)
     if not value and not empty_ok:
         raise CommandError("empty secret value")
-    click.echo(f"Read {len(value)} bytes from stdin", err=True)
+    inform(f"Read {len(value)} bytes from stdin")
     return value
 
 

@@ -16,7 +16,7 @@ import pytest
 from console_scripts import run_setec
 
 from setec_cli.options import CommandError
-from setec_cli.run import environment_value, parse_secret_option
+from setec_cli.run import environment_value, parse_env_file, parse_secret_option, variable_name
 from setec_core.testing import audit_entries
 from setec_core.testing.server import LocalServer
 
@@ -152,11 +152,14 @@ def test_secret_option_is_checked(option: str, message: str) -> None:
 
 
 def test_usage_errors(server: LocalServer) -> None:
-    """A VAR given twice, no --secret or no program are usage errors (exit 2)."""
+    """A VAR given twice, no --secret, --env-file or --prefix, or no program are usage
+    errors (exit 2)."""
     twice = setec("run", "--secret", "V=a", "--secret", "V=b", "--", "true", server=server.url)
     assert twice.returncode == 2
     assert b"V is given twice" in twice.stderr
-    assert setec("run", "--", "true", server=server.url).returncode == 2
+    nothing = setec("run", "--", "true", server=server.url)
+    assert nothing.returncode == 2
+    assert b"give at least one of --secret, --env-file or --prefix" in nothing.stderr
     assert setec("run", "--secret", "V=a", server=server.url).returncode == 2
 
 
@@ -168,3 +171,249 @@ def test_program_not_found_exits_127(server: LocalServer, name: str) -> None:
         127,
         b'Error: cannot run "no-such-program-x": No such file or directory\n',
     )
+
+
+# --- --prefix ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rest", "var"),
+    [
+        ("DB_PASSWORD", "DB_PASSWORD"),
+        ("db/password", "DB_PASSWORD"),
+        ("api-key", "API_KEY"),
+        ("api.key v2", "API_KEY_V2"),
+        ("2fa.seed", "_2FA_SEED"),
+        ("_private", "_PRIVATE"),
+        ("caf\u00e9", "CAF_"),
+        ("stra\u00dfe", "STRA_E"),  # per character: not Python's "SS"
+        ("\u0661x", "_X"),  # a non-ASCII digit is not a digit here
+        ("", ""),
+    ],
+)
+def test_variable_name_rule(rest: str, var: str) -> None:
+    """--prefix's rule: ASCII letters upper-cased, ASCII digits and _ kept, anything else
+    _, and a leading digit gets a _ in front."""
+    assert variable_name(rest) == var
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A prefix no other test uses."""
+    return f"run/prefix-{next(_names)}"
+
+
+def gets_since(server: LocalServer, before: int) -> list[str]:
+    """The names of the secrets fetched since audit entry ``before``."""
+    return [e["secret"] for e in audit_entries(server.db)[before:] if e["action"] == "get"]
+
+
+def test_prefix_sets_every_secret_under_it(server: LocalServer, prefix: str) -> None:
+    """--prefix sets a variable for each secret under PREFIX/ (not the prefix itself,
+    not a sibling sharing its first letters); repeatable; each secret fetched once."""
+    client = server.client()
+    client.put(f"{prefix}/db/password", SECRET)
+    client.put(f"{prefix}/api-key", b"k")
+    client.put(f"{prefix}x/OTHER", b"o")
+    client.put(prefix, b"p")
+    client.put(f"{prefix}-2/2fa", b"z")
+    before = len(audit_entries(server.db))
+    proc = setec(
+        "run", "--prefix", prefix + "/", "--prefix", f"{prefix}-2",
+        "--", sys.executable, "-c", HASH_ENV, "DB_PASSWORD", "API_KEY", "_2FA", "OTHER",
+        server=server.url,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout.decode().splitlines() == [
+        f"DB_PASSWORD {sha(SECRET)}",
+        f"API_KEY {sha(b'k')}",
+        f"_2FA {sha(b'z')}",
+        "OTHER -",
+    ]
+    assert sorted(gets_since(server, before)) == sorted(
+        [f"{prefix}/db/password", f"{prefix}/api-key", f"{prefix}-2/2fa"]
+    )
+
+
+def test_prefix_clash_is_refused_before_any_fetch(
+    server: LocalServer, prefix: str, tmp_path: Path
+) -> None:
+    """Two secrets making one variable: one line naming both, before any value is
+    fetched and without running the program."""
+    client = server.client()
+    client.put(f"{prefix}/db-url", SECRET)
+    client.put(f"{prefix}/db_url", SECRET)
+    marker = tmp_path / "ran"
+    before = len(audit_entries(server.db))
+    proc = setec(
+        "run", "--prefix", prefix, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')",
+        server=server.url,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (1, b"")
+    assert (
+        proc.stderr
+        == (
+            f'Error: secrets "{prefix}/db-url" and "{prefix}/db_url" both become the variable '
+            "DB_URL; rename one, or choose with --secret DB_URL=NAME\n"
+        ).encode()
+    )
+    assert gets_since(server, before) == []
+    assert not marker.exists()
+
+
+def test_secret_settles_a_clash_and_wins_over_prefix(server: LocalServer, prefix: str) -> None:
+    """An explicit --secret VAR wins over --prefix's VAR (even a clashing one), and the
+    secrets it displaces are not fetched."""
+    client = server.client()
+    client.put(f"{prefix}/db-url", b"dash")
+    client.put(f"{prefix}/db_url", b"underscore")
+    client.put(f"{prefix}/token", b"from-prefix")
+    client.put(f"{prefix}-override", SECRET)
+    before = len(audit_entries(server.db))
+    proc = setec(
+        "run", "--prefix", prefix,
+        "--secret", f"DB_URL={prefix}/db_url", "--secret", f"TOKEN={prefix}-override",
+        "--", sys.executable, "-c", HASH_ENV, "DB_URL", "TOKEN",
+        server=server.url,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout.decode().splitlines() == [
+        f"DB_URL {sha(b'underscore')}",
+        f"TOKEN {sha(SECRET)}",
+    ]
+    assert sorted(gets_since(server, before)) == sorted([f"{prefix}/db_url", f"{prefix}-override"])
+
+
+def test_prefix_refusals(server: LocalServer, prefix: str) -> None:
+    """A prefix with nothing under it (likely a typo) and a secret with no name after
+    the prefix are refused, naming them; an empty prefix is a usage error."""
+    empty = setec("run", "--prefix", prefix, "--", "true", server=server.url)
+    assert (empty.returncode, empty.stderr) == (
+        1,
+        f'Error: no secrets under "{prefix}/" (that you may list); check the prefix with '
+        "'setec list'\n".encode(),
+    )
+    server.client().put(f"{prefix}/", SECRET)
+    nameless = setec("run", "--prefix", prefix, "--", "true", server=server.url)
+    assert (nameless.returncode, nameless.stderr) == (
+        1,
+        f'Error: secret "{prefix}/" has no name after the prefix "{prefix}", so it cannot '
+        "become an environment variable; rename it, or use --secret VAR=NAME for the "
+        "secrets under that prefix\n".encode(),
+    )
+    slash = setec("run", "--prefix", "/", "--", "true", server=server.url)
+    assert slash.returncode == 2
+    assert b"must name a prefix" in slash.stderr
+
+
+# --- --env-file -------------------------------------------------------------------------
+
+
+def test_env_file_sets_its_variables(server: LocalServer, name: str, tmp_path: Path) -> None:
+    """VAR=NAME lines, with blank lines, # comments, spaces around the parts and CRLF
+    line ends; a # after the name is part of it."""
+    client = server.client()
+    client.put(name, SECRET)
+    client.put(name + " #2", b"hash")
+    env_file = tmp_path / "run.env"
+    env_file.write_bytes(
+        f"# which secret is which\n\n  FIRST = {name}  \r\nSECOND={name} #2\n".encode()
+    )
+    proc = setec(
+        "run", "--env-file", str(env_file), "--", sys.executable, "-c", HASH_ENV, "FIRST", "SECOND",
+        server=server.url,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout.decode().splitlines() == [f"FIRST {sha(SECRET)}", f"SECOND {sha(b'hash')}"]
+
+
+def test_precedence_secret_env_file_prefix(
+    server: LocalServer, prefix: str, tmp_path: Path
+) -> None:
+    """--secret wins over --env-file, which wins over --prefix, for the same variable."""
+    client = server.client()
+    for key in ("A", "B", "C"):
+        client.put(f"{prefix}/{key}", f"prefix-{key}".encode())
+        client.put(f"{prefix}-file/{key}", f"file-{key}".encode())
+    client.put(f"{prefix}-flag", b"flag-A")
+    env_file = tmp_path / "run.env"
+    env_file.write_text(f"A={prefix}-file/A\nB={prefix}-file/B\n")
+    proc = setec(
+        "run", "--prefix", prefix, "--env-file", str(env_file), "--secret", f"A={prefix}-flag",
+        "--", sys.executable, "-c", HASH_ENV, "A", "B", "C",
+        server=server.url,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout.decode().splitlines() == [
+        f"A {sha(b'flag-A')}",
+        f"B {sha(b'file-B')}",
+        f"C {sha(b'prefix-C')}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            ["A=x\n" + SECRET.decode() + "\n"],  # a value pasted where a name belongs
+            "{0}:2: expected VAR=SECRET-NAME, where VAR is a letter or _ followed by letters, "
+            "digits or _ (the line is not shown: it may hold a secret)",
+        ),
+        (["A=\n"], "{0}:1: expected VAR=SECRET-NAME"),
+        (["A " + SECRET.decode() + "\n"], "{0}:1: expected VAR=SECRET-NAME"),
+        (["1A=x\n"], "{0}:1: expected VAR=SECRET-NAME"),
+        (["A=x\n# c\nA=y\n"], "{0}:3: A is set again (first on line 1)"),
+        (["A=x\n", "\nA=y\n"], "{1}:2: A is set again (first on {0}:1)"),
+    ],
+)
+def test_env_file_refusals(
+    server: LocalServer, tmp_path: Path, files: list[str], message: str
+) -> None:
+    """A malformed line or a VAR set twice (in one file or two) is refused, naming the
+    file and line, before anything is fetched; the line itself is never quoted (setec()
+    checks that SECRET is never printed)."""
+    paths = []
+    for i, text in enumerate(files):
+        path = tmp_path / f"run-{i}.env"
+        path.write_text(text)
+        paths.append(str(path))
+    before = len(audit_entries(server.db))
+    args = [arg for path in paths for arg in ("--env-file", path)]
+    proc = setec("run", *args, "--", "true", server=server.url)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(b"Error: " + message.format(*paths).encode())
+    assert gets_since(server, before) == []
+
+
+def test_env_file_that_cannot_be_read(server: LocalServer, tmp_path: Path) -> None:
+    """A missing file or one that is not UTF-8: the message names it (and the line)."""
+    missing = setec(
+        "run", "--env-file", str(tmp_path / "nope.env"), "--", "true", server=server.url
+    )
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f'Error: cannot read --env-file "{tmp_path}/nope.env": No such file or directory; '
+        "check the path and that you may read the file\n".encode(),
+    )
+    binary = tmp_path / "bin.env"
+    binary.write_bytes(b"A=x\nB=\xff\n")
+    proc = setec("run", "--env-file", str(binary), "--", "true", server=server.url)
+    assert (proc.returncode, proc.stderr) == (1, f"Error: {binary}:2: not UTF-8 text\n".encode())
+
+
+def test_failed_fetch_names_where_the_secret_came_from(server: LocalServer, tmp_path: Path) -> None:
+    """A secret from an env file that cannot be fetched: the message names the secret
+    and the file and line that asked for it."""
+    env_file = tmp_path / "run.env"
+    env_file.write_text("\nDB=run/missing\n")
+    proc = setec("run", "--env-file", str(env_file), "--", "true", server=server.url)
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        f'Error: failed to get secret "run/missing" for DB ({env_file}:2): not found\n'.encode(),
+    )
+
+
+def test_parse_env_file() -> None:
+    """The parser returns (VAR, NAME, line) in file order, skipping blanks and comments."""
+    text = "\ufeff# c\nA=x/y\n\n  # indented comment\nB = a b \n"
+    assert parse_env_file(text, "f") == [("A", "x/y", 2), ("B", "a b", 5)]

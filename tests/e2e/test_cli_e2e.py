@@ -95,7 +95,11 @@ def test_secret_lifecycle_against_setec_serve(tmp_path: Path) -> None:
             # The minute turned over between the two calls; the message names the new one.
             token = confirmation_token("delete-secret:dev/hello-world")
         deleted = setec("delete", "dev/hello-world", token, server=url)
-        assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, b"", b"")
+        assert (deleted.returncode, deleted.stdout, deleted.stderr) == (
+            0,
+            b"",
+            b'Deleted secret "dev/hello-world" (versions 1, 2)\n',
+        )
         assert setec("list", server=url).stdout == (b"NAME    ACTIVE VERSIONS\nprod/db 1      1\n")
         assert serve.stop() == 0
     assert "hello, world" not in serve.output
