@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from tls_certs import self_signed
 
 from setec_core.client import Client, Store
 from setec_core.client.store import DEFAULT_STARTUP_TIMEOUT
@@ -29,7 +30,6 @@ from setec_core.testing.clock import FakeTicker
 from setec_core.testing.fakes import FixedAuthorizer
 from setec_core.testing.server import LocalServer, new_server
 from setec_core.wire import PutRequest, encode_request
-from tests.tls_certs import self_signed
 
 VALUE = b"transport-secret-value-5e81"
 #: What requests and urllib3 put in their messages, which ours must not repeat.
