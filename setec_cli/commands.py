@@ -27,7 +27,8 @@ from setec_cli.options import (
     take_at_least,
     version_option,
 )
-from setec_cli.private_file import refuse_directory, write_private_file
+from setec_cli.output_path import check_output_path
+from setec_cli.private_file import write_private_file
 from setec_cli.value import read_secret_value
 from setec_core.errors import NotFound, SetecError, VersionClaimed
 
@@ -126,7 +127,7 @@ def get_command(
     client = make_client(ctx)
     check_name(name)
     if output is not None:
-        refuse_directory(output)  # before the value is fetched, and the fetch audited
+        check_output_path(output)
     try:
         if version == 0:
             secret = client.get(name)

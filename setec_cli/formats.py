@@ -14,47 +14,8 @@ from typing import Any
 
 from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
 
-_GO_ESCAPES = {
-    "\a": r"\a",
-    "\b": r"\b",
-    "\f": r"\f",
-    "\n": r"\n",
-    "\r": r"\r",
-    "\t": r"\t",
-    "\v": r"\v",
-}
-
-
-def go_quote(text: str) -> str:
-    """Quote ``text`` as Go's ``%q`` (``strconv.Quote``) does.
-
-    Double quotes and backslashes are escaped, printable characters are kept as they
-    are, ``\\n`` and friends use their short escapes, and everything else becomes
-    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``. A character that stands for an
-    undecodable byte of a command-line argument (Python's surrogateescape) is written
-    as that byte, ``\\xNN``, as Go would write the raw byte.
-    """
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch.isprintable():
-            # Python's "printable" is Go's unicode.IsPrint: categories L, M, N, P, S and
-            # the ASCII space.
-            out.append(ch)
-        elif ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif 0xDC80 <= code <= 0xDCFF:
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
+# Re-exported: the commands quote with it from here.
+from setec_core.quoting import go_quote as go_quote
 
 
 def go_quote_list(items: Iterable[str]) -> str:

@@ -11,14 +11,14 @@ was. An output file is written readable by you only, and atomically
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 
 import click
 
 from setec_cli.formats import go_quote
 from setec_cli.options import CommandError, client_command, inform, make_client
-from setec_cli.private_file import refuse_directory, write_private_file
+from setec_cli.output_path import check_output_path
+from setec_cli.private_file import write_private_file
 from setec_cli.template import Reference, TemplateError, parse_template
 from setec_core.errors import SetecError
 
@@ -65,23 +65,6 @@ def template_value(reference: Reference, where: str, value: bytes) -> str:
         f"secret {name} ({where}) is not text (not UTF-8, or it holds a NUL byte), so it "
         f"cannot go in a template; write it to a file of its own: setec get {name} -o FILE"
     )
-
-
-def check_output_path(path: str) -> None:
-    """Refuse an ``-o`` path that cannot be written, before any secret is fetched (and
-    the fetch audited): a directory, or a path whose directory does not exist.
-
-    :raises CommandError: naming the path and saying what to do.
-    """
-    refuse_directory(path)
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        where = f"cannot write {go_quote(path)}"
-        if os.path.exists(directory):
-            raise CommandError(f"{where}: {go_quote(directory)} is not a directory")
-        raise CommandError(
-            f"{where}: the directory {go_quote(directory)} does not exist; create it first"
-        )
 
 
 @client_command("inject")

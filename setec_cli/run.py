@@ -6,6 +6,11 @@ PREFIX`` (every secret under ``PREFIX/``, named by :func:`variable_name`). A var
 set by a more specific source is not taken from a less specific one; two settings of
 one variable in the same source are refused.
 
+The file given to ``--env-file`` is easily a file of values by mistake (Docker's
+``VAR=value``), so its names are never printed, and are asked for only once one
+``list`` call has shown them to be names of secrets: a value is then neither sent to
+the server (whose logs would keep it) nor shown.
+
 Each secret's active value is fetched once, all before the program starts; then setec
 replaces itself with the program (``exec``), so nothing is written to disk and no setec
 process stays around holding the values.
@@ -23,11 +28,12 @@ import click
 
 from setec_cli.dotenv import KEY_PATTERN
 from setec_cli.formats import go_quote
-from setec_cli.options import TOKEN_ENV, CommandError, client_command, make_client
-from setec_core.errors import SetecError
+from setec_cli.options import TOKEN_ENV, CommandError, check_name, client_command, make_client
+from setec_core.errors import NotFound, SetecError
 
 _VARIABLE_RULE = "a letter or _ followed by letters, digits or _"
 _KEPT = frozenset(string.ascii_uppercase + string.digits + "_")
+_QUOTES = "\"'"
 
 
 class ProgramError(CommandError):
@@ -46,11 +52,32 @@ class ProgramNotFoundError(ProgramError):
 class Binding:
     """One environment variable of the program and the secret it holds; ``source``
     says where the pairing came from (``--secret``, ``FILE:LINE`` or ``--prefix
-    "P"``), for messages."""
+    "P"``), for messages. ``hidden`` is true for a name from an env file, which may be
+    a value written where a name belongs: messages never show it."""
 
     var: str
     name: str
     source: str
+    hidden: bool = False
+
+    def describe(self) -> str:
+        """The secret as messages name it: ``secret "NAME"``, or for a hidden name
+        ``the secret on FILE:LINE``."""
+        return f"the secret on {self.source}" if self.hidden else f"secret {go_quote(self.name)}"
+
+    def failure(self, reason: str, *, missing: bool) -> str:
+        """The message for a secret that cannot be fetched, because of ``reason``.
+
+        :param missing: whether the secret was not found; for a hidden name, the
+            message then says that an env file holds names, not values.
+        """
+        if not self.hidden:
+            where = "" if self.source == "--secret" else f" ({self.source})"
+            return f"failed to get secret {go_quote(self.name)} for {self.var}{where}: {reason}"
+        message = f"failed to get the secret for {self.var} ({self.source}): {reason}"
+        if missing:
+            message += "; each line must be VAR=secret-name, not a value"
+        return message
 
 
 def parse_secret_option(
@@ -113,7 +140,8 @@ def parse_env_file(text: str, filename: str) -> list[tuple[str, str, int]]:
     name, since a secret name may hold one.
 
     :raises CommandError: naming the file and line (never quoting it) for a line that
-        is not ``VAR=NAME`` or a VAR set twice.
+        is not ``VAR=NAME``, a VAR set twice, or a quoted ``VAR="..."`` (dotenv's
+        syntax for a value: the file holds values, not names).
     """
     found: list[tuple[str, str, int]] = []
     first: dict[str, int] = {}
@@ -127,6 +155,12 @@ def parse_env_file(text: str, filename: str) -> list[tuple[str, str, int]]:
             raise CommandError(
                 f"{filename}:{lineno}: expected VAR=SECRET-NAME, where VAR is "
                 f"{_VARIABLE_RULE} (the line is not shown: it may hold a secret)"
+            )
+        if len(name) >= 2 and name[0] in _QUOTES and name[-1] == name[0]:
+            raise CommandError(
+                f"{filename}:{lineno}: {var} is given a quoted value, so this file holds "
+                "values; --env-file takes VAR=secret-name lines (the line is not shown: "
+                "it may hold a secret)"
             )
         if var in first:
             raise CommandError(
@@ -163,7 +197,7 @@ def read_env_files(paths: Sequence[str]) -> list[Binding]:
             earlier = next((b for b in bindings if b.var == var), None)
             if earlier is not None:
                 raise CommandError(f"{source}: {var} is set again (first on {earlier.source})")
-            bindings.append(Binding(var, name, source))
+            bindings.append(Binding(var, name, source, hidden=True))
     return bindings
 
 
@@ -208,23 +242,35 @@ def prefix_bindings(
     return list(bindings.values())
 
 
-def environment_value(name: str, var: str, value: bytes) -> str:
+def refuse_unlisted(bindings: Iterable[Binding], names: Iterable[str]) -> None:
+    """Refuse a hidden binding (from an env file) whose name is not among ``names``
+    (what ``list`` returned), before anything is fetched: such a "name" is most likely
+    a value, which a get would write into the server's logs.
+
+    :raises CommandError: naming the variable and ``FILE:LINE``, never the name.
+    """
+    known = set(names)
+    for b in bindings:
+        if b.hidden and b.name not in known:
+            raise CommandError(b.failure("not found among the secrets you may list", missing=True))
+
+
+def environment_value(binding: Binding, value: bytes) -> str:
     """Check that a secret's value can be an environment variable and return it as text.
 
-    :raises CommandError: naming the secret and variable (never the value) if the value
-        holds a NUL byte or is not UTF-8 text.
+    :raises CommandError: naming the secret (as :meth:`Binding.describe` does) and the
+        variable, never the value, if the value holds a NUL byte or is not UTF-8 text.
     """
+    secret, var = binding.describe(), binding.var
     if b"\0" in value:
         raise CommandError(
-            f"secret {go_quote(name)} contains a NUL byte, which the environment variable "
-            f"{var} cannot hold"
+            f"{secret} contains a NUL byte, which the environment variable {var} cannot hold"
         )
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError(
-            f"secret {go_quote(name)} is not UTF-8 text, so it cannot be the environment "
-            f"variable {var}"
+            f"{secret} is not UTF-8 text, so it cannot be the environment variable {var}"
         ) from None
 
 
@@ -279,16 +325,22 @@ def run_command(
     """
     if not (secrets or env_files or prefixes):
         raise click.UsageError("give at least one of --secret, --env-file or --prefix")
-    bindings = [Binding(var, name, "--secret") for var, name in secrets]
+    bindings = [Binding(var, check_name(name), "--secret") for var, name in secrets]
     explicit = {b.var for b in bindings}
     bindings += [b for b in read_env_files(env_files) if b.var not in explicit]
     client = make_client(ctx)
-    if prefixes:
+    if prefixes or any(b.hidden for b in bindings):
         try:
             names = [info.name for info in client.list()]
         except SetecError as e:
             raise CommandError(f"failed to list secrets: {e}") from None
-        bindings += prefix_bindings(names, prefixes, (b.var for b in bindings))
+        # Env-file names need no check_name: the file was decoded as strict UTF-8, and
+        # they must be listed names anyway.
+        refuse_unlisted(bindings, names)
+        made = prefix_bindings(names, prefixes, (b.var for b in bindings))
+        # A listed name the client cannot send (a lone surrogate from the server's
+        # JSON) is refused here, not as an internal error in the get.
+        bindings += [Binding(b.var, check_name(b.name), b.source) for b in made]
     fetched: dict[str, bytes] = {}
     env = dict(os.environ)
     env.pop(TOKEN_ENV, None)
@@ -297,11 +349,9 @@ def run_command(
             try:
                 fetched[b.name] = client.get(b.name).value
             except SetecError as e:
-                where = "" if b.source == "--secret" else f" ({b.source})"
-                raise CommandError(
-                    f"failed to get secret {go_quote(b.name)} for {b.var}{where}: {e}"
-                ) from None
-        env[b.var] = environment_value(b.name, b.var, fetched[b.name])
+                missing = isinstance(e, NotFound)
+                raise CommandError(b.failure(str(e), missing=missing)) from None
+        env[b.var] = environment_value(b, fetched[b.name])
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -27,7 +27,8 @@ from setec_cli.dotenv import (
 )
 from setec_cli.formats import go_quote, tabwrite
 from setec_cli.options import CommandError, client_command, inform, is_quiet, make_client
-from setec_cli.private_file import refuse_directory, write_private_file
+from setec_cli.output_path import check_output_path
+from setec_cli.private_file import write_private_file
 from setec_core.errors import SetecError
 from setec_core.model import SecretInfo
 
@@ -310,7 +311,7 @@ def export_command(
             "(setec export ... > FILE), use --output FILE, or pass --force"
         )
     if output is not None:
-        refuse_directory(output)  # before the values are fetched
+        check_output_path(output)
     client = make_client(ctx)
     try:
         names = [info.name for info in client.list() if info.name.startswith(prefix + "/")]

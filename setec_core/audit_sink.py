@@ -171,9 +171,12 @@ class FileAuditSink(AuditSink):
             try:
                 os.ftruncate(self._fd, self._size)
             except OSError as e:
+                # The path goes to the log only: the reason is also /healthz's, which
+                # anyone who reaches the server may read.
+                log.error("audit log %s could not be restored: %s", self.path, e.strerror)
                 raise AuditError(
-                    f"audit log {str(self.path)!r} failed a write and could not be "
-                    f"restored ({e.strerror}); refusing every operation until restart"
+                    f"the audit log failed a write and could not be restored "
+                    f"({e.strerror}); refusing every operation until restart"
                 ) from None
             raise
         self._size += len(data)

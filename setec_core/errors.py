@@ -11,6 +11,8 @@ plugin, and when an operator can fix the problem they say how.
 
 from __future__ import annotations
 
+from setec_core.quoting import go_quote
+
 
 class SetecError(Exception):
     """Base class of every error setec raises on purpose."""
@@ -120,23 +122,18 @@ class AuditError(SetecError):
 
 class RequestError(SetecError):
     """The server answered with a status the API does not map to a sentinel (Go's
-    ``request returned status <code>: "<body>"``). :attr:`status` holds the code."""
+    ``request returned status <code>: "<body>"``, the body quoted as Go's ``%q`` does,
+    so a control character in it is an escape, never sent to a terminal as it is).
+    :attr:`status` holds the code and :attr:`reason` the body as the server sent it."""
 
     def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"request returned status {status}: {_go_quote(reason)}")
+        super().__init__(f"request returned status {status}: {go_quote(reason)}")
         self.status = status
         self.reason = reason
 
 
 class ResponseError(SetecError):
     """The server's answer could not be decoded (Go's ``unmarshaling response``)."""
-
-
-def _go_quote(text: str) -> str:
-    # Go's %q for the common case: double quotes, backslash escapes.
-    import json
-
-    return json.dumps(text, ensure_ascii=False)
 
 
 class PollError(SetecError):

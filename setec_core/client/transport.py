@@ -18,16 +18,23 @@ the connection is never accepted       ``cannot connect to URL: no answer within
 accepted, never answered               ``no answer from URL within N s``
 reset, or closed without an answer     ``the connection to URL was reset before the
                                        server answered``
+the proxy's URL cannot be parsed       ``cannot connect to URL: its proxy URL is not
+                                       valid (...)``
 =====================================  ====================================================
 
 The lines name the server's base URL (the Client's, which carries no credentials), never
-a request body or a header.
+a request body or a header, and never the proxy: its URL may carry a user name and
+password (``http://user:pass@proxy:3128``), and requests' and urllib3's messages about a
+proxy URL they cannot parse quote it whole. A failure none of the rows above match gets
+requests' own message, with the user name and password of anything URL-shaped in it
+masked (``http://***@proxy:3128``) in case it quotes a proxy after all.
 """
 
 from __future__ import annotations
 
 import errno
 import http.client
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -35,6 +42,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
+import urllib3.util
 
 #: What :class:`~setec_core.client.Client` takes as ``timeout``: seconds, or
 #: (connect, read), or ``None`` for none.
@@ -51,6 +60,17 @@ _DNS_REASONS = {
     socket.EAI_AGAIN: "the DNS lookup failed for now (no network, or no answer from the "
     "DNS server)",
 }
+
+#: Why a proxy URL cannot be used, never quoting it (it may carry a password).
+BAD_PROXY_URL = (
+    "its proxy URL is not valid (check HTTPS_PROXY, HTTP_PROXY and ALL_PROXY: a scheme "
+    "of http:// or https://, a host and a port from 1 to 65535; the URL is not shown, as "
+    "it may carry a password)"
+)
+
+#: The user information of a URL: ``scheme://ANYTHING@`` or a bare ``user:password@``,
+#: up to the last ``@`` of the word (a password may hold an unescaped ``@`` or ``/``).
+_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"]*@|[^\s/@'\":]+:[^\s'\"]*@")
 
 #: A request carrying a value that the server cut off may well be over its size limit
 #: from this size up (setec-serve takes any request this large); below it, the hint
@@ -81,6 +101,8 @@ def describe_failure(
         return f"no answer from {server} within {_seconds(timeout, 1)}"
     # The proxy is not named: its URL may carry a user name and password.
     proxy = " through its proxy" if isinstance(error, requests.exceptions.ProxyError) else ""
+    if _first(chain, requests.exceptions.InvalidURL, urllib3.exceptions.LocationValueError):
+        return _unparsable(chain, server)
     verify = _first(chain, ssl.SSLCertVerificationError)
     if verify is not None:
         return f"cannot connect to {server}: {_untrusted(verify, host)}"
@@ -119,10 +141,30 @@ def describe_failure(
     if os_error is not None:
         return f"cannot connect to {server}{proxy}: {_strerror(os_error)}"
     # Something else (a session's own retry policy giving up, a redirect loop): requests'
-    # message, on one line.
-    return (
-        f"request to {server} failed: {' '.join(str(error).split())[:300] or type(error).__name__}"
-    )
+    # message, on one line, with any user name and password masked.
+    text = mask_user_info(" ".join(str(error).split()))[:300] or type(error).__name__
+    return f"request to {server} failed: {text}"
+
+
+def mask_user_info(text: str) -> str:
+    """``text`` with the user information of every URL in it masked:
+    ``http://user:pass@proxy:3128`` becomes ``http://***@proxy:3128`` (and a bare
+    ``user:pass@proxy`` becomes ``***@proxy``)."""
+    return _USER_INFO.sub(lambda m: f"{m['scheme'] or ''}***@", text)
+
+
+def _unparsable(chain: list[BaseException], server: str) -> str:
+    """The line for a URL that requests or urllib3 could not parse: the server's, which
+    may be named, or else the proxy's, which is not."""
+    if _first(chain, requests.exceptions.InvalidProxyURL, urllib3.exceptions.ProxySchemeUnknown):
+        return f"cannot connect to {server}: {BAD_PROXY_URL}"
+    try:
+        urllib3.util.parse_url(server)
+    except urllib3.exceptions.LocationValueError as e:
+        # The Client refuses a server URL with a user name or password, so its URL and
+        # urllib3's message about it can be shown.
+        return f"server URL {server!r} is not a valid URL: {' '.join(str(e).split())[:300]}"
+    return f"cannot connect to {server}: {BAD_PROXY_URL}"
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

@@ -281,7 +281,9 @@ class ServerMetrics:
         self.in_flight.set_function(lambda: len(self.requests_in_flight))
         self.registry.register(_DatabaseCollector(db))
         # Registered on this app's registry, not prometheus-client's global one, which
-        # nothing here serves; each reads the process only when scraped.
+        # nothing here serves; each reads the process only when scraped. /metrics needs
+        # no identity, and these export numbers and Python's version only: no path,
+        # command line or environment (docs/server.md, "Operating it").
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from setec_core.errors import AccessDenied, NotFound, SetecError, ValueNotChanged, VersionClaimed
+from setec_core.quoting import escape_unprintable
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,9 @@ def sentinel_error(status: int, reason: str = "") -> SetecError | None:
     :param reason: the body the server sent. For a 404 or 403 whose body says more
         than the sentinel's (a policy server's ``access denied: missing or unknown
         bearer token``), the error's message is that reason (after the sentinel's text
-        if it does not start with it), on one line and at most :data:`MAX_REASON`
+        if it does not start with it), on one line, with every character that is not
+        printable written as an escape (ESC as ``\\x1b``: see
+        :func:`~setec_core.quoting.escape_unprintable`), and at most :data:`MAX_REASON`
         characters; otherwise the message is the error's usual one. The error's type
         is the same either way, and is what callers match on. A markup body (a
         proxy's HTML page) is not a reason and is left out.
@@ -63,4 +66,6 @@ def sentinel_error(status: int, reason: str = "") -> SetecError | None:
         return sentinel.error()
     if not reason.startswith(sentinel.body + ":"):
         reason = f"{sentinel.body}: {reason}"
-    return sentinel.error(reason[:MAX_REASON])
+    # The message reaches terminals and logs: a server's ESC ] 0; ... BEL would retitle
+    # the window, ESC [ 2J clear the screen.
+    return sentinel.error(escape_unprintable(reason)[:MAX_REASON])

@@ -16,7 +16,13 @@ import pytest
 from console_scripts import run_setec
 
 from setec_cli.options import CommandError
-from setec_cli.run import environment_value, parse_env_file, parse_secret_option, variable_name
+from setec_cli.run import (
+    Binding,
+    environment_value,
+    parse_env_file,
+    parse_secret_option,
+    variable_name,
+)
 from setec_core.testing import audit_entries
 from setec_core.testing.server import LocalServer
 
@@ -109,19 +115,29 @@ def test_failed_fetch_runs_nothing(server: LocalServer, name: str, tmp_path: Pat
     [
         (
             b"\xff" + SECRET,
-            'secret "{name}" is not UTF-8 text, so it cannot be the environment variable V',
+            "{secret} is not UTF-8 text, so it cannot be the environment variable V",
         ),
         (
             SECRET + b"\0",
-            'secret "{name}" contains a NUL byte, which the environment variable V cannot hold',
+            "{secret} contains a NUL byte, which the environment variable V cannot hold",
         ),
     ],
 )
-def test_values_that_cannot_be_environment_variables(value: bytes, message: str) -> None:
-    """A value that is not text, or holds a NUL, is an error naming the secret."""
+@pytest.mark.parametrize(
+    ("binding", "secret"),
+    [
+        (Binding("V", "app/key", "--secret"), 'secret "app/key"'),
+        (Binding("V", "app/key", "app.env:3", hidden=True), "the secret on app.env:3"),
+    ],
+)
+def test_values_that_cannot_be_environment_variables(
+    value: bytes, message: str, binding: Binding, secret: str
+) -> None:
+    """A value that is not text, or holds a NUL, is an error naming the secret; one
+    from an env file is named by FILE:LINE, not by its name."""
     with pytest.raises(CommandError) as info:
-        environment_value("app/key", "V", value)
-    assert info.value.message == message.format(name="app/key")
+        environment_value(binding, value)
+    assert info.value.message == message.format(secret=secret)
 
 
 def test_binary_value_is_refused_end_to_end(server: LocalServer, name: str) -> None:
@@ -149,6 +165,19 @@ def test_secret_option_is_checked(option: str, message: str) -> None:
     command = click.Command("run")
     with pytest.raises(click.BadParameter, match=message):
         parse_secret_option(click.Context(command), click.Option(["--secret"]), (option,))
+
+
+def test_name_that_is_not_utf8_is_refused(server: LocalServer) -> None:
+    """A --secret name holding a byte that is not UTF-8 is refused in one line, as
+    ``setec get`` refuses it, before anything reaches the server."""
+    before = len(audit_entries(server.db))
+    proc = setec("run", "--secret", "X=\udcff", "--", "true", server=server.url)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        1,
+        b"",
+        b'Error: secret name "\\xff" is not valid UTF-8\n',
+    )
+    assert len(audit_entries(server.db)) == before
 
 
 def test_usage_errors(server: LocalServer) -> None:
@@ -363,6 +392,12 @@ def test_precedence_secret_env_file_prefix(
         (["A " + SECRET.decode() + "\n"], "{0}:1: expected VAR=SECRET-NAME"),
         (["1A=x\n"], "{0}:1: expected VAR=SECRET-NAME"),
         (["A=x\n# c\nA=y\n"], "{0}:3: A is set again (first on line 1)"),
+        (
+            ['A=x\nB="' + SECRET.decode() + '"\n'],  # dotenv's syntax for a value
+            "{0}:2: B is given a quoted value, so this file holds values; --env-file takes "
+            "VAR=secret-name lines (the line is not shown: it may hold a secret)",
+        ),
+        (["A = '" + SECRET.decode() + "'\n"], "{0}:1: A is given a quoted value"),
         (["A=x\n", "\nA=y\n"], "{1}:2: A is set again (first on {0}:1)"),
     ],
 )
@@ -401,16 +436,56 @@ def test_env_file_that_cannot_be_read(server: LocalServer, tmp_path: Path) -> No
     assert (proc.returncode, proc.stderr) == (1, f"Error: {binary}:2: not UTF-8 text\n".encode())
 
 
-def test_failed_fetch_names_where_the_secret_came_from(server: LocalServer, tmp_path: Path) -> None:
-    """A secret from an env file that cannot be fetched: the message names the secret
-    and the file and line that asked for it."""
+def test_env_file_of_values_sends_and_shows_none(
+    server: LocalServer, name: str, tmp_path: Path
+) -> None:
+    """A Docker-style .env of values (VAR=value) given to --env-file: the "name" not
+    being one ``list`` shows, it is refused naming the variable and FILE:LINE only,
+    after one list and no get, so the value reaches neither the output nor the audit
+    log (setec() checks the output); the program does not run."""
+    server.client().put(name, b"ok")
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"# app\nAPP={name}\nDB_PASSWORD={SECRET.decode()}\n")
+    marker = tmp_path / "ran"
+    before = len(audit_entries(server.db))
+    proc = setec(
+        "run", "--env-file", str(env_file),
+        "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')",
+        server=server.url,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        1,
+        b"",
+        f"Error: failed to get the secret for DB_PASSWORD ({env_file}:3): not found among "
+        "the secrets you may list; each line must be VAR=secret-name, not a value\n".encode(),
+    )
+    entries = audit_entries(server.db)[before:]
+    assert [(e["action"], e.get("secret")) for e in entries] == [("info", None)]
+    assert not marker.exists()
+
+
+def test_env_file_secrets_are_named_by_file_and_line(
+    server: LocalServer, name: str, tmp_path: Path
+) -> None:
+    """A secret from an env file whose value cannot be an environment variable is named
+    by FILE:LINE, as every message about an env-file name is; with --prefix too, the
+    names are listed once."""
+    server.client().put(name, b"\xff" + SECRET)
+    server.client().put(name + "-p/OTHER", b"o")
     env_file = tmp_path / "run.env"
-    env_file.write_text("\nDB=run/missing\n")
-    proc = setec("run", "--env-file", str(env_file), "--", "true", server=server.url)
+    env_file.write_text(f"V={name}\n")
+    before = len(audit_entries(server.db))
+    proc = setec(
+        "run", "--env-file", str(env_file), "--prefix", name + "-p", "--", "true",
+        server=server.url,
+    )  # fmt: skip
     assert (proc.returncode, proc.stderr) == (
         1,
-        f'Error: failed to get secret "run/missing" for DB ({env_file}:2): not found\n'.encode(),
+        f"Error: the secret on {env_file}:1 is not UTF-8 text, so it cannot be the "
+        "environment variable V\n".encode(),
     )
+    lists = [e for e in audit_entries(server.db)[before:] if e["action"] == "info"]
+    assert len(lists) == 1
 
 
 def test_parse_env_file() -> None:

@@ -5,6 +5,7 @@ the console script against a real server on loopback (docs/cli.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -12,6 +13,8 @@ import signal
 import stat
 import subprocess
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from console_scripts import clean_env, console_script, default_sigint, run_setec
 
 from setec_core.authz import Caller
 from setec_core.peer import Peer
-from setec_core.testing import SUPERUSER
+from setec_core.testing import SUPERUSER, audit_entries
 from setec_core.testing.fakes import FixedAuthorizer
 from setec_core.testing.server import LocalServer, new_server
 from setec_plugins.policy_authz import PolicyAuthorizer
@@ -126,6 +129,35 @@ def test_get_output_refuses_a_directory(server: LocalServer, name: str, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "command", [("get", "{name}"), ("export", "--prefix", "{prefix}", "--format", "json")]
+)
+def test_output_that_cannot_be_written_fetches_nothing(
+    server: LocalServer, name: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """``get -o`` and ``export -o`` into a missing directory, or through a file, are
+    refused as ``inject -o`` refuses them, before anything is fetched (a fetch would be
+    audited as a successful read of a value that went nowhere)."""
+    server.client().put(name, SECRET)
+    args = [arg.format(name=name, prefix=name.rpartition("/")[0]) for arg in command]
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    before = len(audit_entries(server.db))
+    missing = setec(*args, "-o", f"{tmp_path}/no/out", server=server.url)
+    assert (missing.returncode, missing.stdout, missing.stderr) == (
+        1,
+        b"",
+        f'Error: cannot write "{tmp_path}/no/out": the directory "{tmp_path}/no" does not '
+        "exist; create it first\n".encode(),
+    )
+    through = setec(*args, "-o", f"{a_file}/out", server=server.url)
+    assert (through.returncode, through.stderr) == (
+        1,
+        f'Error: cannot write "{a_file}/out": "{a_file}" is not a directory\n'.encode(),
+    )
+    assert audit_entries(server.db)[before:] == []
+
+
 # --- list PREFIX -------------------------------------------------------------------------
 
 
@@ -223,6 +255,53 @@ def test_access_denied_shows_the_servers_reason(tmp_path: Path) -> None:
         b"",
         b"Error: failed to get secret: access denied: missing or unknown bearer token\n",
     )
+
+
+@contextlib.contextmanager
+def answering(status: int, body: bytes) -> Iterator[str]:
+    """A loopback HTTP server answering every request with ``status`` and ``body``;
+    yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (403, "access denied: \\x1b]0;pwned\\a\\x1b[2J \\u009b2J \\u202e"),
+        (404, "not found: \\x1b]0;pwned\\a\\x1b[2J \\u009b2J \\u202e"),
+        (500, 'request returned status 500: "\\x1b]0;pwned\\a\\x1b[2J \\u009b2J \\u202e"'),
+    ],
+)
+def test_a_servers_reason_cannot_drive_the_terminal(status: int, said: str) -> None:
+    """A server's reason holding terminal escapes (retitle the window, clear the
+    screen, C1's CSI, a right-to-left override) reaches stderr escaped, as text."""
+    body = "\x1b]0;pwned\x07\x1b[2J \u009b2J \u202e\n".encode()
+    with answering(status, body) as url:
+        proc = setec("get", "a", server=url)
+    assert (proc.returncode, proc.stdout) == (1, b"")
+    assert proc.stderr == f"Error: failed to get secret: {said}\n".encode()
+    assert proc.stderr.decode().rstrip("\n").isprintable()
 
 
 # --- first mistakes ------------------------------------------------------------------------

@@ -318,6 +318,21 @@ def test_value_must_be_bytes(recorder: Recorder) -> None:
         (403, AccessDenied, b"whois\n  access denied\n", "access denied: whois access denied"),
         # A proxy's HTML page is not a reason.
         (404, NotFound, b"<html><body>Not Found</body></html>\n", "not found"),
+        # Characters that are not printable are escapes, never sent to a terminal as
+        # they are: ESC sequences that retitle the window and clear the screen, C1's
+        # CSI, DEL, a right-to-left override, a zero-width joiner, private use.
+        (
+            403,
+            AccessDenied,
+            b"access denied: \x1b]0;pwned\x07\x1b[2J\n",
+            "access denied: \\x1b]0;pwned\\a\\x1b[2J",
+        ),
+        (
+            404,
+            NotFound,
+            "gone \u009b2J \x7f \u202eevil \u200d \ue000".encode(),
+            "not found: gone \\u009b2J \\x7f \\u202eevil \\u200d \\ue000",
+        ),
     ],
 )
 def test_sentinel_statuses(
@@ -330,6 +345,7 @@ def test_sentinel_statuses(
         client_of(recorder).get_if_changed("x", 1)
     assert type(caught.value) is error
     assert str(caught.value) == message
+    assert message.isprintable()
 
 
 @pytest.mark.parametrize(
@@ -345,6 +361,13 @@ def test_sentinel_statuses(
         (201, b'{"Value":"aGk=","Version":1}', "request returned status 201: "),
         (204, b"", 'request returned status 204: ""'),
         (503, b'say "hi"\n', 'request returned status 503: "say \\"hi\\""'),
+        # Quoted as Go's %q quotes: every character that is not printable an escape.
+        (
+            500,
+            "boom \x1b]0;pwned\x07\x1b[2J \u009b \x7f \u202e \ue000".encode(),
+            'request returned status 500: "boom \\x1b]0;pwned\\a\\x1b[2J \\u009b \\x7f '
+            '\\u202e \\ue000"',
+        ),
     ],
 )
 def test_other_statuses_are_request_errors(
@@ -358,6 +381,7 @@ def test_other_statuses_are_request_errors(
     assert caught.value.status == status
     assert caught.value.reason == body.decode().strip()
     assert str(caught.value).startswith(message)
+    assert str(caught.value).isprintable()
 
 
 BAD_200_BODIES = [

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from console_scripts import run_setec
 from tls_certs import self_signed
 
 from setec_core.client import Client, Store
 from setec_core.client.store import DEFAULT_STARTUP_TIMEOUT
+from setec_core.client.transport import BAD_PROXY_URL, describe_failure
 from setec_core.errors import ConfigError, PollError, RequestError, UnavailableError
 from setec_core.http import make_app
 from setec_core.http.front import Front, Listener, server_ssl_context
@@ -180,6 +182,104 @@ def test_unreachable_proxy_is_named_as_the_proxy() -> None:
     session.proxies = {"http": proxy, "https": proxy}
     text = message(lambda: Client("http://secrets.example", session=session).list())
     assert text == "cannot connect to http://secrets.example through its proxy: connection refused"
+
+
+PROXY_PASSWORD = "PASSW0RD-9c1e"
+
+#: Proxy URLs requests or urllib3 cannot parse, each of which they quote whole in their
+#: message: a port out of range, a port that is not a number, a scheme they do not
+#: proxy through, no scheme (requests: "could be missing the host"), a broken IPv6 host.
+UNPARSABLE_PROXIES = (
+    f"http://user:{PROXY_PASSWORD}@127.0.0.1:99999",
+    f"http://user:{PROXY_PASSWORD}@127.0.0.1:abc",
+    f"ftp://user:{PROXY_PASSWORD}@127.0.0.1:21",
+    f"user:{PROXY_PASSWORD}@127.0.0.1:3128",
+    f"http://user:{PROXY_PASSWORD}@[::1:3128",
+)
+
+
+@pytest.mark.parametrize("proxy", UNPARSABLE_PROXIES)
+def test_unparsable_proxy_url_is_never_quoted(proxy: str) -> None:
+    """A proxy URL requests cannot parse: a fixed line saying the proxy URL is not
+    valid and where it comes from, never the URL or its password."""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = {"http": proxy, "https": proxy}
+    text = message(lambda: Client("https://secrets.example", session=session).list())
+    assert text == f"cannot connect to https://secrets.example: {BAD_PROXY_URL}"
+    assert PROXY_PASSWORD not in text
+
+
+def test_store_retries_with_an_unparsable_proxy_log_no_password(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Store behind an HTTPS_PROXY whose port is out of range: neither its retry log
+    lines nor the error it gives up with carry the proxy's password."""
+    caplog.set_level(logging.DEBUG)
+    for variable in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(variable, UNPARSABLE_PROXIES[0])
+    for variable in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    url = "https://secrets.example"
+    text = message(lambda: Store(Client(url), ["app/a"], timeout=0.3, poll_interval=None))
+    assert PROXY_PASSWORD not in text
+    assert BAD_PROXY_URL in text
+    lines = store_lines(caplog)
+    assert lines
+    assert set(lines) == {
+        f'error fetching "app/a": cannot connect to {url}: {BAD_PROXY_URL} (retrying)'
+    }
+    assert not any(PROXY_PASSWORD in r.getMessage() for r in caplog.records)
+
+
+def test_setec_with_an_unparsable_proxy_prints_no_password() -> None:
+    """``setec list`` with HTTPS_PROXY=http://user:PASSWORD@127.0.0.1:99999: exit 1 and
+    one line saying the proxy URL is not valid; the password is nowhere in the output."""
+    proxy = UNPARSABLE_PROXIES[0]
+    env = {"HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+    proc = run_setec("-s", "https://secrets.example.com", "list", env=env)
+    assert proc.returncode == 1
+    assert proc.stdout == b""
+    assert (
+        proc.stderr
+        == (
+            "Error: failed to list secrets: cannot connect to https://secrets.example.com: "
+            f"{BAD_PROXY_URL}\n"
+        ).encode()
+    )
+    assert PROXY_PASSWORD.encode() not in proc.stderr
+
+
+def test_server_url_urllib3_cannot_parse_is_named() -> None:
+    """A server URL urllib3 refuses (a space in the host): the line names the server's
+    URL, which carries no password, and says what is wrong with it, not the proxy."""
+    text = message(lambda: Client("https://exa mple.com").list())
+    assert text == (
+        "server URL 'https://exa mple.com' is not a valid URL: Failed to parse: Host "
+        "'exa mple.com' contains invalid character ' '"
+    )
+
+
+@pytest.mark.parametrize(
+    ("said", "shown"),
+    [
+        (
+            f"Failed to parse: http://user:{PROXY_PASSWORD}@127.0.0.1:99999",
+            "Failed to parse: http://***@127.0.0.1:99999",
+        ),
+        (f"proxy 'user:{PROXY_PASSWORD}@proxy:3128' refused", "proxy '***@proxy:3128' refused"),
+        (f"via socks5h://{PROXY_PASSWORD}@proxy:1080", "via socks5h://***@proxy:1080"),
+        (f"http://u:{PROXY_PASSWORD}@x/y@proxy:3128 then", "http://***@proxy:3128 then"),
+        ("Exceeded 30 redirects.", "Exceeded 30 redirects."),
+        ("write to ops@example.com", "write to ops@example.com"),
+    ],
+)
+def test_unrecognised_failure_masks_user_info(said: str, shown: str) -> None:
+    """A failure no rule recognises gets requests' message, with the user name and
+    password of anything URL-shaped in it masked."""
+    line = describe_failure(requests.RequestException(said), "https://secrets.example", 5)
+    assert line == f"request to https://secrets.example failed: {shown}"
+    assert PROXY_PASSWORD not in line
 
 
 # --- Connected, then nothing useful ----------------------------------------------------

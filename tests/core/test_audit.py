@@ -229,6 +229,28 @@ def test_log_is_locked_against_a_second_writer(tmp_path: Path) -> None:
     AuditLog.open(path).close()
 
 
+def test_a_sink_that_cannot_be_restored_keeps_its_path_out_of_the_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file sink whose failed write cannot be cut off again refuses with a reason
+    that names no path (the reason is also /healthz's, which needs no identity); the
+    path goes to the server's log."""
+    path = tmp_path / "private-dir-4f2a" / "audit.log"
+    path.parent.mkdir()
+    sink = FileAuditSink(path)
+    # Swap the sink's descriptor for a read-only one: the write fails, and so does the
+    # truncation that would restore the file.
+    read_only = os.open(path, os.O_RDONLY)
+    os.dup2(read_only, sink._fd)
+    os.close(read_only)
+    with pytest.raises(AuditError) as caught:
+        sink.write(b"line\n")
+    sink.close()
+    assert "private-dir-4f2a" not in str(caught.value)
+    assert str(caught.value).startswith("the audit log failed a write and could not be restored")
+    assert any(str(path) in r.getMessage() for r in caplog.records)
+
+
 def test_write_failure_refuses_and_log_recovers() -> None:
     """A failed write raises AuditError and keeps nothing; later writes work again."""
     sink = FailingAuditSink(fail_writes=True)

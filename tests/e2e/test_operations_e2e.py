@@ -50,3 +50,42 @@ def test_a_real_servers_metrics_show_its_process(tmp_path: Path) -> None:
     assert 'python_info{implementation="CPython"' in text
     assert 'python_gc_collections_total{generation="0"}' in text
     assert 'setec_http_requests_total{class="2xx",code="200",method="/livez"} 1.0' in text
+
+
+def test_unauthenticated_pages_reveal_no_path_argument_or_key(tmp_path: Path) -> None:
+    """What anyone who can reach the server sees without an identity (the health pages'
+    headers and bodies, /metrics) holds no path, no key URI and no command-line
+    argument: a server started with distinctive ones shows none of them, and no label
+    value in /metrics but a route holds a slash (docs/server.md, "Operating it")."""
+    marker = "zq7-marker"
+    state = tmp_path / f"state-{marker}"
+    args = (
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state),
+        "--kms-key-name",
+        f"dev://{marker}-key",
+        "--storage",
+        f"sqlite://{tmp_path / f'{marker}.db'}",
+        "--allowed-host",
+        f"{marker}.example",
+    )
+    with ServeProcess(*args, cwd=tmp_path) as server:
+        seen = []
+        for page in ("/healthz", "/readyz", "/livez", "/metrics"):
+            got = requests.get(server.url + page, timeout=10)
+            assert got.status_code == 200, page
+            seen.append(repr(dict(got.headers)) + got.text)
+        metrics = seen[-1]
+    for text in seen:
+        assert marker not in text
+        assert str(tmp_path) not in text
+        assert "sqlite" not in text
+        assert "dev://" not in text
+    labels = set(re.findall(r'(\w+)="([^"]*)"', metrics))
+    assert ("method", "/livez") in labels
+    for name, value in labels:
+        # Routes are the only label values with a slash: no path, URI or argument.
+        assert value.startswith("/") if name == "method" else "/" not in value, (name, value)
