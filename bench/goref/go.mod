@@ -1,0 +1,3 @@
+module setec.bench/goref
+
+go 1.22
