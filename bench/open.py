@@ -9,7 +9,11 @@ fresh child processes, measures:
   index) and the child's peak RSS (VmHWM) after opening;
 * ``sqlite``: the baseline, stdlib ``sqlite3`` opening the same file and fetching every
   record row (no decryption, no index), and that child's peak RSS;
-* ``import``: the peak RSS of a bare python that only imports ``setec_core.Database``.
+* ``import``: the peak RSS of a bare python that only imports ``setec_core.Database``;
+* ``previous``: ``Database.open`` as ``setec`` measures it, with the packages of an
+  earlier commit (``--previous``, by default the last before record decoding was made
+  lean; extracted with git) instead of this checkout's: the figure before, measured in
+  the same run. Target: ``setec`` opens in at most half its time.
 
 Each run does all three, in that order; the medians of --runs runs (default 3) are
 reported. The store file is in the page cache (warm start) for all of them.
@@ -37,6 +41,10 @@ KEY = "dev://bench"
 BATCH = 2_000
 MAX_OPEN_SECONDS = 3.0
 MAX_RSS_MB = 300.0
+#: The last commit before opening was made lean.
+PREVIOUS_COMMIT = "64d16d4"
+#: setec's open time against the previous commit's, at most.
+MAX_PREVIOUS_RATIO = 0.5
 
 
 def peak_rss_mb() -> float:
@@ -82,13 +90,20 @@ def child(mode: str, state_dir: str) -> None:
     print(json.dumps(result))
 
 
-def run_child(mode: str, state_dir: str) -> dict[str, float]:
+def run_child(mode: str, state_dir: str, code: str | None = None) -> dict[str, float]:
+    """Run ``mode`` in a fresh child process (with the packages in ``code`` first on its
+    path, if given) and return what it measured."""
     started = time.perf_counter()
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [code, env.get("PYTHONPATH")]))
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", mode, state_dir],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
+        cwd=code or None,
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - started
@@ -111,6 +126,9 @@ def main() -> None:
     parser.add_argument("--dir", help="where to build the temporary store (default: $TMPDIR)")
     parser.add_argument("--count", type=int, default=100_000, help="secrets to build")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--previous", default=PREVIOUS_COMMIT, help="commit to compare with ('' for none)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -127,10 +145,16 @@ def main() -> None:
             started = time.perf_counter()
             build(state_dir, args.count)
             print(f"built {args.count:,} secrets in {time.perf_counter() - started:.1f} s")
+        previous = extract(args.previous, temp or tempfile.mkdtemp()) if args.previous else None
         results: dict[str, list[dict[str, float]]] = {"setec": [], "sqlite": [], "import": []}
+        if previous is not None:
+            results["previous"] = []
         for run in range(args.runs):
             for mode in results:
-                results[mode].append(run_child(mode, state_dir))
+                if mode == "previous":
+                    results[mode].append(run_child("setec", state_dir, previous))
+                else:
+                    results[mode].append(run_child(mode, state_dir))
             setec, sqlite = results["setec"][-1], results["sqlite"][-1]
             print(
                 f"run {run + 1}: open {setec['seconds']:.3f} s, {setec['rss_mb']:.0f} MB; "
@@ -152,7 +176,10 @@ def main() -> None:
         "setec": "Database.open (decrypt, index)",
         "sqlite": "sqlite3: open + fetch all rows",
         "import": "python: import Database",
+        "previous": f"Database.open at {args.previous}",
     }
+    if "previous" not in results:
+        del labels["previous"]
     for mode, label in labels.items():
         secs = f"{med(mode, 'seconds'):.3f}" if mode != "import" else "-"
         print(
@@ -169,7 +196,36 @@ def main() -> None:
     ok_time, ok_rss = open_s < MAX_OPEN_SECONDS, rss < MAX_RSS_MB
     print(f"{'PASS' if ok_time else 'FAIL'}: open {open_s:.2f} s (target < {MAX_OPEN_SECONDS} s)")
     print(f"{'PASS' if ok_rss else 'FAIL'}: peak RSS {rss:.0f} MB (target < {MAX_RSS_MB:.0f} MB)")
-    sys.exit(0 if ok_time and ok_rss else 1)
+    ok_previous = True
+    if "previous" in results:
+        ratio = open_s / med("previous", "seconds")
+        ok_previous = ratio <= MAX_PREVIOUS_RATIO
+        print(
+            f"{'PASS' if ok_previous else 'FAIL'}: open {ratio:.2f}x the time at "
+            f"{args.previous} (target <= {MAX_PREVIOUS_RATIO:g}x)"
+        )
+    sys.exit(0 if ok_time and ok_rss and ok_previous else 1)
+
+
+def extract(commit: str, directory: str) -> str | None:
+    """Extract the packages of ``commit`` under ``directory``; return their root, or
+    None (saying why) if git or the commit is not available."""
+    import tarfile
+    from io import BytesIO
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = subprocess.run(
+        ["git", "-C", root, "archive", commit, "setec_core", "setec_plugins"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        print(f"git or commit {commit} is not available: no 'previous' figures")
+        return None
+    code = os.path.join(directory, "previous-code")
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(code, filter="data")
+    return code
 
 
 if __name__ == "__main__":

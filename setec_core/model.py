@@ -8,6 +8,7 @@ immutable, so readers never need a lock to look at one.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from setec_core.errors import CorruptStoreError
 MAX_VERSION = 2**32 - 1
 #: The longest secret name, in UTF-8 bytes (Go setec has no limit; see docs/server.md).
 MAX_NAME_BYTES = 1024
+
+_RAW_DECODE = json.JSONDecoder().raw_decode
+_A2B = binascii.a2b_base64
+_NONE_DELETED: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -87,17 +92,23 @@ class SecretState:
 
         :raises CorruptStoreError: if it is not a well-formed record.
         """
+        # Every record passes through here when a store opens, so each step is the
+        # cheapest that checks as much: json.loads would first guess the encoding of
+        # the bytes (UTF-8 is the only one encode makes), and binascii's strict mode
+        # refuses what base64.b64decode(validate=True) refuses without its regex.
         try:
-            doc = json.loads(data)
-            versions = {
-                int(v): base64.b64decode(b, validate=True) for v, b in doc["versions"].items()
-            }
+            text = data.decode("utf-8")
+            doc, end = _RAW_DECODE(text)
+            if end != len(text):
+                raise ValueError("data after the record")
+            versions = {int(v): _A2B(b, strict_mode=True) for v, b in doc["versions"].items()}
+            deleted = doc.get("deleted")
             state = cls(
                 name=doc["name"],
                 versions=versions,
                 active=int(doc["active"]),
                 latest=int(doc["latest"]),
-                deleted=frozenset(int(v) for v in doc.get("deleted", ())),
+                deleted=_NONE_DELETED if deleted is None else frozenset(int(v) for v in deleted),
                 revision=revision,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -113,3 +124,61 @@ class SecretState:
                 "restore the store from a backup"
             )
         return state
+
+
+#: How every record plaintext :meth:`SecretState.encode` makes begins.
+_NAME_PREFIX = b'{"name":"'
+
+
+class LazyState:
+    """A secret's record plaintext, decoded into its :class:`SecretState` on first use.
+
+    Opening a store decodes no record: it reads each one's name (the start of the
+    plaintext, see :func:`record_name`) to index it, and leaves the rest to the first
+    request that needs that secret. The record was already authenticated by its
+    decryption; a record that then fails to decode is reported when it is first used.
+    Concurrent first uses may both decode it, to equal states; either is kept.
+    """
+
+    __slots__ = ("_data", "_revision", "_state")
+
+    def __init__(self, data: bytes, revision: int) -> None:
+        self._data: bytes | None = data
+        self._revision = revision
+        self._state: SecretState | None = None
+
+    def __repr__(self) -> str:
+        return f"LazyState(revision={self._revision}, decoded={self._state is not None})"
+
+    def resolve(self) -> SecretState:
+        """The decoded state (decoded now if it was not yet).
+
+        :raises CorruptStoreError: if the record is not a well-formed secret.
+        """
+        state = self._state
+        if state is None:
+            data = self._data
+            assert data is not None  # dropped only once the state is kept
+            state = self._state = SecretState.decode(data, self._revision)
+            self._data = None  # the plaintext holds the values: keep one copy only
+        return state
+
+
+def record_name(data: bytes) -> str | None:
+    """The secret name at the start of a record plaintext, read without decoding the
+    rest; ``None`` when that takes a full decode (a name with JSON escapes, or not the
+    shape :meth:`SecretState.encode` makes)."""
+    if not data.startswith(_NAME_PREFIX):
+        return None
+    end = data.find(b'"', len(_NAME_PREFIX))
+    if end < 0:
+        return None
+    raw = data[len(_NAME_PREFIX) : end]
+    # JSON escapes every quote and control character in a string with a backslash, so
+    # without one the first quote ends the name and the bytes are the name's UTF-8.
+    if b"\\" in raw:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
