@@ -16,13 +16,12 @@ import sys
 import click
 
 from setec_cli.formats import go_quote
+from setec_cli.input_file import STDIN, read_input, utf8_text
 from setec_cli.options import CommandError, client_command, inform, make_client
 from setec_cli.output_path import check_output_path
 from setec_cli.private_file import write_private_file
 from setec_cli.template import Reference, TemplateError, parse_template
 from setec_core.errors import SetecError
-
-STDIN = "-"
 
 
 def read_template(path: str) -> tuple[str, str]:
@@ -32,22 +31,7 @@ def read_template(path: str) -> tuple[str, str]:
     :raises CommandError: naming the file (and line) if it cannot be read or decoded.
     """
     shown = "<stdin>" if path == STDIN else path
-    try:
-        if path == STDIN:
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        raise CommandError(
-            f"cannot read the template {go_quote(shown)}: {e.strerror or type(e).__name__}; "
-            "check the path and that you may read the file"
-        ) from None
-    try:
-        return data.decode("utf-8"), shown
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise CommandError(f"{shown}:{line}: not UTF-8 text") from None
+    return utf8_text(read_input(path, "the template ", stdin=True), shown), shown
 
 
 def template_value(reference: Reference, where: str, value: bytes) -> str:

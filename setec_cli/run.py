@@ -28,6 +28,7 @@ import click
 
 from setec_cli.dotenv import KEY_PATTERN
 from setec_cli.formats import go_quote
+from setec_cli.input_file import read_input, utf8_text
 from setec_cli.options import TOKEN_ENV, CommandError, check_name, client_command, make_client
 from setec_core.errors import NotFound, SetecError
 
@@ -179,19 +180,7 @@ def read_env_files(paths: Sequence[str]) -> list[Binding]:
     """
     bindings: list[Binding] = []
     for path in paths:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise CommandError(
-                f"cannot read --env-file {go_quote(path)}: {e.strerror or type(e).__name__}; "
-                "check the path and that you may read the file"
-            ) from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = data[: e.start].count(b"\n") + 1
-            raise CommandError(f"{path}:{line}: not UTF-8 text") from None
+        text = utf8_text(read_input(path, "--env-file "), path)
         for var, name, lineno in parse_env_file(text, path):
             source = f"{path}:{lineno}"
             earlier = next((b for b in bindings if b.var == var), None)

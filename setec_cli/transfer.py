@@ -26,6 +26,7 @@ from setec_cli.dotenv import (
     render_json,
 )
 from setec_cli.formats import go_quote, tabwrite
+from setec_cli.input_file import read_input, utf8_text
 from setec_cli.options import CommandError, client_command, inform, is_quiet, make_client
 from setec_cli.output_path import check_output_path
 from setec_cli.private_file import write_private_file
@@ -78,25 +79,11 @@ def read_entries(path: str, fmt: str | None) -> list[Entry]:
     )
     if path == "-" and fmt is None:
         raise unknown_format  # before waiting for standard input
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        raise CommandError(
-            f"cannot read {go_quote(path)}: {e.strerror or type(e).__name__}; "
-            "check the path and that you may read the file"
-        ) from None
+    data = read_input(path, stdin=True)
     if fmt is None:
         raise unknown_format
     name = "<stdin>" if path == "-" else path
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise CommandError(f"{name}:{line}: not UTF-8 text") from None
+    text = utf8_text(data, name)
     try:
         return parse_env(text, name) if fmt == "env" else parse_json(text, name)
     except SecretFileError as e:

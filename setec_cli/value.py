@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import click
 
-from setec_cli.formats import go_quote
+from setec_cli.input_file import read_input
 from setec_cli.options import CommandError, inform
 
 #: The characters Go's ``bytes.TrimSpace`` removes: Unicode White_Space. Not Python's
@@ -68,7 +68,8 @@ def read_secret_value(
         ...``), or naming the file that cannot be read.
     """
     if from_file:
-        value = check_put_text(_read_file(from_file), verbatim=verbatim, trim_space=trim_space)
+        raw = read_input(from_file, "--from-file ")
+        value = check_put_text(raw, verbatim=verbatim, trim_space=trim_space)
         if not value and not empty_ok:
             raise CommandError("empty secret value")
         return value
@@ -83,19 +84,6 @@ def read_secret_value(
         raise CommandError("empty secret value")
     inform(f"Read {len(value)} bytes from stdin")
     return value
-
-
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        # strerror only: never the exception's text, and never the file's content.
-        reason = e.strerror or type(e).__name__
-        raise CommandError(
-            f"cannot read --from-file {go_quote(path)}: {reason}; "
-            "check the path and that you may read the file"
-        ) from None
 
 
 def _prompt_twice(fd: int, *, empty_ok: bool) -> bytes:
