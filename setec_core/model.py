@@ -158,8 +158,14 @@ class LazyState:
         state = self._state
         if state is None:
             data = self._data
-            assert data is not None  # dropped only once the state is kept
-            state = self._state = SecretState.decode(data, self._revision)
+            if data is None:
+                # Another thread decoded it since: it kept the state before it dropped
+                # the plaintext, so the state is there now.
+                state = self._state
+                assert state is not None
+                return state
+            state = SecretState.decode(data, self._revision)
+            self._state = state  # first the state, then drop the plaintext (see above)
             self._data = None  # the plaintext holds the values: keep one copy only
         return state
 

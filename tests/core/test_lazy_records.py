@@ -106,3 +106,39 @@ def test_a_reopened_store_serves_every_secret_as_written(tmp_path: Path) -> None
         assert db.get(SUPERUSER, "plain/two", 3).value == b"v3"
         db.delete(SUPERUSER, "plain/one")
         assert "plain/one" not in [i.name for i in db.list(SUPERUSER)]
+
+
+def test_concurrent_first_uses_all_get_the_state() -> None:
+    """Threads using the same secrets for the first time at once all get its state,
+    whichever of them decodes it, and none trips over another dropping the
+    plaintext (the thread switch interval is made tiny so that they interleave)."""
+    import sys
+    import threading
+
+    lazies = [LazyState(state(f"s/{i}").encode(), i) for i in range(3000)]
+    failures: list[BaseException] = []
+    seen: list[list[SecretState]] = []
+    start = threading.Barrier(8)
+
+    def use() -> None:
+        start.wait()
+        try:
+            seen.append([lazy.resolve() for lazy in lazies])
+        except BaseException as e:  # reported below, not lost in the thread
+            failures.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=use) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert len(seen) == 8
+    for states in seen:
+        assert [s.name for s in states] == [f"s/{i}" for i in range(3000)]
+        assert all(s.versions[2] == VALUE for s in states)
