@@ -305,11 +305,16 @@ def test_rotate_dek_killed_midway_leaves_a_whole_store(tmp_path: Path) -> None:
         "--kms-key-name",
         KEY,
     ]
-    started = time.monotonic()
-    subprocess.run(args, cwd=tmp_path, env=clean_env(), capture_output=True, check=True)
-    full = time.monotonic() - started
+    # The shortest of two whole runs: the first can be slowed by a cold page cache, and
+    # kills timed from it would find the later, faster runs finished.
+    runs = []
+    for _ in range(2):
+        started = time.monotonic()
+        subprocess.run(args, cwd=tmp_path, env=clean_env(), capture_output=True, check=True)
+        runs.append(time.monotonic() - started)
+    full = min(runs)
     killed = 0
-    for fraction in (0.5, 0.7, 0.8, 0.9, 0.95):
+    for fraction in (0.4, 0.55, 0.7, 0.8, 0.9):
         proc = subprocess.Popen(
             args,
             cwd=tmp_path,
