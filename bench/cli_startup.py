@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from servers import previous_release
+from servers import extract_release
 
 from setec_core.client import Client
 
@@ -158,8 +158,8 @@ def main() -> int:
         cases["import click, requests"] = [sys.executable, "-c", "import click, requests"]
         cases["setec --help"] = [setec, "--help"]
         cases["setec version"] = [setec, "version"]
-        previous = previous_release(scratch / "previous", args.previous) if args.previous else None
-        if previous is not None:
+        previous = bool(args.previous) and extract_release(scratch / "previous", args.previous)
+        if previous:
             old = [sys.executable, "-c", PREVIOUS_SETEC, str(scratch / "previous")]
             cases[f"setec get ({args.previous})"] = [*old, "0", "get", NAME]
             cases[f"setec --help ({args.previous})"] = [*old, "1", "--help"]
@@ -195,7 +195,7 @@ def main() -> int:
         print(f"  setec get / curl: {get / median['curl /api/get']:.1f} x")
     print(f"  setec get / python floor: {get / median['python -c pass']:.2f} x")
     print(f"  setec get / libraries floor: {get / floor:.2f} x")
-    if previous is not None:
+    if previous:
         before = median[f"setec get ({args.previous})"]
         print(f"  setec get / previous setec get: {get / before:.2f} x")
     ok = get <= TARGET * floor

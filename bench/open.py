@@ -36,6 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from servers import extract_release
 
 KEY = "dev://bench"
 BATCH = 2_000
@@ -145,7 +148,12 @@ def main() -> None:
             started = time.perf_counter()
             build(state_dir, args.count)
             print(f"built {args.count:,} secrets in {time.perf_counter() - started:.1f} s")
-        previous = extract(args.previous, temp or tempfile.mkdtemp()) if args.previous else None
+        previous = None
+        if args.previous:
+            previous = os.path.join(temp or tempfile.mkdtemp(), "previous-code")
+            if not extract_release(Path(previous), args.previous):
+                print(f"git or commit {args.previous} is not available: no 'previous' figures")
+                previous = None
         results: dict[str, list[dict[str, float]]] = {"setec": [], "sqlite": [], "import": []}
         if previous is not None:
             results["previous"] = []
@@ -205,27 +213,6 @@ def main() -> None:
             f"{args.previous} (target <= {MAX_PREVIOUS_RATIO:g}x)"
         )
     sys.exit(0 if ok_time and ok_rss and ok_previous else 1)
-
-
-def extract(commit: str, directory: str) -> str | None:
-    """Extract the packages of ``commit`` under ``directory``; return their root, or
-    None (saying why) if git or the commit is not available."""
-    import tarfile
-    from io import BytesIO
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    archive = subprocess.run(
-        ["git", "-C", root, "archive", commit, "setec_core", "setec_plugins"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        print(f"git or commit {commit} is not available: no 'previous' figures")
-        return None
-    code = os.path.join(directory, "previous-code")
-    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-        tar.extractall(code, filter="data")
-    return code
 
 
 if __name__ == "__main__":

@@ -162,12 +162,11 @@ def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, f
     }
 
 
-def previous_release(directory: Path, commit: str = PREVIOUS_COMMIT) -> list[str] | None:
-    """Extract the packages of ``commit`` into ``directory`` and return the command that
-    runs its ``setec-serve`` (with this venv's dependencies), or ``None`` if git or the
-    commit is not available."""
+def extract_release(directory: Path, commit: str = PREVIOUS_COMMIT) -> bool:
+    """Extract the packages of ``commit`` (and its ``pyproject.toml``) into
+    ``directory``; ``False`` if git or the commit is not available."""
     if shutil.which("git") is None:
-        return None
+        return False
     archive = subprocess.run(
         [
             "git",
@@ -184,9 +183,18 @@ def previous_release(directory: Path, commit: str = PREVIOUS_COMMIT) -> list[str
         check=False,
     )
     if archive.returncode != 0:
-        return None
+        return False
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
         tar.extractall(directory, filter="data")
+    return True
+
+
+def previous_release(directory: Path, commit: str = PREVIOUS_COMMIT) -> list[str] | None:
+    """Extract the packages of ``commit`` into ``directory`` and return the command that
+    runs its ``setec-serve`` (with this venv's dependencies), or ``None`` if git or the
+    commit is not available."""
+    if not extract_release(directory, commit):
+        return None
     return [sys.executable, "-c", PREVIOUS_MAIN, str(directory)]
 
 
