@@ -142,8 +142,10 @@ def test_the_flag_value_reaches_the_authorizer(plugins: Plugins) -> None:
 
 def test_the_variable_sets_the_flag(plugins: Plugins) -> None:
     """SETEC_BADGE_REALM sets --badge-realm; without either the default is given."""
-    serve(plugins, "--dev", "--authorizer", "badge", env={"SETEC_BADGE_REALM": "from-env"})
-    serve(plugins, "--dev", "--authorizer", "badge")
+    # Port 0, as everywhere here: the address is bound before the authorizer is built.
+    args = ("--dev", "--authorizer", "badge", "--listen", "127.0.0.1:0")
+    serve(plugins, *args, env={"SETEC_BADGE_REALM": "from-env"})
+    serve(plugins, *args)
     assert [options["badge_realm"] for options, _ in BadgeAuthorizer.seen] == [
         "from-env",
         "office",
@@ -153,8 +155,12 @@ def test_the_variable_sets_the_flag(plugins: Plugins) -> None:
 def test_the_flag_value_reaches_the_key_provider(plugins: Plugins) -> None:
     """A key provider's option reaches it when the server opens its store."""
     result = serve(
-        plugins, "--dev", "--kms-key-name", "vaultish://k", "--vaultish-namespace", "team-a"
-    )
+        plugins,
+        "--dev",
+        "--listen", "127.0.0.1:0",
+        "--kms-key-name", "vaultish://k",
+        "--vaultish-namespace", "team-a",
+    )  # fmt: skip
     assert result.exit_code == 1
     assert "vaultish key provider built" in result.stderr
     assert VaultishKeyProvider.seen == [{"vaultish_namespace": "team-a"}]

@@ -104,7 +104,14 @@ def run_serve(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     """Run ``setec-serve ARGS`` to completion (for commands and startup errors), in
-    ``env`` if given, else this process's environment."""
+    ``env`` if given, else this process's environment.
+
+    Where neither ``ARGS`` nor ``env`` says where to listen, ``SETEC_LISTEN`` picks a
+    free port: setec-serve binds before it opens the store or builds the authorizer, so
+    on the default port 8080 a test of a later error would fail whenever something
+    else on the machine listens there."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("SETEC_LISTEN", "127.0.0.1:0")
     return subprocess.run(
         [console_script("setec-serve"), *args],
         cwd=cwd,

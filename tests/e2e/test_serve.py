@@ -83,7 +83,16 @@ def test_state_survives_restart_and_env_vars_work(tmp_path: Path) -> None:
         (("--dev", "--listen", "nonsense"), "--listen 'nonsense' is not HOST:PORT"),
         (("--dev", "--authorizer", "nope", "--listen", "127.0.0.1:0"), "nope"),
         (
-            ("--state-dir", "s", "--kms-key-name", "dev://", "--authorizer", "dev"),
+            (
+                "--state-dir",
+                "s",
+                "--kms-key-name",
+                "dev://",
+                "--authorizer",
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+            ),
             "only available with --dev",
         ),
         (("--dev", "--kms-key-name", "nope://x"), "nope://x"),
