@@ -48,6 +48,7 @@ _EXPORTS = {
     "StorageError": "errors",
     "StorageUnavailable": "errors",
     "UnavailableError": "errors",
+    "UnsupportedError": "errors",
     "ValueNotChanged": "errors",
     "VersionClaimed": "errors",
     "hookimpl": "hookspecs",
@@ -119,6 +120,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "UnavailableError",
+    "UnsupportedError",
     "ValueNotChanged",
     "VersionClaimed",
 ]
@@ -158,6 +160,7 @@ if TYPE_CHECKING:
         StorageError,
         StorageUnavailable,
         UnavailableError,
+        UnsupportedError,
         ValueNotChanged,
         VersionClaimed,
     )

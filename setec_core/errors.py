@@ -132,6 +132,12 @@ class RequestError(SetecError):
         self.reason = reason
 
 
+class UnsupportedError(SetecError):
+    """The server does not offer what was asked of it beyond Go setec's API (a Go setec
+    server, or an older setec for Python): the client refused to send the request
+    rather than have it ignored or half-applied."""
+
+
 class ResponseError(SetecError):
     """The server's answer could not be decoded (Go's ``unmarshaling response``)."""
 

@@ -17,17 +17,26 @@ endpoint the server uses too.
 from __future__ import annotations
 
 import re
+import threading
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import requests
 
 from setec_core.client.transport import describe_failure
-from setec_core.errors import ConfigError, InvalidRequestError, RequestError, UnavailableError
+from setec_core.errors import (
+    ConfigError,
+    InvalidRequestError,
+    NotFound,
+    RequestError,
+    UnavailableError,
+    UnsupportedError,
+)
 from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
 from setec_core.wire import (
     CreateVersionRequest,
     Endpoint,
+    ExtensionsRequest,
     GetRequest,
     ListRequest,
     NameRequest,
@@ -42,6 +51,7 @@ from setec_core.wire.endpoint import (
     CREATE_VERSION,
     DELETE,
     DELETE_VERSION,
+    EXTENSIONS,
     GET,
     INFO,
     LIST,
@@ -141,6 +151,8 @@ class Client:
                     "(as setec-serve new-token makes them)"
                 )
             self._headers["Authorization"] = f"Bearer {token}"
+        self._extensions: frozenset[str] | None = None
+        self._extensions_lock = threading.Lock()
 
     def __repr__(self) -> str:
         # Never the token.
@@ -203,6 +215,43 @@ class Client:
         from setec_core.client.keyring import Keyring
 
         return Keyring.fetch(self, name)
+
+    # --- beyond Go setec ----------------------------------------------------------------
+
+    def extensions(self) -> frozenset[str]:
+        """The names of what the server offers beyond Go setec's API (docs/api.md §9),
+        asked once per Client and remembered; empty for a Go setec server (which
+        answers 404).
+
+        :raises UnavailableError: if the server cannot be reached (not remembered: the
+            next call asks again).
+        """
+        with self._extensions_lock:
+            if self._extensions is None:
+                try:
+                    names = self._call(EXTENSIONS, ExtensionsRequest()).names
+                except NotFound:
+                    names = ()
+                self._extensions = frozenset(names)
+            return self._extensions
+
+    def offers(self, extension: str) -> bool:
+        """Whether the server offers ``extension`` (see :meth:`extensions`)."""
+        return extension in self.extensions()
+
+    def require(self, extension: str, what: str) -> None:
+        """Refuse to go on unless the server offers ``extension``.
+
+        :param what: what the caller was about to do, for the message
+            (``"a put guarded by an expected version"``).
+        :raises UnsupportedError: naming the server, what was refused and why.
+        """
+        if not self.offers(extension):
+            raise UnsupportedError(
+                f"{self.server} does not offer {what} (its API has no {extension!r} "
+                "extension: a Go setec server, or an older setec for Python); "
+                "nothing was sent"
+            )
 
     # --- the wire --------------------------------------------------------------------
 

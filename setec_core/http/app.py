@@ -71,6 +71,7 @@ from setec_core.http.route import (
 from setec_core.http.status import log_bug, one_line, status_for, too_large
 from setec_core.model import SecretInfo, SecretValue
 from setec_core.peer import Peer, PeerHeaders
+from setec_core.wire.extensions import offered
 
 log = logging.getLogger("setec.http")
 access_log = logging.getLogger("setec.http.access")
@@ -169,6 +170,8 @@ class SetecApp:
             Route("/livez", self.page_livez, small),
             Route("/metrics", self.page_metrics, small),
         ]
+        #: What /api/extensions answers: fixed for the app's life.
+        self.extensions = wire.Extensions(offered(wire.ENDPOINTS))
         #: path -> route: every path the app serves.
         self.url_map: dict[str, Route] = {
             r.path: r for r in (*pages, *map(self._api_route, wire.ENDPOINTS))
@@ -344,6 +347,13 @@ class SetecApp:
     def on_delete(self, caller: Caller, request: wire.NameRequest) -> None:
         """``/api/delete`` (docs/api.md §4.8)."""
         self.db.delete(caller, request.name)
+
+    # --- beyond Go setec (docs/api.md §9) ---------------------------------------------
+
+    def on_extensions(self, caller: Caller, request: wire.ExtensionsRequest) -> wire.Extensions:
+        """``/api/extensions`` (docs/api.md §9.1): what this server offers beyond Go's
+        API. Any identified caller may ask; nothing is audited, as no secret is named."""
+        return self.extensions
 
     def _identify(self, ctx: RequestContext) -> Caller:
         try:

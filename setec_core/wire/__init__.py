@@ -11,6 +11,8 @@ One description serves the server and the client:
   decodes them (``endpoint.reply.decode``);
 * :mod:`~setec_core.wire.decoding`: Go's rules for reading a body (key folding, the last
   key wins, ``null``), shared by both sides;
+* :mod:`~setec_core.wire.extensions`: what the server offers beyond Go's API, which a
+  client asks before using it;
 * :mod:`~setec_core.wire.sentinel`: the four statuses that carry the wire sentinels,
   which the server sends and a client turns back into errors.
 """
@@ -18,10 +20,11 @@ One description serves the server and the client:
 from __future__ import annotations
 
 from setec_core.wire.endpoint import ENDPOINTS, Endpoint
-from setec_core.wire.reply import Reply, go_escape
+from setec_core.wire.reply import Extensions, Reply, go_escape
 from setec_core.wire.request import (
     BadRequestError,
     CreateVersionRequest,
+    ExtensionsRequest,
     GetRequest,
     ListRequest,
     NameRequest,
@@ -39,6 +42,8 @@ __all__ = [
     "BadRequestError",
     "CreateVersionRequest",
     "Endpoint",
+    "Extensions",
+    "ExtensionsRequest",
     "GetRequest",
     "ListRequest",
     "NameRequest",

@@ -10,9 +10,11 @@ from typing import Any, Generic, TypeVar
 
 from setec_core.model import SecretInfo, SecretValue
 from setec_core.wire import reply
-from setec_core.wire.reply import Reply
+from setec_core.wire.extensions import EXTENSIONS as EXTENSIONS_NAME
+from setec_core.wire.reply import Extensions, Reply
 from setec_core.wire.request import (
     CreateVersionRequest,
+    ExtensionsRequest,
     GetRequest,
     ListRequest,
     NameRequest,
@@ -38,6 +40,9 @@ class Endpoint(Generic[Q, R]):
         create-version): the server takes a body as large as it allows
         (``--max-request-bytes``) rather than a few kilobytes. A security limit, so
         set here for each endpoint, not inferred from the request's fields.
+    :param extension: for an endpoint Go setec does not have, the name of the
+        extension it belongs to, which ``/api/extensions`` lists and a client checks
+        before calling it (:mod:`setec_core.wire.extensions`); ``None`` for Go's.
     """
 
     name: str
@@ -45,6 +50,7 @@ class Endpoint(Generic[Q, R]):
     reply: Reply[R]
     read_only: bool = False
     carries_value: bool = False
+    extension: str | None = None
     #: ``/api/`` and the name.
     path: str = field(init=False)
 
@@ -67,7 +73,19 @@ DELETE_VERSION: Endpoint[VersionRequest, None] = Endpoint(
 )
 DELETE: Endpoint[NameRequest, None] = Endpoint("delete", NameRequest, reply.EMPTY)
 
-#: Every endpoint, in the order docs/api.md §4 lists them.
+# --- Beyond Go setec (docs/api.md §9) ------------------------------------------------------
+
+#: What the server offers beyond Go's API. Neither audited nor granted: it names no
+#: secret. Read-only, so it never waits for an audit fsync.
+EXTENSIONS: Endpoint[ExtensionsRequest, Extensions] = Endpoint(
+    EXTENSIONS_NAME,
+    ExtensionsRequest,
+    reply.EXTENSION_LIST,
+    read_only=True,
+    extension=EXTENSIONS_NAME,
+)
+
+#: Every endpoint: Go's in the order docs/api.md §4 lists them, then ours (§9).
 ENDPOINTS: tuple[Endpoint[Any, Any], ...] = (
     LIST,
     GET,
@@ -77,4 +95,5 @@ ENDPOINTS: tuple[Endpoint[Any, Any], ...] = (
     ACTIVATE,
     DELETE_VERSION,
     DELETE,
+    EXTENSIONS,
 )

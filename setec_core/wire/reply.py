@@ -28,6 +28,14 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
+class Extensions:
+    """The reply of ``/api/extensions``: the names of what the server offers beyond Go
+    setec's API (:mod:`setec_core.wire.extensions`)."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Reply(Generic[R]):
     """One kind of reply body.
 
@@ -73,6 +81,8 @@ def _document(result: object) -> object:
             "Versions": sorted(result.versions),
             "ActiveVersion": result.active_version,
         }
+    if isinstance(result, Extensions):
+        return {"Extensions": list(result.names)}
     if isinstance(result, list | tuple):
         return [_document(item) for item in result] or None
     if isinstance(result, int) and not isinstance(result, bool):
@@ -190,6 +200,23 @@ def _decode_infos(body: bytes) -> list[SecretInfo]:
     return [_info_of(item) for item in doc]
 
 
+def _decode_extensions(body: bytes) -> Extensions:
+    doc = parse(body, _error, whole=True)
+    if type(doc) is not JsonObject:
+        raise _error("expected a list of extensions")
+    names: tuple[str, ...] = ()
+    for key, value in doc:  # the last "Extensions" key wins, as in Go
+        if key.lower() != "extensions":
+            continue
+        if value is None:
+            names = ()
+        elif type(value) is list and all(type(n) is str for n in value):
+            names = tuple(value)
+        else:
+            raise _error('"Extensions" must be a list of strings')
+    return Extensions(names)
+
+
 def _decode_version(body: bytes) -> int:
     version = uint(parse(body, _error, whole=True), MAX_VERSION)
     if not version:  # None, or 0: put never makes version 0
@@ -210,5 +237,7 @@ INFO: Reply[SecretInfo] = Reply(_encode_json, _decode_info)
 INFO_LIST: Reply[list[SecretInfo]] = Reply(_encode_json, _decode_infos)
 #: The version put made or found: a bare number.
 VERSION: Reply[int] = Reply(_encode_json, _decode_version)
+#: What the server offers beyond Go's API: ``{"Extensions": [names]}``.
+EXTENSION_LIST: Reply[Extensions] = Reply(_encode_json, _decode_extensions)
 #: The reply of an operation that returns nothing: ``{}``.
 EMPTY: Reply[None] = Reply(_encode_empty, _decode_empty)

@@ -59,6 +59,12 @@ class ListRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtensionsRequest:
+    """The body of ``/api/extensions`` (not in Go setec): any JSON object (its keys are
+    ignored) or ``null``."""
+
+
+@dataclass(frozen=True, slots=True)
 class NameRequest:
     """The body of ``/api/info`` and ``/api/delete``: ``{"Name": ...}``."""
 
@@ -104,7 +110,13 @@ class CreateVersionRequest:
 
 #: Every request class.
 Request = (
-    ListRequest | NameRequest | GetRequest | PutRequest | VersionRequest | CreateVersionRequest
+    ListRequest
+    | ExtensionsRequest
+    | NameRequest
+    | GetRequest
+    | PutRequest
+    | VersionRequest
+    | CreateVersionRequest
 )
 
 # --- Their fields, as the server reads them ----------------------------------------------

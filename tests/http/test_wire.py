@@ -499,9 +499,11 @@ def test_encoded_results_parse_back(name: str, versions: set[int], value: bytes)
 
 
 def test_the_endpoint_table() -> None:
-    """The endpoints of docs/api.md §4, in its order, each at /api/<name>; only put and
-    create-version carry a value, and only list, get and info just read."""
-    assert [e.name for e in ENDPOINTS] == [
+    """Go's endpoints of docs/api.md §4, in its order, then ours (§9), each at
+    /api/<name>; only Go's lack an extension name. Of Go's, only put and create-version
+    carry a value, and only list, get and info just read."""
+    go = [e for e in ENDPOINTS if e.extension is None]
+    assert [e.name for e in go] == [
         "list",
         "get",
         "info",
@@ -511,9 +513,11 @@ def test_the_endpoint_table() -> None:
         "delete-version",
         "delete",
     ]
+    assert list(ENDPOINTS[: len(go)]) == go
     assert all(e.path == f"/api/{e.name}" for e in ENDPOINTS)
-    assert [e.name for e in ENDPOINTS if e.carries_value] == ["put", "create-version"]
-    assert [e.name for e in ENDPOINTS if e.read_only] == ["list", "get", "info"]
+    assert [e.name for e in go if e.carries_value] == ["put", "create-version"]
+    assert [e.name for e in go if e.read_only] == ["list", "get", "info"]
+    assert "extensions" in {e.extension for e in ENDPOINTS}
 
 
 def test_the_large_body_limit_is_set_where_a_value_is_carried() -> None:
