@@ -14,6 +14,7 @@ import click
 
 from setec_cli.confirm import check_confirmation, delete_secret_request, delete_version_request
 from setec_cli.formats import dump_json, go_quote, info_json, info_table, list_table, value_json
+from setec_cli.guards import guard_failed, guard_options, guards
 from setec_cli.options import (
     CommandError,
     check_name,
@@ -29,8 +30,17 @@ from setec_cli.options import (
 )
 from setec_cli.output_path import check_output_path
 from setec_cli.private_file import write_private_file
+from setec_cli.recovery import (
+    deleted_json,
+    deleted_table,
+    list_deleted,
+    pending,
+    purge_secret_request,
+    put_aside_line,
+    undelete_command,
+)
 from setec_cli.value import read_secret_value
-from setec_core.errors import NotFound, SetecError, VersionClaimed
+from setec_core.errors import NotFound, SetecError, VersionClaimed, VersionConflict
 
 _JSON_HELP = "Print JSON instead of a table (see docs/cli.md for the format)."
 
@@ -48,18 +58,30 @@ def _value_is_not_an_argument(command: str, takes: str) -> click.UsageError:
 
 @client_command("list")
 @click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@click.option(
+    "--deleted",
+    is_flag=True,
+    help="List the secrets deleted but not yet purged (a server with a recovery window), "
+    "and when each goes for good.",
+)
 @click.argument("args", nargs=-1, metavar="[PREFIX]")
 @click.pass_context
-def list_command(ctx: click.Context, as_json: bool, args: tuple[str, ...]) -> None:
+def list_command(ctx: click.Context, as_json: bool, deleted: bool, args: tuple[str, ...]) -> None:
     """List all secrets visible to the caller.
 
     With PREFIX, only those whose names start with it ("prod/" for the secrets
-    under prod/).
+    under prod/). With --deleted, the deleted secrets the caller may bring back
+    ("setec undelete") instead.
     """
     if len(args) > 1:
         take_args("list", args, 0)  # Go's message, naming the extra arguments
     prefix = args[0] if args else ""
     client = make_client(ctx)
+    if deleted:
+        gone = list_deleted(client, prefix)
+        text = dump_json([deleted_json(s) for s in gone]) if as_json else deleted_table(gone)
+        click.echo(text, nl=False)
+        return
     try:
         secrets = [info for info in client.list() if info.name.startswith(prefix)]
     except SetecError as e:
@@ -171,6 +193,7 @@ def _value_options(f: Any) -> Any:
 
 @client_command("put")
 @_value_options
+@guard_options
 @click.argument("args", nargs=-1, metavar="NAME")
 @click.pass_context
 def put_command(
@@ -196,11 +219,14 @@ def put_command(
     (name,) = take_args("put", args, 1)
     client = make_client(ctx)
     check_name(name)
+    guarded = guards(ctx, client)
     value = read_secret_value(
         from_file, empty_ok=empty_ok, verbatim=verbatim, trim_space=trim_space
     )
     try:
-        version = client.put(name, value)
+        version = client.put(name, value, **guarded)
+    except VersionConflict as e:
+        raise guard_failed("failed to write secret", e) from None
     except SetecError as e:
         raise CommandError(f"failed to write secret: {e}") from None
     click.echo(f"Secret saved as {go_quote(name)}, version {version}")
@@ -220,6 +246,7 @@ def _is_active(client: Any, name: str, version: int) -> bool:
 
 @client_command("create-version")
 @_value_options
+@guard_options
 @click.argument("args", nargs=-1, metavar="NAME VERSION")
 @click.pass_context
 def create_version_command(
@@ -244,11 +271,16 @@ def create_version_command(
     if version == 0:
         # Before the value is typed in, not after the server refuses it.
         raise CommandError(f"invalid version {go_quote(version_text)}: versions start at 1")
+    guarded = guards(ctx, client)
     value = read_secret_value(
         from_file, empty_ok=empty_ok, verbatim=verbatim, trim_space=trim_space
     )
     try:
-        client.create_version(name, version, value)
+        client.create_version(name, version, value, **guarded)
+    except VersionConflict as e:
+        raise guard_failed(
+            f"failed to create secret {go_quote(name)} version {version}", e
+        ) from None
     except VersionClaimed as e:
         raise CommandError(
             f"failed to create secret {go_quote(name)} version {version}: {e}; a version "
@@ -262,6 +294,7 @@ def create_version_command(
 
 
 @client_command("activate")
+@guard_options
 @click.argument("args", nargs=-1, metavar="NAME VERSION")
 @click.pass_context
 def activate_command(ctx: click.Context, args: tuple[str, ...]) -> None:
@@ -270,14 +303,18 @@ def activate_command(ctx: click.Context, args: tuple[str, ...]) -> None:
     client = make_client(ctx)
     check_name(name)
     version = parse_version_arg(version_text)
+    guarded = guards(ctx, client)
     try:
-        client.activate(name, version)
+        client.activate(name, version, **guarded)
+    except VersionConflict as e:
+        raise guard_failed("failed to set active version", e) from None
     except SetecError as e:
         raise CommandError(f"failed to set active version: {e}") from None
 
 
 @client_command("delete-version")
 @click.option("-y", "--yes", is_flag=True, help=_YES_HELP)
+@guard_options
 @click.argument("args", nargs=-1, metavar="NAME VERSION [TOKEN]")
 @click.pass_context
 def delete_version_command(ctx: click.Context, yes: bool, args: tuple[str, ...]) -> None:
@@ -295,8 +332,13 @@ def delete_version_command(ctx: click.Context, yes: bool, args: tuple[str, ...])
         problem = check_confirmation(request, rest[0] if rest else "")
         if problem:
             raise CommandError(problem)
+    guarded = guards(ctx, client)
     try:
-        client.delete_version(name, version)
+        client.delete_version(name, version, **guarded)
+    except VersionConflict as e:
+        raise guard_failed(
+            f"failed to delete secret {go_quote(name)} version {version}", e
+        ) from None
     except SetecError as e:
         raise CommandError(
             f"failed to delete secret {go_quote(name)} version {version}: {e}"
@@ -306,27 +348,48 @@ def delete_version_command(ctx: click.Context, yes: bool, args: tuple[str, ...])
 
 @client_command("delete")
 @click.option("-y", "--yes", is_flag=True, help=_YES_HELP)
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Delete for good at once, even on a server that keeps deleted secrets for a "
+    "while (and also a secret already deleted there). Needs its own token.",
+)
+@guard_options
 @click.argument("args", nargs=-1, metavar="NAME [TOKEN]")
 @click.pass_context
-def delete_command(ctx: click.Context, yes: bool, args: tuple[str, ...]) -> None:
+def delete_command(ctx: click.Context, yes: bool, purge: bool, args: tuple[str, ...]) -> None:
     """Delete all versions of a secret (including active).
 
     A confirmation token is required to delete a secret. Run the command to generate
     the token, then re-run appending the provided value (or pass --yes).
+
+    A server with a recovery window keeps the secret aside until the window ends:
+    "setec undelete" brings it back until then, and --purge deletes it for good now.
     """
     name, *rest = take_at_least("delete", args, 1)
     client = make_client(ctx)
     check_name(name)
     if not yes:
-        problem = check_confirmation(delete_secret_request(name), rest[0] if rest else "")
+        request = purge_secret_request(name) if purge else delete_secret_request(name)
+        problem = check_confirmation(request, rest[0] if rest else "")
         if problem:
             raise CommandError(problem)
+    guarded = guards(ctx, client)
     versions = None if is_quiet() else _versions(client, name)
+    if purge and versions == ():
+        # Not visible: it may be a secret already put aside, which a purge removes.
+        aside = pending(client, name)
+        versions = None if aside is None else aside.versions
     try:
-        client.delete(name)
+        client.delete(name, **guarded, purge=purge)
+    except VersionConflict as e:
+        raise guard_failed(f"failed to delete secret {go_quote(name)}", e) from None
     except SetecError as e:
         raise CommandError(f"failed to delete secret {go_quote(name)}: {e}") from None
-    if versions is None:
+    aside = None if is_quiet() or purge or versions == () else pending(client, name)
+    if aside is not None:
+        inform(put_aside_line(aside))
+    elif versions is None:
         inform(f"Deleted secret {go_quote(name)}")
     elif not versions:
         # The server answers a delete of a missing secret with success, as Go's does.
@@ -348,6 +411,35 @@ def _versions(client: Any, name: str) -> tuple[int, ...] | None:
         return None
 
 
+@client_command("set-info")
+@click.option(
+    "--description",
+    "description",
+    required=True,
+    metavar="TEXT",
+    help='What the secret is for: one line of at most 1,000 bytes; "" clears it.',
+)
+@click.argument("args", nargs=-1, metavar="NAME")
+@click.pass_context
+def set_info_command(ctx: click.Context, description: str, args: tuple[str, ...]) -> None:
+    """Set the description of a secret, which list and info show.
+
+    Makes no new version. Needs a setec for Python server (Go setec has no
+    descriptions) and the set-info right on the secret.
+    """
+    (name,) = take_args("set-info", args, 1)
+    client = make_client(ctx)
+    check_name(name)
+    try:
+        client.set_info(name, description)
+    except SetecError as e:
+        raise CommandError(f"failed to set the description of {go_quote(name)}: {e}") from None
+    if description:
+        inform(f"Set the description of secret {go_quote(name)}")
+    else:
+        inform(f"Cleared the description of secret {go_quote(name)}")
+
+
 COMMANDS = (
     list_command,
     info_command,
@@ -357,5 +449,7 @@ COMMANDS = (
     activate_command,
     delete_version_command,
     delete_command,
+    undelete_command,
+    set_info_command,
 )
 """The API commands, in the order ``setec --help`` lists them."""

@@ -51,10 +51,14 @@ class ServerConfig:
     backup: str | None = None
     backup_keep: int | None = None
     backup_interval: float = 60.0
+    #: Seconds a deleted secret is kept aside before it is purged (0: deleted at once).
+    recovery_window: float = 0.0
     unix_socket: str | None = None
     idle_timeout: float = 60.0
     max_connections: int = 0
     max_connections_per_source: int = 2048
+    max_watches: int = 10_000
+    watch_timeout_cap: float = 60.0
     allowed_hosts: tuple[str, ...] = ()
     #: Serving processes on this host (``--workers``; :mod:`setec_cli.workers`).
     workers: int = 1
@@ -368,10 +372,13 @@ def resolve(options: Mapping[str, Any], plugins: Plugins) -> ServerConfig:
         backup=backup,
         backup_keep=options.get("backup_keep") or None,
         backup_interval=float(options.get("backup_interval") or 60.0),
+        recovery_window=float(options.get("recovery_window") or 0.0),
         unix_socket=unix_socket,
         idle_timeout=float(options.get("idle_timeout") or 60.0),
         max_connections=int(options.get("max_connections") or 0),
         max_connections_per_source=int(options.get("max_connections_per_source") or 2048),
+        max_watches=int(options.get("max_watches") or 10_000),
+        watch_timeout_cap=float(options.get("watch_timeout_cap") or 60),
         allowed_hosts=allowed_hosts(options.get("allowed_host") or ()),
         workers=workers,
         plugin_options={

@@ -13,9 +13,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
+from setec_core.quoting import escape_unprintable
 
 # Re-exported: the commands quote with it from here.
 from setec_core.quoting import go_quote as go_quote
+from setec_core.wire.gotime import format_time
 
 
 def go_quote_list(items: Iterable[str]) -> str:
@@ -107,29 +109,68 @@ def _write_lines(
 
 
 def list_table(secrets: Sequence[SecretInfo]) -> str:
-    """The output of ``setec list``, as Go prints it."""
-    rows = ["NAME\tACTIVE\tVERSIONS\n"]
+    """The output of ``setec list``, as Go prints it; then the column ``LAST ACCESS``
+    (``-`` for never) when any secret has a last access, and ``DESCRIPTION`` when any
+    has a description (this project's server, docs/api.md §9.5). Go's server reports
+    neither, and its table is Go's."""
+    accessed = any(info.last_access is not None for info in secrets)
+    described = any(info.description for info in secrets)
+    header = "NAME\tACTIVE\tVERSIONS"
+    header += "\tLAST ACCESS" if accessed else ""
+    header += "\tDESCRIPTION" if described else ""
+    rows = [header + "\n"]
     for info in secrets:
         versions = ",".join(str(v) for v in info.versions)
-        rows.append(f"{info.name}\t{info.active_version}\t{versions}\n")
-    return tabwrite("".join(rows))
+        row = f"{info.name}\t{info.active_version}\t{versions}"
+        row += f"\t{last_access_text(info) or '-'}" if accessed else ""
+        row += f"\t{description_text(info)}" if described else ""
+        rows.append(row + "\n")
+    table = tabwrite("".join(rows))
+    if not described:
+        return table
+    # A row without a description would end in the padding of the column before it.
+    return "\n".join(line.rstrip(" ") for line in table.split("\n"))
 
 
 def info_table(info: SecretInfo) -> str:
-    """The output of ``setec info NAME``, as Go prints it."""
+    """The output of ``setec info NAME``, as Go prints it; then ``Description:`` and
+    ``Last access:`` lines when the server says (docs/api.md §9.5)."""
     versions = ", ".join(str(v) for v in info.versions)
-    return tabwrite(
-        f"Name:\t{info.name}\nActive version:\t{info.active_version}\nVersions:\t{versions}\n"
-    )
+    text = f"Name:\t{info.name}\nActive version:\t{info.active_version}\nVersions:\t{versions}\n"
+    if info.description:
+        text += f"Description:\t{description_text(info)}\n"
+    if info.last_access is not None:
+        text += f"Last access:\t{last_access_text(info)}\n"
+    return tabwrite(text)
+
+
+def description_text(info: SecretInfo) -> str:
+    """The description of ``info`` as the tables show it: a character that is not
+    printable (a tab or an escape, from a server that allows them) as its escape."""
+    return escape_unprintable(info.description)
+
+
+def last_access_text(info: SecretInfo) -> str:
+    """When ``info`` was last accessed, to the second in UTC
+    (``2026-12-02T12:00:00Z``); ``""`` if never or not known."""
+    when = info.last_access
+    return "" if when is None else format_time(when.replace(microsecond=0))
 
 
 def info_json(info: SecretInfo) -> dict[str, Any]:
-    """The ``--json`` form of one secret's metadata (documented in docs/cli.md)."""
-    return {
+    """The ``--json`` form of one secret's metadata (documented in docs/cli.md):
+    ``description`` and ``last_access`` (RFC 3339, as the API has it) only when the
+    server says."""
+    doc: dict[str, Any] = {
         "name": info.name,
         "versions": list(info.versions),
         "active_version": info.active_version,
     }
+    if info.description:
+        doc["description"] = info.description
+    if info.last_access is not None:
+        doc["last_access"] = format_time(info.last_access)
+    return doc
 
 
 def value_json(name: str, secret: SecretValue) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 write the result, as ``op inject`` does. Go's CLI has none. The syntax is in
 :mod:`setec_cli.template`.
 
-Every referenced secret is fetched (each name once, over one connection) before
-anything is written: a failure writes nothing and leaves an existing output file as it
-was. An output file is written readable by you only, and atomically
+Every referenced secret is fetched (each name once, in one request from a server that
+offers batch gets, else one get each over one connection) before anything is written:
+a failure writes nothing and leaves an existing output file as it was. An output file
+is written readable by you only, and atomically
 (:func:`setec_cli.private_file.write_private_file`).
 """
 
@@ -19,6 +20,7 @@ from setec_cli.formats import go_quote
 from setec_cli.input_file import STDIN, read_input, utf8_text
 from setec_cli.options import CommandError, client_command, inform, make_client
 from setec_cli.output_path import check_output_path
+from setec_cli.prefetch import Prefetched
 from setec_cli.private_file import write_private_file
 from setec_cli.template import Reference, TemplateError, parse_template
 from setec_core.errors import SetecError
@@ -94,13 +96,13 @@ def inject_command(ctx: click.Context, in_file: str, out_file: str | None, force
     values: dict[str, str] = {}
     references = template.references()
     if references:
-        client = make_client(ctx)
+        prefetched = Prefetched(make_client(ctx), (ref.name for ref in references))
         for ref in references:
             if ref.name in values:
                 continue
             where = f"{shown}:{ref.line}:{ref.column}"
             try:
-                value = client.get(ref.name).value
+                value = prefetched.get(ref.name).value
             except SetecError as e:
                 raise CommandError(
                     f"failed to get secret {go_quote(ref.name)} ({where}): {e}"

@@ -11,7 +11,8 @@ The file given to ``--env-file`` is easily a file of values by mistake (Docker's
 ``list`` call has shown them to be names of secrets: a value is then neither sent to
 the server (whose logs would keep it) nor shown.
 
-Each secret's active value is fetched once, all before the program starts; then setec
+Each secret's active value is fetched once, all before the program starts (in one
+request from a server that offers batch gets, 100 secrets a request); then setec
 replaces itself with the program (``exec``), so nothing is written to disk and no setec
 process stays around holding the values.
 """
@@ -19,20 +20,27 @@ process stays around holding the values.
 from __future__ import annotations
 
 import os
+import signal
 import string
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from setec_cli.dotenv import KEY_PATTERN
 from setec_cli.formats import go_quote
 from setec_cli.input_file import read_input, utf8_text
 from setec_cli.options import TOKEN_ENV, CommandError, check_name, client_command, make_client
+from setec_cli.prefetch import Prefetched
+from setec_cli.supervise import OnChange, Policy, parse_signal, run_watching
 from setec_core.errors import NotFound, SetecError
 
 _VARIABLE_RULE = "a letter or _ followed by letters, digits or _"
+#: The options that only mean something with --watch.
+_WATCH_ONLY = ("on_change", "restart_signal", "restart_grace", "poll_interval")
 _KEPT = frozenset(string.ascii_uppercase + string.digits + "_")
 _QUOTES = "\"'"
 
@@ -244,6 +252,24 @@ def refuse_unlisted(bindings: Iterable[Binding], names: Iterable[str]) -> None:
             raise CommandError(b.failure("not found among the secrets you may list", missing=True))
 
 
+DEFAULT = ParameterSource.DEFAULT
+
+
+def _watch_option(
+    parse: Callable[[Any], Any],
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """An option callback that parses the value with ``parse``, a ValueError becoming
+    click's one-line usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e), ctx, param) from None
+
+    return callback
+
+
 def environment_value(binding: Binding, value: bytes) -> str:
     """Check that a secret's value can be an environment variable and return it as text.
 
@@ -292,6 +318,48 @@ def environment_value(binding: Binding, value: bytes) -> str:
     help="Set a variable for every secret under PREFIX/: PREFIX/db-url becomes DB_URL "
     "(repeatable; see docs/cli.md for the rule).",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Stay running: when a secret gets a new active version, restart COMMAND with "
+    "the new values (or see --on-change).",
+)
+@click.option(
+    "--on-change",
+    default="restart",
+    show_default=True,
+    metavar="restart|signal:NAME",
+    callback=_watch_option(OnChange.parse),
+    help="With --watch: restart COMMAND, or only send it a signal (signal:HUP).",
+)
+@click.option(
+    "--restart-signal",
+    default="TERM",
+    show_default=True,
+    metavar="SIGNAL",
+    callback=_watch_option(parse_signal),
+    help="With --watch: the signal that stops COMMAND for a restart.",
+)
+@click.option(
+    "--restart-grace",
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    callback=_watch_option(float),
+    help="With --watch: how long COMMAND has to exit after the restart signal before "
+    "it is killed (SIGKILL).",
+)
+@click.option(
+    "--poll-interval",
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_watch_option(float),
+    help="With --watch: how often to ask for new versions (a server that offers "
+    "watch tells at once as well).",
+)
 @click.argument(
     "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]..."
 )
@@ -301,6 +369,11 @@ def run_command(
     secrets: list[tuple[str, str]],
     env_files: tuple[str, ...],
     prefixes: list[str],
+    watch: bool,
+    on_change: OnChange,
+    restart_signal: signal.Signals,
+    restart_grace: float,
+    poll_interval: float,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with secrets in its environment.
@@ -314,6 +387,10 @@ def run_command(
     """
     if not (secrets or env_files or prefixes):
         raise click.UsageError("give at least one of --secret, --env-file or --prefix")
+    if not watch:
+        given = [p for p in _WATCH_ONLY if ctx.get_parameter_source(p) is not DEFAULT]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} needs --watch")
     bindings = [Binding(var, check_name(name), "--secret") for var, name in secrets]
     explicit = {b.var for b in bindings}
     bindings += [b for b in read_env_files(env_files) if b.var not in explicit]
@@ -330,17 +407,27 @@ def run_command(
         # A listed name the client cannot send (a lone surrogate from the server's
         # JSON) is refused here, not as an internal error in the get.
         bindings += [Binding(b.var, check_name(b.name), b.source) for b in made]
+    prefetched = Prefetched(client, (b.name for b in bindings))
     fetched: dict[str, bytes] = {}
     env = dict(os.environ)
     env.pop(TOKEN_ENV, None)
     for b in bindings:
         if b.name not in fetched:
             try:
-                fetched[b.name] = client.get(b.name).value
+                fetched[b.name] = prefetched.get(b.name).value
             except SetecError as e:
                 missing = isinstance(e, NotFound)
                 raise CommandError(b.failure(str(e), missing=missing)) from None
         env[b.var] = environment_value(b, fetched[b.name])
+    if watch:
+        base = {k: v for k, v in env.items() if k not in {b.var for b in bindings}}
+
+        def environment(values: Mapping[str, bytes]) -> dict[str, str]:
+            return {**base, **{b.var: environment_value(b, values[b.name]) for b in bindings}}
+
+        held = {b.name: prefetched.get(b.name) for b in bindings}
+        policy = Policy(on_change, restart_signal, restart_grace)
+        ctx.exit(run_watching(client, held, environment, command, policy, poll_interval))
     sys.stdout.flush()
     sys.stderr.flush()
     try:

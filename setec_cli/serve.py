@@ -26,13 +26,16 @@ import click
 from setec_cli import logs
 from setec_cli.admin import add_admin_commands
 from setec_cli.config import DEFAULT_LISTEN, DEV_KEY, MAX_WORKERS, ServerConfig, resolve
+from setec_cli.duration import Duration, format_duration
 from setec_cli.plugin_flags import ListingOption, PluginFlagsGroup, plugins_of
 from setec_cli.say import dev_export_hint, fail, say
 from setec_core.errors import ConfigError, SetecError
 from setec_core.uris import redact
 
 if TYPE_CHECKING:
+    from setec_core.database import Database
     from setec_core.plugins import Plugins
+    from setec_core.purge import PurgeLoop
 
 log = logging.getLogger("setec.serve")
 
@@ -178,6 +181,26 @@ log = logging.getLogger("setec.serve")
     "slowest connection is closed to make room.",
 )
 @click.option(
+    "--max-watches",
+    envvar="SETEC_MAX_WATCHES",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Watches (/api/watch long polls) this process holds at once; more get 503 with "
+    "Retry-After. A waiting watch costs a connection, not a thread.",
+)
+@click.option(
+    "--watch-timeout-cap",
+    envvar="SETEC_WATCH_TIMEOUT_CAP",
+    show_envvar=True,
+    type=click.IntRange(1, 3600),
+    default=60,
+    show_default=True,
+    help="Seconds a watch waits at most: keep it below the idle timeout of any proxy or "
+    "load balancer in front of the server (often 60 s).",
+)
+@click.option(
     "--log-level",
     envvar="SETEC_LOG_LEVEL",
     show_envvar=True,
@@ -215,6 +238,18 @@ log = logging.getLogger("setec.serve")
     default=60.0,
     show_default=True,
     help="Seconds between checks for changes to back up.",
+)
+@click.option(
+    "--recovery-window",
+    envvar="SETEC_RECOVERY_WINDOW",
+    show_envvar=True,
+    type=Duration(),
+    default="0",
+    show_default=True,
+    metavar="DURATION",
+    help="Keep a deleted secret aside this long (7d, 12h, 30m, 0) before purging it: "
+    "until then it can be undeleted, and its name stays reserved. 0 deletes at once, as "
+    "Go setec does.",
 )
 @click.option(
     "--dev",
@@ -370,6 +405,8 @@ def _serve(
         tls=config.tls,
         allowed_hosts=config.host_names(),
         access_lines=access_lines,
+        max_watches=config.max_watches,
+        watch_timeout_cap=config.watch_timeout_cap,
     )
     # Serve what other processes over the store write (replicas, --workers, admin
     # commands), and hold this replica's presence lease while running.
@@ -384,6 +421,7 @@ def _serve(
         )
         stack.callback(backups.stop)
         app.metrics.watch_backups(backups)
+    purges = _purge_loop(db, config, stack)
     say(
         f"key {db.key.uri}, storage {db.storage.uri}, authorizer {config.authorizer}, "
         f"{len(db)} secrets, replica {db.replica}"
@@ -400,6 +438,13 @@ def _serve(
         say(f"listening on {url}")
         if config.dev and config.unix_socket is None:
             dev_export_hint(url)
+    if purges is not None:
+        if config.recovery_window > 0:
+            window = format_duration(config.recovery_window)
+            say(f"deleted secrets are kept {window} before they are purged (undelete until then)")
+        else:
+            say("secrets deleted with an earlier --recovery-window are purged when theirs ends")
+        purges.start()
     if backups is not None:
         keep = "keeping all"
         if config.backup_keep:
@@ -414,6 +459,24 @@ def _serve(
     if not runner.wait():
         raise SetecError("the HTTP server stopped unexpectedly; see the log above")
     say("stopped: in-flight requests finished, database closed")
+
+
+def _purge_loop(
+    db: Database, config: ServerConfig, stack: contextlib.ExitStack
+) -> PurgeLoop | None:
+    """Set the database's recovery window and make its purge job: with a window, or
+    without one while secrets put aside by an earlier run are pending (they must still
+    go on time). ``None`` when there is nothing to purge, ever."""
+    from setec_core.leases import JobLease
+    from setec_core.purge import LEASE, PurgeLoop, lease_ttl
+
+    db.recovery_window = config.recovery_window
+    if config.recovery_window <= 0 and db.next_purge() is None:
+        return None
+    # One replica at a time purges, as one backs up (docs/replicas.md, "Jobs").
+    loop = PurgeLoop(db, lease=JobLease(db.storage, LEASE, db.replica, lease_ttl()))
+    stack.callback(loop.stop)
+    return loop
 
 
 def _release(config: ServerConfig, listener: socket.socket) -> None:

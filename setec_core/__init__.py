@@ -43,7 +43,9 @@ _EXPORTS = {
     "KeyMismatchError": "errors",
     "KeyProviderError": "errors",
     "NotFound": "errors",
+    "PendingDeletionError": "errors",
     "PluginError": "errors",
+    "ServerBusyError": "errors",
     "SetecError": "errors",
     "StorageError": "errors",
     "StorageUnavailable": "errors",
@@ -51,9 +53,11 @@ _EXPORTS = {
     "UnsupportedError": "errors",
     "ValueNotChanged": "errors",
     "VersionClaimed": "errors",
+    "VersionConflict": "errors",
     "hookimpl": "hookspecs",
     "KeyProvider": "keys",
     "MAX_VERSION": "model",
+    "DeletedSecret": "model",
     "SecretInfo": "model",
     "SecretValue": "model",
     "Peer": "peer",
@@ -70,6 +74,7 @@ _EXPORTS = {
 __all__ = [
     # the database and its values
     "Database",
+    "DeletedSecret",
     "MAX_VERSION",
     "SecretInfo",
     "SecretValue",
@@ -115,7 +120,9 @@ __all__ = [
     "KeyMismatchError",
     "KeyProviderError",
     "NotFound",
+    "PendingDeletionError",
     "PluginError",
+    "ServerBusyError",
     "SetecError",
     "StorageError",
     "StorageUnavailable",
@@ -123,6 +130,7 @@ __all__ = [
     "UnsupportedError",
     "ValueNotChanged",
     "VersionClaimed",
+    "VersionConflict",
 ]
 
 
@@ -155,7 +163,9 @@ if TYPE_CHECKING:
         KeyMismatchError,
         KeyProviderError,
         NotFound,
+        PendingDeletionError,
         PluginError,
+        ServerBusyError,
         SetecError,
         StorageError,
         StorageUnavailable,
@@ -163,10 +173,11 @@ if TYPE_CHECKING:
         UnsupportedError,
         ValueNotChanged,
         VersionClaimed,
+        VersionConflict,
     )
     from setec_core.hookspecs import hookimpl
     from setec_core.keys import KeyProvider
-    from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
+    from setec_core.model import MAX_VERSION, DeletedSecret, SecretInfo, SecretValue
     from setec_core.peer import Peer
     from setec_core.plugins import Plugins, Registry, get_plugin_manager
     from setec_core.storage import MetaWrite, Record, RecordWrite, Snapshot, StorageBackend

@@ -18,7 +18,9 @@ from setec_core.errors import InvalidRequestError
 
 
 class Action(enum.StrEnum):
-    """The six actions a rule can grant. ``delete`` covers delete and delete-version."""
+    """The actions a rule can grant: Go setec's six, then ours. ``delete`` covers
+    delete and delete-version; ``set-info`` sets a secret's description, which Go setec
+    does not have (docs/api.md §9.5)."""
 
     GET = "get"
     INFO = "info"
@@ -26,6 +28,7 @@ class Action(enum.StrEnum):
     CREATE_VERSION = "create-version"
     ACTIVATE = "activate"
     DELETE = "delete"
+    SET_INFO = "set-info"
 
 
 ALL_ACTIONS: tuple[Action, ...] = tuple(Action)

@@ -5,9 +5,13 @@ Each line carries Go setec's keys in Go's order: ``id``, ``time``, ``principal``
 (omitted when empty) and ``secretVersion`` (omitted when 0). Ours follow:
 
 * ``outcome``: what the Database did, an :class:`Outcome`: ``ok``, ``denied``,
-  ``not-found``, ``unchanged``, ``version-claimed``, ``invalid`` or ``error`` (a write
-  the storage refused after it was audited);
+  ``not-found``, ``unchanged``, ``version-claimed``, ``invalid``, ``guard-failed`` (a
+  guarded write that found the secret changed), ``recoverable`` (a delete that put
+  the secret aside), ``pending-deletion`` (a write to a secret put aside) or ``error``
+  (a write the storage refused after it was audited);
 * ``servedVersion``: the version whose value a get returned (omitted otherwise);
+* ``descriptionBytes``: on ``set-info`` entries, the length in UTF-8 bytes of the
+  description asked for (0: cleared); never its text;
 * ``request``: the caller's request id, when it has one;
 * ``commits``: how many commits the store had made when the line was written (lines
   of a Database's log only);
@@ -102,6 +106,14 @@ class Outcome(enum.StrEnum):
     """A write audited ``ok`` that lost a race with another server process's write of
     the same secret: it was not applied, and is tried again on the state that process
     left (the next entry for the secret says how that went)."""
+    GUARD_FAILED = "guard-failed"
+    """A guarded write (docs/api.md §9.4) that found the secret not as its caller
+    expected: nothing was written."""
+    RECOVERABLE = "recoverable"
+    """A delete that put the secret aside for the recovery window (recoverable delete,
+    docs/api.md "Recoverable delete"): it can be undeleted until it is purged."""
+    PENDING_DELETION = "pending-deletion"
+    """A write refused because its secret is pending deletion: nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,8 @@ class AuditEntry:
     outcome: str = ""
     served_version: int = 0
     request_id: str = ""
+    #: ``set-info`` only: the description's length, which is audited instead of its text.
+    description_bytes: int | None = None
 
     def _body(self) -> str:
         # Everything after "time", as JSON members (no braces); see AuditLog.write.
@@ -135,6 +149,8 @@ class AuditEntry:
             parts.append(f',"outcome":{json_string(self.outcome)}')
         if self.served_version:
             parts.append(f',"servedVersion":{int(self.served_version)}')
+        if self.description_bytes is not None:
+            parts.append(f',"descriptionBytes":{int(self.description_bytes)}')
         if self.request_id:
             parts.append(f',"request":{json_string(_cap(self.request_id))}')
         return "".join(parts)

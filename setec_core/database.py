@@ -34,15 +34,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 from setec_core.acl import Action
-from setec_core.audit import AuditEntry, AuditLog, Outcome
+from setec_core.audit import AuditEntry, AuditLog, Outcome, local_principal
 from setec_core.authz import Caller
 from setec_core.backup.snapshot import BackupHead, check_head, seal_snapshot
+from setec_core.changes import ChangeFeed
 from setec_core.data_key import open_data_key
+from setec_core.description import check_description
 from setec_core.errors import (
     AccessDenied,
     ConfigError,
@@ -51,26 +53,33 @@ from setec_core.errors import (
     InvalidRequestError,
     InvalidVersionError,
     NotFound,
+    PendingDeletionError,
     SetecError,
     StorageError,
     ValueNotChanged,
     VersionClaimed,
 )
 from setec_core.follower import FOLLOW_INTERVAL, Follower
+from setec_core.guard import Guard, conflict, guard_of
 from setec_core.integrity_keeper import COMMIT_ATTEMPTS as COMMIT_ATTEMPTS
 from setec_core.integrity_keeper import IntegrityKeeper
 from setec_core.keys import KeyProvider
+from setec_core.last_access import FLUSH_SECONDS, AccessTimes
 from setec_core.leases import take_presence
 from setec_core.model import (
+    MAX_GET_MANY,
     MAX_NAME_BYTES,
     MAX_VERSION,
+    DeletedSecret,
     LazyState,
     SecretInfo,
     SecretState,
     SecretValue,
+    record_may_be_pending,
     record_name,
 )
 from setec_core.opening import close_quietly, open_parts
+from setec_core.recovery import RecoveryAction, deleted_secret, nanoseconds, pending_reason
 from setec_core.storage import Record, RecordWrite, StorageBackend
 
 if TYPE_CHECKING:
@@ -80,8 +89,14 @@ log = logging.getLogger("setec.database")
 
 RESERVED_PREFIX = "_internal/"
 
+# The clock of last access (docs/api.md §9.5), bound once: a get reads it.
+_now_ns = time.time_ns
+
 # (old state or None, new state or None for a deletion)
 _Change = tuple[SecretState | None, SecretState | None]
+# What an audit entry names as its action: a rule's action, or one of recoverable
+# delete's (which ``delete`` grants).
+_Audited = Action | RecoveryAction
 
 #: How often a write that lost a race with another process's write of the same secret
 #: is tried again on the state that process left, before the caller is told to retry.
@@ -148,10 +163,23 @@ class Database:
         # read it through _state(), never _secrets.get().
         self._secrets: dict[str, SecretState | LazyState] = {}
         self._sorted: list[str] | None = None
+        # name -> purge time (ns) of every secret pending deletion: the few the purge
+        # job and list-deleted look at, without decoding every record.
+        self._pending: dict[str, int] = {}
+        self._recovery_window = 0.0
+        #: The clock recoverable delete reads (Unix seconds): when a delete puts a
+        #: secret aside, and which are due for purging. Tests may set a fake one.
+        self.clock: Callable[[], float] = time.time
+        self._changes = ChangeFeed()
         self._closed = False
         started = time.perf_counter()
         self._dek = open_data_key(storage, key, audit)
         self._integrity = IntegrityKeeper(storage, self._dek, audit)
+        self._access = AccessTimes(storage, self._dek)
+        # An access stores its time here and nothing more (docs/api.md §9.5).
+        self._accessed = self._access.seen
+        #: Seconds between flushes of last-access times once :meth:`follow` runs.
+        self.access_flush_interval = FLUSH_SECONDS
         self._follower: Follower | None = None
         self._load()
         # Record where this replica's audit log stands now: a replica joining the store
@@ -203,9 +231,11 @@ class Database:
         # Records, metadata and revision from one consistent snapshot. The list of
         # ciphertexts goes straight to the keeper, which frees it once it has their terms.
         snapshot = self._storage.export()
+        self._access.load(snapshot.meta)
         if not self._integrity.check_at_open(snapshot, self._index(snapshot.records)):
             # Another process upgraded the store a moment ago: read it again.
             self._secrets.clear()
+            self._pending.clear()
             self._load()
 
     def _index(self, records: Sequence[Record]) -> builtins.list[bytes]:
@@ -221,9 +251,13 @@ class Database:
                 assert data is not None  # snapshots hold live records only
                 plain = dek_open(record.key, data)
                 name = record_name(plain)
-                if name is None:
+                if name is None or record_may_be_pending(plain):
+                    # Decoded now; so is a secret pending deletion (rare), whose purge
+                    # time the index keeps.
                     state = decode(plain, record.revision)
                     secrets[state.name] = state
+                    if state.purge_at:
+                        self._pending[state.name] = state.purge_at
                 else:
                     secrets[name] = LazyState(plain, record.revision)
                 datas.append(data)
@@ -346,6 +380,7 @@ class Database:
                         )
                 self._follower = Follower(self, interval=interval, presence=presence)
                 self._follower.start()
+                self._access.start(self._exists, self.access_flush_interval)
             return self._follower
 
     @property
@@ -363,6 +398,12 @@ class Database:
     def follower(self) -> Follower | None:
         """The follower :meth:`follow` started, if any."""
         return self._follower
+
+    @property
+    def changes(self) -> ChangeFeed:
+        """Wakes subscribers when secrets change, by this Database's writes or by other
+        processes' commits it reads (:mod:`setec_core.changes`; watches use it)."""
+        return self._changes
 
     def __len__(self) -> int:
         return len(self._secrets)
@@ -382,10 +423,12 @@ class Database:
         follower = self._follower
         if follower is not None:
             follower.stop()
+        self._access.stop()
         with self._write_lock:
             if self._closed:
                 return
             self._closed = True
+            self._access.flush_quietly(self._exists)
             self._integrity.checkpoint()
             close_quietly(self._audit_log)
             self._integrity.record_head(self._reload)
@@ -414,8 +457,8 @@ class Database:
         out = []
         for name in names:
             state = self._state(name)
-            if state is not None and caller.allows(Action.INFO, name):
-                out.append(state.info())
+            if state is not None and not state.purge_at and caller.allows(Action.INFO, name):
+                out.append(state.info(self._access.last(name)))
         return out
 
     def info(self, caller: Caller, name: str) -> SecretInfo:
@@ -429,10 +472,10 @@ class Database:
         if not caller.allows(action, name):
             self._refuse(AccessDenied(), caller, action, Outcome.DENIED, name)
         state = self._state(name)
-        if state is None:
+        if state is None or state.purge_at:  # pending deletion: as if missing
             self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name)
         self._audit(caller, action, Outcome.OK, name)
-        return state.info()
+        return state.info(self._access.last(name))
 
     def get(self, caller: Caller, name: str, version: int = 0) -> SecretValue:
         """Return the active value of ``name``, or ``version`` of it if not 0.
@@ -448,10 +491,69 @@ class Database:
             self._refuse(AccessDenied(), caller, action, Outcome.DENIED, name, version=version)
         state = self._state(name)
         served = (version or state.active) if state is not None else 0
-        if state is None or served not in state.versions:
+        if state is None or state.purge_at or served not in state.versions:
             self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name, version=version)
         self._audit(caller, action, Outcome.OK, name, version=version, served=served)
+        self._accessed[name] = _now_ns()
         return SecretValue(state.versions[served], served)
+
+    def get_many(
+        self, caller: Caller, asked: Sequence[tuple[str, int]]
+    ) -> builtins.list[SecretValue | SetecError]:
+        """:meth:`get` of each ``(name, version)`` at once (version 0: the active one),
+        with one audit write: each gets the entry its own get would write, and all of
+        them are durable before this returns (or, for the HTTP front, before the answer
+        leaves: :meth:`AuditLog.deferred`).
+
+        :returns: for each item, in order, its :class:`SecretValue`, or the
+            :class:`AccessDenied` or :class:`NotFound` its get would raise. Access is
+            checked first, so a denied secret's result says nothing of whether it
+            exists.
+        :raises InvalidRequestError: for no items, more than :data:`MAX_GET_MANY`, an
+            item asked twice, or a name or version :meth:`get` refuses; nothing is
+            audited.
+        :raises AuditError: if the entries cannot be written; no value is returned.
+        """
+        if not asked:
+            raise InvalidRequestError("a batch get must name at least one secret")
+        if len(asked) > MAX_GET_MANY:
+            raise InvalidRequestError(
+                f"a batch get names at most {MAX_GET_MANY} secrets, not {len(asked)}; "
+                "split it into several"
+            )
+        seen: set[tuple[str, int]] = set()
+        for name, version in asked:
+            _check_name(name, empty_ok=True)
+            _check_version(version, zero_ok=True)
+            if (name, version) in seen:
+                which = f"version {version}" if version else "the active version"
+                raise InvalidRequestError(
+                    f"secret {_shown(name)} ({which}) is asked for twice in the batch"
+                )
+            seen.add((name, version))
+        entries: builtins.list[AuditEntry] = []
+        results: builtins.list[SecretValue | SetecError] = []
+        for name, version in asked:
+            # get's checks and entries, in its order: access first.
+            if not caller.allows(Action.GET, name):
+                entries.append(_entry(caller, Action.GET, Outcome.DENIED, name, version))
+                results.append(AccessDenied())
+                continue
+            state = self._state(name)
+            served = (version or state.active) if state is not None else 0
+            if state is None or state.purge_at or served not in state.versions:
+                entries.append(_entry(caller, Action.GET, Outcome.NOT_FOUND, name, version))
+                results.append(NotFound())
+                continue
+            entries.append(_entry(caller, Action.GET, Outcome.OK, name, version, served))
+            results.append(SecretValue(state.versions[served], served))
+        # One write, one sync: the entries of every secret, or none and no value.
+        self._audit_log.write(*entries)
+        now = _now_ns()
+        for (name, _), result in zip(asked, results, strict=True):
+            if isinstance(result, SecretValue):
+                self._accessed[name] = now
+        return results
 
     def get_if_changed(self, caller: Caller, name: str, version: int) -> SecretValue:
         """Return the active value of ``name`` unless its active version is ``version``
@@ -471,29 +573,58 @@ class Database:
         if not caller.allows(Action.GET, name):
             self._refuse(AccessDenied(), caller, Action.GET, Outcome.DENIED, name)
         state = self._state(name)
-        if state is None:
+        if state is None or state.purge_at:
             raise NotFound()
+        # A poll that finds nothing new still shows the secret in use (docs/api.md §9.5).
+        self._accessed[name] = _now_ns()
         if state.active == version:
             raise ValueNotChanged()
         self._audit(caller, Action.GET, Outcome.OK, name, served=state.active)
         return SecretValue(state.versions[state.active], state.active)
 
+    def active_version(self, name: str) -> int:
+        """The active version of ``name``, or 0 if there is no such secret (or it is
+        pending deletion). Checks no access and writes no audit entry: for a watch,
+        which checks access itself and tells no more than ``info`` would
+        (:mod:`setec_core.watch`).
+
+        :raises CorruptStoreError: if its record, read at open, does not decode.
+        """
+        state = self._state(name)
+        # A secret pending deletion is gone, as far as readers know.
+        return 0 if state is None or state.purge_at else state.active
+
     # --- writes ----------------------------------------------------------------------
 
-    def put(self, caller: Caller, name: str, value: bytes) -> int:
+    def put(
+        self,
+        caller: Caller,
+        name: str,
+        value: bytes,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> int:
         """Add ``value`` as a new version of ``name`` and return its version number.
 
         The first put creates version 1 and activates it; later puts do not change
         the active version. A value equal to the latest version's returns that
         version and writes nothing.
 
-        :raises InvalidRequestError: for an empty or ``_internal/`` name, a value that
-            is not bytes, or a secret whose versions are used up.
-        :raises AccessDenied: if the caller may not ``put`` it (audited).
-        """
-        return self.put_many(caller, {name: value})[name]
+        Every write takes the guards ``if_active_version`` (the active version must be
+        this one; 0: the secret must not exist) and ``if_versions`` (its versions must
+        be exactly these; empty: it must not exist), checked against the state the
+        write replaces, atomically with it (docs/library.md, "Guarded writes").
 
-    @_retried
+        :raises InvalidRequestError: for an empty or ``_internal/`` name, a value that
+            is not bytes, a secret whose versions are used up, or a malformed guard.
+        :raises AccessDenied: if the caller may not ``put`` it (audited).
+        :raises VersionConflict: if a guard does not hold (audited); nothing is
+            written.
+        """
+        guard = guard_of(if_active_version, if_versions)
+        return self._put_many(caller, {name: value}, {} if guard is None else {name: guard})[name]
+
     def put_many(self, caller: Caller, items: Mapping[str, bytes]) -> dict[str, int]:
         """:meth:`put` several secrets at once, all or nothing, with one audit sync
         and one storage commit. Returns each name's version.
@@ -501,6 +632,12 @@ class Database:
         :raises InvalidRequestError: as :meth:`put`, for any item; nothing is written.
         :raises AccessDenied: if any put is denied; nothing is written.
         """
+        return self._put_many(caller, items, {})
+
+    @_retried
+    def _put_many(
+        self, caller: Caller, items: Mapping[str, bytes], guards: Mapping[str, Guard]
+    ) -> dict[str, int]:
         if not items:
             return {}
         values = {}
@@ -521,6 +658,8 @@ class Database:
             changes: builtins.list[_Change] = []
             for name, value in values.items():
                 old = self._state(name)
+                self._check_not_pending(old, caller, action, name)
+                self._check_guard(guards.get(name), caller, action, name, old)
                 if old is None:
                     new = SecretState(name, {1: value}, 1, 1, frozenset())
                 elif old.versions.get(old.latest) == value:
@@ -550,11 +689,22 @@ class Database:
                 ]
             )
             self._commit(caller, action, changes)
+            self._touch(*values)
             return result
 
     @_retried
-    def create_version(self, caller: Caller, name: str, version: int, value: bytes) -> None:
-        """Store ``value`` as exactly ``version`` of ``name`` and make it active.
+    def create_version(
+        self,
+        caller: Caller,
+        name: str,
+        version: int,
+        value: bytes,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> None:
+        """Store ``value`` as exactly ``version`` of ``name`` and make it active. Takes
+        the guards of :meth:`put`, checked before the version is.
 
         :raises InvalidVersionError: if ``version`` is 0 (checked before access, not
             audited, as in Go setec).
@@ -562,16 +712,20 @@ class Database:
             out of range or a value that is not bytes.
         :raises AccessDenied: if the caller may not ``create-version`` (audited).
         :raises VersionClaimed: if the version exists or was ever deleted (audited).
+        :raises VersionConflict: if a guard does not hold (audited).
         """
         _check_name(name, empty_ok=False)
         value = _as_bytes(value)
         if version == 0:
             raise _version_zero(name)
         _check_version(version, zero_ok=False)
+        guard = guard_of(if_active_version, if_versions)
         action = Action.CREATE_VERSION
         self._check_write(caller, action, name, version, needs_version=False)
         with self._write_lock:
             old = self._state(name)
+            self._check_not_pending(old, caller, action, name, version)
+            self._check_guard(guard, caller, action, name, old, version)
             if old is None:
                 new = SecretState(name, {version: value}, version, version, frozenset())
             elif version in old.versions or version in old.deleted:
@@ -587,46 +741,77 @@ class Database:
                 )
             self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, new)], version)
+            self._touch(name)
 
     @_retried
-    def activate(self, caller: Caller, name: str, version: int) -> None:
-        """Make ``version`` the active version of ``name``.
+    def activate(
+        self,
+        caller: Caller,
+        name: str,
+        version: int,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> None:
+        """Make ``version`` the active version of ``name``. Takes the guards of
+        :meth:`put`, checked before the version is.
 
         :raises InvalidRequestError: for an empty or ``_internal/`` name.
         :raises InvalidVersionError: if ``version`` is 0 (audited).
         :raises AccessDenied: if the caller may not ``activate`` (audited).
         :raises NotFound: if there is no such secret or version (audited).
+        :raises VersionConflict: if a guard does not hold (audited).
         """
         _check_name(name, empty_ok=False)
         _check_version(version, zero_ok=True)
+        guard = guard_of(if_active_version, if_versions)
         action = Action.ACTIVATE
         self._check_write(caller, action, name, version, needs_version=True)
         with self._write_lock:
             old = self._state(name)
+            if old is not None and old.purge_at:  # pending deletion: as if missing
+                old = None
+            self._check_guard(guard, caller, action, name, old, version)
             if old is None or version not in old.versions:
                 self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name, version=version)
             if old.active == version:
                 self._audit(caller, action, Outcome.UNCHANGED, name, version=version)
+                self._touch(name)
                 return
             self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, replace(old, active=version))], version)
+            self._touch(name)
 
     @_retried
-    def delete_version(self, caller: Caller, name: str, version: int) -> None:
-        """Delete one inactive version of ``name``; its number stays claimed.
+    def delete_version(
+        self,
+        caller: Caller,
+        name: str,
+        version: int,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> None:
+        """Delete one inactive version of ``name``; its number stays claimed. Takes the
+        guards of :meth:`put`, checked before the version is.
 
         :raises InvalidVersionError: if ``version`` is 0 (audited).
         :raises InvalidRequestError: for an ``_internal/`` name, or if ``version`` is
             the active version (audited).
         :raises AccessDenied: if the caller may not ``delete`` (audited).
         :raises NotFound: if there is no such secret or version (audited).
+        :raises VersionConflict: if a guard does not hold (audited).
         """
         _check_name(name, empty_ok=True)
         _check_version(version, zero_ok=True)
+        guard = guard_of(if_active_version, if_versions)
         action = Action.DELETE
         self._check_write(caller, action, name, version, needs_version=True)
         with self._write_lock:
             old = self._state(name)
+            if old is not None and old.purge_at:  # pending deletion: as if missing
+                old = None
+            self._check_guard(guard, caller, action, name, old, version)
             if old is None:
                 self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name, version=version)
             if version == old.active:
@@ -647,27 +832,236 @@ class Database:
             new = replace(old, versions=versions, deleted=old.deleted | {version})
             self._audit(caller, action, Outcome.OK, name, version=version)
             self._commit(caller, action, [(old, new)], version)
+            self._touch(name)
 
     @_retried
-    def delete(self, caller: Caller, name: str) -> None:
+    def delete(
+        self,
+        caller: Caller,
+        name: str,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+        purge: bool = False,
+    ) -> None:
         """Delete ``name`` entirely: every version and its history of deleted
         versions. Deleting a secret that does not exist succeeds and writes nothing.
+        Takes the guards of :meth:`put`.
+
+        With a :attr:`recovery_window`, the secret is put aside instead (audited with
+        outcome ``recoverable``): reads no longer see it, its name stays reserved, and
+        :meth:`undelete` brings it back until it is purged, the window's length from
+        now. A secret already put aside stays so, its purge time unchanged. With
+        ``purge``, the secret goes for good at once, put aside or not (audited as
+        ``purge``).
 
         :raises InvalidRequestError: for an ``_internal/`` name (audited).
         :raises AccessDenied: if the caller may not ``delete`` (audited).
+        :raises VersionConflict: if a guard does not hold (audited).
         """
         _check_name(name, empty_ok=True)
+        guard = guard_of(if_active_version, if_versions)
+        if purge:
+            self._purge(caller, name, guard)
+            return
         action = Action.DELETE
         self._check_write(caller, action, name, 0, needs_version=False)
         with self._write_lock:
             old = self._state(name)
+            pending = old is not None and old.purge_at != 0
+            self._check_guard(guard, caller, action, name, None if pending else old)
+            if old is None:
+                self._audit(caller, action, Outcome.NOT_FOUND, name)
+                return
+            if pending:
+                self._audit(caller, action, Outcome.UNCHANGED, name)
+                return
+            window = self._recovery_window
+            if window > 0:
+                now = nanoseconds(self.clock())
+                aside = replace(old, deleted_at=now, purge_at=now + nanoseconds(window))
+                self._audit(caller, action, Outcome.RECOVERABLE, name)
+                self._commit(caller, action, [(old, aside)])
+                return
+            self._audit(caller, action, Outcome.OK, name)
+            self._commit(caller, action, [(old, None)])
+
+    @_retried
+    def set_info(self, caller: Caller, name: str, description: str) -> None:
+        """Set the description of ``name`` (docs/api.md §9.5); ``""`` clears it. It is
+        kept in the secret's record, encrypted with it; no version is made and the
+        active version stays as it is. Audited as ``set-info`` with the description's
+        length in bytes, never its text. Not an access: last access stays as it was.
+
+        :raises InvalidRequestError: for an empty name, or a description that is not
+            one line of at most :data:`~setec_core.description.MAX_DESCRIPTION_BYTES`
+            bytes (not audited); for an ``_internal/`` name (audited).
+        :raises AccessDenied: if the caller may not ``set-info`` (audited).
+        :raises NotFound: if there is no such secret (audited).
+        """
+        _check_name(name, empty_ok=False)
+        check_description(description)
+        size = len(description.encode("utf-8"))
+        if not caller.allows(Action.SET_INFO, name):
+            self._set_info_refused(AccessDenied(), caller, name, size, Outcome.DENIED)
+        if name.startswith(RESERVED_PREFIX):
+            self._set_info_refused(_reserved(name), caller, name, size, Outcome.INVALID)
+        with self._write_lock:
+            old = self._state(name)
+            if old is None or old.purge_at:  # pending deletion: as if missing
+                self._set_info_refused(NotFound(), caller, name, size, Outcome.NOT_FOUND)
+            if old.description == description:
+                self._audit_log.write(_set_info_entry(caller, name, size, Outcome.UNCHANGED))
+                return
+            self._audit_log.write(_set_info_entry(caller, name, size, Outcome.OK))
+            self._commit(caller, Action.SET_INFO, [(old, replace(old, description=description))])
+
+    def _set_info_refused(
+        self, error: SetecError, caller: Caller, name: str, size: int, outcome: Outcome
+    ) -> NoReturn:
+        self._audit_log.write(_set_info_entry(caller, name, size, outcome))
+        raise error
+
+    def flush_access(self) -> bool:
+        """Record this process's last-access times in the store now, merged with what
+        other processes recorded (:mod:`setec_core.last_access`), rather than at the
+        next periodic flush or at :meth:`close`.
+
+        :returns: whether anything was written.
+        :raises SetecError: if the store cannot be read or written.
+        """
+        return self._access.flush(self._exists)
+
+    # --- recoverable delete (docs/api.md, "Recoverable delete") -----------------------
+
+    @property
+    def recovery_window(self) -> float:
+        """Seconds a deleted secret is kept aside before it is purged; 0 (the
+        default, Go setec's behaviour) deletes at once. ``setec-serve
+        --recovery-window`` sets it."""
+        return self._recovery_window
+
+    @recovery_window.setter
+    def recovery_window(self, seconds: float) -> None:
+        if not seconds >= 0:  # NaN too
+            raise ValueError(f"the recovery window must be 0 or more seconds, not {seconds}")
+        self._recovery_window = float(seconds)
+
+    def _purge(self, caller: Caller, name: str, guard: Guard | None) -> None:
+        # delete with purge: the caller of a write already retried (delete).
+        action = RecoveryAction.PURGE
+        if not caller.allows(Action.DELETE, name):
+            self._refuse(AccessDenied(), caller, action, Outcome.DENIED, name)
+        if name.startswith(RESERVED_PREFIX):
+            self._refuse(_reserved(name), caller, action, Outcome.INVALID, name)
+        with self._write_lock:
+            old = self._state(name)
+            pending = old is not None and old.purge_at != 0
+            self._check_guard(guard, caller, action, name, None if pending else old)
             if old is None:
                 self._audit(caller, action, Outcome.NOT_FOUND, name)
                 return
             self._audit(caller, action, Outcome.OK, name)
             self._commit(caller, action, [(old, None)])
 
+    @_retried
+    def undelete(self, caller: Caller, name: str) -> None:
+        """Bring back the secret ``name`` that a delete put aside, exactly as it was:
+        every version, the active one, the claimed numbers of deleted versions.
+
+        :raises InvalidRequestError: for an ``_internal/`` name or one over 1,024
+            bytes.
+        :raises AccessDenied: if the caller may not ``delete`` it (audited).
+        :raises NotFound: if no secret of that name is pending deletion (audited).
+        """
+        _check_name(name, empty_ok=True)
+        action = RecoveryAction.UNDELETE
+        if not caller.allows(Action.DELETE, name):
+            self._refuse(AccessDenied(), caller, action, Outcome.DENIED, name)
+        if name.startswith(RESERVED_PREFIX):
+            self._refuse(_reserved(name), caller, action, Outcome.INVALID, name)
+        with self._write_lock:
+            old = self._state(name)
+            if old is None or not old.purge_at:
+                self._refuse(NotFound(), caller, action, Outcome.NOT_FOUND, name)
+            self._audit(caller, action, Outcome.OK, name)
+            self._commit(caller, action, [(old, replace(old, deleted_at=0, purge_at=0))])
+
+    def list_deleted(self, caller: Caller) -> builtins.list[DeletedSecret]:
+        """Return every secret pending deletion that the caller may ``delete``, sorted
+        by name. Writes one audit entry (action ``list-deleted``, no secret), as
+        :meth:`list` does, and never raises :class:`AccessDenied`."""
+        self._audit(caller, RecoveryAction.LIST_DELETED, Outcome.OK, "")
+        with self._index_lock:
+            names = sorted(self._pending)
+        out = []
+        for name in names:
+            if caller.allows(Action.DELETE, name):
+                state = self._state(name)
+                if state is not None and state.purge_at:
+                    out.append(deleted_secret(state))
+        return out
+
+    def next_purge(self) -> float | None:
+        """When the first secret pending deletion is due to be purged (Unix seconds),
+        or ``None`` if none is pending."""
+        with self._index_lock:
+            first = min(self._pending.values(), default=None)
+        return None if first is None else first / 1e9
+
+    @_retried
+    def purge_due(self) -> builtins.list[str]:
+        """Purge every secret whose recovery window has ended (by :attr:`clock`), in one
+        commit, each audited as ``purge`` by this server (the principal of its own
+        entries: this host, ip ``local``). The purge job calls it
+        (:class:`~setec_core.purge.PurgeLoop`).
+
+        :returns: the names purged, sorted.
+        :raises SetecError: if the audit log or the store fails; nothing is purged.
+        """
+        with self._write_lock:
+            now = nanoseconds(self.clock())
+            with self._index_lock:
+                due = sorted(n for n, at in self._pending.items() if at <= now)
+            changes: builtins.list[_Change] = []
+            names = []
+            for name in due:
+                old = self._state(name)
+                if old is not None and 0 < old.purge_at <= now:
+                    changes.append((old, None))
+                    names.append(name)
+            if not changes:
+                return []
+            server = Caller(local_principal())
+            self._audit(server, RecoveryAction.PURGE, Outcome.OK, *names)
+            self._commit(server, RecoveryAction.PURGE, changes)
+            return names
+
+    def _check_not_pending(
+        self, old: SecretState | None, caller: Caller, action: Action, name: str, version: int = 0
+    ) -> None:
+        # A write to a secret pending deletion: its name is reserved until it is
+        # undeleted or purged. Only a caller who may delete it learns that it is
+        # pending (and until when); to any other it is a write it may not make.
+        if old is None or not old.purge_at:
+            return
+        error: SetecError = AccessDenied()
+        if caller.allows(Action.DELETE, name):
+            error = PendingDeletionError(pending_reason(name, old.purge_at))
+        self._refuse(error, caller, action, Outcome.PENDING_DELETION, name, version=version)
+
     # --- machinery -------------------------------------------------------------------
+
+    def _exists(self, name: str) -> bool:
+        # Whether the index holds ``name`` (pending deletion included): the secrets
+        # whose last access is worth keeping.
+        return name in self._secrets
+
+    def _touch(self, *names: str) -> None:
+        # A write is an access too (docs/api.md §9.5).
+        now = _now_ns()
+        for name in names:
+            self._accessed[name] = now
 
     def _check_write(
         self, caller: Caller, action: Action, name: str, version: int, *, needs_version: bool
@@ -682,10 +1076,34 @@ class Database:
                 _version_zero(name), caller, action, Outcome.INVALID, name, version=version
             )
 
+    def _check_guard(
+        self,
+        guard: Guard | None,
+        caller: Caller,
+        action: _Audited,
+        name: str,
+        old: SecretState | None,
+        version: int = 0,
+    ) -> None:
+        # Called with the write lock held, with the state the write will replace: the
+        # commit's compare-and-swap is on that state's record, so a write that passes
+        # here lands on exactly that state or loses the race and is worked out (and
+        # checked) again on the newer one. The guard compares what info would show
+        # (a secret pending deletion does not exist there), and a caller who may info
+        # the secret gets that info as its current state.
+        if guard is None:
+            return
+        info = None if old is None or old.purge_at else old.info(self._access.last(name))
+        if guard.holds(info):
+            return
+        visible = caller.allows(Action.INFO, name)
+        refusal = conflict(guard, name, info, visible=visible)
+        self._refuse(refusal, caller, action, Outcome.GUARD_FAILED, name, version=version)
+
     def _audit(
         self,
         caller: Caller,
-        action: Action,
+        action: _Audited,
         outcome: Outcome,
         *names: str,
         version: int = 0,
@@ -698,7 +1116,7 @@ class Database:
         self,
         error: SetecError,
         caller: Caller,
-        action: Action,
+        action: _Audited,
         outcome: Outcome,
         *names: str,
         version: int = 0,
@@ -708,7 +1126,7 @@ class Database:
         raise error
 
     def _commit(
-        self, caller: Caller, action: Action, changes: Sequence[_Change], version: int = 0
+        self, caller: Caller, action: _Audited, changes: Sequence[_Change], version: int = 0
     ) -> None:
         # Called with the write lock held, after the audit entries are durable.
         if not changes:
@@ -740,24 +1158,43 @@ class Database:
                     if old is None:
                         self._sorted = None
                     self._secrets[new.name] = replace(new, revision=revision)
+                self._note_pending(_name_of(old, new), new)
+        if self._changes:  # nobody watches: nothing more to pay
+            self._changes.changed(_name_of(old, new) for old, new in changes)
 
     def _reload(self, records: Sequence[Record], removed: Sequence[bytes]) -> None:
         # Another writer committed (IntegrityKeeper read what): put the live ``records``
         # it changed into the index and take out the secrets whose records it deleted.
         dek = self._dek
+        changed: builtins.list[str] = []
         with self._index_lock:
             if removed:
                 by_key = {dek.storage_key(n): n for n in self._secrets}
                 for key in removed:
-                    self._secrets.pop(by_key[key], None)
+                    name = by_key.get(key)
+                    if name is not None:
+                        del self._secrets[name]
+                        self._pending.pop(name, None)
+                        changed.append(name)
             for record in records:
                 assert record.data is not None  # the keeper passes live records
                 state = SecretState.decode(dek.open(record.key, record.data), record.revision)
                 self._secrets[state.name] = state
+                self._note_pending(state.name, state)
+                changed.append(state.name)
             self._sorted = None
+        # Other processes' changes wake this process's watches as its own writes do.
+        self._changes.changed(changed)
+
+    def _note_pending(self, name: str, state: SecretState | None) -> None:
+        # With the index lock held: keep the purge times of pending secrets in step.
+        if state is not None and state.purge_at:
+            self._pending[name] = state.purge_at
+        else:
+            self._pending.pop(name, None)
 
     def _audit_failure(
-        self, caller: Caller, action: Action, changes: Sequence[_Change], version: int
+        self, caller: Caller, action: _Audited, changes: Sequence[_Change], version: int
     ) -> None:
         names = [_name_of(old, new) for old, new in changes]
         try:
@@ -767,7 +1204,7 @@ class Database:
 
 
 def _entry(
-    caller: Caller, action: Action, outcome: Outcome, name: str, version: int = 0, served: int = 0
+    caller: Caller, action: _Audited, outcome: Outcome, name: str, version: int = 0, served: int = 0
 ) -> AuditEntry:
     # ``authorized`` is false exactly when the caller's rules refused the action.
     return AuditEntry(
@@ -779,6 +1216,19 @@ def _entry(
         outcome,
         served,
         caller.request_id,
+    )
+
+
+def _set_info_entry(caller: Caller, name: str, size: int, outcome: Outcome) -> AuditEntry:
+    # The description's length stands for its text, which may say more than a name.
+    return AuditEntry(
+        caller.principal,
+        Action.SET_INFO.value,
+        outcome != Outcome.DENIED,
+        name,
+        outcome=outcome,
+        request_id=caller.request_id,
+        description_bytes=size,
     )
 
 

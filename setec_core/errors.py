@@ -11,7 +11,12 @@ plugin, and when an operator can fix the problem they say how.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from setec_core.quoting import go_quote
+
+if TYPE_CHECKING:
+    from setec_core.model import SecretInfo
 
 
 class SetecError(Exception):
@@ -47,6 +52,28 @@ class VersionClaimed(SetecError):  # noqa: N818 - wire sentinel
 
     def __init__(self, message: str = "version is already claimed") -> None:
         super().__init__(message)
+
+
+class VersionConflict(SetecError):  # noqa: N818 - named as the sentinels it stands beside
+    """A guarded write (``if_active_version=``, ``if_versions=``) found the secret not
+    as its caller expected, and changed nothing (409 on the wire, docs/api.md §9.4).
+
+    :attr:`current` is the secret's :class:`~setec_core.SecretInfo` as ``info`` shows
+    it, or ``None`` when the secret does not exist or the caller may not ``info`` it
+    (the message then says which only to a caller who may). The message names the
+    secret and, for a caller who may ``info`` it, what differed.
+    """
+
+    def __init__(self, message: str, current: SecretInfo | None = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class PendingDeletionError(SetecError):
+    """A write named a secret that a delete put aside (recoverable delete, docs/api.md
+    "Recoverable delete"): its name stays reserved until it is undeleted or purged (409
+    on the wire). Raised only for a caller who may ``delete`` the secret; the message
+    says until when, and how to undelete or purge it."""
 
 
 # --- Client mistakes (400 on the wire) ------------------------------------------------
@@ -130,6 +157,17 @@ class RequestError(SetecError):
         super().__init__(f"request returned status {status}: {go_quote(reason)}")
         self.status = status
         self.reason = reason
+
+
+class ServerBusyError(RequestError):
+    """The server answered 503 with ``Retry-After``: it holds as many of something as
+    it allows (watches, docs/api.md §9.2) and asks the client to come back later.
+    :attr:`retry_after` is the seconds it asked for, or ``None`` if the header was not
+    a number of seconds."""
+
+    def __init__(self, status: int, reason: str, retry_after: float | None) -> None:
+        super().__init__(status, reason)
+        self.retry_after = retry_after
 
 
 class UnsupportedError(SetecError):

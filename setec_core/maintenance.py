@@ -66,6 +66,7 @@ from setec_core.integrity import (
 )
 from setec_core.integrity_keeper import COMMIT_ATTEMPTS
 from setec_core.keys import KeyProvider
+from setec_core.last_access import resealed
 from setec_core.leases import PRESENCE_TTL, live_replicas
 from setec_core.model import SecretState
 from setec_core.opening import replica_name
@@ -286,6 +287,8 @@ def rotate_dek(storage: StorageBackend, *, key: KeyProvider) -> DekRotation:
                 new.seal_meta(AUDIT_KEY_META, audit_key or new_audit_key()),
                 snapshot.meta.get(AUDIT_KEY_META),
             ),
+            # Last-access times (docs/api.md §9.5) are sealed under the data key too.
+            *resealed(snapshot.meta, old, new),
         ],
     )
     try:

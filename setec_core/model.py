@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from setec_core.errors import CorruptStoreError
@@ -19,6 +20,9 @@ from setec_core.errors import CorruptStoreError
 MAX_VERSION = 2**32 - 1
 #: The longest secret name, in UTF-8 bytes (Go setec has no limit; see docs/server.md).
 MAX_NAME_BYTES = 1024
+#: The most secrets one batch get asks for (``/api/get-many``, docs/api.md §9); a
+#: client asking for more splits them into several requests.
+MAX_GET_MANY = 100
 
 _RAW_DECODE = json.JSONDecoder().raw_decode
 _A2B = binascii.a2b_base64
@@ -38,11 +42,21 @@ class SecretValue:
 
 @dataclass(frozen=True, slots=True)
 class SecretInfo:
-    """A secret's name, its versions in ascending order, and which one is active."""
+    """A secret's name, its versions in ascending order, and which one is active.
+
+    :param description: what the secret is for, one line set by ``set-info``; ``""``
+        when none (and always from a Go setec server; docs/api.md §9.5).
+    :param last_access: when the secret was last read or written (an aware UTC
+        datetime), by anything but ``info``; ``None`` when never, or not known (a Go
+        setec server does not say). Not compared: two infos of a secret in the same
+        state are equal whenever it was last read.
+    """
 
     name: str
     versions: tuple[int, ...]
     active_version: int
+    description: str = ""
+    last_access: datetime.datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -53,6 +67,10 @@ class SecretState:
     :param latest: the highest version ever assigned, even if deleted since.
     :param deleted: versions deleted one by one; claimed until the secret is deleted.
     :param revision: the storage revision of this secret's record (0: not stored).
+    :param deleted_at: when a delete put it aside, in nanoseconds since the epoch (0:
+        not pending deletion; docs/api.md, "Recoverable delete").
+    :param purge_at: when it goes for good, in nanoseconds since the epoch; 0 unless
+        pending deletion. A pending secret is invisible to reads, and its name reserved.
     """
 
     name: str
@@ -61,6 +79,11 @@ class SecretState:
     latest: int
     deleted: frozenset[int]
     revision: int = 0
+    deleted_at: int = 0
+    purge_at: int = 0
+    #: What the secret is for (``set-info``, docs/api.md §9.5); kept in the record, so
+    #: encrypted with it. Not a secret value, but not shown in a repr either.
+    description: str = ""
 
     def __repr__(self) -> str:
         return (
@@ -68,9 +91,12 @@ class SecretState:
             f"active={self.active}, latest={self.latest}, revision={self.revision})"
         )
 
-    def info(self) -> SecretInfo:
-        """Return the public metadata of this secret."""
-        return SecretInfo(self.name, tuple(sorted(self.versions)), self.active)
+    def info(self, last_access: datetime.datetime | None = None) -> SecretInfo:
+        """Return the public metadata of this secret, with ``last_access`` (which the
+        Database keeps apart from the record)."""
+        return SecretInfo(
+            self.name, tuple(sorted(self.versions)), self.active, self.description, last_access
+        )
 
     def encode(self) -> bytes:
         """Serialise to the record plaintext (compact JSON, values in base64)."""
@@ -84,6 +110,11 @@ class SecretState:
         }
         if self.deleted:
             doc["deleted"] = sorted(self.deleted)
+        if self.purge_at:
+            doc["deletedAt"] = self.deleted_at
+            doc["purgeAt"] = self.purge_at
+        if self.description:
+            doc["description"] = self.description
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
@@ -110,6 +141,10 @@ class SecretState:
                 latest=int(doc["latest"]),
                 deleted=_NONE_DELETED if deleted is None else frozenset(int(v) for v in deleted),
                 revision=revision,
+                deleted_at=int(doc.get("deletedAt", 0)),
+                purge_at=int(doc.get("purgeAt", 0)),
+                # Records written before descriptions existed have none.
+                description=_text(doc.get("description", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # The message carries the exception type only: its text could quote
@@ -124,6 +159,12 @@ class SecretState:
                 "restore the store from a backup"
             )
         return state
+
+
+def _text(value: object) -> str:
+    if type(value) is not str:
+        raise TypeError("not a string")
+    return value
 
 
 #: How every record plaintext :meth:`SecretState.encode` makes begins.
@@ -188,3 +229,28 @@ def record_name(data: bytes) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+#: The key :meth:`SecretState.encode` writes only for a secret pending deletion. JSON
+#: escapes every quote inside a string, so these bytes appear in a record plaintext
+#: only as that key.
+_PURGE_KEY = b'"purgeAt":'
+
+
+def record_may_be_pending(data: bytes) -> bool:
+    """Whether the record plaintext ``data`` may be of a secret pending deletion (then
+    the index decodes it at once, to know when it goes); ``False`` for certain."""
+    return _PURGE_KEY in data
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedSecret:
+    """A secret pending deletion (docs/api.md, "Recoverable delete"): what it held,
+    when a delete put it aside, and when it goes for good unless undeleted. Times are
+    aware UTC datetimes."""
+
+    name: str
+    versions: tuple[int, ...]
+    active_version: int
+    deleted_at: datetime.datetime
+    purge_at: datetime.datetime

@@ -181,6 +181,10 @@ _NOT_ON_THE_WIRE = (
     "is out of range",
     "not valid Unicode",
     "access rule",
+    # The Database's checks of a write's guards, by their Python argument names: the
+    # decoder has refused a malformed IfActiveVersion or IfVersions before.
+    "if_active_version",
+    "if_versions",
 )
 #: The parts of setec_core that never answer a request: the client and the test helpers.
 _CLIENT_SIDE = {"client", "testing"}

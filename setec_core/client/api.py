@@ -1,10 +1,12 @@
 """``Client``: the setec HTTP API from Python, as Go's ``setec.Client`` speaks it.
 
 Works against this project's server and Go setec's unchanged: every call is a POST of
-compact JSON with all request fields present, ``Content-Type: application/json`` and
+compact JSON with all of Go's request fields present (a write's guards only when
+given, and then only to a server offering them), ``Content-Type: application/json`` and
 the browser guard header ``Sec-X-Tailscale-No-Browsers: setec``. Statuses map to the
 wire sentinels (404 :class:`NotFound`, 403 :class:`AccessDenied`, 304
-:class:`ValueNotChanged`, 412 :class:`VersionClaimed`); anything else but 200 is a
+:class:`ValueNotChanged`, 412 :class:`VersionClaimed`) and a failed guard's 409 to
+:class:`VersionConflict`; anything else but 200 is a
 :class:`RequestError` carrying the status and the server's one-line reason. A request
 that gets no answer at all is an :class:`UnavailableError` saying why in one line
 (``cannot connect to https://secrets.example.ts.net: connection refused``; the cases are
@@ -16,36 +18,55 @@ endpoint the server uses too.
 
 from __future__ import annotations
 
+import builtins
+import math
 import re
 import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import requests
 
+from setec_core.client.longpoll import Cancellation, TrackingAdapter
 from setec_core.client.transport import describe_failure
+from setec_core.description import check_description
 from setec_core.errors import (
+    AccessDenied,
     ConfigError,
     InvalidRequestError,
     NotFound,
     RequestError,
+    ResponseError,
+    ServerBusyError,
+    SetecError,
     UnavailableError,
     UnsupportedError,
+    VersionConflict,
 )
-from setec_core.model import MAX_VERSION, SecretInfo, SecretValue
+from setec_core.guard import guard_of
+from setec_core.model import MAX_GET_MANY, MAX_VERSION, DeletedSecret, SecretInfo, SecretValue
+from setec_core.quoting import escape_unprintable
 from setec_core.wire import (
+    AskedSecret,
     CreateVersionRequest,
+    DeleteRequest,
     Endpoint,
     ExtensionsRequest,
+    GetManyRequest,
     GetRequest,
     ListRequest,
     NameRequest,
     PutRequest,
     Request,
+    SetInfoRequest,
     VersionRequest,
+    WatchedSecret,
+    WatchRequest,
     encode_request,
     sentinel_error,
 )
+from setec_core.wire.conflict import CONFLICT_STATUS, decode_conflict
 from setec_core.wire.endpoint import (
     ACTIVATE,
     CREATE_VERSION,
@@ -53,16 +74,34 @@ from setec_core.wire.endpoint import (
     DELETE_VERSION,
     EXTENSIONS,
     GET,
+    GET_MANY,
     INFO,
     LIST,
+    LIST_DELETED,
     PUT,
+    SET_INFO,
+    UNDELETE,
+    WATCH,
 )
+from setec_core.wire.extensions import RECOVERABLE_DELETE
+from setec_core.wire.reply import Change
 
 if TYPE_CHECKING:
     from setec_core.client.keyring import Keyring
 
 #: Seconds to wait for the server to accept the connection, and for each read.
 DEFAULT_TIMEOUT = (10.0, 60.0)
+
+#: Seconds a watch asks the server to wait for a change (the server's own cap, 60 s by
+#: default, may make it shorter).
+DEFAULT_WATCH_TIMEOUT = 60.0
+
+#: The most names one watch may carry (docs/api.md §9.2).
+MAX_WATCH_NAMES = 1000
+
+# Seconds a watch's read waits beyond the time the server may park it: the server
+# answers a timeout a little before it, so this covers a slow network and a busy host.
+_WATCH_READ_MARGIN = 15.0
 
 GUARD_HEADER = "Sec-X-Tailscale-No-Browsers"
 
@@ -71,6 +110,8 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 
 Q = TypeVar("Q", bound=Request)
 R = TypeVar("R")
+#: What :meth:`Client.get_many` takes: a name, or a (name, version) pair.
+K = TypeVar("K", bound=str | tuple[str, int])
 
 
 @runtime_checkable
@@ -108,6 +149,42 @@ class VersioningStoreClient(StoreClient, Protocol):
         ...
 
 
+@runtime_checkable
+class WatchingStoreClient(StoreClient, Protocol):
+    """A :class:`StoreClient` that may also watch secrets for changes (a long poll,
+    docs/api.md §9.2), if its server offers it: a :class:`Client` does."""
+
+    def offers(self, extension: str) -> bool:
+        """Whether the server offers ``extension``."""
+        ...
+
+    def watch(
+        self,
+        versions: Mapping[str, int],
+        timeout: float = ...,
+        *,
+        cancel: Cancellation | None = None,
+    ) -> list[Change]:
+        """The secrets whose active version differs from ``versions``, once one does
+        (``[]`` after ``timeout`` seconds)."""
+        ...
+
+
+@runtime_checkable
+class BatchStoreClient(StoreClient, Protocol):
+    """A :class:`StoreClient` that may also fetch many secrets a request, if its server
+    offers it (docs/api.md §9.3): a :class:`Client` does. A Store starts with it."""
+
+    def offers(self, extension: str) -> bool:
+        """Whether the server offers ``extension``."""
+        ...
+
+    def get_many(self, secrets: Iterable[K]) -> dict[K, SecretValue | SetecError]:
+        """Each secret's value, or the :class:`NotFound` or :class:`AccessDenied` its
+        get would raise."""
+        ...
+
+
 class Client:
     """A client of one setec server.
 
@@ -140,6 +217,10 @@ class Client:
             session.proxies.update(env["proxies"])
             session.verify = env["verify"]
             session.trust_env = False
+            # So that a Store's close can cut short a watch parked on the server
+            # (setec_core.client.longpoll).
+            session.mount("http://", TrackingAdapter())
+            session.mount("https://", TrackingAdapter())
         self._session = session
         self._headers = {"Content-Type": "application/json", GUARD_HEADER: "setec"}
         if token:
@@ -186,29 +267,130 @@ class Client:
             return self.get(name)
         return self._call(GET, GetRequest(name, _uint32(old_version), True))
 
-    def put(self, name: str, value: bytes) -> int:
+    def put(
+        self,
+        name: str,
+        value: bytes,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> int:
         """Store ``value`` as a new version of ``name`` (or return the latest version's
-        number if it already holds this value); the active version does not change."""
-        return self._call(PUT, PutRequest(name, _bytes(value)))
+        number if it already holds this value); the active version does not change.
 
-    def create_version(self, name: str, version: int, value: bytes) -> None:
+        Every write takes two guards (docs/client.md, "Guarded writes"):
+        ``if_active_version`` (the active version must be this one; 0: the secret must
+        not exist) and ``if_versions`` (its versions must be exactly these; empty: it
+        must not exist). A guarded write needs a server offering ``cas``.
+
+        :raises VersionConflict: if a guard does not hold; nothing was written, and
+            ``.current`` is the secret's info if you may ``info`` it.
+        :raises UnsupportedError: for a guarded write to a server without ``cas`` (a
+            Go server would ignore the guard); nothing was sent.
+        """
+        guards = self._guards(if_active_version, if_versions)
+        return self._call(PUT, PutRequest(name, _bytes(value), *guards))
+
+    def create_version(
+        self,
+        name: str,
+        version: int,
+        value: bytes,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> None:
         """Create exactly ``version`` of ``name`` holding ``value`` and activate it.
+        Takes the guards of :meth:`put`.
 
         :raises VersionClaimed: if that version exists or existed.
+        :raises VersionConflict: if a guard does not hold.
         """
-        self._call(CREATE_VERSION, CreateVersionRequest(name, _uint32(version), _bytes(value)))
+        guards = self._guards(if_active_version, if_versions)
+        request = CreateVersionRequest(name, _uint32(version), _bytes(value), *guards)
+        self._call(CREATE_VERSION, request)
 
-    def activate(self, name: str, version: int) -> None:
-        """Make ``version`` the active version of ``name``."""
-        self._call(ACTIVATE, VersionRequest(name, _uint32(version)))
+    def activate(
+        self,
+        name: str,
+        version: int,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> None:
+        """Make ``version`` the active version of ``name``. Takes the guards of
+        :meth:`put`."""
+        guards = self._guards(if_active_version, if_versions)
+        self._call(ACTIVATE, VersionRequest(name, _uint32(version), *guards))
 
-    def delete_version(self, name: str, version: int) -> None:
-        """Delete one inactive version of ``name``."""
-        self._call(DELETE_VERSION, VersionRequest(name, _uint32(version)))
+    def delete_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+    ) -> None:
+        """Delete one inactive version of ``name``. Takes the guards of :meth:`put`."""
+        guards = self._guards(if_active_version, if_versions)
+        self._call(DELETE_VERSION, VersionRequest(name, _uint32(version), *guards))
 
-    def delete(self, name: str) -> None:
-        """Delete ``name`` and all its versions (no error if it does not exist)."""
-        self._call(DELETE, NameRequest(name))
+    def delete(
+        self,
+        name: str,
+        *,
+        if_active_version: int | None = None,
+        if_versions: Collection[int] | None = None,
+        purge: bool = False,
+    ) -> None:
+        """Delete ``name`` and all its versions (no error if it does not exist). Takes
+        the guards of :meth:`put`.
+
+        A server with a recovery window puts the secret aside instead, to be brought
+        back with :meth:`undelete` until it is purged (:meth:`list_deleted` says when).
+        With ``purge``, it goes for good at once, put aside or not; only a server that
+        offers ``recoverable-delete`` is sent that (a Go server would ignore it).
+
+        :raises UnsupportedError: for ``purge`` against a server without
+            ``recoverable-delete``; nothing was sent.
+        """
+        guards = self._guards(if_active_version, if_versions)
+        if purge:
+            self.require(RECOVERABLE_DELETE, "purging a deleted secret")
+        self._call(DELETE, DeleteRequest(name, *guards, purge=True if purge else None))
+
+    def undelete(self, name: str) -> None:
+        """Bring back ``name``, which a delete put aside, exactly as it was: every
+        version and the active one (the ``delete`` right grants it).
+
+        :raises NotFound: if no secret of that name is pending deletion.
+        :raises UnsupportedError: if the server does not offer ``recoverable-delete``;
+            nothing was sent.
+        """
+        self.require(RECOVERABLE_DELETE, "undelete")
+        self._call(UNDELETE, NameRequest(name))
+
+    def list_deleted(self) -> builtins.list[DeletedSecret]:
+        """The secrets pending deletion that the caller may ``delete``, sorted by name,
+        with when each was deleted and when it goes for good.
+
+        :raises UnsupportedError: if the server does not offer ``recoverable-delete``;
+            nothing was sent.
+        """
+        self.require(RECOVERABLE_DELETE, "a list of deleted secrets")
+        return self._call(LIST_DELETED, ListRequest())
+
+    def _guards(
+        self, if_active_version: object, if_versions: object
+    ) -> tuple[int | None, tuple[int, ...] | None]:
+        # Checked before anything is sent; then the server must honour guards, since a
+        # Go server would carry the write out unguarded.
+        guard = guard_of(if_active_version, if_versions)
+        if guard is None:
+            return None, None
+        self.require("cas", "a write guarded by an expected version")
+        versions = None if guard.versions is None else tuple(sorted(guard.versions))
+        return guard.active_version, versions
 
     def get_keyring(self, name: str) -> Keyring:
         """Every version of ``name`` (see :class:`~setec_core.client.Keyring`)."""
@@ -253,21 +435,147 @@ class Client:
                 "nothing was sent"
             )
 
+    def get_many(self, secrets: Iterable[K]) -> dict[K, SecretValue | SetecError]:
+        """The values of several secrets in as few round trips as the server allows:
+        :data:`~setec_core.model.MAX_GET_MANY` (100) a request from a server that
+        offers ``get-many`` (docs/api.md §9.3), one get each from one that does not
+        (Go setec, or an older setec for Python).
+
+        Each secret's get is audited on the server as a single get of it would be.
+
+        :param secrets: names (their active version) or ``(name, version)`` pairs
+            (version 0: the active one), as many as you like; each is asked for once,
+            however often it is given (``"a"`` and ``("a", 0)`` are one).
+        :returns: each item given, in the order given, mapped to its
+            :class:`~setec_core.model.SecretValue`, or to the :class:`NotFound` or
+            :class:`AccessDenied` that :meth:`get_version` of it would raise (not
+            raised here: check with ``isinstance``).
+        :raises InvalidRequestError: for an item that is neither a name nor a
+            ``(name, version)`` pair, or a version out of range; nothing is sent.
+        :raises UnavailableError: if the server cannot be reached.
+        :raises RequestError: if the server refuses a request whole, as it would the
+            get of one of its secrets (a name over 1,024 bytes: 400; an audit log that
+            cannot write: 500).
+        """
+        keys: dict[K, tuple[str, int]] = {}
+        for item in secrets:
+            pair = _asked_pair(item)  # first: an unhashable item is refused, not a TypeError
+            keys[item] = pair
+        wanted = list(dict.fromkeys(keys.values()))
+        found: dict[tuple[str, int], SecretValue | SetecError] = {}
+        if wanted and self.offers("get-many"):
+            for start in range(0, len(wanted), MAX_GET_MANY):
+                found.update(self._get_batch(wanted[start : start + MAX_GET_MANY]))
+        else:
+            for name, version in wanted:
+                try:
+                    found[name, version] = self.get_version(name, version)
+                except (NotFound, AccessDenied) as e:
+                    found[name, version] = e
+        return {item: found[pair] for item, pair in keys.items()}
+
+    def _get_batch(
+        self, asked: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], SecretValue | SetecError]:
+        request = GetManyRequest(tuple(AskedSecret(name, version) for name, version in asked))
+        answers = self._call(GET_MANY, request).items
+        # Answers come in the order asked; one that does not match its question is a
+        # server's bug, not something to guess around.
+        if len(answers) != len(asked) or any(
+            answer[0] != name for (name, _), answer in zip(asked, answers, strict=False)
+        ):
+            raise ResponseError("unmarshaling response: the answers are not the secrets asked")
+        return {pair: answer[2] for pair, answer in zip(asked, answers, strict=True)}
+
+    def watch(
+        self,
+        versions: Mapping[str, int],
+        timeout: float = DEFAULT_WATCH_TIMEOUT,
+        *,
+        cancel: Cancellation | None = None,
+    ) -> builtins.list[Change]:  # "list" alone is the method above
+        """Wait until the active version of one of the secrets differs from the one
+        given, or ``timeout`` seconds pass (a long poll, docs/api.md §9.2).
+
+        :param versions: secret name -> the active version you hold (0: none); 1 to
+            :data:`MAX_WATCH_NAMES` names.
+        :param timeout: seconds to wait at most (rounded up to whole seconds); the
+            server may cap it (60 s by default). The read timeout of this request is
+            that long plus a margin, whatever the Client's own read timeout.
+        :param cancel: a :class:`~setec_core.client.longpoll.Cancellation` another
+            thread may use to cut the wait short; the watch then returns ``[]``.
+        :returns: the secrets whose active version differs, each a
+            :class:`~setec_core.wire.Change` (``version`` 0: it no longer exists;
+            ``error`` ``"access denied"``: you may not read it); ``[]`` if nothing
+            changed in time.
+        :raises UnsupportedError: if the server does not offer ``watch`` (Go setec):
+            poll with :meth:`get_if_changed` instead.
+        :raises ServerBusyError: if the server holds as many watches as it allows
+            (503); ``retry_after`` says when to come back.
+        :raises InvalidRequestError: for no names, too many, a bad version or timeout.
+        """
+        if not versions or len(versions) > MAX_WATCH_NAMES:
+            raise InvalidRequestError(
+                f"a watch names 1 to {MAX_WATCH_NAMES} secrets, not {len(versions)}"
+            )
+        if not timeout > 0 or math.isinf(timeout):
+            raise InvalidRequestError(f"watch timeout must be a positive number, not {timeout}")
+        self.require("watch", "watching secrets for changes")
+        seconds = math.ceil(timeout)
+        request = WatchRequest(
+            tuple(WatchedSecret(name, _uint32(v)) for name, v in versions.items()), seconds
+        )
+        connect = self.timeout[0] if isinstance(self.timeout, tuple) else self.timeout
+        limits = (connect, seconds + _WATCH_READ_MARGIN)
+        if cancel is None:
+            return list(self._call(WATCH, request, timeout=limits).changed)
+        if cancel.cancelled:
+            return []
+        with cancel.attached():
+            try:
+                return list(self._call(WATCH, request, timeout=limits).changed)
+            except SetecError:
+                if cancel.cancelled:  # the cut connection, not the server
+                    return []
+                raise
+
+    def set_info(self, name: str, description: str) -> None:
+        """Set the description of ``name`` (docs/api.md §9.5); ``""`` clears it. It
+        makes no version; :meth:`info` and :meth:`list` show it.
+
+        :param description: one line of at most 1,000 bytes of UTF-8, without control
+            characters.
+        :raises InvalidRequestError: for a description the server would refuse (checked
+            here; nothing is sent).
+        :raises UnsupportedError: if the server does not offer ``set-info`` (Go setec);
+            nothing is sent.
+        :raises AccessDenied: without the ``set-info`` right on ``name``.
+        :raises NotFound: if there is no such secret.
+        """
+        check_description(description)
+        self.require("set-info", "secret descriptions")
+        self._call(SET_INFO, SetInfoRequest(name, description))
+
     # --- the wire --------------------------------------------------------------------
 
-    def _call(self, endpoint: Endpoint[Q, R], request: Q) -> R:
+    def _call(
+        self,
+        endpoint: Endpoint[Q, R],
+        request: Q,
+        *,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> R:
         url = f"{self.server}{endpoint.path}"
         data = encode_request(request)
+        timeout = self.timeout if timeout is None else timeout
         try:
-            response = self._session.post(
-                url, data=data, headers=self._headers, timeout=self.timeout
-            )
+            response = self._session.post(url, data=data, headers=self._headers, timeout=timeout)
         except requests.RequestException as e:
             # One line naming the base URL (which carries no credentials: _check_server
             # refuses them), never the body we sent; not chained, as requests' own
             # message repeats every layer of urllib3's.
             size = len(data) if endpoint.carries_value else 0
-            line = describe_failure(e, self.server, self.timeout, value_request_bytes=size)
+            line = describe_failure(e, self.server, timeout, value_request_bytes=size)
             raise UnavailableError(line) from None
         except ValueError as e:  # urllib3 refusing the host (a label over 63 octets...)
             raise InvalidRequestError(
@@ -281,7 +589,31 @@ class Client:
         sentinel = sentinel_error(response.status_code, reason)
         if sentinel is not None:
             raise sentinel
+        if response.status_code == CONFLICT_STATUS and _is_json(response):
+            _raise_conflict(request, response.content)
+        if response.status_code == 503 and "Retry-After" in response.headers:
+            retry_after = _seconds(response.headers["Retry-After"])
+            raise ServerBusyError(response.status_code, reason[:500], retry_after)
         raise RequestError(response.status_code, reason[:500])
+
+
+def _is_json(response: requests.Response) -> bool:
+    content_type = response.headers.get("Content-Type", "")
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _raise_conflict(request: object, body: bytes) -> None:
+    # A guard failed (docs/api.md §9.4). A 409 that is not our JSON (a proxy's page)
+    # is left to the caller's generic error.
+    try:
+        reason, current = decode_conflict(body)
+    except ResponseError:
+        return
+    # The server's reason names the secret; shown safely on a terminal, and on one line.
+    text = escape_unprintable(" ".join(reason.split()))[:500]
+    if not text:
+        text = f"guard failed for secret {getattr(request, 'name', '')!r}; nothing was written"
+    raise VersionConflict(text, current)
 
 
 def _check_server(server: str) -> str:
@@ -310,6 +642,23 @@ def _check_server(server: str) -> str:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+def _seconds(header: str) -> float | None:
+    """A ``Retry-After`` of delay-seconds, or ``None`` (an HTTP date, or nonsense)."""
+    text = header.strip()
+    return float(text) if text.isascii() and text.isdigit() else None
+
+
+def _asked_pair(item: object) -> tuple[str, int]:
+    """A name or ``(name, version)`` pair of :meth:`Client.get_many` as the pair."""
+    if isinstance(item, str):
+        return item, 0
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return item[0], _uint32(item[1])
+    raise InvalidRequestError(
+        f"get_many takes names or (name, version) pairs, not {type(item).__name__}"
+    )
 
 
 def _uint32(version: int) -> int:

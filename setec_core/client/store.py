@@ -39,9 +39,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 from setec_core.client import cacheblob
-from setec_core.client.api import StoreClient, VersioningStoreClient
+from setec_core.client.api import (
+    BatchStoreClient,
+    StoreClient,
+    VersioningStoreClient,
+    WatchingStoreClient,
+)
 from setec_core.client.cache import Cache
 from setec_core.client.secret import Secret
+from setec_core.client.storewatch import WatchLoop
 from setec_core.client.sync import Coalescer, SingleFlight, call_before
 from setec_core.client.ticker import JitterTicker, Ticker
 from setec_core.client.watcher import Watcher
@@ -57,7 +63,7 @@ from setec_core.errors import (
     ValueNotChanged,
     VersionClaimed,
 )
-from setec_core.model import SecretValue
+from setec_core.model import MAX_GET_MANY, SecretValue
 
 log = logging.getLogger("setec.client.store")
 
@@ -105,7 +111,8 @@ class Store:
         :class:`~setec_core.client.FileClient`, or anything with ``get`` and
         ``get_if_changed``.
     :param secrets: the names the program needs; the Store does not return from its
-        constructor until it holds every one of them.
+        constructor until it holds every one of them (fetched 100 a request from a
+        server that offers batch gets, docs/api.md §9.3; else one get each).
     :param structs: dataclass instances (or ``(instance, prefix)`` pairs) whose
         :func:`~setec_core.client.secret_field` fields name more secrets; they are
         filled in once the Store holds them.
@@ -127,6 +134,12 @@ class Store:
     :param poll_concurrency: how many conditional gets a poll keeps in flight at once
         (Go's Store polls one secret at a time: 1). Over a network, each secret costs a
         round trip, so a few in parallel make a poll of many secrets that much shorter.
+    :param watch: whether to keep a watch open (docs/api.md §9.2) when the server
+        offers one, so that a new active version arrives within moments rather than at
+        the next poll; polling goes on alongside. ``None`` (the default): watch when
+        polling runs on ``poll_interval`` (not with a ``ticker``, which decides alone
+        when values change); ``True``: watch whenever the server offers it, even with
+        polling off; ``False``: never.
 
     :raises ConfigError: for an unusable configuration (no client, an empty name, no
         secrets without ``allow_lookup``, a bad struct).
@@ -149,6 +162,7 @@ class Store:
         time_now: Callable[[], float] = time.time,
         timeout: float | None = DEFAULT_STARTUP_TIMEOUT,
         poll_concurrency: int = 4,
+        watch: bool | None = None,
     ) -> None:
         if client is None:
             raise ConfigError("no service client is set")
@@ -170,7 +184,13 @@ class Store:
             raise ConfigError(f"poll_concurrency must be at least 1, not {poll_concurrency}")
         self._poll_concurrency = poll_concurrency
         self._flush_lock = threading.Lock()  # one cache write at a time, newest last
-        self._metrics = {"counter_poll_initiated": 0, "counter_poll_errors": 0}
+        self._metrics = {
+            "counter_poll_initiated": 0,
+            "counter_poll_errors": 0,
+            "counter_watch_answers": 0,
+            "counter_watch_errors": 0,
+        }
+        self._watch: WatchLoop | None = None
         self._fetches = 0
         self._latest_poll = 0.0
 
@@ -194,6 +214,7 @@ class Store:
         for f in fields:
             f.apply(self)
         self._start_poller(poll_interval, ticker)
+        self._start_watch(watch, poll_interval, ticker)
 
     # --- startup -----------------------------------------------------------------------
 
@@ -235,28 +256,9 @@ class Store:
         backoff = _FIRST_BACKOFF
         errors: dict[str, SetecError] = {}
         while True:
-            missing = []
-            for i, name in enumerate(pending):
-                if deadline is not None and time.monotonic() >= deadline:
-                    missing.extend(pending[i:])  # out of time: the rest stay unasked
-                    break
-                try:
-                    secret = call_before(deadline, partial(self._client.get, name))
-                except UnavailableError as e:
-                    # The server cannot be reached: asking for the other secrets now would
-                    # only fail the same way (each after a timeout, for a silent host).
-                    log.warning('error fetching "%s": %s (retrying)', name, e)
-                    for rest in pending[i:]:
-                        errors[rest] = e
-                    missing.extend(pending[i:])
-                    break
-                except SetecError as e:
-                    log.warning('error fetching "%s": %s (retrying)', name, e)
-                    errors[name] = e
-                    missing.append(name)
-                    continue
-                entry = self._entries.setdefault(name, _Entry(secret=None))
-                entry.secret, entry.last_access, entry.declared = secret, self._now(), True
+            missing = self._fetch_batched(pending, deadline, errors)
+            if missing is None:  # the client or its server cannot batch: one get each
+                missing = self._fetch_each(pending, deadline, errors)
             if not missing:
                 return
             pending = missing
@@ -282,6 +284,88 @@ class Store:
             if backoff < _MAX_BACKOFF:
                 backoff *= 2
 
+    def _fetch_each(
+        self, pending: list[str], deadline: float | None, errors: dict[str, SetecError]
+    ) -> list[str]:
+        """Get each of ``pending`` in turn; return those still missing (their errors in
+        ``errors``)."""
+        missing: list[str] = []
+        for i, name in enumerate(pending):
+            if deadline is not None and time.monotonic() >= deadline:
+                missing.extend(pending[i:])  # out of time: the rest stay unasked
+                break
+            try:
+                secret = call_before(deadline, partial(self._client.get, name))
+            except UnavailableError as e:
+                # The server cannot be reached: asking for the other secrets now would
+                # only fail the same way (each after a timeout, for a silent host).
+                self._unreachable(pending[i:], e, errors)
+                missing.extend(pending[i:])
+                break
+            except SetecError as e:
+                log.warning('error fetching "%s": %s (retrying)', name, e)
+                errors[name] = e
+                missing.append(name)
+                continue
+            self._fetched(name, secret)
+        return missing
+
+    def _fetch_batched(
+        self, pending: list[str], deadline: float | None, errors: dict[str, SetecError]
+    ) -> list[str] | None:
+        """Get ``pending`` :data:`MAX_GET_MANY` a request (docs/api.md §9.3); return
+        those still missing, or ``None`` if the client or its server cannot."""
+        client = self._client
+        if not isinstance(client, BatchStoreClient):
+            return None
+        if deadline is not None and time.monotonic() >= deadline:
+            return list(pending)  # out of time: they stay unasked
+        try:
+            if not call_before(deadline, partial(client.offers, "get-many")):
+                return None
+        except UnavailableError as e:
+            self._unreachable(pending, e, errors)
+            return list(pending)
+        except SetecError:
+            return None  # the gets will meet it too, each with its own name
+        missing: list[str] = []
+        for start in range(0, len(pending), MAX_GET_MANY):
+            batch = pending[start : start + MAX_GET_MANY]
+            if deadline is not None and time.monotonic() >= deadline:
+                missing.extend(pending[start:])  # out of time: the rest stay unasked
+                break
+            try:
+                results = call_before(deadline, partial(client.get_many, batch))
+            except UnavailableError as e:
+                self._unreachable(pending[start:], e, errors)
+                missing.extend(pending[start:])
+                break
+            except SetecError:
+                # Refused whole (a name over the server's limit): one get each, so that
+                # each secret gets its own error.
+                missing.extend(self._fetch_each(batch, deadline, errors))
+                continue
+            for name in batch:
+                result = results[name]
+                if isinstance(result, SetecError):
+                    log.warning('error fetching "%s": %s (retrying)', name, result)
+                    errors[name] = result
+                    missing.append(name)
+                else:
+                    self._fetched(name, result)
+        return missing
+
+    def _unreachable(
+        self, names: list[str], error: UnavailableError, errors: dict[str, SetecError]
+    ) -> None:
+        log.warning('error fetching "%s": %s (retrying)', names[0], error)
+        for name in names:
+            errors[name] = error
+
+    def _fetched(self, name: str, secret: SecretValue) -> None:
+        entry = self._entries.setdefault(name, _Entry(secret=None))
+        entry.secret, entry.last_access, entry.declared = secret, self._now(), True
+
     def _start_poller(self, interval: float | None, ticker: Ticker | None) -> None:
         if ticker is None:
             if interval is None or interval < 0:
@@ -292,6 +376,15 @@ class Store:
             target=self._poll_forever, args=(ticker,), name="setec-store-poller", daemon=True
         )
         self._poller.start()
+
+    def _start_watch(
+        self, watch: bool | None, interval: float | None, ticker: Ticker | None
+    ) -> None:
+        if watch is None:
+            watch = ticker is None and interval is not None and interval >= 0
+        if watch and isinstance(self._client, WatchingStoreClient):
+            self._watch = WatchLoop(self, self._client)
+            self._watch.start()
 
     def _poll_forever(self, ticker: Ticker) -> None:
         log.info("begin update poll (interval=%s)", getattr(ticker, "interval", "ticker"))
@@ -586,7 +679,9 @@ class Store:
 
     def metrics(self) -> dict[str, float]:
         """``counter_poll_initiated``, ``counter_poll_errors``, ``counter_secret_fetch``
-        (reads through handles) and ``timestamp_latest_poll`` (Unix seconds)."""
+        (reads through handles), ``timestamp_latest_poll`` (Unix seconds), and for the
+        watch ``counter_watch_answers`` (watches answered) and ``counter_watch_errors``
+        (watches that failed, and fetches after a watch that did)."""
         with self._lock:
             return {
                 **self._metrics,
@@ -599,12 +694,20 @@ class Store:
         """Whether a background poller is running."""
         return self._poller is not None and self._poller.is_alive()
 
+    @property
+    def watching(self) -> bool:
+        """Whether the Store keeps a watch open, or is still asking whether the server
+        offers one (docs/client.md, "Watching for new versions")."""
+        return self._watch is not None and self._watch.running
+
     def close(self) -> None:
         """Stop the poller (it writes the cache one last time). Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()  # cuts short a watch parked on the server
         poller = self._poller
         if poller is not None and poller is not threading.current_thread():
             # A stopped poll asks nothing more, but a request in flight runs to its

@@ -27,6 +27,7 @@ from setec_core.database import Database
 from setec_core.http.app import DEFAULT_MAX_REQUEST_BYTES, SetecApp
 from setec_core.http.metrics import ServerMetrics
 from setec_core.http.status import STATUS_TABLE, status_for
+from setec_core.watch import DEFAULT_MAX_WATCHES, DEFAULT_TIMEOUT_CAP
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -46,6 +47,8 @@ def make_app(
     tls: bool = False,
     allowed_hosts: Iterable[str] = (),
     access_lines: Callable[[str], None] | None = None,
+    max_watches: int = DEFAULT_MAX_WATCHES,
+    watch_timeout_cap: float = DEFAULT_TIMEOUT_CAP,
 ) -> SetecApp:
     """Return the WSGI app serving ``db`` to callers identified by ``authorizer``.
 
@@ -61,6 +64,8 @@ def make_app(
         ``localhost`` (:mod:`setec_core.http.hosts`).
     :param access_lines: where access-log lines go, instead of the
         ``setec.http.access`` logger.
+    :param max_watches: watches (``/api/watch``) held at once; more get 503.
+    :param watch_timeout_cap: the longest a watch waits, in seconds.
     """
     return SetecApp(
         db,
@@ -69,4 +74,6 @@ def make_app(
         tls=tls,
         allowed_hosts=allowed_hosts,
         access_lines=access_lines,
+        max_watches=max_watches,
+        watch_timeout_cap=watch_timeout_cap,
     )

@@ -24,7 +24,8 @@ defence against DNS rebinding, for every route);
 ``Sec-X-Tailscale-No-Browsers: setec`` must be present (403), because browsers cannot
 set ``Sec-`` headers from script; 5. the authorizer identifies the caller from a
 :class:`~setec_core.peer.Peer` (403 or 503); 6. the body, at most ``max_request_bytes``
-for put and create-version and :data:`SMALL_BODY_BYTES` for the rest (413), is decoded
+for put and create-version, what 100 names take for a batch get, and
+:data:`SMALL_BODY_BYTES` for the rest (413), is decoded
 with Go's JSON rules (400); 7. the Database does the work, auditing it, and
 :mod:`setec_core.http.status` maps its errors; 8. the result is encoded as compact JSON.
 
@@ -38,6 +39,7 @@ TLS).
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import random
@@ -53,15 +55,17 @@ from setec_core import wire
 from setec_core.authz import Authorizer, Caller
 from setec_core.database import Database
 from setec_core.encoding import json_string, json_text
-from setec_core.errors import SetecError
+from setec_core.errors import SetecError, VersionConflict
 from setec_core.http import dashboard
 from setec_core.http.body import read_body
 from setec_core.http.health import HealthPages
 from setec_core.http.hosts import HostCheck
 from setec_core.http.metrics import ServerMetrics
+from setec_core.http.pending import PARK_ANSWERS, PENDING_ANSWER, ParkedAnswer, Response
 from setec_core.http.route import (
     JSON,
     POST,
+    TEXT,
     Answer,
     Refused,
     RequestContext,
@@ -69,8 +73,17 @@ from setec_core.http.route import (
     error_answer,
 )
 from setec_core.http.status import log_bug, one_line, status_for, too_large
-from setec_core.model import SecretInfo, SecretValue
+from setec_core.model import DeletedSecret, SecretInfo, SecretValue
 from setec_core.peer import Peer, PeerHeaders
+from setec_core.watch import (
+    DEFAULT_MAX_WATCHES,
+    DEFAULT_TIMEOUT_CAP,
+    TooManyWatchesError,
+    Watch,
+    Watches,
+)
+from setec_core.wire.conflict import encode_conflict
+from setec_core.wire.endpoint import WATCH
 from setec_core.wire.extensions import offered
 
 log = logging.getLogger("setec.http")
@@ -150,6 +163,8 @@ class SetecApp:
         metrics: ServerMetrics | None = None,
         allowed_hosts: Iterable[str] = (),
         access_lines: Callable[[str], None] | None = None,
+        max_watches: int = DEFAULT_MAX_WATCHES,
+        watch_timeout_cap: float = DEFAULT_TIMEOUT_CAP,
     ) -> None:
         self.db = db
         self.authorizer = authorizer
@@ -157,6 +172,9 @@ class SetecApp:
         self.hosts = HostCheck(allowed_hosts)
         self._access_lines = access_lines
         self.metrics = metrics if metrics is not None else ServerMetrics(db)
+        #: This process's watches (docs/api.md §9.2).
+        self.watches = Watches(db, max_watches=max_watches, timeout_cap=watch_timeout_cap)
+        self.metrics.watch_watches(self.watches)
         self.health = HealthPages(db)
         self._security = list(SECURITY_HEADERS.items())
         if tls:
@@ -184,11 +202,21 @@ class SetecApp:
         return Route(
             endpoint.path,
             functools.partial(self._serve_api, endpoint, operation),
-            self.max_request_bytes if endpoint.carries_value else self._small_body,
+            self._body_limit_of(endpoint),
             methods=POST,
             method_refusal="only POST requests allowed",
             endpoint=endpoint,
         )
+
+    def _body_limit_of(self, endpoint: wire.Endpoint[Any, Any]) -> int:
+        # A value (or a watch's many names): as large as the operator allows. A batch
+        # get: what its most names take at their longest, within that. Anything else:
+        # a few kilobytes.
+        if endpoint.carries_value or endpoint.many_names:
+            return self.max_request_bytes
+        if endpoint.body_bytes is not None:
+            return max(self._small_body, min(endpoint.body_bytes, self.max_request_bytes))
+        return self._small_body
 
     # --- WSGI ------------------------------------------------------------------------
 
@@ -217,6 +245,25 @@ class SetecApp:
             answer = error_answer(500, "internal error")
         finally:
             del in_flight[ticket]
+        if answer.pending is not None:
+            parked = ParkedAnswer(answer.pending, functools.partial(self._watched, ctx, started))
+            # The body is decoded: a waiting answer keeps its names, not the body (up to
+            # --max-request-bytes), which the environ would hold for the whole wait.
+            environ["wsgi.input"] = io.BytesIO()
+            if environ.get(PARK_ANSWERS):
+                # The server holds the request without this thread and asks for the
+                # answer later (setec_core.http.pending); what follows is ignored.
+                environ[PENDING_ANSWER] = parked
+                start_response(STATUS_LINES[200], [])
+                return []
+            code, headers, body = parked.wait()
+        else:
+            code, headers, body = self._respond(ctx, answer, started)
+        start_response(STATUS_LINES.get(code, f"{code} Unknown"), headers)
+        return [body]
+
+    def _respond(self, ctx: RequestContext, answer: Answer, started: float) -> Response:
+        # The status, headers and body of ``answer``, counted and logged.
         code, body = answer.status, answer.body
         headers = [("X-Request-Id", ctx.request_id), *self._security]
         if code != 304:  # a 304 has no body and, per RFC 9110, no content headers
@@ -224,13 +271,20 @@ class SetecApp:
             headers.append(("Content-Length", str(len(body))))
         if answer.headers:
             headers.extend(answer.headers)
-        if method == "HEAD":
+        if ctx.method == "HEAD":
             body = b""
         seconds = time.perf_counter() - started
         self.metrics.observe(ctx.label, code, seconds)
         self._log_access(ctx, code, seconds)
-        start_response(STATUS_LINES.get(code, f"{code} Unknown"), headers)
-        return [body]
+        return code, headers, body
+
+    def _watched(self, ctx: RequestContext, started: float, watch: Watch) -> Response:
+        # The answer of a watch that waited: what changed by now (nothing on timeout).
+        try:
+            answer = Answer(200, WATCH.reply.encode(watch.result()))
+        except Exception as e:
+            answer = self._failure(e, ctx)
+        return self._respond(ctx, answer, started)
 
     def body_limit(self, method: str, path: str) -> int:
         """The largest request body ``path`` accepts (the HTTP front asks before it reads
@@ -309,6 +363,8 @@ class SetecApp:
                 result = operation(caller, request)
         except Exception as e:
             return self._failure(e, ctx)
+        if isinstance(result, Watch):
+            return Answer(200, b"", pending=result)
         return Answer(200, endpoint.reply.encode(result))
 
     def on_list(self, caller: Caller, request: wire.ListRequest) -> list[SecretInfo]:
@@ -329,24 +385,57 @@ class SetecApp:
         return self.db.info(caller, request.name)
 
     def on_put(self, caller: Caller, request: wire.PutRequest) -> int:
-        """``/api/put`` (docs/api.md §4.4)."""
-        return self.db.put(caller, request.name, request.value)
+        """``/api/put`` (docs/api.md §4.4), guarded if the request says so (§9.4)."""
+        return self.db.put(
+            caller,
+            request.name,
+            request.value,
+            if_active_version=request.if_active_version,
+            if_versions=request.if_versions,
+        )
 
     def on_create_version(self, caller: Caller, request: wire.CreateVersionRequest) -> None:
-        """``/api/create-version`` (docs/api.md §4.5)."""
-        self.db.create_version(caller, request.name, request.version, request.value)
+        """``/api/create-version`` (docs/api.md §4.5), guarded if the request says so."""
+        self.db.create_version(
+            caller,
+            request.name,
+            request.version,
+            request.value,
+            if_active_version=request.if_active_version,
+            if_versions=request.if_versions,
+        )
 
     def on_activate(self, caller: Caller, request: wire.VersionRequest) -> None:
-        """``/api/activate`` (docs/api.md §4.6)."""
-        self.db.activate(caller, request.name, request.version)
+        """``/api/activate`` (docs/api.md §4.6), guarded if the request says so."""
+        self.db.activate(
+            caller,
+            request.name,
+            request.version,
+            if_active_version=request.if_active_version,
+            if_versions=request.if_versions,
+        )
 
     def on_delete_version(self, caller: Caller, request: wire.VersionRequest) -> None:
-        """``/api/delete-version`` (docs/api.md §4.7)."""
-        self.db.delete_version(caller, request.name, request.version)
+        """``/api/delete-version`` (docs/api.md §4.7), guarded if the request says so."""
+        self.db.delete_version(
+            caller,
+            request.name,
+            request.version,
+            if_active_version=request.if_active_version,
+            if_versions=request.if_versions,
+        )
 
-    def on_delete(self, caller: Caller, request: wire.NameRequest) -> None:
-        """``/api/delete`` (docs/api.md §4.8)."""
-        self.db.delete(caller, request.name)
+    def on_delete(self, caller: Caller, request: wire.DeleteRequest) -> None:
+        """``/api/delete`` (docs/api.md §4.8), guarded if the request says so; with
+        ``Purge``, for good at once even under a recovery window (docs/api.md,
+        "Recoverable delete")."""
+        self.db.delete(
+            caller,
+            request.name,
+            if_active_version=request.if_active_version,
+            if_versions=request.if_versions,
+            purge=bool(request.purge),
+        )
 
     # --- beyond Go setec (docs/api.md §9) ---------------------------------------------
 
@@ -354,6 +443,35 @@ class SetecApp:
         """``/api/extensions`` (docs/api.md §9.1): what this server offers beyond Go's
         API. Any identified caller may ask; nothing is audited, as no secret is named."""
         return self.extensions
+
+    def on_watch(self, caller: Caller, request: wire.WatchRequest) -> wire.Changes | Watch:
+        """``/api/watch`` (docs/api.md §9.2): what changed already, or a
+        :class:`~setec_core.watch.Watch` to wait on. Not audited: it tells no more than
+        ``info`` would, and the get that follows a change is audited."""
+        return self.watches.start(caller, request)
+
+    def on_get_many(self, caller: Caller, request: wire.GetManyRequest) -> wire.ManyValues:
+        """``/api/get-many`` (docs/api.md §9.3): a get of each secret asked, answered
+        in the order asked, each with its value or why not (403, 404), and audited as
+        that get would be."""
+        asked = [(s.name, s.version) for s in request.asked]
+        results = self.db.get_many(caller, asked)
+        return wire.ManyValues(tuple((n, v, r) for (n, v), r in zip(asked, results, strict=True)))
+
+    def on_undelete(self, caller: Caller, request: wire.NameRequest) -> None:
+        """``/api/undelete`` (docs/api.md, "Recoverable delete"): bring back a secret a
+        delete put aside; the ``delete`` right grants it."""
+        self.db.undelete(caller, request.name)
+
+    def on_list_deleted(self, caller: Caller, request: wire.ListRequest) -> list[DeletedSecret]:
+        """``/api/list-deleted`` (docs/api.md, "Recoverable delete"): the secrets
+        pending deletion the caller may ``delete``; one audit entry, as list writes."""
+        return self.db.list_deleted(caller)
+
+    def on_set_info(self, caller: Caller, request: wire.SetInfoRequest) -> None:
+        """``/api/set-info`` (docs/api.md §9.5): set a secret's description; audited
+        with its length, never its text."""
+        self.db.set_info(caller, request.name, request.description)
 
     def _identify(self, ctx: RequestContext) -> Caller:
         try:
@@ -381,6 +499,18 @@ class SetecApp:
             # Not changed: an empty body. Go sends a JSON content type too; we follow RFC
             # 9110 and send none, and Go clients only read the status.
             return Answer(304, b"")
+        if isinstance(error, TooManyWatchesError):
+            # Not an error to log: a full server says so and when to come back.
+            return Answer(
+                503,
+                (one_line(str(error)) + "\n").encode(),
+                TEXT,
+                (("Retry-After", str(error.retry_after)),),
+            )
+        if isinstance(error, VersionConflict):
+            # A failed guard (docs/api.md §9.4): JSON, so that the caller can read the
+            # state it now has to reckon with.
+            return Answer(code, encode_conflict(reason, error.current))
         if not isinstance(error, SetecError):
             log_bug(log, f"request {ctx.request_id} failed", error)
         elif loud:

@@ -99,6 +99,8 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.base_environ: dict[str, Any] | None = None
+        # Whether its answer waits on the loop (a watch; the front's ``parked``).
+        self.parked = False
         front.stats.open += 1
         # A new connection must begin its first request within read_timeout.
         self.enter(IDLE, front.limits.read_timeout)
@@ -121,6 +123,8 @@ class Connection(asyncio.Protocol):
     def forget(self) -> None:
         """Drop this connection from the trackers (its socket is gone), and the parser,
         which refers back to it, so that nothing waits for the cyclic collector."""
+        if self.parked:
+            self.front.unpark(self)  # the client left: free the watch now
         if self.state >= 0:
             self.tracker.groups[self.state].pop(self, None)
             self.front.all.groups[self.state].pop(self, None)
@@ -188,6 +192,11 @@ class Connection(asyncio.Protocol):
         # whole, say so if it stopped halfway through a request, then close.
         self.eof = True
         self.reading_done = True
+        if self.parked:
+            # A client that stops sending while its watch waits has gone, as Go's
+            # server takes it: the watch is freed now rather than at its timeout.
+            self.abort("left-while-waiting")
+            return False
         if self.state == BUSY or self.queue:
             return True  # answered, then closed, by respond()
         if self.current is not None:
@@ -501,6 +510,8 @@ class Connection(asyncio.Protocol):
             "setec.transport": "unix" if unix else "tcp",
             # This front holds an answer back until its audit entries are durable.
             "setec.defer_audit": True,
+            # ... and holds an answer that waits (a watch) without a thread.
+            "setec.park_answers": True,
         }
 
 

@@ -67,6 +67,7 @@ from setec_core.http.status import log_bug, too_large
 
 if TYPE_CHECKING:
     from setec_core.audit import Deferral
+    from setec_core.http.pending import ParkedAnswer
 
 log = logging.getLogger("setec.http.front")
 
@@ -173,6 +174,20 @@ class Tracker:
         return None
 
 
+class Parked:
+    """A request whose answer waits on the loop (:mod:`setec_core.http.pending`): the
+    app's :class:`~setec_core.http.pending.ParkedAnswer` and the timer that answers it
+    at its deadline."""
+
+    __slots__ = ("answer", "conn", "request", "timer")
+
+    def __init__(self, conn: Connection, request: Request, answer: ParkedAnswer) -> None:
+        self.conn = conn
+        self.request = request
+        self.answer = answer
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class Front:
     """Serves a WSGI app over HTTP/1.1 (and TLS) from one event-loop thread and a pool of
     ``threads`` app threads. :meth:`start` it, :meth:`stop` it.
@@ -180,6 +195,9 @@ class Front:
     :param app: the WSGI app. If it has a ``body_limit(method, path)`` method, that gives
         each route's largest body; otherwise :attr:`Limits.max_body_bytes` applies. If it
         has a ``too_large_reason(method, path)`` method, that gives the reason of a 413.
+        An answer it leaves to wait (:mod:`setec_core.http.pending`, a watch) is held
+        on the loop, without a thread, until it is ready, its deadline, the client
+        leaving or the server stopping.
     :param listeners: where to listen.
     :param ssl_context: serve TLS with it (on TCP listeners).
     :param threads: requests the app may run at once.
@@ -216,6 +234,10 @@ class Front:
         self._workers: list[threading.Thread] = []
         self._answers: collections.deque[tuple[Connection, bytes, bool]] = collections.deque()
         self._drain_scheduled = False
+        #: Requests whose answers wait, by connection (one each: it is busy until then).
+        self.parked: dict[Connection, Parked] = {}
+        self._woken: collections.deque[Parked] = collections.deque()
+        self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._sockets: list[tuple[socket.socket, Listener]] = []
@@ -303,6 +325,10 @@ class Front:
         for state in (IDLE, READING, CLOSING):
             for conn in list(self.all.groups[state]):
                 conn.abort("stopping")
+        # A waiting answer is given now, not at its deadline: a stop must not wait a
+        # minute for watches that have nothing to report.
+        for parked in list(self.parked.values()):
+            self._settle(parked)
         self.check_drained()
 
     def check_drained(self) -> None:
@@ -470,8 +496,10 @@ class Front:
         # An app thread: run requests until told to stop (a None job).
         while (job := self._jobs.get()) is not None:
             conn, request = job
-            data, deferral, headers = self._answer(conn, request)
-            if deferral is None:
+            data, deferral, headers, waiting = self._answer(conn, request)
+            if waiting is not None:
+                self._park_soon(conn, request, waiting)
+            elif deferral is None:
                 self._deliver(conn, data, request.keep_alive)
             else:
                 # The answer waits for its audit entries: delivered once they are
@@ -515,19 +543,112 @@ class Front:
 
     def _answer(
         self, conn: Connection, request: Request
-    ) -> tuple[bytes, Deferral | None, list[tuple[str, str]]]:
-        deferral = None
+    ) -> tuple[bytes, Deferral | None, list[tuple[str, str]], ParkedAnswer | None]:
+        deferral = waiting = None
         try:
-            code, headers, body, deferral = self._call_app(conn, request)
+            code, headers, body, deferral, waiting = self._call_app(conn, request)
         except Exception as e:  # a bug in the app: the client gets a bare 500
             log_bug(log, "the app failed", e)
             code, headers = 500, [("Content-Type", "text/plain; charset=utf-8")]
             body = b"internal error\n"
-        return self._encode(request, code, headers, body), deferral, headers
+        if waiting is not None:
+            return b"", None, headers, waiting
+        return self._encode(request, code, headers, body), deferral, headers, None
+
+    # --- answers that wait -------------------------------------------------------
+
+    def _park_soon(self, conn: Connection, request: Request, waiting: ParkedAnswer) -> None:
+        # From an app thread: hand the waiting answer to the loop.
+        loop = self._loop
+        try:
+            if loop is None:
+                raise RuntimeError("not started")
+            loop.call_soon_threadsafe(self._park, Parked(conn, request, waiting))
+        except RuntimeError:  # the server stopped: nobody is left to answer
+            waiting.cancel()
+
+    def _park(self, parked: Parked) -> None:
+        conn = parked.conn
+        if conn.state != BUSY or conn.transport is None:
+            parked.answer.cancel()  # the client left while the app ran
+            return
+        self.parked[conn] = parked
+        conn.parked = True
+        # Answered from the watch alone: the body it came in (up to the route's limit,
+        # 1 MiB for a watch) is not kept for the wait.
+        parked.request.body = bytearray()
+        if self.stopping:
+            self._settle(parked)
+            return
+        loop = self._loop
+        assert loop is not None
+        answer = parked.answer
+        answer.start(lambda: self._wake(parked))
+        parked.timer = loop.call_later(
+            max(0.0, answer.deadline - time.monotonic()), self._settle, parked
+        )
+        self._check(parked)  # a change before start() is seen here
+
+    def _wake(self, parked: Parked) -> None:
+        # From a writer's thread, inside its write: queue a look, wake the loop once.
+        self._woken.append(parked)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the server stopped
+                    loop.call_soon_threadsafe(self._look)
+
+    def _look(self) -> None:
+        self._wake_scheduled = False
+        woken = self._woken
+        while woken:
+            parked = woken.popleft()
+            if self.parked.get(parked.conn) is parked:
+                self._check(parked)
+
+    def _check(self, parked: Parked) -> None:
+        try:
+            ready = parked.answer.ready()
+        except Exception as e:  # the answer says what failed
+            log_bug(log, "a waiting answer could not be checked", e)
+            ready = True
+        if ready:
+            self._settle(parked)
+
+    def _settle(self, parked: Parked) -> None:
+        """Send a waiting answer now (ready, at its deadline, or stopping)."""
+        if not self._unpark(parked):
+            return
+        request = parked.request
+        try:
+            code, headers, body = parked.answer.answer()
+        except Exception as e:  # a bug in the app: the client gets a bare 500
+            log_bug(log, "the app failed to answer", e)
+            code, headers = 500, [("Content-Type", "text/plain; charset=utf-8")]
+            body = b"internal error\n"
+        parked.conn.respond(self._encode(request, code, headers, body), request.keep_alive)
+
+    def unpark(self, conn: Connection) -> None:
+        """The client of ``conn`` left while its answer waited: free what it waits on."""
+        parked = self.parked.get(conn)
+        if parked is not None and self._unpark(parked):
+            parked.answer.cancel()
+
+    def _unpark(self, parked: Parked) -> bool:
+        # Whether this call took it off the loop (each parked answer is settled or
+        # cancelled once).
+        if self.parked.get(parked.conn) is not parked:
+            return False
+        del self.parked[parked.conn]
+        parked.conn.parked = False
+        if parked.timer is not None:
+            parked.timer.cancel()
+        return True
 
     def _call_app(
         self, conn: Connection, request: Request
-    ) -> tuple[int, list[tuple[str, str]], bytes, Deferral | None]:
+    ) -> tuple[int, list[tuple[str, str]], bytes, Deferral | None, ParkedAnswer | None]:
         started: list[Any] = []
 
         def start_response(
@@ -549,7 +670,8 @@ class Front:
         if not started:
             raise RuntimeError("the app returned without calling start_response")
         deferral = environ.get("setec.audit_deferral")
-        return int(str(started[0]).split(" ", 1)[0]), started[1], body, deferral
+        waiting = environ.get("setec.pending_answer")
+        return int(str(started[0]).split(" ", 1)[0]), started[1], body, deferral, waiting
 
     def _encode(
         self, request: Request, code: int, headers: list[tuple[str, str]], body: bytes

@@ -162,6 +162,26 @@ class _FrontCollector(Collector):
         return [open_now, accepted, closed, refused]
 
 
+class _WatchCollector(Collector):
+    """Reads a :class:`~setec_core.watch.Watches`' counts at scrape time."""
+
+    def __init__(self, watches: Any) -> None:
+        self._watches = watches
+
+    def collect(self) -> list[CounterMetricFamily | GaugeMetricFamily]:
+        watches = self._watches
+        held = GaugeMetricFamily(
+            "setec_watches", "Watches (/api/watch long polls) waiting for a change now."
+        )
+        held.add_metric([], watches.open)
+        refused = CounterMetricFamily(
+            "setec_watches_refused",
+            "Watches refused with 503 because --max-watches were waiting already.",
+        )
+        refused.add_metric([], watches.refused)
+        return [held, refused]
+
+
 class _Tally:
     """One thread's counts: only that thread writes them, so they need no lock (a
     prometheus_client metric takes a lock per update, six per request)."""
@@ -254,7 +274,8 @@ class ServerMetrics:
     * ``setec_audit_sync_seconds``: latency histogram of audit fsyncs (group commits).
     * ``setec_audit_fsyncs_total``, ``setec_audit_entries_total``,
       ``setec_audit_healthy``, ``setec_store_revision``: read from the database.
-    * with :meth:`watch_front`, the HTTP front's connections; with
+    * with :meth:`watch_watches`, the watches waiting and refused; with
+      :meth:`watch_front`, the HTTP front's connections; with
       :meth:`watch_backups`, the backup loop's counters.
     * prometheus-client's standard ``process_*`` (Linux only: CPU seconds, resident
       and virtual memory, open and maximum file descriptors, start time),
@@ -301,6 +322,11 @@ class ServerMetrics:
         ``setec_store_reachable``, ``setec_store_stale_seconds`` and
         ``setec_store_catch_ups_total``."""
         self.registry.register(_FollowerCollector(follower))
+
+    def watch_watches(self, watches: Any) -> None:
+        """Export the counts of a :class:`~setec_core.watch.Watches`: ``setec_watches``
+        (waiting now) and ``setec_watches_refused_total`` (503s)."""
+        self.registry.register(_WatchCollector(watches))
 
     def watch_front(self, stats: Any) -> None:
         """Export the HTTP front's connection counters (a

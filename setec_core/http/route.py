@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from setec_core.http.status import one_line
 from setec_core.wire import Endpoint
+
+if TYPE_CHECKING:
+    from setec_core.watch import Watch
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -31,12 +34,16 @@ class Answer:
 
     :param headers: headers to send besides those every answer gets (the health pages'
         ``Setec-Version``); none by default.
+    :param pending: a :class:`~setec_core.watch.Watch` to wait for, whose result is the
+        answer (:mod:`setec_core.http.pending`); then ``status`` and ``body`` are
+        placeholders.
     """
 
     status: int
     body: bytes = field(repr=False)
     content_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    pending: Watch | None = None
 
 
 def error_answer(code: int, reason: str) -> Answer:

@@ -18,10 +18,12 @@ from setec_core.errors import (
     AuditError,
     ConflictError,
     InvalidRequestError,
+    PendingDeletionError,
     SetecError,
     StorageError,
     StorageUnavailable,
     UnavailableError,
+    VersionConflict,
 )
 from setec_core.wire import SENTINELS
 
@@ -49,6 +51,12 @@ class Status:
 STATUS_TABLE: tuple[tuple[type[BaseException], Status], ...] = (
     *((s.error, Status(s.status, s.body)) for s in SENTINELS),
     (InvalidRequestError, Status(400, None)),
+    # A guarded write whose guard failed (docs/api.md §9.4); the app sends its body
+    # as JSON, with the secret's current state for a caller who may see it.
+    (VersionConflict, Status(409, None)),
+    # A write to a secret pending deletion, for a caller who may delete it (docs/api.md,
+    # "Recoverable delete"): a one-line text saying until when, and how to undo it.
+    (PendingDeletionError, Status(409, None)),
     (UnavailableError, Status(503, None, log=True)),
     (AuditError, Status(500, "internal error", log=True)),
     (StorageUnavailable, Status(503, STORE_UNREACHABLE, log=True)),

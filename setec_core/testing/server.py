@@ -29,6 +29,9 @@ class LocalServer:
     :param authorizer: who the callers are; by default every request is ``caller``.
     :param caller: the caller of every request when no ``authorizer`` is given
         (:data:`~setec_core.testing.SUPERUSER` by default).
+    :param threads: app threads (requests the app runs at once).
+    :param app_options: passed to :func:`~setec_core.http.make_app`
+        (``watch_timeout_cap``, ``max_watches``, ...).
 
     :attr:`url` is the base URL to give a :class:`~setec_core.client.Client`.
     """
@@ -39,6 +42,8 @@ class LocalServer:
         *,
         authorizer: Authorizer | None = None,
         caller: Caller | None = None,
+        threads: int = 8,
+        app_options: dict[str, Any] | None = None,
     ) -> None:
         from setec_core.testing import SUPERUSER, new_database
 
@@ -47,8 +52,8 @@ class LocalServer:
         self.authorizer = (
             authorizer if authorizer is not None else FixedAuthorizer(caller or SUPERUSER)
         )
-        self.app = make_app(self.db, self.authorizer)
-        self._front = Front(self.app, [Listener("127.0.0.1", 0)], threads=8)
+        self.app = make_app(self.db, self.authorizer, **(app_options or {}))
+        self._front = Front(self.app, [Listener("127.0.0.1", 0)], threads=threads)
         self.url = self._front.start()[0]
 
     def client(self, **options: Any) -> Any:
@@ -79,6 +84,10 @@ def new_server(
     *,
     authorizer: Authorizer | None = None,
     caller: Caller | None = None,
+    threads: int = 8,
+    app_options: dict[str, Any] | None = None,
 ) -> LocalServer:
     """Start a :class:`LocalServer`; use it as a context manager or close it."""
-    return LocalServer(db, authorizer=authorizer, caller=caller)
+    return LocalServer(
+        db, authorizer=authorizer, caller=caller, threads=threads, app_options=app_options
+    )

@@ -20,17 +20,23 @@ One description serves the server and the client:
 from __future__ import annotations
 
 from setec_core.wire.endpoint import ENDPOINTS, Endpoint
-from setec_core.wire.reply import Extensions, Reply, go_escape
+from setec_core.wire.reply import Change, Changes, Extensions, ManyValues, Reply, go_escape
 from setec_core.wire.request import (
+    AskedSecret,
     BadRequestError,
     CreateVersionRequest,
+    DeleteRequest,
     ExtensionsRequest,
+    GetManyRequest,
     GetRequest,
     ListRequest,
     NameRequest,
     PutRequest,
     Request,
+    SetInfoRequest,
     VersionRequest,
+    WatchedSecret,
+    WatchRequest,
     decode,
     encode_request,
 )
@@ -39,19 +45,28 @@ from setec_core.wire.sentinel import SENTINELS, Sentinel, sentinel_error
 __all__ = [
     "ENDPOINTS",
     "SENTINELS",
+    "AskedSecret",
     "BadRequestError",
+    "Change",
+    "Changes",
     "CreateVersionRequest",
+    "DeleteRequest",
     "Endpoint",
     "Extensions",
     "ExtensionsRequest",
+    "GetManyRequest",
     "GetRequest",
     "ListRequest",
+    "ManyValues",
     "NameRequest",
     "PutRequest",
     "Reply",
     "Request",
     "Sentinel",
+    "SetInfoRequest",
     "VersionRequest",
+    "WatchRequest",
+    "WatchedSecret",
     "decode",
     "encode_request",
     "go_escape",

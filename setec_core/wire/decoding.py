@@ -129,8 +129,8 @@ class Field:
     :param load: turns a non-null JSON value into the attribute's value, or raises the
         side's error naming the field.
     :param dump: turns the attribute's value into JSON (``None``: as it is).
-    :param slice: whether ``null`` empties the field (Go sets a slice to nil) rather
-        than leaving it as it was.
+    :param slice: whether ``null`` empties the field (Go sets a slice or a pointer to
+        nil) rather than leaving it as it was.
     :param zero: the field's zero value, which a missing key (or a ``null`` for a
         slice) leaves.
     """

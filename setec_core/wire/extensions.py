@@ -22,10 +22,17 @@ from typing import Any
 #: The name of the extensions endpoint itself: a client that gets a 200 from it knows
 #: the server speaks this protocol.
 EXTENSIONS = "extensions"
+#: Recoverable delete: the endpoints ``/api/undelete`` and ``/api/list-deleted``, and
+#: the ``Purge`` field of ``/api/delete``, which a client sends only to a server that
+#: lists it (a Go server would ignore it).
+RECOVERABLE_DELETE = "recoverable-delete"
 
 #: Additions carried by fields of endpoints that Go setec also has, by name. Each is
 #: listed only once the server honours the field.
-FIELD_EXTENSIONS: tuple[str, ...] = ()
+FIELD_EXTENSIONS: tuple[str, ...] = (
+    # IfActiveVersion and IfVersions on the writes: guarded writes (docs/api.md §9.4).
+    "cas",
+)
 
 
 def offered(endpoints: Iterable[Any]) -> tuple[str, ...]:

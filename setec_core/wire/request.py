@@ -55,7 +55,8 @@ class BadRequestError(InvalidRequestError):
 
 @dataclass(frozen=True, slots=True)
 class ListRequest:
-    """The body of ``/api/list``: any JSON object (its keys are ignored) or ``null``."""
+    """The body of ``/api/list`` and ``/api/list-deleted``: any JSON object (its keys
+    are ignored) or ``null``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class ExtensionsRequest:
 
 @dataclass(frozen=True, slots=True)
 class NameRequest:
-    """The body of ``/api/info`` and ``/api/delete``: ``{"Name": ...}``."""
+    """The body of ``/api/info`` and ``/api/undelete``: ``{"Name": ...}``."""
 
     name: str = ""
 
@@ -82,23 +83,31 @@ class GetRequest:
 
 @dataclass(frozen=True, slots=True)
 class PutRequest:
-    """The body of ``/api/put``: ``{"Name", "Value"}``. Its repr never shows the value."""
+    """The body of ``/api/put``: ``{"Name", "Value"}``, and the optional guards
+    ``IfActiveVersion`` and ``IfVersions`` (not in Go setec: docs/api.md §9.4; ``None``
+    when absent, and then not sent). Its repr never shows the value."""
 
     name: str = ""
     value: bytes = field(default=b"", repr=False)
+    if_active_version: int | None = None
+    if_versions: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class VersionRequest:
-    """The body of ``/api/activate`` and ``/api/delete-version``: ``{"Name", "Version"}``."""
+    """The body of ``/api/activate`` and ``/api/delete-version``: ``{"Name", "Version"}``,
+    and the optional guards of :class:`PutRequest`."""
 
     name: str = ""
     version: int = 0
+    if_active_version: int | None = None
+    if_versions: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CreateVersionRequest:
-    """The body of ``/api/create-version``: ``{"Name", "Version", "Value"}``.
+    """The body of ``/api/create-version``: ``{"Name", "Version", "Value"}``, and the
+    optional guards of :class:`PutRequest`.
 
     Its repr never shows the value.
     """
@@ -106,6 +115,68 @@ class CreateVersionRequest:
     name: str = ""
     version: int = 0
     value: bytes = field(default=b"", repr=False)
+    if_active_version: int | None = None
+    if_versions: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    """The body of ``/api/delete``: ``{"Name"}``, and the optional guards of
+    :class:`PutRequest`. (Info shares no class with it, so that an info request's
+    guard-named keys stay unknown keys, ignored as Go ignores them.) ``Purge``
+    (recoverable delete, not in Go setec) removes the secret for good at once, even
+    with a recovery window; ``None`` when absent, and then not sent."""
+
+    name: str = ""
+    if_active_version: int | None = None
+    if_versions: tuple[int, ...] | None = None
+    purge: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedSecret:
+    """One secret of a watch request: its name and the active version the caller holds
+    (0: it holds none)."""
+
+    name: str = ""
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRequest:
+    """The body of ``/api/watch`` (not in Go setec): ``{"Secrets": [{"Name", "Version"},
+    ...], "Timeout": seconds}`` (docs/api.md §9.2). The server checks the count of
+    names and duplicates; this class only carries them."""
+
+    secrets: tuple[WatchedSecret, ...] = ()
+    timeout: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AskedSecret:
+    """One secret a batch get asks for: its name and the version wanted (0: the active
+    one)."""
+
+    name: str = ""
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GetManyRequest:
+    """The body of ``/api/get-many`` (not in Go setec): ``{"Secrets": [{"Name",
+    "Version"}, ...]}`` (docs/api.md §9.3). The Database checks the count and
+    duplicates; this class only carries them."""
+
+    asked: tuple[AskedSecret, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetInfoRequest:
+    """The body of ``/api/set-info`` (not in Go setec): ``{"Name", "Description"}``
+    (docs/api.md §9.5). The Database checks the description's rules."""
+
+    name: str = ""
+    description: str = ""
 
 
 #: Every request class.
@@ -117,6 +188,10 @@ Request = (
     | PutRequest
     | VersionRequest
     | CreateVersionRequest
+    | DeleteRequest
+    | WatchRequest
+    | GetManyRequest
+    | SetInfoRequest
 )
 
 # --- Their fields, as the server reads them ----------------------------------------------
@@ -133,6 +208,14 @@ def _name(raw: object) -> str:
     return raw
 
 
+def _description(raw: object) -> str:
+    if type(raw) is not str:
+        raise BadRequestError('"Description" must be a string')
+    if not is_unicode(raw):
+        raise BadRequestError('"Description" contains an unpaired surrogate escape')
+    return raw
+
+
 def _version(raw: object) -> int:
     number = uint(raw, MAX_VERSION)
     if number is None:
@@ -143,6 +226,12 @@ def _version(raw: object) -> int:
 def _flag(raw: object) -> bool:
     if type(raw) is not bool:
         raise BadRequestError('"UpdateIfChanged" must be true or false')
+    return raw
+
+
+def _purge(raw: object) -> bool:
+    if type(raw) is not bool:
+        raise BadRequestError('"Purge" must be true or false')
     return raw
 
 
@@ -182,6 +271,115 @@ def _base64(value: object) -> object:
     return encode_base64(value) if isinstance(value, bytes) else value
 
 
+_IF_ACTIVE_RULE = '"IfActiveVersion" must be an integer from 0 to 4294967295'
+_IF_VERSIONS_RULE = '"IfVersions" must be a list of integers from 1 to 4294967295'
+
+
+def _if_active_version(raw: object) -> int:
+    number = uint(raw, MAX_VERSION)
+    if number is None:
+        raise BadRequestError(_IF_ACTIVE_RULE)
+    return number
+
+
+def _if_versions(raw: object) -> tuple[int, ...]:
+    # Stricter than Go would read a []uint32 (a null element as 0): a guard that could
+    # never hold, or names a version twice, is a mistake worth saying so.
+    if type(raw) is not list:
+        raise BadRequestError(_IF_VERSIONS_RULE)
+    versions: dict[int, None] = {}  # ordered, and a duplicate found in one pass
+    for item in raw:
+        number = uint(item, MAX_VERSION)
+        if not number:  # None, or 0: no version is 0
+            raise BadRequestError(_IF_VERSIONS_RULE)
+        if number in versions:
+            raise BadRequestError(f'"IfVersions" lists version {number} more than once')
+        versions[number] = None
+    return tuple(versions)
+
+
+def _dump_versions(value: object) -> object:
+    versions: tuple[int, ...] = value  # type: ignore[assignment]
+    return list(versions)
+
+
+#: The largest ``Timeout`` Go's ``int`` holds; larger is clamped to the server's cap.
+_MAX_TIMEOUT = 2**63 - 1
+_SECRETS_RULE = '"Secrets" must be a list of {"Name", "Version"} objects'
+_WATCHED_FIELDS = by_fold(
+    (
+        Field("name", "Name", _name, zero=""),
+        Field("version", "Version", _version, zero=0),
+    )
+)
+
+
+#: The most names one watch may carry (checked here, before a long list is turned
+#: into objects, and again by the server's watches).
+MAX_WATCHED_NAMES = 1000
+
+
+def _watched(raw: object) -> tuple[WatchedSecret, ...]:
+    if type(raw) is not list:
+        raise BadRequestError(_SECRETS_RULE)
+    if len(raw) > MAX_WATCHED_NAMES:
+        # A 1 MiB body can hold 340,000 empty objects: refused before they are built.
+        # The same reason the server's watches give for a list too long to wait on.
+        raise InvalidRequestError(
+            f"a watch names 1 to {MAX_WATCHED_NAMES} secrets; this one names {len(raw)}"
+        )
+    watched = []
+    for item in raw:
+        # Go fills a []struct element from null as the zero struct.
+        if item is None:
+            watched.append(WatchedSecret())
+        elif type(item) is JsonObject:
+            watched.append(WatchedSecret(**assign(item, _WATCHED_FIELDS)))  # type: ignore[arg-type]
+        else:
+            raise BadRequestError(_SECRETS_RULE)
+    return tuple(watched)
+
+
+def _timeout(raw: object) -> int:
+    number = uint(raw, _MAX_TIMEOUT)
+    if number is None:
+        raise BadRequestError('"Timeout" must be a whole number of seconds, 0 or more')
+    return number
+
+
+def _dump_watched(value: object) -> object:
+    secrets: tuple[WatchedSecret, ...] = value  # type: ignore[assignment]
+    return [{"Name": s.name, "Version": s.version} for s in secrets]
+
+
+_ASKED_RULE = '"Secrets" must be a list of {"Name", "Version"} objects'
+_ASKED_FIELDS = by_fold(
+    (
+        Field("name", "Name", _name, zero=""),
+        Field("version", "Version", _version, zero=0),
+    )
+)
+
+
+def _asked(raw: object) -> tuple[AskedSecret, ...]:
+    if type(raw) is not list:
+        raise BadRequestError(_ASKED_RULE)
+    asked = []
+    for item in raw:
+        if item is None:  # Go fills a []struct element from null as the zero struct
+            asked.append(AskedSecret())
+        elif type(item) is JsonObject:
+            asked.append(AskedSecret(**assign(item, _ASKED_FIELDS)))  # type: ignore[arg-type]
+        else:
+            raise BadRequestError(_ASKED_RULE)
+    return tuple(asked)
+
+
+def _dump_asked(value: object) -> object:
+    asked: tuple[AskedSecret, ...] = value  # type: ignore[assignment]
+    return [{"Name": s.name, "Version": s.version} for s in asked]
+
+
 #: attribute -> field, for every field a request class may have.
 FIELDS: dict[str, Field] = {
     f.attr: f
@@ -189,7 +387,16 @@ FIELDS: dict[str, Field] = {
         Field("name", "Name", _name, zero=""),
         Field("version", "Version", _version, zero=0),
         Field("update_if_changed", "UpdateIfChanged", _flag, zero=False),
+        # Optional, as the guards: absent (or null) is None, and None is not sent.
+        Field("purge", "Purge", _purge),
         Field("value", "Value", _value, dump=_base64, slice=True, zero=b""),
+        # Optional: absent (or null, as Go leaves a pointer nil) is None, not 0.
+        Field("if_active_version", "IfActiveVersion", _if_active_version, slice=True),
+        Field("if_versions", "IfVersions", _if_versions, dump=_dump_versions, slice=True),
+        Field("secrets", "Secrets", _watched, dump=_dump_watched, slice=True, zero=()),
+        Field("timeout", "Timeout", _timeout, zero=0),
+        Field("asked", "Secrets", _asked, dump=_dump_asked, slice=True, zero=()),
+        Field("description", "Description", _description, zero=""),
     )
 }
 
@@ -228,12 +435,16 @@ def _dumps_of(kind: type) -> tuple[Field, ...]:
 
 def encode_request(request: Request) -> bytes:
     """Encode a request as Go setec's client does: compact JSON of every field, in
-    declaration order, non-ASCII as raw UTF-8 and the value as padded base64.
+    declaration order, non-ASCII as raw UTF-8 and the value as padded base64. An
+    optional field that is ``None`` (a guard not given) is left out, so a request
+    without one is byte for byte what Go's client sends.
 
     :raises UnicodeEncodeError: if the name holds a lone surrogate (no UTF-8 form).
     """
     doc: dict[str, object] = {}
     for f in _dumps_of(type(request)):  # type: ignore[arg-type]  # classes are hashable
         value = getattr(request, f.attr)
+        if value is None:
+            continue
         doc[f.wire] = value if f.dump is None else f.dump(value)
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()

@@ -25,7 +25,7 @@ from setec_cli.confirm import check_confirmation, confirmation_token
 from setec_cli.formats import go_quote, parse_uint32, tabwrite
 from setec_cli.options import CommandError, client_command
 from setec_cli.value import SURROUNDING_WHITESPACE, check_put_text
-from setec_core.testing import make_caller
+from setec_core.testing import SUPERUSER, make_caller
 from setec_core.testing.server import LocalServer, new_server
 from setec_plugins.policy_authz import PolicyAuthorizer, new_token, policy_entry
 
@@ -488,6 +488,9 @@ def test_list_and_info_tables() -> None:
             client.put("prod/db", f"v{i}".encode())
         client.activate("prod/db", 3)
         client.create_version("prod/\u00e9t\u00e9", 12, b"x")
+        # Secrets never accessed as far as the server knows, as a Go server has them
+        # all: Go's table (the extra columns are tested below).
+        fresh.db._accessed.clear()
         proc = setec("list", server=fresh.url)
         assert proc.stdout.decode() == (
             "NAME            ACTIVE VERSIONS\n"
@@ -507,10 +510,112 @@ def test_list_and_info_json() -> None:
         client = fresh.client()
         client.put("a", b"1")
         client.put("a", b"2")
+        fresh.db._accessed.clear()  # no last access: the keys of a Go server's answer
         listed = json.loads(setec("list", "--json", server=fresh.url).stdout)
         assert listed == [{"name": "a", "versions": [1, 2], "active_version": 1}]
         info = json.loads(setec("info", "a", "--json", server=fresh.url).stdout)
         assert info == {"name": "a", "versions": [1, 2], "active_version": 1}
+
+
+def test_list_and_info_show_description_and_last_access() -> None:
+    """docs/cli.md: list adds the column LAST ACCESS (to the second, ``-`` for never)
+    when a secret has one and DESCRIPTION when one has it, without trailing spaces;
+    info adds two lines, and --json adds ``description`` and ``last_access`` (RFC 3339
+    as on the wire)."""
+    with new_server() as fresh:
+        db = fresh.db
+        db.put(SUPERUSER, "app/db", b"x")
+        db.put(SUPERUSER, "app/key", b"x")
+        db._accessed.pop("app/key")  # never accessed
+        set_info = setec("set-info", "app/key", "--description", "Signing key", server=fresh.url)
+        assert (set_info.returncode, set_info.stdout, set_info.stderr) == (
+            0,
+            b"",
+            b'Set the description of secret "app/key"\n',
+        )
+        when = db.info(SUPERUSER, "app/db").last_access
+        assert when is not None
+        shown = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        proc = setec("list", server=fresh.url)
+        assert proc.stdout.decode() == (
+            "NAME    ACTIVE VERSIONS LAST ACCESS          DESCRIPTION\n"
+            f"app/db  1      1        {shown}\n"
+            "app/key 1      1        -                    Signing key\n"
+        )
+
+        info = setec("info", "app/key", server=fresh.url)
+        assert info.stdout == (
+            b"Name:           app/key\nActive version: 1\nVersions:       1\n"
+            b"Description:    Signing key\n"
+        )
+        info = setec("info", "app/db", server=fresh.url)
+        assert info.stdout.decode().endswith(f"Versions:       1\nLast access:    {shown}\n")
+        listed = json.loads(setec("list", "--json", server=fresh.url).stdout)
+        assert listed[1] == {
+            "name": "app/key",
+            "versions": [1],
+            "active_version": 1,
+            "description": "Signing key",
+        }
+        assert listed[0]["last_access"].startswith(shown[:-1])
+        cleared = setec("set-info", "app/key", "--description", "", server=fresh.url)
+        assert cleared.stderr == b'Cleared the description of secret "app/key"\n'
+        assert db.info(SUPERUSER, "app/key").description == ""
+        only_times = setec("list", server=fresh.url).stdout.decode()
+        assert only_times == (
+            "NAME    ACTIVE VERSIONS LAST ACCESS\n"
+            f"app/db  1      1        {shown}\n"
+            "app/key 1      1        -\n"
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("set-info", "a", "--description", "x\ty"), "the description holds U+0009"),
+        (
+            ("set-info", "missing", "--description", "d"),
+            'failed to set the description of "missing": not found',
+        ),
+        (("set-info", "a"), "Missing option '--description'"),
+    ],
+)
+def test_set_info_errors(server: LocalServer, args: tuple[str, ...], message: str) -> None:
+    """One line naming what was wrong; no traceback."""
+    server.client().put("a", b"v")
+    proc = setec(*args, server=server.url)
+    assert proc.returncode != 0
+    assert message in proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr
+
+
+def test_set_info_against_a_go_server_sends_nothing(tmp_path: Path) -> None:
+    """A server without the set-info extension (Go setec answers 404 to
+    /api/extensions) is refused by the client, which says so."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        proc = subprocess.Popen(
+            [SETEC, "set-info", "a", "--description", "d"],
+            env=clean_env(url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: 19\r\nConnection: close\r\n\r\n404 page not found\n"
+            )
+        _, err = proc.communicate(timeout=30)
+    assert request.startswith(b"POST /api/extensions ")
+    assert proc.returncode == 1
+    assert b"does not offer secret descriptions" in err
+    assert b"nothing was sent" in err
 
 
 # --- activate, create-version, delete ---------------------------------------------------

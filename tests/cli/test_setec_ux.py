@@ -167,6 +167,7 @@ def test_list_prefix_filters_table_and_json() -> None:
         client = fresh.client()
         for secret in ("prod/db", "prod/api", "production", "dev/db"):
             client.put(secret, b"x")
+        fresh.db._accessed.clear()  # no last access (docs/api.md §9.5): Go's columns
         table = setec("list", "prod/", server=fresh.url)
         assert table.stdout == (b"NAME     ACTIVE VERSIONS\nprod/api 1      1\nprod/db  1      1\n")
         as_json = setec("list", "--json", "prod", server=fresh.url)

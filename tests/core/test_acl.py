@@ -98,7 +98,7 @@ def test_unknown_actions_match_nothing() -> None:
 
 
 def test_actions_are_the_six_of_the_spec() -> None:
-    """Exactly these six action strings (docs/api.md §6.1)."""
+    """Exactly Go's six action strings (docs/api.md §6.1), then ours (set-info, §9.5)."""
     assert [a.value for a in Action] == [
         "get",
         "info",
@@ -106,6 +106,7 @@ def test_actions_are_the_six_of_the_spec() -> None:
         "create-version",
         "activate",
         "delete",
+        "set-info",
     ]
 
 

@@ -13,7 +13,9 @@ what legitimately varies:
 - the minute in confirmation tokens (``<minute>.<digest>``): a token on the page's
   command line gets the minute of the token the CLI last printed in its "use token"
   message, and a minute the CLI prints is put back to the page's. The digest is never
-  touched: it is checked as printed.
+  touched: it is checked as printed;
+- the times a secret was last accessed (RFC 3339 in UTC, ``2026-12-02T12:00:07Z``): each
+  one printed is put back to the page's at the same place.
 
 The page shows what a pipe receives (so no import progress bar), except for the
 commands in :data:`TERMINAL`, which run with stdout and stderr on a pseudo-terminal.
@@ -86,8 +88,15 @@ def _no_myapp_and_a_broken_env(client: Client, workdir: Path) -> None:
     (workdir / "broken.env").write_text("DB_PASSWORD=x\nthis is not a setting\n")
 
 
+def _hello_world_again(client: Client, workdir: Path) -> None:
+    """The set-info section shows dev/hello-world as the list section does."""
+    client.delete("dev/hello-world")
+    _hello_world_as_put_leaves_it(client, workdir)
+
+
 SETUP: dict[str, Callable[[Client, Path], None]] = {
     "## list": _hello_world_as_put_leaves_it,
+    "## set-info": _hello_world_again,
     "## put": _no_hello_world,
     "## run": _myapp_as_import_leaves_it,
     "## import": _no_myapp_and_a_broken_env,
@@ -97,6 +106,17 @@ SETUP: dict[str, Callable[[Client, Path], None]] = {
 TOKEN = re.compile(r"\b([0-9a-f]+)(\.[0-9a-f]{16})\b")
 PRINTED_TOKEN = re.compile(r'(use token ")([0-9a-f]+)(\.[0-9a-f]{16}")')
 CAT = re.compile(r"cat (\S+)")
+TIME = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")
+
+
+def put_back_times(actual: str, expected: str) -> str:
+    """``actual`` with its RFC 3339 times replaced, in order, by those of ``expected``
+    (when both have as many): when a secret was last accessed varies from run to run."""
+    shown = TIME.findall(expected)
+    if len(TIME.findall(actual)) != len(shown):
+        return actual
+    times = iter(shown)
+    return TIME.sub(lambda m: next(times), actual)
 
 
 @dataclass
@@ -248,6 +268,7 @@ def test_every_cli_doc_example_prints_what_the_doc_shows(tmp_path: Path) -> None
                 terminal=example.command in TERMINAL,
             )
             actual = tokens.in_output(actual.replace(server.url, DOC_SERVER), example.output)
+            actual = put_back_times(actual, example.output)
             if actual != example.output:
                 failures.append(
                     f"docs/cli.md:{example.line} (block at line {example.block}): "

@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 from setec_core import Database, make_caller
 from setec_core.http import make_app
 from setec_core.testing import SUPERUSER, HeaderAuthorizer, new_database
+from setec_core.wire.gotime import format_time
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -63,8 +64,9 @@ def served() -> Iterator[tuple[str, Database]]:
 
 def test_dashboard_rows_for_two_callers(served: tuple[str, Database]) -> None:
     """In a real browser each caller's dashboard lists only its secrets, versions
-    ascending and the active one bold; a name holding HTML is shown escaped and runs no
-    script, the stylesheet loads under the CSP, and no value appears."""
+    ascending and the active one bold; a name or description holding HTML is shown
+    escaped and runs no script, the last access is shown, the stylesheet loads under the
+    CSP, and no value appears."""
     url, db = served
     db.put(SUPERUSER, "team/app/db-pass", SECRET)
     db.put(SUPERUSER, "team/app/db-pass", b"second")
@@ -72,6 +74,10 @@ def test_dashboard_rows_for_two_callers(served: tuple[str, Database]) -> None:
     db.activate(SUPERUSER, "team/app/db-pass", 2)
     db.put(SUPERUSER, "team/<img src=x onerror=alert(1)>", b"1")
     db.put(SUPERUSER, "ci/deploy-key", b"k")
+    db.set_info(SUPERUSER, "team/app/db-pass", "<img src=x onerror=alert(2)> rotate monthly")
+    accessed = db.info(SUPERUSER, "team/app/db-pass").last_access
+    assert accessed is not None
+    details: dict[str, tuple[str, str | None, str]] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(p), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -97,6 +103,14 @@ def test_dashboard_rows_for_two_callers(served: tuple[str, Database]) -> None:
                     )
                     for r in page.locator("#secrets tbody tr").all()
                 ]
+                for r in page.locator("#secrets tbody tr").all():
+                    cells = r.locator("td")
+                    stamp = cells.nth(3).locator("time")
+                    details[cells.nth(0).inner_text()] = (
+                        cells.nth(2).inner_text(),
+                        stamp.get_attribute("datetime") if stamp.count() else None,
+                        cells.nth(3).inner_text(),
+                    )
                 # The stylesheet loaded under the page's own CSP.
                 assert page.locator("h1").evaluate("e => getComputedStyle(e).fontSize") == "24px"
                 assert SECRET.decode() not in page.content()
@@ -109,3 +123,10 @@ def test_dashboard_rows_for_two_callers(served: tuple[str, Database]) -> None:
         ("team/app/db-pass", "1, <b>2</b>, 3"),
     ]
     assert rows["ci"] == [("ci/deploy-key", "<b>1</b>")]
+    # The description shown as text, never run; the last access to the second, with
+    # the full time in the <time> element (docs/api.md §1.4, §9.5).
+    text, full, shown = details["team/app/db-pass"]
+    assert text == "<img src=x onerror=alert(2)> rotate monthly"
+    assert full == format_time(accessed)
+    assert shown == format_time(accessed.replace(microsecond=0))
+    assert details["ci/deploy-key"][0] == ""

@@ -67,9 +67,10 @@ def test_state_survives_restart_and_env_vars_work(tmp_path: Path) -> None:
     with ServeProcess("--dev", cwd=tmp_path, env=env) as server:
         call(server.url, "put", {"Name": "a", "Value": "eA=="})
     with ServeProcess("--dev", cwd=tmp_path, env=env) as server:
-        assert call(server.url, "list", {}).json() == [
-            {"Name": "a", "Versions": [1], "ActiveVersion": 1}
-        ]
+        listed = call(server.url, "list", {}).json()
+        assert "LastAccess" in listed[0]  # the put, recorded at the stop (api.md §9.5)
+        del listed[0]["LastAccess"]
+        assert listed == [{"Name": "a", "Versions": [1], "ActiveVersion": 1}]
     assert (tmp_path / "st" / "audit.log").exists()
     assert not (tmp_path / "setec-dev.state").exists()
 

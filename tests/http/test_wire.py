@@ -520,13 +520,16 @@ def test_the_endpoint_table() -> None:
     assert "extensions" in {e.extension for e in ENDPOINTS}
 
 
-def test_the_large_body_limit_is_set_where_a_value_is_carried() -> None:
-    """The large body cap is a flag on each endpoint, not read from the request's
-    fields; it is set exactly where the request has a value to carry, so a new endpoint
-    with a value cannot be left with the small cap nor one without get the large."""
+def test_the_large_body_limits_are_set_where_a_request_needs_them() -> None:
+    """The body caps above the small one are set on each endpoint, not read from the
+    request's fields: the large cap exactly where the request has a value to carry, and
+    a limit of its own exactly where it asks for a batch of secrets (sized for its most
+    names at their longest: tests/http/test_get_many.py). So a new endpoint with a value
+    or a batch cannot be left with the small cap, nor one without get a larger one."""
     for endpoint in ENDPOINTS:
         fields = {f.name for f in dataclasses.fields(endpoint.request)}
         assert endpoint.carries_value == ("value" in fields), endpoint.name
+        assert (endpoint.body_bytes is not None) == ("asked" in fields), endpoint.name
 
 
 @given(

@@ -19,12 +19,13 @@ from werkzeug.wrappers import Response
 from setec_core import AccessDenied, Authorizer, ConfigError, Peer, Plugins, Rule
 from setec_core.http.app import peer_of
 from setec_core.server_info import ServerInfo
-from setec_core.testing import AuthorizerContract
+from setec_core.testing import SUPERUSER, AuthorizerContract, new_database
 from setec_plugins.policy_authz import (
     TOKEN_PREFIX,
     PolicyAuthorizer,
     hash_token,
     new_token,
+    parse_allow,
     policy_entry,
 )
 
@@ -517,3 +518,29 @@ def test_end_to_end_two_tokens_two_identities(authz: PolicyAuthorizer) -> None:
         {"principal": {"hostname": "", "ip": "127.0.0.3", "tags": ["tag:ci"]}, "rules": [CI_RULE]},
     )
     assert nobody == (403, "access denied: missing or unknown bearer token")
+
+
+# --- set-info (docs/api.md §9.5) --------------------------------------------------------
+
+
+def test_set_info_is_granted_by_a_policy_rule(tmp_path: Path) -> None:
+    """A token whose rule lists set-info may describe the secrets it names; Alice's,
+    which does not, is refused; new-token's --allow knows the action."""
+    writer_token = "setec_writer-token-for-tests-only"
+    writer = {
+        "sha256": hash_token(writer_token),
+        "user": "writer@example.com",
+        "rules": [parse_allow("set-info,info:team/*")],
+    }
+    path = write(tmp_path / "policy.json", {"tokens": [alice_entry(), writer]})
+    authz = PolicyAuthorizer.from_options({"policy_file": path}, ServerInfo(port=0))
+    with new_database() as db:
+        db.put(SUPERUSER, "team/db", b"v")
+        alice = authz.identify(peer_from("10.0.0.7", bearer(ALICE_TOKEN)))
+        with pytest.raises(AccessDenied):
+            db.set_info(alice, "team/db", "the team's database")
+        granted = authz.identify(peer_from("10.0.0.9", bearer(writer_token)))
+        db.set_info(granted, "team/db", "the team's database")
+        with pytest.raises(AccessDenied):
+            db.set_info(granted, "other/db", "not theirs")
+        assert db.info(granted, "team/db").description == "the team's database"

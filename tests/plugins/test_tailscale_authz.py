@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 from setec_core import AccessDenied, Authorizer, ConfigError, Peer, Plugins, UnavailableError
 from setec_core.http.app import peer_of
 from setec_core.server_info import ServerInfo
-from setec_core.testing import AuthorizerContract
+from setec_core.testing import SUPERUSER, AuthorizerContract, new_database
 from setec_plugins.tailscale_authz import (
     CAP_SECRETS,
     DEFAULT_SOCKET,
@@ -658,3 +658,25 @@ class TestTailscaleServeContract(AuthorizerContract):
     @pytest.fixture
     def bad_options(self) -> list[tuple[Any, ...]]:
         return [({}, ServerInfo(host="100.64.0.1")), ({}, ServerInfo(host="192.0.2.7", port=443))]
+
+
+# --- set-info (docs/api.md §9.5) --------------------------------------------------------
+
+
+def test_set_info_is_granted_by_a_tailscale_grant(
+    authz: TailscaleAuthorizer, fake: FakeTailscaled
+) -> None:
+    """A tailnet grant listing set-info lets its node describe the secrets it names;
+    Alice's grant (get, info, put) does not."""
+    writer = "127.0.0.9"
+    rule = {"action": ["set-info"], "secret": ["team/*"]}
+    fake.add_peer(writer, "writer@example.com", caps={CAP_SECRETS: [rule]})
+    with new_database() as db:
+        db.put(SUPERUSER, "team/db", b"v")
+        with pytest.raises(AccessDenied):
+            db.set_info(authz.identify(peer_from(ALICE)), "team/db", "the team's database")
+        granted = authz.identify(peer_from(writer))
+        db.set_info(granted, "team/db", "the team's database")
+        assert db.info(SUPERUSER, "team/db").description == "the team's database"
+        with pytest.raises(AccessDenied):
+            db.set_info(granted, "ci/token", "not theirs")
