@@ -84,7 +84,16 @@ else:
     os.execve(config["python"], [config["python"], *sys.argv[1:]], env)
 """
 
-MAKES = {"chromium": "bin/chromium", "postgresql": "lib/15/bin/initdb"}
+MAKES = {
+    "chromium": "bin/chromium",
+    "postgresql": "lib/15/bin/initdb",
+    "age": "bin/age",
+    "openssh-client": "bin/ssh-keygen",
+    "swtpm": "bin/swtpm",
+    "tpm2-tools": "bin/tpm2_unseal",
+    "softhsm2": "bin/softhsm2-util",
+    "opensc": "bin/pkcs11-tool",
+}
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +168,16 @@ def sandbox(tmp_path: Path, bare_python: str) -> Sandbox:
     # Run as another user, the script reaches apt-get through sudo: allow it here.
     box = Sandbox(tmp_path, bare_python)
     box.sudo(allow=True)
+    # The age:// tests' peers are there: the tests below are about the other two
+    # (test_installs_missing_age_with_apt_get is about these).
+    box.have("age")
+    box.have("openssh-client")
+    # So are the tpm:// tests' (test_installs_missing_swtpm_with_apt_get is about them).
+    box.have("swtpm")
+    box.have("tpm2-tools")
+    # And the pkcs11:// tests' (test_installs_missing_softhsm2_with_apt_get).
+    box.have("softhsm2")
+    box.have("opensc")
     return box
 
 
@@ -191,6 +210,62 @@ def test_installs_missing_chromium_with_apt_get(sandbox: Sandbox) -> None:
         "Chromium, and none is on PATH"
     ]
     assert done.stderr == ""
+
+
+def test_installs_missing_age_with_apt_get(tmp_path: Path, bare_python: str) -> None:
+    """Without age and ssh-keygen (the age:// tests' peers) it installs age and
+    openssh-client, each saying why in one line; with no apt-get it fails loudly naming
+    both, rather than letting those tests skip."""
+    box = Sandbox(tmp_path, bare_python)
+    box.sudo(allow=True)
+    box.have("chromium")
+    box.have("postgresql")
+    box.have("swtpm")
+    box.have("tpm2-tools")
+    box.have("softhsm2")
+    box.have("opensc")
+    box.apt_get()
+    done = box.run()
+    assert done.returncode == 0, done.stderr
+    assert box.calls("apt-get") == [
+        ["noninteractive", "update", "-q"],
+        [*INSTALL, "age"],
+        [*INSTALL, "openssh-client"],
+    ]
+    assert [line.split(":")[1] for line in done.stdout.splitlines()] == [
+        " apt-get install age",
+        " apt-get install openssh-client",
+    ]
+    (box.bin / "apt-get").unlink()
+    (box.bin / "age").unlink()
+    (box.bin / "ssh-keygen").unlink()
+    again = box.run()
+    assert again.returncode == 1
+    assert "the tests need age and openssh-client" in again.stderr
+
+
+def test_installs_missing_swtpm_with_apt_get(tmp_path: Path, bare_python: str) -> None:
+    """Without swtpm and tpm2-tools (the tpm:// tests' peers) it installs both, each
+    saying why in one line; with no apt-get it fails loudly naming both, rather than
+    letting those tests skip."""
+    box = Sandbox(tmp_path, bare_python)
+    box.sudo(allow=True)
+    for present in ("chromium", "postgresql", "age", "openssh-client", "softhsm2", "opensc"):
+        box.have(present)
+    box.apt_get()
+    done = box.run()
+    assert done.returncode == 0, done.stderr
+    assert box.calls("apt-get") == [
+        ["noninteractive", "update", "-q"],
+        [*INSTALL, "swtpm"],
+        [*INSTALL, "tpm2-tools"],
+    ]
+    (box.bin / "apt-get").unlink()
+    (box.bin / "swtpm").unlink()
+    (box.bin / "tpm2_unseal").unlink()
+    again = box.run()
+    assert again.returncode == 1
+    assert "the tests need swtpm and tpm2-tools" in again.stderr
 
 
 def test_installs_both_peers_after_one_update(sandbox: Sandbox) -> None:
@@ -354,3 +429,27 @@ def test_ci_leaves_the_peers_to_the_test_command() -> None:
     for line in apt_lines:
         assert "chromium" not in line
         assert "postgresql" not in line
+
+
+def test_installs_missing_softhsm2_with_apt_get(tmp_path: Path, bare_python: str) -> None:
+    """Without softhsm2-util and pkcs11-tool (the pkcs11:// tests' peers) it installs
+    softhsm2 and opensc; with no apt-get it fails loudly naming both, rather than
+    letting those tests skip."""
+    box = Sandbox(tmp_path, bare_python)
+    box.sudo(allow=True)
+    for present in ("chromium", "postgresql", "age", "openssh-client", "swtpm", "tpm2-tools"):
+        box.have(present)
+    box.apt_get()
+    done = box.run()
+    assert done.returncode == 0, done.stderr
+    assert box.calls("apt-get") == [
+        ["noninteractive", "update", "-q"],
+        [*INSTALL, "softhsm2"],
+        [*INSTALL, "opensc"],
+    ]
+    (box.bin / "apt-get").unlink()
+    (box.bin / "softhsm2-util").unlink()
+    (box.bin / "pkcs11-tool").unlink()
+    again = box.run()
+    assert again.returncode == 1
+    assert "the tests need softhsm2 and opensc" in again.stderr

@@ -83,7 +83,16 @@ def test_third_party_plugin_registers() -> None:
     plugins = Plugins.load([extra])
     provider = plugins.key_provider("rot://x")
     assert isinstance(provider, RotKeyProvider)
-    assert plugins.key_providers.names() == ["aws-kms", "dev", "gcp-kms", "rot", "vault-transit"]
+    assert plugins.key_providers.names() == [
+        "age",
+        "aws-kms",
+        "dev",
+        "gcp-kms",
+        "pkcs11",
+        "rot",
+        "tpm",
+        "vault-transit",
+    ]
 
 
 def test_duplicate_name_names_both_plugins() -> None:
@@ -118,14 +127,14 @@ def test_duplicate_scheme_is_refused() -> None:
     [
         (
             "awskms://arn",
-            r"unknown key provider 'awskms' in 'awskms://arn'; available: aws-kms://, dev://, "
-            r"gcp-kms://, vault-transit://",
+            r"unknown key provider 'awskms' in 'awskms://arn'; available: age://, aws-kms://, "
+            r"dev://, gcp-kms://, pkcs11://, tpm://, vault-transit://",
         ),
         ("arn:aws:kms:us-east-1:1:key/", r"not an AWS KMS key ARN: 'arn:aws:kms:us-east-1:1:key/'"),
         (
             "just-a-name",
-            r"is not a URI; expected SCHEME://\.\.\., where SCHEME is one of: aws-kms://, "
-            r"dev://, gcp-kms://, vault-transit://",
+            r"is not a URI; expected SCHEME://\.\.\., where SCHEME is one of: age://, "
+            r"aws-kms://, dev://, gcp-kms://, pkcs11://, tpm://, vault-transit://",
         ),
     ],
 )

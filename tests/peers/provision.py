@@ -1,9 +1,13 @@
-"""Make the test suite's two peers available before the tests start: a Chromium for
-the dashboard's browser test (tests/e2e/test_dashboard_browser.py) and PostgreSQL's
-server binaries for the ``postgresql://`` storage tests (tests/peers/postgres_server.py).
+"""Make the test suite's peers available before the tests start: a Chromium for the
+dashboard's browser test (tests/e2e/test_dashboard_browser.py), PostgreSQL's server
+binaries for the ``postgresql://`` storage tests (tests/peers/postgres_server.py), and
+the software peers of the key providers without a cloud: swtpm and tpm2-tools
+(``tpm://``), SoftHSM2 and OpenSC's pkcs11-tool (``pkcs11://``), the age command line
+and ssh-keygen (``age://``). Those last have no no-root install: without apt-get and
+root they are named in the refusal.
 
 tox runs this script before pytest (``commands_pre`` in tox.ini), so the README's test
-command needs nothing installed beforehand. When both peers are there it does nothing
+command needs nothing installed beforehand. When every peer is there it does nothing
 and uses no network. For each one that is missing:
 
 1. On a Debian-like machine (``apt-get`` on ``PATH``) where it can act as root (it is
@@ -221,6 +225,50 @@ class Provisioner:
                     or self._where("wheel-postgres")
                 ),
                 self._wheel_fallback,
+            ),
+            Peer(
+                "age",
+                "the age:// key provider's tests check its blobs against the real age "
+                "command line, and no age is on PATH",
+                # age-keygen comes in the same package.
+                lambda: bool(shutil.which("age", path=self.path)),
+                lambda: "no no-root install of the age command line (a system package)",
+            ),
+            Peer(
+                "openssh-client",
+                "the age:// key provider's tests make ssh-ed25519 identities with "
+                "ssh-keygen, and none is on PATH",
+                lambda: bool(shutil.which("ssh-keygen", path=self.path)),
+                lambda: "no no-root install of ssh-keygen (a system package)",
+            ),
+            Peer(
+                "swtpm",
+                "the tpm:// key provider's tests seal keys to a software TPM (swtpm), "
+                "and no swtpm is on PATH",
+                lambda: bool(shutil.which("swtpm", path=self.path)),
+                lambda: "no no-root install of swtpm (a system package)",
+            ),
+            Peer(
+                "tpm2-tools",
+                "the tpm:// key provider drives the TPM with tpm2-tools, and no "
+                "tpm2_unseal is on PATH",
+                lambda: bool(shutil.which("tpm2_unseal", path=self.path)),
+                lambda: "no no-root install of tpm2-tools (a system package)",
+            ),
+            Peer(
+                "softhsm2",
+                "the pkcs11:// key provider's tests wrap keys inside SoftHSM2's PKCS#11 "
+                "module, and no softhsm2-util is on PATH",
+                # The module comes in the same install (libsofthsm2, a dependency).
+                lambda: bool(shutil.which("softhsm2-util", path=self.path)),
+                lambda: "no no-root install of SoftHSM2 (a system package)",
+            ),
+            Peer(
+                "opensc",
+                "the pkcs11:// key provider's tests make HSM keys with pkcs11-tool, as "
+                "docs/keys.md tells operators to, and no pkcs11-tool is on PATH",
+                lambda: bool(shutil.which("pkcs11-tool", path=self.path)),
+                lambda: "no no-root install of OpenSC's pkcs11-tool (a system package)",
             ),
         ]
 
