@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from go_like_server import GoLikeServer
 from hypothesis import settings
 from peers.postgres_server import PostgresMissingError, PostgresServer
 
@@ -46,3 +47,11 @@ def postgres_uri(postgres: PostgresServer) -> Iterator[str]:
     uri = postgres.new_database()
     yield uri
     postgres.drop_database(uri)
+
+
+@pytest.fixture
+def go_like_server() -> Iterator[GoLikeServer]:
+    """A loopback stand-in for a Go setec server with no secrets: every request is 404,
+    and what was sent is recorded (:class:`go_like_server.GoLikeServer`)."""
+    with GoLikeServer() as server:
+        yield server

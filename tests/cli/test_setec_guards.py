@@ -7,14 +7,11 @@ is sent or read; no value is ever printed."""
 
 from __future__ import annotations
 
-import http.server
 import itertools
-import threading
-from collections.abc import Iterator
-from typing import ClassVar
 
 import pytest
 from console_scripts import run_setec
+from go_like_server import GoLikeServer
 
 from setec_core.testing import SUPERUSER
 from setec_core.testing.server import LocalServer
@@ -126,40 +123,16 @@ def test_bad_guard_options_are_usage_errors(
     assert message in err
 
 
-class _GoLikeHandler(http.server.BaseHTTPRequestHandler):
-    """Answers 404 to everything, as a Go setec server answers /api/extensions."""
-
-    seen: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        type(self).seen.append(self.path)
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def go_like_server() -> Iterator[str]:
-    """A loopback server that knows no extensions, as Go setec's does not."""
-    _GoLikeHandler.seen = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GoLikeHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_a_server_without_guards_is_refused_before_the_value_is_read(go_like_server: str) -> None:
+def test_a_server_without_guards_is_refused_before_the_value_is_read(
+    go_like_server: GoLikeServer,
+) -> None:
     """Against a Go server a guarded put exits 1 with the UnsupportedError line, having
     asked only /api/extensions and read no value."""
-    code, out, err = setec(go_like_server, "put", "--if-absent", "x", stdin=VALUE)
+    code, out, err = setec(go_like_server.url, "put", "--if-absent", "x", stdin=VALUE)
     assert (code, out) == (1, "")
     assert err == (
-        f"Error: {go_like_server} does not offer a write guarded by an expected version "
+        f"Error: {go_like_server.url} does not offer a write guarded by an expected version "
         "(its API has no 'cas' extension: a Go setec server, or an older setec for "
         "Python); nothing was sent\n"
     )
-    assert _GoLikeHandler.seen == ["/api/extensions"]
+    assert go_like_server.seen == ["/api/extensions"]

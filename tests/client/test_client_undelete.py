@@ -7,13 +7,11 @@ answer 404)."""
 from __future__ import annotations
 
 import datetime as dt
-import http.server
-import threading
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import requests
+from go_like_server import GoLikeServer
 
 from setec_core import NotFound, UnsupportedError
 from setec_core.client import Client
@@ -88,43 +86,13 @@ def test_a_plain_delete_sends_gos_bytes_and_purge_the_field(windowed: LocalServe
         client.undelete("s")
 
 
-class _GoLikeHandler(http.server.BaseHTTPRequestHandler):
-    """Answers 404 for every path, as Go setec does for ``/api/extensions``, and
-    records what it was sent."""
-
-    seen: ClassVar[list[tuple[str, bytes]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        type(self).seen.append((self.path, self.rfile.read(length)))
-        body = b"404 page not found\n"
-        self.send_response(404)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def go_like_server() -> Iterator[str]:
-    """A loopback server that knows no extensions, as Go setec's does not."""
-    _GoLikeHandler.seen = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GoLikeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_a_go_server_is_never_sent_purge_undelete_or_list_deleted(go_like_server: str) -> None:
+def test_a_go_server_is_never_sent_purge_undelete_or_list_deleted(
+    go_like_server: GoLikeServer,
+) -> None:
     """Against a server without ``recoverable-delete``, purge, undelete and
     list_deleted raise UnsupportedError naming what was refused, and only the
     extensions question is sent; a plain delete goes out as Go's client sends it."""
-    client = Client(go_like_server)
+    client = Client(go_like_server.url)
     for call, what in (
         (lambda: client.delete("s", purge=True), "purging a deleted secret"),
         (lambda: client.undelete("s"), "undelete"),
@@ -132,7 +100,7 @@ def test_a_go_server_is_never_sent_purge_undelete_or_list_deleted(go_like_server
     ):
         with pytest.raises(UnsupportedError, match=f"does not offer {what}.*nothing was sent"):
             call()
-    assert _GoLikeHandler.seen == [("/api/extensions", b"{}")]
+    assert go_like_server.sent == [("/api/extensions", b"{}")]
     with pytest.raises(NotFound):
         client.delete("s")
-    assert _GoLikeHandler.seen[-1] == ("/api/delete", b'{"Name":"s"}')
+    assert go_like_server.sent[-1] == ("/api/delete", b'{"Name":"s"}')

@@ -4,14 +4,11 @@ know it (a Go setec server answers 404 for any path it does not route)."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Iterator
-from typing import ClassVar
 
 import pytest
 import requests
+from go_like_server import GoLikeServer
 
 from setec_core import AccessDenied, UnsupportedError, wire
 from setec_core.client import Client
@@ -21,37 +18,6 @@ from setec_core.testing.server import LocalServer
 from setec_core.wire.extensions import FIELD_EXTENSIONS, offered
 
 GUARD = {"Sec-X-Tailscale-No-Browsers": "setec", "Content-Type": "application/json"}
-
-
-class _GoLikeHandler(http.server.BaseHTTPRequestHandler):
-    """Answers every request as Go's ServeMux does for a path it does not route, and
-    counts what it was sent."""
-
-    seen: ClassVar[list[str]] = []
-
-    def do_POST(self) -> None:
-        type(self).seen.append(self.path)
-        body = b"404 page not found\n"
-        self.send_response(404)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def go_like_server() -> Iterator[str]:
-    """A loopback HTTP server that knows no extensions, as Go setec's does not."""
-    _GoLikeHandler.seen = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GoLikeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_the_server_lists_its_extensions_sorted_and_audits_nothing(
@@ -110,12 +76,12 @@ def test_the_client_asks_once_and_remembers(client: Client, server: LocalServer)
     assert client.extensions() is names
 
 
-def test_a_server_without_the_endpoint_offers_nothing(go_like_server: str) -> None:
+def test_a_server_without_the_endpoint_offers_nothing(go_like_server: GoLikeServer) -> None:
     """Against a server answering 404 (a Go setec server) the client offers nothing,
     refuses a guarded request with UnsupportedError, and asks only once."""
-    client = Client(go_like_server)
+    client = Client(go_like_server.url)
     assert client.extensions() == frozenset()
     with pytest.raises(UnsupportedError, match="does not offer a guarded put"):
         client.require("cas", "a guarded put")
     assert client.extensions() == frozenset()
-    assert _GoLikeHandler.seen == ["/api/extensions"]
+    assert go_like_server.seen == ["/api/extensions"]

@@ -5,13 +5,11 @@ guarded call to a server without ``cas`` (a Go server) sends nothing."""
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import requests
+from go_like_server import GoLikeServer
 
 from setec_core import InvalidRequestError, NotFound, UnsupportedError, VersionConflict
 from setec_core.client import Client
@@ -145,43 +143,11 @@ def test_a_malformed_guard_sends_nothing(
     assert session.sent == []
 
 
-class _GoLikeHandler(http.server.BaseHTTPRequestHandler):
-    """Answers as a Go setec server would if it held nothing: 404 for the extensions
-    endpoint it does not have, and for the secret of any other call."""
-
-    seen: ClassVar[list[tuple[str, bytes]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        type(self).seen.append((self.path, self.rfile.read(length)))
-        body = b"404 page not found\n" if self.path == "/api/extensions" else b"not found\n"
-        self.send_response(404)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def go_like_server() -> Iterator[str]:
-    """A loopback server that knows no extensions, as Go setec's does not."""
-    _GoLikeHandler.seen = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GoLikeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_a_guarded_write_to_a_go_server_sends_nothing(go_like_server: str) -> None:
+def test_a_guarded_write_to_a_go_server_sends_nothing(go_like_server: GoLikeServer) -> None:
     """Against a server without "cas", every guarded write raises UnsupportedError and
     only the extensions question is sent (a Go server would have written unguarded);
     an unguarded write is sent as Go's client sends it."""
-    client = Client(go_like_server)
+    client = Client(go_like_server.url)
     guarded = [
         lambda: client.put("a", VALUE, if_active_version=0),
         lambda: client.create_version("a", 2, VALUE, if_versions=[]),
@@ -192,7 +158,7 @@ def test_a_guarded_write_to_a_go_server_sends_nothing(go_like_server: str) -> No
     for call in guarded:
         with pytest.raises(UnsupportedError, match="a write guarded by an expected version"):
             call()
-    assert _GoLikeHandler.seen == [("/api/extensions", b"{}")]
+    assert go_like_server.sent == [("/api/extensions", b"{}")]
     with pytest.raises(NotFound):
         client.delete_version("a", 1)
-    assert _GoLikeHandler.seen[-1] == ("/api/delete-version", b'{"Name":"a","Version":1}')
+    assert go_like_server.sent[-1] == ("/api/delete-version", b'{"Name":"a","Version":1}')
