@@ -28,6 +28,7 @@ from setec_core.wire.gotime import format_time, parse_time
 from setec_core.wire.sentinel import SENTINELS, sentinel_error
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,20 +293,48 @@ def _decode_infos(body: bytes) -> list[SecretInfo]:
 
 
 def _decode_extensions(body: bytes) -> Extensions:
+    return Extensions(
+        _list_under(
+            body,
+            "Extensions",
+            "a list of extensions",
+            '"Extensions" must be a list of strings',
+            _extension_name,
+        )
+    )
+
+
+def _extension_name(raw: object) -> str:
+    if type(raw) is not str:
+        raise _error('"Extensions" must be a list of strings')
+    return raw
+
+
+def _list_under(
+    body: bytes, key: str, what: str, rule: str, item: Callable[[object], T]
+) -> tuple[T, ...]:
+    """The items of the list under ``key`` in a reply object, read as Go's client reads
+    a slice field: the key matched folded, the last one winning, ``null`` empty.
+
+    :param what: what the body should be, for the error when it is not an object.
+    :param rule: the error when the value under ``key`` is not a list (or ``null``).
+    :param item: reads one element (raising the reply's error if it cannot).
+    """
     doc = parse(body, _error, whole=True)
     if type(doc) is not JsonObject:
-        raise _error("expected a list of extensions")
-    names: tuple[str, ...] = ()
-    for key, value in doc:  # the last "Extensions" key wins, as in Go
-        if key.lower() != "extensions":
+        raise _error(f"expected {what}")
+    wanted = fold(key)
+    items: tuple[T, ...] = ()
+    for name, value in doc:
+        if fold(name) != wanted:
             continue
         if value is None:
-            names = ()
-        elif type(value) is list and all(type(n) is str for n in value):
-            names = tuple(value)
+            items = ()
+        elif type(value) is list:
+            items = tuple(item(element) for element in value)
         else:
-            raise _error('"Extensions" must be a list of strings')
-    return Extensions(names)
+            raise _error(rule)
+    return items
 
 
 def _error_of(raw: object) -> str:
@@ -324,20 +353,11 @@ _CHANGE_FIELDS = by_fold(
 
 
 def _decode_changes(body: bytes) -> Changes:
-    doc = parse(body, _error, whole=True)
-    if type(doc) is not JsonObject:
-        raise _error("expected a list of changes")
-    changed: tuple[Change, ...] = ()
-    for key, value in doc:  # the last "Changed" key wins, as in Go
-        if key.lower() != "changed":
-            continue
-        if value is None:
-            changed = ()
-        elif type(value) is list:
-            changed = tuple(_change_of(item) for item in value)
-        else:
-            raise _error('"Changed" must be a list of changes')
-    return Changes(changed)
+    return Changes(
+        _list_under(
+            body, "Changed", "a list of changes", '"Changed" must be a list of changes', _change_of
+        )
+    )
 
 
 def _change_of(doc: object) -> Change:
@@ -387,20 +407,11 @@ def _many_item(doc: object) -> tuple[str, int, SecretValue | SetecError]:
 
 
 def _decode_many(body: bytes) -> ManyValues:
-    doc = parse(body, _error, whole=True)
-    if type(doc) is not JsonObject:
-        raise _error("expected a list of secrets")
-    items: tuple[tuple[str, int, SecretValue | SetecError], ...] = ()
-    for key, value in doc:  # the last "Secrets" key wins, folded as Go folds it
-        if fold(key) != "SECRETS":
-            continue
-        if value is None:
-            items = ()
-        elif type(value) is list:
-            items = tuple(_many_item(item) for item in value)
-        else:
-            raise _error('"Secrets" must be a list of secrets')
-    return ManyValues(items)
+    return ManyValues(
+        _list_under(
+            body, "Secrets", "a list of secrets", '"Secrets" must be a list of secrets', _many_item
+        )
+    )
 
 
 def _decode_version(body: bytes) -> int:
